@@ -1,0 +1,54 @@
+// swift-tools-version: 6.2
+import PackageDescription
+
+let upcoming: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+]
+
+let package = Package(
+    name: "sluice",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "sluice", targets: ["sluice"]),
+        .library(name: "SluiceCLI", targets: ["SluiceCLI"]),
+        .library(name: "SluiceEngine", targets: ["SluiceEngine"]),
+        .library(name: "SluiceCore", targets: ["SluiceCore"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    ],
+    targets: [
+        .target(name: "SluiceCore", swiftSettings: upcoming),
+        .target(name: "SluiceDefinition",
+                dependencies: ["SluiceCore", .product(name: "Yams", package: "Yams")],
+                swiftSettings: upcoming),
+        .target(name: "SluiceStore", dependencies: ["SluiceCore"], swiftSettings: upcoming),
+        .target(name: "SluiceStoreSQLite",
+                dependencies: ["SluiceStore", "SluiceCore", .product(name: "GRDB", package: "GRDB.swift")],
+                swiftSettings: upcoming),
+        .target(name: "SluiceSupervisor",
+                dependencies: ["SluiceCore", .product(name: "Subprocess", package: "swift-subprocess")],
+                swiftSettings: upcoming),
+        .target(name: "SluiceEngine",
+                dependencies: ["SluiceCore", "SluiceStore", "SluiceSupervisor",
+                               .product(name: "Logging", package: "swift-log")],
+                swiftSettings: upcoming),
+        .target(name: "SluiceCLI",
+                dependencies: ["SluiceCore", "SluiceDefinition", "SluiceStore", "SluiceStoreSQLite",
+                               "SluiceEngine", "SluiceSupervisor",
+                               .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                               .product(name: "Logging", package: "swift-log")],
+                swiftSettings: upcoming),
+        .executableTarget(name: "sluice", dependencies: ["SluiceCLI"], swiftSettings: upcoming),
+        .testTarget(name: "SluiceTests",
+                    dependencies: ["SluiceCore", "SluiceDefinition", "SluiceStore", "SluiceStoreSQLite",
+                                   "SluiceSupervisor", "SluiceEngine", "SluiceCLI"],
+                    resources: [.copy("Fixtures")],
+                    swiftSettings: upcoming),
+    ]
+)

@@ -1,0 +1,166 @@
+import Foundation
+
+/// The name of a stage, unique within its pipeline.
+public typealias StageName = String
+
+/// A validated pipeline: what to run, in which order, under which rules.
+///
+/// Built by `SluiceDefinition` from YAML (or in code); stored with each run as JSON, so a
+/// resumed run executes exactly the definition it started with.
+public struct PipelineSpec: Sendable, Codable, Hashable {
+    public var name: String
+    public var description: String?
+    public var schedule: String?
+    public var overlap: OverlapPolicy
+    /// Maximum number of tasks running at once in one run.
+    public var concurrency: Int
+    /// Parameter defaults, overridable per run.
+    public var params: [String: String]
+    public var env: [String: String]
+    /// The folder everything is relative to (the pipeline file's folder), absolute.
+    public var root: String
+    /// The pipeline file, when there is one.
+    public var sourceFile: String?
+    /// Stages in file order.
+    public var stages: [StageSpec]
+
+    public init(name: String, description: String? = nil, schedule: String? = nil,
+                overlap: OverlapPolicy = .skip, concurrency: Int = 4,
+                params: [String: String] = [:], env: [String: String] = [:],
+                root: String, sourceFile: String? = nil, stages: [StageSpec]) {
+        self.name = name
+        self.description = description
+        self.schedule = schedule
+        self.overlap = overlap
+        self.concurrency = concurrency
+        self.params = params
+        self.env = env
+        self.root = root
+        self.sourceFile = sourceFile
+        self.stages = stages
+    }
+
+    public func stage(_ name: StageName) -> StageSpec? { stages.first { $0.name == name } }
+}
+
+/// What happens when a pipeline is started while another run of it is still active.
+public enum OverlapPolicy: String, Sendable, Codable, CaseIterable {
+    /// Do not start the new run.
+    case skip
+    /// Wait until the active run finished, then start.
+    case queue
+    /// Run both at once.
+    case allow
+}
+
+/// How a stage's command is given.
+public enum CommandSpec: Sendable, Codable, Hashable {
+    /// An argv list, executed directly (no shell). Elements may hold `{{...}}` placeholders.
+    case argv([String])
+    /// A script run with `/bin/sh -c`, only when the user wrote `shell:`. Placeholders are not
+    /// substituted into it; params reach it as `SLUICE_PARAM_<NAME>` environment variables.
+    case shell(String)
+}
+
+/// One stage of a pipeline.
+public struct StageSpec: Sendable, Codable, Hashable {
+    public var name: StageName
+    public var description: String?
+    public var needs: [StageName]
+    public var command: CommandSpec
+    public var env: [String: String]
+    /// Relative to the pipeline root.
+    public var workdir: String?
+    public var timeout: Duration?
+    public var hangAfter: Duration?
+    /// A regular expression matched against each output line; a match means the stage is done.
+    public var doneWhen: String?
+    /// Time between SIGTERM and SIGKILL when the stage's processes are stopped.
+    public var grace: Duration
+    public var retry: RetryPolicy
+    public var when: Conditions
+    public var proceedIf: Set<UpstreamOutcome>
+    /// Where each field was written, for messages at run time.
+    public var location: SourceLocation?
+
+    public init(name: StageName, description: String? = nil, needs: [StageName] = [],
+                command: CommandSpec, env: [String: String] = [:], workdir: String? = nil,
+                timeout: Duration? = nil, hangAfter: Duration? = nil, doneWhen: String? = nil,
+                grace: Duration = .seconds(10), retry: RetryPolicy = .none,
+                when: Conditions = Conditions(), proceedIf: Set<UpstreamOutcome> = [.success],
+                location: SourceLocation? = nil) {
+        self.name = name
+        self.description = description
+        self.needs = needs
+        self.command = command
+        self.env = env
+        self.workdir = workdir
+        self.timeout = timeout
+        self.hangAfter = hangAfter
+        self.doneWhen = doneWhen
+        self.grace = grace
+        self.retry = retry
+        self.when = when
+        self.proceedIf = proceedIf
+        self.location = location
+    }
+}
+
+/// Conditions checked when a stage becomes ready; if one is false the stage is `skipped`.
+public struct Conditions: Sendable, Codable, Hashable {
+    /// Glob patterns (relative to the root) that must each match at least one file.
+    public var files: [String]
+    /// Glob patterns that must each match no file.
+    public var noFiles: [String]
+    /// Upstream stages and the outcomes they must have had.
+    public var upstream: [StageName: Set<UpstreamOutcome>]
+
+    public init(files: [String] = [], noFiles: [String] = [], upstream: [StageName: Set<UpstreamOutcome>] = [:]) {
+        self.files = files
+        self.noFiles = noFiles
+        self.upstream = upstream
+    }
+
+    public var isEmpty: Bool { files.isEmpty && noFiles.isEmpty && upstream.isEmpty }
+}
+
+/// The outcome of an upstream stage as `proceed_if` and `when.upstream` name it.
+public enum UpstreamOutcome: String, Sendable, Codable, CaseIterable, Comparable {
+    case success
+    case failed
+    case skipped
+    case rolledBack = "rolled_back"
+    case cancelled
+    /// Any terminal outcome.
+    case always
+
+    public static func < (a: Self, b: Self) -> Bool { a.rawValue < b.rawValue }
+}
+
+/// When and how a failed task is tried again.
+public struct RetryPolicy: Sendable, Codable, Hashable {
+    public enum Backoff: String, Sendable, Codable, CaseIterable { case fixed, exponential }
+
+    /// Total attempts, the first included (1 = no retry).
+    public var attempts: Int
+    public var backoff: Backoff
+    public var initial: Duration
+    public var max: Duration
+    /// Fraction of each delay that is randomised away (0 = exact delays, 0.25 = up to 25% shorter).
+    public var jitter: Double
+    /// Exit codes that are retried; empty means every non-zero exit code. Timeouts and hangs are
+    /// always retried while attempts remain.
+    public var exitCodes: Set<Int32>
+
+    public init(attempts: Int = 1, backoff: Backoff = .exponential, initial: Duration = .seconds(1),
+                max: Duration = .seconds(300), jitter: Double = 0.25, exitCodes: Set<Int32> = []) {
+        self.attempts = attempts
+        self.backoff = backoff
+        self.initial = initial
+        self.max = max
+        self.jitter = jitter
+        self.exitCodes = exitCodes
+    }
+
+    public static let none = RetryPolicy()
+}

@@ -1,0 +1,82 @@
+import Foundation
+
+/// `{{name}}` placeholders inside argv elements and env values.
+///
+/// Substitution is plain text replacement inside one argument: a value never becomes two
+/// arguments and never passes through a shell, whatever characters it holds.
+public enum Template {
+    public struct Placeholder: Hashable, Sendable {
+        public var name: String
+        /// Offset of `{{` in the text, in characters.
+        public var offset: Int
+    }
+
+    public enum Problem: Error, Hashable, Sendable {
+        case unclosed(offset: Int)
+        case empty(offset: Int)
+    }
+
+    /// Every placeholder in `text`, or the first syntax problem.
+    public static func placeholders(in text: String) -> Result<[Placeholder], Problem> {
+        var found: [Placeholder] = []
+        let chars = Array(text)
+        var i = 0
+        while i < chars.count - 1 {
+            if chars[i] == "{" && chars[i + 1] == "{" {
+                var j = i + 2
+                var name = ""
+                var closed = false
+                while j < chars.count - 1 {
+                    if chars[j] == "}" && chars[j + 1] == "}" { closed = true; break }
+                    name.append(chars[j])
+                    j += 1
+                }
+                guard closed else { return .failure(.unclosed(offset: i)) }
+                let trimmed = name.trimmingCharacters(in: .whitespaces)
+                guard !trimmed.isEmpty else { return .failure(.empty(offset: i)) }
+                found.append(Placeholder(name: trimmed, offset: i))
+                i = j + 2
+            } else {
+                i += 1
+            }
+        }
+        return .success(found)
+    }
+
+    /// Replaces every placeholder with its value; unknown names are left for validation to report
+    /// and render as an empty string only if `strict` is false.
+    public static func render(_ text: String, values: [String: String]) -> String {
+        guard text.contains("{{") else { return text }
+        var out = ""
+        let chars = Array(text)
+        var i = 0
+        while i < chars.count {
+            if i < chars.count - 1, chars[i] == "{", chars[i + 1] == "{",
+               let end = closing(chars, from: i + 2) {
+                let name = String(chars[(i + 2)..<end]).trimmingCharacters(in: .whitespaces)
+                out += values[name] ?? ""
+                i = end + 2
+            } else {
+                out.append(chars[i])
+                i += 1
+            }
+        }
+        return out
+    }
+
+    private static func closing(_ chars: [Character], from start: Int) -> Int? {
+        var j = start
+        while j < chars.count - 1 {
+            if chars[j] == "}" && chars[j + 1] == "}" { return j }
+            j += 1
+        }
+        return nil
+    }
+
+    /// The names a pipeline may use: `params.<name>` for each param, `run.id`, `run.dir`, `stage`, `pipeline`.
+    public static func knownNames(params: some Sequence<String>) -> Set<String> {
+        var names: Set<String> = ["run.id", "run.dir", "stage", "pipeline", "root"]
+        for p in params { names.insert("params.\(p)") }
+        return names
+    }
+}

@@ -1,0 +1,521 @@
+import Foundation
+import SluiceCore
+import Yams
+
+/// Walks the YAML node tree, building a `PipelineSpec` and recording every problem with its location.
+struct SpecReader {
+    let file: String
+    let root: String
+    var diagnostics: [Diagnostic] = []
+
+    static let pipelineKeys = ["name", "description", "schedule", "overlap", "concurrency", "params", "env", "stages"]
+    static let stageKeys = ["description", "needs", "run", "shell", "env", "workdir", "timeout", "hang_after",
+                            "done_when", "grace", "retries", "when", "proceed_if"]
+    static let retryKeys = ["attempts", "backoff", "initial", "max", "jitter", "exit_codes"]
+    static let whenKeys = ["files", "no_files", "upstream"]
+
+    init(file: String, root: String) {
+        self.file = file
+        self.root = root
+    }
+
+    // MARK: - helpers
+
+    func location(_ node: Node?) -> SourceLocation? {
+        guard let mark = node?.mark else { return SourceLocation(file: file, line: 1, column: 1) }
+        return SourceLocation(file: file, line: mark.line, column: mark.column)
+    }
+
+    mutating func error(_ message: String, _ node: Node?, hint: String? = nil) {
+        diagnostics.append(.error(message, at: location(node), hint: hint))
+    }
+
+    static func kind(_ node: Node) -> String {
+        switch node {
+        case .scalar(let s):
+            if s.style == .plain {
+                if node.null != nil { return "nothing (null)" }
+                if node.bool != nil { return "a boolean (\(s.string))" }
+                if node.int != nil { return "a number (\(s.string))" }
+                if node.float != nil { return "a number (\(s.string))" }
+            }
+            return "the text '\(s.string)'"
+        case .mapping: return "a mapping"
+        case .sequence: return "a list"
+        case .alias: return "an alias"
+        }
+    }
+
+    /// Entries of a mapping as (key text, key node, value node); reports anything that is not a mapping.
+    mutating func mapping(_ node: Node, _ what: String) -> [(String, Node, Node)]? {
+        guard case .mapping(let m) = node else {
+            error("\(what) must be a mapping (key: value lines), got \(Self.kind(node))", node)
+            return nil
+        }
+        var entries: [(String, Node, Node)] = []
+        for (k, v) in m {
+            guard case .scalar(let s) = k else {
+                error("keys of \(what) must be plain names, got \(Self.kind(k))", k)
+                continue
+            }
+            entries.append((s.string, k, v))
+        }
+        return entries
+    }
+
+    mutating func checkKeys(_ entries: [(String, Node, Node)], allowed: [String], in what: String) {
+        for (key, keyNode, _) in entries where !allowed.contains(key) {
+            let hint = Suggest.hint(for: key, in: allowed) ?? "allowed keys: \(allowed.joined(separator: ", "))"
+            error("unknown key '\(key)' in \(what)", keyNode, hint: hint)
+        }
+    }
+
+    mutating func string(_ node: Node, _ what: String, allowNumbers: Bool = false) -> String? {
+        guard case .scalar(let s) = node else {
+            error("\(what) must be text, got \(Self.kind(node))", node)
+            return nil
+        }
+        if s.style == .plain && node.null != nil {
+            error("\(what) must be text, got nothing (null)", node, hint: "write a value after the colon")
+            return nil
+        }
+        if !allowNumbers && s.style == .plain && (node.int != nil || node.float != nil || node.bool != nil) {
+            // Numbers and booleans read as text are fine for params and env.
+            return s.string
+        }
+        return s.string
+    }
+
+    mutating func stringList(_ node: Node, _ what: String) -> [(String, Node)]? {
+        switch node {
+        case .scalar:
+            return string(node, what).map { [($0, node)] }
+        case .sequence(let seq):
+            var out: [(String, Node)] = []
+            for item in seq {
+                if let s = string(item, "each entry of \(what)") { out.append((s, item)) }
+            }
+            return out
+        default:
+            error("\(what) must be text or a list of text, got \(Self.kind(node))", node)
+            return nil
+        }
+    }
+
+    mutating func duration(_ node: Node, _ what: String) -> Duration? {
+        guard case .scalar(let s) = node, node.null == nil else {
+            error("\(what) must be a duration such as 30s, 5m or 1h30m, got \(Self.kind(node))", node)
+            return nil
+        }
+        guard let d = DurationText.parse(s.string) else {
+            error("\(what) '\(s.string)' is not a duration", node,
+                  hint: "write a number with a unit: 500ms, 30s, 5m, 2h, 1h30m, 1d (a plain number means seconds)")
+            return nil
+        }
+        return d
+    }
+
+    mutating func positiveInt(_ node: Node, _ what: String) -> Int? {
+        guard case .scalar(let s) = node, let v = Int(s.string) else {
+            error("\(what) must be a whole number, got \(Self.kind(node))", node)
+            return nil
+        }
+        guard v > 0 else {
+            error("\(what) must be at least 1, got \(v)", node)
+            return nil
+        }
+        return v
+    }
+
+    mutating func checkPlaceholders(_ text: String, _ node: Node, known: Set<String>, what: String) {
+        switch Template.placeholders(in: text) {
+        case .failure(.unclosed):
+            error("\(what) has '{{' without a closing '}}': \(text)", node, hint: "write placeholders as {{params.name}}")
+        case .failure(.empty):
+            error("\(what) has an empty placeholder '{{}}'", node, hint: "write placeholders as {{params.name}}")
+        case .success(let found):
+            for p in found where !known.contains(p.name) {
+                let hint = Suggest.hint(for: p.name, in: known)
+                    ?? "known placeholders: \(known.sorted().joined(separator: ", "))"
+                error("\(what) uses unknown placeholder '{{\(p.name)}}'", node, hint: hint)
+            }
+        }
+    }
+
+    static func isValidName(_ name: String) -> Bool {
+        guard let first = name.unicodeScalars.first, CharacterSet.alphanumerics.contains(first) || first == "_" else { return false }
+        return name.unicodeScalars.allSatisfy { CharacterSet.alphanumerics.contains($0) || "_-.".unicodeScalars.contains($0) } && name.count <= 100
+    }
+
+    // MARK: - pipeline
+
+    mutating func read(_ document: Node?) -> PipelineSpec? {
+        guard let document else {
+            diagnostics.append(.error("the pipeline file is empty", at: SourceLocation(file: file, line: 1, column: 1),
+                                      hint: "a pipeline needs at least `name:` and `stages:`; `sluice init` writes an example"))
+            return nil
+        }
+        guard let entries = mapping(document, "a pipeline file") else { return nil }
+        checkKeys(entries, allowed: Self.pipelineKeys, in: "the pipeline")
+        let byKey = Dictionary(entries.map { ($0.0, ($0.1, $0.2)) }, uniquingKeysWith: { a, _ in a })
+
+        var name = ""
+        if let (_, v) = byKey["name"] {
+            if let n = string(v, "name") {
+                if Self.isValidName(n) { name = n } else {
+                    error("pipeline name '\(n)' may hold only letters, digits, '_', '-' and '.'", v)
+                }
+            }
+        } else {
+            error("the pipeline has no `name:`", document, hint: "add a line such as `name: market-data`")
+        }
+        let description = byKey["description"].flatMap { string($0.1, "description") }
+        var schedule: String?
+        if let (_, v) = byKey["schedule"], let s = string(v, "schedule") {
+            if let problem = Self.cronProblem(s) {
+                error("schedule '\(s)' is not a cron expression: \(problem)", v,
+                      hint: "use 5 fields (minute hour day-of-month month day-of-week), e.g. \"*/15 * * * *\", or @hourly, @daily, @weekly, @monthly")
+            } else { schedule = s }
+        }
+        var overlap = OverlapPolicy.skip
+        if let (_, v) = byKey["overlap"], let s = string(v, "overlap") {
+            if let o = OverlapPolicy(rawValue: s) { overlap = o } else {
+                error("overlap must be one of skip, queue, allow; got '\(s)'", v,
+                      hint: Suggest.hint(for: s, in: OverlapPolicy.allCases.map(\.rawValue)))
+            }
+        }
+        var concurrency = 4
+        if let (_, v) = byKey["concurrency"], let c = positiveInt(v, "concurrency") { concurrency = c }
+
+        var params: [String: String] = [:]
+        if let (_, v) = byKey["params"], let pe = mapping(v, "params") {
+            for (k, kn, pv) in pe {
+                if !Self.isParamName(k) {
+                    error("param name '\(k)' may hold only letters, digits and '_'", kn)
+                } else if case .scalar = pv, let s = string(pv, "param '\(k)'") {
+                    params[k] = s
+                } else if case .scalar = pv {
+                } else {
+                    error("param '\(k)' must be a single value (text or number), got \(Self.kind(pv))", pv)
+                }
+            }
+        }
+        let known = Template.knownNames(params: params.keys)
+        var env: [String: String] = [:]
+        if let (_, v) = byKey["env"] { env = readEnv(v, known: known, what: "env") }
+
+        var stages: [StageSpec] = []
+        var stageNodes: [StageName: (key: Node, value: Node)] = [:]
+        if let (_, v) = byKey["stages"] {
+            if let se = mapping(v, "stages") {
+                if se.isEmpty { error("`stages:` is empty", v, hint: "add at least one stage with a `run:` list") }
+                for (stageName, kn, sv) in se {
+                    guard Self.isValidName(stageName) else {
+                        error("stage name '\(stageName)' may hold only letters, digits, '_', '-' and '.'", kn)
+                        continue
+                    }
+                    stageNodes[stageName] = (kn, sv)
+                    if let stage = readStage(stageName, kn, sv, known: known) { stages.append(stage) }
+                }
+            }
+        } else {
+            error("the pipeline has no `stages:`", document, hint: "add `stages:` with at least one stage")
+        }
+
+        checkGraph(stages, nodes: stageNodes)
+        return PipelineSpec(name: name, description: description, schedule: schedule, overlap: overlap,
+                            concurrency: concurrency, params: params, env: env, root: root,
+                            sourceFile: file, stages: stages)
+    }
+
+    static func isParamName(_ s: String) -> Bool {
+        guard let f = s.unicodeScalars.first, CharacterSet.letters.contains(f) || f == "_" else { return false }
+        return s.unicodeScalars.allSatisfy { CharacterSet.alphanumerics.contains($0) || $0 == "_" }
+    }
+
+    mutating func readEnv(_ node: Node, known: Set<String>, what: String) -> [String: String] {
+        var env: [String: String] = [:]
+        guard let entries = mapping(node, what) else { return env }
+        for (k, kn, v) in entries {
+            guard !k.isEmpty, !k.contains("="), k.unicodeScalars.allSatisfy({ CharacterSet.alphanumerics.contains($0) || $0 == "_" }) else {
+                error("environment variable name '\(k)' may hold only letters, digits and '_'", kn)
+                continue
+            }
+            if let s = string(v, "\(what).\(k)") {
+                checkPlaceholders(s, v, known: known, what: "\(what).\(k)")
+                env[k] = s
+            }
+        }
+        return env
+    }
+
+    // MARK: - stages
+
+    mutating func readStage(_ name: StageName, _ keyNode: Node, _ node: Node, known: Set<String>) -> StageSpec? {
+        let what = "stage '\(name)'"
+        guard let entries = mapping(node, what) else { return nil }
+        checkKeys(entries, allowed: Self.stageKeys, in: what)
+        let byKey = Dictionary(entries.map { ($0.0, ($0.1, $0.2)) }, uniquingKeysWith: { a, _ in a })
+        var ok = true
+        var stageKnown = known
+        stageKnown.insert("stage")
+
+        var command: CommandSpec?
+        switch (byKey["run"], byKey["shell"]) {
+        case (nil, nil):
+            error("\(what) has neither `run:` nor `shell:`", keyNode,
+                  hint: "add `run: [program, arg, ...]` (or `shell: \"...\"` to run a shell script)")
+            ok = false
+        case (.some, .some(let (shellKey, _))):
+            error("\(what) has both `run:` and `shell:`", shellKey, hint: "keep one: `run:` is an argv list, `shell:` a script for /bin/sh")
+            ok = false
+        case (.some(let (_, runNode)), nil):
+            if case .sequence(let seq) = runNode {
+                var argv: [String] = []
+                for item in seq {
+                    if let s = string(item, "each argument of \(what).run") {
+                        checkPlaceholders(s, item, known: stageKnown, what: "\(what).run")
+                        argv.append(s)
+                    } else { ok = false }
+                }
+                if argv.isEmpty {
+                    error("\(what).run is an empty list", runNode, hint: "name the program to run first, e.g. run: [python3, script.py]")
+                    ok = false
+                } else if argv[0].isEmpty {
+                    error("\(what).run starts with an empty program name", runNode)
+                    ok = false
+                }
+                command = .argv(argv)
+            } else if case .scalar(let s) = runNode {
+                let words = s.string.split(separator: " ").map { "\"\($0)\"" }.joined(separator: ", ")
+                error("\(what).run must be a list of arguments (argv), got the text '\(s.string)'", runNode,
+                      hint: "write `run: [\(words)]`, or `shell: \"\(s.string)\"` if you need a shell")
+                ok = false
+            } else {
+                error("\(what).run must be a list of arguments (argv), got \(Self.kind(runNode))", runNode)
+                ok = false
+            }
+        case (nil, .some(let (_, shellNode))):
+            if let s = string(shellNode, "\(what).shell") {
+                if s.contains("{{") {
+                    error("\(what).shell may not hold {{placeholders}}: values are never spliced into a shell script", shellNode,
+                          hint: "read params from the environment instead, e.g. \"$SLUICE_PARAM_INPUT\" for {{params.input}}")
+                    ok = false
+                }
+                command = .shell(s)
+            } else { ok = false }
+        }
+
+        var needs: [StageName] = []
+        if let (_, v) = byKey["needs"], let list = stringList(v, "\(what).needs") {
+            for (n, _) in list where !needs.contains(n) { needs.append(n) }
+        }
+
+        var env: [String: String] = [:]
+        if let (_, v) = byKey["env"] { env = readEnv(v, known: stageKnown, what: "\(what).env") }
+
+        var workdir: String?
+        if let (_, v) = byKey["workdir"], let w = string(v, "\(what).workdir") {
+            checkPlaceholders(w, v, known: stageKnown, what: "\(what).workdir")
+            if w.hasPrefix("/") || w.split(separator: "/").contains("..") {
+                error("\(what).workdir '\(w)' leaves the pipeline's folder", v,
+                      hint: "use a path relative to the pipeline file's folder, without '..'")
+            } else { workdir = w }
+        }
+
+        var timeout: Duration?, hangAfter: Duration?, grace: Duration = .seconds(10)
+        if let (_, v) = byKey["timeout"] { timeout = positiveDuration(v, "\(what).timeout") }
+        if let (_, v) = byKey["hang_after"] { hangAfter = positiveDuration(v, "\(what).hang_after") }
+        if let (_, v) = byKey["grace"], let g = duration(v, "\(what).grace") { grace = g }
+
+        var doneWhen: String?
+        if let (_, v) = byKey["done_when"], let pattern = string(v, "\(what).done_when") {
+            do {
+                _ = try Regex(pattern)
+                doneWhen = pattern
+            } catch {
+                self.error("\(what).done_when '\(pattern)' is not a valid regular expression: \(error)", v,
+                           hint: "escape special characters such as ( ) [ ] . * + ? with a backslash, or quote the text")
+            }
+        }
+
+        var retry = RetryPolicy.none
+        if let (_, v) = byKey["retries"] { retry = readRetries(v, what: "\(what).retries") }
+
+        var when = Conditions()
+        if let (_, v) = byKey["when"] { when = readWhen(v, what: "\(what).when", known: stageKnown) }
+
+        var proceedIf: Set<UpstreamOutcome> = [.success]
+        if let (_, v) = byKey["proceed_if"], let list = stringList(v, "\(what).proceed_if") {
+            proceedIf = readOutcomes(list, what: "\(what).proceed_if")
+        }
+
+        guard ok, let command else { return nil }
+        return StageSpec(name: name, description: byKey["description"].flatMap { string($0.1, "\(what).description") },
+                         needs: needs, command: command, env: env, workdir: workdir, timeout: timeout,
+                         hangAfter: hangAfter, doneWhen: doneWhen, grace: grace, retry: retry, when: when,
+                         proceedIf: proceedIf, location: location(keyNode))
+    }
+
+    mutating func positiveDuration(_ node: Node, _ what: String) -> Duration? {
+        guard let d = duration(node, what) else { return nil }
+        if d <= .zero {
+            error("\(what) must be longer than zero", node)
+            return nil
+        }
+        return d
+    }
+
+    mutating func readOutcomes(_ list: [(String, Node)], what: String) -> Set<UpstreamOutcome> {
+        var set: Set<UpstreamOutcome> = []
+        for (s, n) in list {
+            if let o = UpstreamOutcome(rawValue: s) { set.insert(o) } else {
+                let names = UpstreamOutcome.allCases.map(\.rawValue)
+                error("\(what): unknown outcome '\(s)'", n,
+                      hint: Suggest.hint(for: s, in: names) ?? "use one or more of \(names.joined(separator: ", "))")
+            }
+        }
+        return set.isEmpty ? [.success] : set
+    }
+
+    mutating func readRetries(_ node: Node, what: String) -> RetryPolicy {
+        var policy = RetryPolicy()
+        if case .scalar = node {
+            if let n = positiveInt(node, "\(what) (a number of attempts)") { policy.attempts = n }
+            return policy
+        }
+        guard let entries = mapping(node, what) else { return policy }
+        checkKeys(entries, allowed: Self.retryKeys, in: what)
+        for (key, _, v) in entries {
+            switch key {
+            case "attempts": if let n = positiveInt(v, "\(what).attempts") { policy.attempts = n }
+            case "backoff":
+                if let s = string(v, "\(what).backoff") {
+                    if let b = RetryPolicy.Backoff(rawValue: s) { policy.backoff = b } else {
+                        error("\(what).backoff must be fixed or exponential, got '\(s)'", v,
+                              hint: Suggest.hint(for: s, in: ["fixed", "exponential"]))
+                    }
+                }
+            case "initial": if let d = duration(v, "\(what).initial") { policy.initial = d }
+            case "max": if let d = duration(v, "\(what).max") { policy.max = d }
+            case "jitter":
+                if let b = v.bool, case .scalar(let s) = v, s.style == .plain, Double(s.string) == nil {
+                    policy.jitter = b ? 0.25 : 0
+                } else if let f = v.float ?? v.int.map(Double.init), (0...1).contains(f) {
+                    policy.jitter = f
+                } else {
+                    error("\(what).jitter must be true, false or a fraction between 0 and 1, got \(Self.kind(v))", v)
+                }
+            case "exit_codes":
+                var codes: Set<Int32> = []
+                let items: [Node]
+                if case .sequence(let seq) = v { items = Array(seq) } else { items = [v] }
+                for item in items {
+                    if let n = item.int, (1...255).contains(n) { codes.insert(Int32(n)) } else {
+                        error("each of \(what).exit_codes must be an exit code from 1 to 255, got \(Self.kind(item))", item)
+                    }
+                }
+                policy.exitCodes = codes
+            default: break
+            }
+        }
+        if policy.max < policy.initial {
+            error("\(what).max (\(DurationText.format(policy.max))) is shorter than initial (\(DurationText.format(policy.initial)))", node)
+        }
+        return policy
+    }
+
+    mutating func readWhen(_ node: Node, what: String, known: Set<String>) -> Conditions {
+        var when = Conditions()
+        guard let entries = mapping(node, what) else { return when }
+        checkKeys(entries, allowed: Self.whenKeys, in: what)
+        for (key, _, v) in entries {
+            switch key {
+            case "files", "no_files":
+                guard let list = stringList(v, "\(what).\(key)") else { continue }
+                for (pattern, pn) in list {
+                    checkPlaceholders(pattern, pn, known: known, what: "\(what).\(key)")
+                    if let problem = Self.globProblem(pattern) {
+                        error("\(what).\(key) '\(pattern)' is not a valid glob: \(problem)", pn,
+                              hint: "use * for any name, ? for one character, [abc] for a set, e.g. \"data/raw/*.csv\"")
+                    } else if key == "files" { when.files.append(pattern) } else { when.noFiles.append(pattern) }
+                }
+            case "upstream":
+                guard let ue = mapping(v, "\(what).upstream") else { continue }
+                for (stage, _, ov) in ue {
+                    guard let list = stringList(ov, "\(what).upstream.\(stage)") else { continue }
+                    when.upstream[stage] = readOutcomes(list, what: "\(what).upstream.\(stage)")
+                }
+            default: break
+            }
+        }
+        return when
+    }
+
+    // MARK: - graph
+
+    mutating func checkGraph(_ stages: [StageSpec], nodes: [StageName: (key: Node, value: Node)]) {
+        let names = Set(nodes.keys)
+        for stage in stages {
+            let stageNode = nodes[stage.name]?.value
+            let entries: [(String, Node, Node)]
+            if case .mapping(let m)? = stageNode {
+                entries = m.compactMap { k, v in k.string.map { ($0, k, v) } }
+            } else { entries = [] }
+            let needsNode = entries.first { $0.0 == "needs" }?.2
+            let whenNode = entries.first { $0.0 == "when" }?.2
+            func node(in list: Node?, named name: String) -> Node? {
+                if case .sequence(let seq)? = list { return seq.first { $0.string == name } ?? list }
+                return list
+            }
+            for need in stage.needs {
+                if need == stage.name {
+                    error("stage '\(stage.name)' needs itself", node(in: needsNode, named: need))
+                } else if !names.contains(need) {
+                    error("stage '\(stage.name)' needs unknown stage '\(need)'", node(in: needsNode, named: need),
+                          hint: Suggest.hint(for: need, in: names.subtracting([stage.name]))
+                            ?? "stages in this file: \(names.sorted().joined(separator: ", "))")
+                }
+            }
+            for upstream in stage.when.upstream.keys.sorted() where !stage.needs.contains(upstream) {
+                let hint = names.contains(upstream)
+                    ? "add '\(upstream)' to `needs:` so it has finished before this stage is decided"
+                    : (Suggest.hint(for: upstream, in: names) ?? "stages in this file: \(names.sorted().joined(separator: ", "))")
+                error("stage '\(stage.name)' has a when.upstream condition on '\(upstream)', which is not in its needs", whenNode, hint: hint)
+            }
+        }
+        if let cycle = DAG.findCycle(stages) {
+            error("stages depend on each other in a cycle: \(cycle.joined(separator: " → "))", nodes[cycle[0]]?.key,
+                  hint: "remove one of these `needs` so the stages form a graph without loops")
+        }
+    }
+
+    // MARK: - light syntax checks
+
+    static func globProblem(_ pattern: String) -> String? {
+        if pattern.isEmpty { return "it is empty" }
+        var depth = 0
+        for c in pattern {
+            if c == "[" { depth += 1 }
+            if c == "]" { if depth == 0 { return "']' without '['" }; depth -= 1 }
+        }
+        if depth != 0 { return "'[' without ']'" }
+        if pattern.contains("{") && !pattern.contains("{{") { return "braces {a,b} are not supported" }
+        return nil
+    }
+
+    static func cronProblem(_ text: String) -> String? {
+        let s = text.trimmingCharacters(in: .whitespaces)
+        if s.hasPrefix("@") {
+            return ["@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"].contains(s)
+                ? nil : "unknown shortcut \(s)"
+        }
+        let fields = s.split(separator: " ", omittingEmptySubsequences: true)
+        guard fields.count == 5 else { return "it has \(fields.count) fields, not 5" }
+        let allowed = CharacterSet(charactersIn: "0123456789*/,-?").union(.letters)
+        for f in fields where !f.unicodeScalars.allSatisfy({ allowed.contains($0) }) {
+            return "field '\(f)' holds characters a cron field cannot"
+        }
+        return nil
+    }
+}
