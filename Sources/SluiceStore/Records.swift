@@ -1,0 +1,213 @@
+import Foundation
+import SluiceCore
+
+/// A run's identifier: `YYYYMMDD-HHMMSS-xxxxxx`, sortable by creation time and short enough to type.
+public struct RunID: Hashable, Sendable, Codable, CustomStringConvertible, Comparable {
+    public var rawValue: String
+    public init(_ rawValue: String) { self.rawValue = rawValue }
+    public var description: String { rawValue }
+    public static func < (a: Self, b: Self) -> Bool { a.rawValue < b.rawValue }
+
+    public static func generate(at date: Date) -> RunID {
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = TimeZone(identifier: "UTC")!
+        let c = calendar.dateComponents([.year, .month, .day, .hour, .minute, .second], from: date)
+        let stamp = String(format: "%04d%02d%02d-%02d%02d%02d", c.year!, c.month!, c.day!, c.hour!, c.minute!, c.second!)
+        let random = String(format: "%06x", UInt32.random(in: 0..<0x100_0000))
+        return RunID("\(stamp)-\(random)")
+    }
+}
+
+public typealias TaskID = Int64
+
+/// Who holds a lease: one process on one host.
+public struct LeaseOwner: Hashable, Sendable, Codable {
+    public var id: String
+    public var host: String
+    public var pid: Int32
+
+    public init(id: String = UUID().uuidString.lowercased(), host: String, pid: Int32) {
+        self.id = id
+        self.host = host
+        self.pid = pid
+    }
+
+    public static func currentProcess() -> LeaseOwner {
+        LeaseOwner(host: ProcessInfo.processInfo.hostName, pid: ProcessInfo.processInfo.processIdentifier)
+    }
+}
+
+public struct RunRecord: Sendable, Codable, Hashable {
+    public var id: RunID
+    public var pipeline: String
+    public var spec: PipelineSpec
+    public var params: [String: String]
+    public var trigger: String
+    public var status: RunStatus
+    public var createdAt: Date
+    public var startedAt: Date?
+    public var finishedAt: Date?
+    public var cancelRequestedAt: Date?
+    public var leaseOwner: LeaseOwner?
+    public var leaseExpiresAt: Date?
+    public var idempotencyKey: String?
+    /// Where this run's files live (`.sluice/runs/<id>`).
+    public var runDir: String
+
+    public init(id: RunID, pipeline: String, spec: PipelineSpec, params: [String: String], trigger: String,
+                status: RunStatus, createdAt: Date, startedAt: Date? = nil, finishedAt: Date? = nil,
+                cancelRequestedAt: Date? = nil, leaseOwner: LeaseOwner? = nil, leaseExpiresAt: Date? = nil,
+                idempotencyKey: String? = nil, runDir: String) {
+        self.id = id
+        self.pipeline = pipeline
+        self.spec = spec
+        self.params = params
+        self.trigger = trigger
+        self.status = status
+        self.createdAt = createdAt
+        self.startedAt = startedAt
+        self.finishedAt = finishedAt
+        self.cancelRequestedAt = cancelRequestedAt
+        self.leaseOwner = leaseOwner
+        self.leaseExpiresAt = leaseExpiresAt
+        self.idempotencyKey = idempotencyKey
+        self.runDir = runDir
+    }
+}
+
+public struct StageRecord: Sendable, Codable, Hashable {
+    public var runID: RunID
+    public var name: StageName
+    public var status: StageStatus
+    public var reason: String?
+    public var startedAt: Date?
+    public var finishedAt: Date?
+
+    public init(runID: RunID, name: StageName, status: StageStatus, reason: String? = nil,
+                startedAt: Date? = nil, finishedAt: Date? = nil) {
+        self.runID = runID
+        self.name = name
+        self.status = status
+        self.reason = reason
+        self.startedAt = startedAt
+        self.finishedAt = finishedAt
+    }
+}
+
+public struct TaskRecord: Sendable, Codable, Hashable {
+    public var id: TaskID
+    public var runID: RunID
+    public var stage: StageName
+    /// Stable key within the stage (`main` for a single-task stage; an item key for fan-out).
+    public var key: String
+    public var status: TaskStatus
+    /// Attempts started so far.
+    public var attempts: Int
+    /// Attempts lost to a crashed or vanished process, in a row.
+    public var lostAttempts: Int
+    /// A pending task is not claimed before this time (retry backoff).
+    public var notBefore: Date?
+    public var leaseOwner: String?
+    public var leaseExpiresAt: Date?
+    public var createdAt: Date
+    public var finishedAt: Date?
+
+    public init(id: TaskID, runID: RunID, stage: StageName, key: String, status: TaskStatus, attempts: Int,
+                lostAttempts: Int, notBefore: Date?, leaseOwner: String?, leaseExpiresAt: Date?,
+                createdAt: Date, finishedAt: Date?) {
+        self.id = id
+        self.runID = runID
+        self.stage = stage
+        self.key = key
+        self.status = status
+        self.attempts = attempts
+        self.lostAttempts = lostAttempts
+        self.notBefore = notBefore
+        self.leaseOwner = leaseOwner
+        self.leaseExpiresAt = leaseExpiresAt
+        self.createdAt = createdAt
+        self.finishedAt = finishedAt
+    }
+}
+
+/// The measured facts of one attempt at a task.
+public struct AttemptRecord: Sendable, Codable, Hashable {
+    public var taskID: TaskID
+    public var runID: RunID
+    public var stage: StageName
+    public var number: Int
+    public var outcome: AttemptOutcome
+    public var startedAt: Date
+    public var finishedAt: Date?
+    public var exitCode: Int32?
+    public var signal: Int32?
+    public var cpuMs: Int64?
+    public var peakRSSBytes: Int64?
+    public var stdoutBytes: Int64
+    public var stderrBytes: Int64
+    public var stderrTail: String?
+    public var message: String?
+    public var host: String?
+    public var pid: Int32?
+    /// Start time of the process (Linux clock ticks since boot), so a leftover process group can be
+    /// recognised after a crash without being confused with a reused pid.
+    public var processStartTicks: Int64?
+
+    public var wallMs: Int64? {
+        finishedAt.map { Int64(($0.timeIntervalSince(startedAt) * 1000).rounded()) }
+    }
+
+    public init(taskID: TaskID, runID: RunID, stage: StageName, number: Int, outcome: AttemptOutcome,
+                startedAt: Date, finishedAt: Date? = nil, exitCode: Int32? = nil, signal: Int32? = nil,
+                cpuMs: Int64? = nil, peakRSSBytes: Int64? = nil, stdoutBytes: Int64 = 0, stderrBytes: Int64 = 0,
+                stderrTail: String? = nil, message: String? = nil, host: String? = nil, pid: Int32? = nil,
+                processStartTicks: Int64? = nil) {
+        self.taskID = taskID
+        self.runID = runID
+        self.stage = stage
+        self.number = number
+        self.outcome = outcome
+        self.startedAt = startedAt
+        self.finishedAt = finishedAt
+        self.exitCode = exitCode
+        self.signal = signal
+        self.cpuMs = cpuMs
+        self.peakRSSBytes = peakRSSBytes
+        self.stdoutBytes = stdoutBytes
+        self.stderrBytes = stderrBytes
+        self.stderrTail = stderrTail
+        self.message = message
+        self.host = host
+        self.pid = pid
+        self.processStartTicks = processStartTicks
+    }
+}
+
+/// One line of a run's event log.
+public struct EventRecord: Sendable, Codable, Hashable {
+    /// Assigned by the store, increasing; 0 before it is stored.
+    public var id: Int64
+    public var runID: RunID
+    public var pipeline: String
+    public var stage: StageName?
+    public var taskID: TaskID?
+    public var attempt: Int?
+    public var event: String
+    public var time: Date
+    public var message: String
+    public var attrs: [String: String]
+
+    public init(id: Int64 = 0, runID: RunID, pipeline: String, stage: StageName? = nil, taskID: TaskID? = nil,
+                attempt: Int? = nil, event: String, time: Date, message: String, attrs: [String: String] = [:]) {
+        self.id = id
+        self.runID = runID
+        self.pipeline = pipeline
+        self.stage = stage
+        self.taskID = taskID
+        self.attempt = attempt
+        self.event = event
+        self.time = time
+        self.message = message
+        self.attrs = attrs
+    }
+}

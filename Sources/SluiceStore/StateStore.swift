@@ -1,0 +1,162 @@
+import Foundation
+import SluiceCore
+
+/// The durable record of runs, stages, tasks, attempts and events: the single source of truth.
+///
+/// Every method is one transaction. Transitions that must happen once (a run created under an
+/// overlap policy, a task claimed, an attempt completed, a stage rolled up, a run finished) are
+/// decided inside that transaction, and a lost race is reported as a result, not an error, so the
+/// same engine runs on one SQLite file or against a PostgreSQL server shared by many machines.
+public protocol StateStore: Sendable {
+    // MARK: runs
+    /// Records a new run with its stages (all `pending`), applying `overlap` against the runs of the same
+    /// pipeline that are still active (status pending or running with an unexpired lease).
+    func createRun(_ run: RunRecord, overlap: OverlapPolicy, now: Date, events: [EventRecord]) async throws -> CreateRunResult
+    func run(_ id: RunID) async throws -> RunRecord?
+    /// Runs whose id starts with `prefix`, newest first.
+    func runs(idPrefix prefix: String, limit: Int) async throws -> [RunRecord]
+    /// Newest first.
+    func recentRuns(pipeline: String?, limit: Int) async throws -> [RunRecord]
+    /// Runs of `pipeline` that are pending or running, whatever their lease.
+    func unfinishedRuns(pipeline: String) async throws -> [RunRecord]
+
+    /// Takes the run's lease when it is free, expired, or still held by `replacing` (an owner the caller
+    /// proved dead). A pending or terminal run becomes `running`.
+    func acquireRun(_ id: RunID, owner: LeaseOwner, until: Date, replacing: LeaseOwner?, now: Date,
+                    events: [EventRecord]) async throws -> LeaseResult
+    /// Extends the leases `owner` holds on the run and its tasks. False when the run's lease was lost.
+    func renewLeases(run: RunID, owner: LeaseOwner, until: Date) async throws -> Bool
+    /// Marks the run's lease as expired now when `owner` still holds it (the caller proved it dead).
+    func expireLease(run: RunID, owner: LeaseOwner, now: Date) async throws
+    /// Records a cancel request; the process executing the run notices it and stops.
+    func requestCancel(_ id: RunID, now: Date, events: [EventRecord]) async throws -> CancelRequestResult
+    func cancelRequested(_ id: RunID) async throws -> Bool
+    /// Sets the outcome, releases the lease. Applied only while `owner` holds the lease.
+    func finishRun(_ id: RunID, outcome: RunOutcome, owner: LeaseOwner, now: Date, events: [EventRecord]) async throws -> Bool
+
+    /// For `resume`: every stage that did not end success or skipped goes back to pending, its
+    /// unfinished tasks to pending with a fresh retry budget; running attempts are recorded as lost.
+    /// Returns the attempts that were marked lost (their processes may need stopping).
+    func prepareResume(_ id: RunID, owner: LeaseOwner, now: Date, events: [EventRecord]) async throws -> [AttemptRecord]
+
+    // MARK: stages and tasks
+    func stages(of run: RunID) async throws -> [StageRecord]
+    func tasks(of run: RunID) async throws -> [TaskRecord]
+    func attempts(of run: RunID) async throws -> [AttemptRecord]
+
+    /// Applies planner decisions: `.start` moves a pending stage to running and creates its tasks;
+    /// `.finish` ends a pending stage without running it. Stages no longer pending are left alone.
+    func applyStageTransitions(run: RunID, _ transitions: [StageTransition], now: Date, events: [EventRecord]) async throws
+
+    /// Claims up to `limit` pending tasks of the run whose `notBefore` has passed, oldest first, and
+    /// starts one attempt for each under `owner`'s lease.
+    func claimTasks(run: RunID, owner: LeaseOwner, limit: Int, now: Date, leaseUntil: Date) async throws -> [ClaimedTask]
+    /// Records the process that an attempt started, so it can be found again after a crash.
+    func recordProcess(task: TaskID, attempt: Int, pid: Int32, startTicks: Int64?) async throws
+
+    /// Ends an attempt and moves its task on (`next`); when the task was the stage's last unfinished one,
+    /// the stage is rolled up in the same transaction and `stageEvent` is recorded with it. Applied only
+    /// while `owner` holds the task's lease; otherwise `.leaseLost` and nothing changes.
+    func completeAttempt(_ attempt: AttemptRecord, next: TaskNext, owner: LeaseOwner, now: Date,
+                         events: [EventRecord],
+                         stageEvent: @escaping @Sendable (StageRecord) -> EventRecord) async throws -> CompletionResult
+
+    /// After a cancel: pending tasks become cancelled, pending and running stages cancelled.
+    func cancelUnfinished(run: RunID, now: Date, events: [EventRecord]) async throws
+
+    // MARK: events
+    func appendEvents(_ events: [EventRecord]) async throws
+    /// Events of the run with id greater than `afterID`, oldest first.
+    func events(run: RunID, afterID: Int64, limit: Int) async throws -> [EventRecord]
+}
+
+public enum CreateRunResult: Sendable {
+    case created(RunRecord)
+    /// The overlap policy is `skip` (or `queue`) and these runs are active.
+    case overlapping([RunRecord])
+    /// A run with the same idempotency key exists.
+    case duplicate(RunRecord)
+}
+
+public enum LeaseResult: Sendable {
+    case acquired(RunRecord)
+    case heldBy(LeaseOwner, until: Date)
+    case notFound
+}
+
+public enum CancelRequestResult: Sendable {
+    case requested(RunRecord)
+    case alreadyFinished(RunRecord)
+    case notFound
+}
+
+public enum StageTransition: Sendable, Hashable {
+    case start(StageName, taskKeys: [String])
+    case finish(StageName, StageStatus, reason: String)
+}
+
+public struct ClaimedTask: Sendable, Hashable {
+    public var task: TaskRecord
+    /// The attempt number just started (1-based, counting every attempt ever made).
+    public var attempt: Int
+    /// Attempts started since the retry budget was last reset (by resume).
+    public var attemptInBudget: Int
+    public var startedAt: Date
+
+    public init(task: TaskRecord, attempt: Int, attemptInBudget: Int, startedAt: Date) {
+        self.task = task
+        self.attempt = attempt
+        self.attemptInBudget = attemptInBudget
+        self.startedAt = startedAt
+    }
+}
+
+/// Where a task goes after an attempt.
+public enum TaskNext: Sendable, Hashable {
+    case succeed
+    case retry(notBefore: Date)
+    case fail
+    case cancel
+}
+
+public enum CompletionResult: Sendable, Hashable {
+    /// Applied; `stage` is set when the stage ended in this transaction.
+    case applied(stage: StageRecord?)
+    /// Another owner holds the task now; this result was not recorded.
+    case leaseLost
+}
+
+/// How a stage's status follows from its tasks once all of them ended.
+public enum StageRollup {
+    public static func status(of tasks: [TaskStatus]) -> StageStatus? {
+        guard tasks.allSatisfy(\.isTerminal) else { return nil }
+        if tasks.contains(.failed) { return .failed }
+        if tasks.contains(.cancelled) { return .cancelled }
+        return .success
+    }
+}
+
+/// A store failure, with what went wrong, where, and what to do.
+public struct StoreError: Error, CustomStringConvertible, Sendable {
+    public enum Code: String, Sendable {
+        case cannotOpen
+        case newerSchema
+        case corrupt
+        case io
+        case notFound
+    }
+
+    public var code: Code
+    public var message: String
+    public var hint: String?
+
+    public init(_ code: Code, _ message: String, hint: String? = nil) {
+        self.code = code
+        self.message = message
+        self.hint = hint
+    }
+
+    public var description: String {
+        hint.map { "\(message)\n    hint: \($0)" } ?? message
+    }
+}

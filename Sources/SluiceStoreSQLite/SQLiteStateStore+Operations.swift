@@ -1,0 +1,346 @@
+import Foundation
+import GRDB
+import SluiceCore
+import SluiceStore
+
+extension SQLiteStateStore {
+    // MARK: runs
+
+    public func createRun(_ run: RunRecord, overlap: OverlapPolicy, now: Date, events: [EventRecord]) async throws -> CreateRunResult {
+        try await write { db in
+            if let key = run.idempotencyKey,
+               let row = try Row.fetchOne(db, sql: "SELECT * FROM runs WHERE idempotency_key = ?", arguments: [key]) {
+                return .duplicate(try Self.runRecord(row))
+            }
+            if overlap != .allow {
+                let active = try Row.fetchAll(db, sql: """
+                    SELECT * FROM runs WHERE pipeline = ? AND status IN ('pending', 'running')
+                      AND (lease_expires_at IS NULL OR lease_expires_at > ?) ORDER BY id
+                    """, arguments: [run.pipeline, now.timeIntervalSince1970]).map(Self.runRecord)
+                if !active.isEmpty { return .overlapping(active) }
+            }
+            try db.execute(sql: """
+                INSERT INTO runs (id, pipeline, spec, params, trigger, status, created_at, started_at, finished_at,
+                  cancel_requested_at, lease_owner, lease_host, lease_pid, lease_expires_at, idempotency_key, run_dir)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?, ?, ?, ?, ?)
+                """, arguments: [run.id.rawValue, run.pipeline, try Self.json(run.spec), try Self.json(run.params),
+                                 run.trigger, run.status.rawValue, run.createdAt.timeIntervalSince1970,
+                                 run.startedAt?.timeIntervalSince1970, run.leaseOwner?.id, run.leaseOwner?.host,
+                                 run.leaseOwner.map { Int64($0.pid) }, run.leaseExpiresAt?.timeIntervalSince1970,
+                                 run.idempotencyKey, run.runDir])
+            for (position, stage) in run.spec.stages.enumerated() {
+                try db.execute(sql: "INSERT INTO stages (run_id, name, position, status) VALUES (?, ?, ?, 'pending')",
+                               arguments: [run.id.rawValue, stage.name, position])
+            }
+            try Self.insert(events, db)
+            return .created(run)
+        }
+    }
+
+    public func run(_ id: RunID) async throws -> RunRecord? {
+        try await read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM runs WHERE id = ?", arguments: [id.rawValue]).map(Self.runRecord)
+        }
+    }
+
+    public func runs(idPrefix prefix: String, limit: Int) async throws -> [RunRecord] {
+        try await read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM runs WHERE substr(id, 1, ?) = ? ORDER BY id DESC LIMIT ?",
+                             arguments: [prefix.count, prefix, limit]).map(Self.runRecord)
+        }
+    }
+
+    public func recentRuns(pipeline: String?, limit: Int) async throws -> [RunRecord] {
+        try await read { db in
+            if let pipeline {
+                return try Row.fetchAll(db, sql: "SELECT * FROM runs WHERE pipeline = ? ORDER BY created_at DESC, id DESC LIMIT ?",
+                                        arguments: [pipeline, limit]).map(Self.runRecord)
+            }
+            return try Row.fetchAll(db, sql: "SELECT * FROM runs ORDER BY created_at DESC, id DESC LIMIT ?",
+                                    arguments: [limit]).map(Self.runRecord)
+        }
+    }
+
+    public func unfinishedRuns(pipeline: String) async throws -> [RunRecord] {
+        try await read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM runs WHERE pipeline = ? AND status IN ('pending', 'running') ORDER BY id",
+                             arguments: [pipeline]).map(Self.runRecord)
+        }
+    }
+
+    public func acquireRun(_ id: RunID, owner: LeaseOwner, until: Date, replacing: LeaseOwner?, now: Date,
+                           events: [EventRecord]) async throws -> LeaseResult {
+        try await write { db in
+            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM runs WHERE id = ?", arguments: [id.rawValue]) else {
+                return .notFound
+            }
+            let run = try Self.runRecord(row)
+            if let holder = run.leaseOwner, holder.id != owner.id, let expires = run.leaseExpiresAt, expires > now,
+               holder.id != replacing?.id {
+                return .heldBy(holder, until: expires)
+            }
+            let status: RunStatus = .running
+            try db.execute(sql: """
+                UPDATE runs SET status = ?, started_at = COALESCE(started_at, ?), finished_at = NULL,
+                  lease_owner = ?, lease_host = ?, lease_pid = ?, lease_expires_at = ? WHERE id = ?
+                """, arguments: [status.rawValue, now.timeIntervalSince1970, owner.id, owner.host, Int64(owner.pid),
+                                 until.timeIntervalSince1970, id.rawValue])
+            try Self.insert(events, db)
+            var updated = run
+            updated.status = status
+            updated.startedAt = run.startedAt ?? now
+            updated.finishedAt = nil
+            updated.leaseOwner = owner
+            updated.leaseExpiresAt = until
+            return .acquired(updated)
+        }
+    }
+
+    public func renewLeases(run: RunID, owner: LeaseOwner, until: Date) async throws -> Bool {
+        try await write { db in
+            try db.execute(sql: "UPDATE runs SET lease_expires_at = ? WHERE id = ? AND lease_owner = ?",
+                           arguments: [until.timeIntervalSince1970, run.rawValue, owner.id])
+            guard db.changesCount == 1 else { return false }
+            try db.execute(sql: "UPDATE tasks SET lease_expires_at = ? WHERE run_id = ? AND status = 'running' AND lease_owner = ?",
+                           arguments: [until.timeIntervalSince1970, run.rawValue, owner.id])
+            return true
+        }
+    }
+
+    public func expireLease(run: RunID, owner: LeaseOwner, now: Date) async throws {
+        try await write { db in
+            try db.execute(sql: "UPDATE runs SET lease_expires_at = ? WHERE id = ? AND lease_owner = ?",
+                           arguments: [now.timeIntervalSince1970, run.rawValue, owner.id])
+            try db.execute(sql: "UPDATE tasks SET lease_expires_at = ? WHERE run_id = ? AND lease_owner = ? AND status = 'running'",
+                           arguments: [now.timeIntervalSince1970, run.rawValue, owner.id])
+        }
+    }
+
+    public func requestCancel(_ id: RunID, now: Date, events: [EventRecord]) async throws -> CancelRequestResult {
+        try await write { db in
+            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM runs WHERE id = ?", arguments: [id.rawValue]) else {
+                return .notFound
+            }
+            var run = try Self.runRecord(row)
+            if run.status.isTerminal { return .alreadyFinished(run) }
+            if run.cancelRequestedAt == nil {
+                try db.execute(sql: "UPDATE runs SET cancel_requested_at = ? WHERE id = ?",
+                               arguments: [now.timeIntervalSince1970, id.rawValue])
+                try Self.insert(events, db)
+                run.cancelRequestedAt = now
+            }
+            return .requested(run)
+        }
+    }
+
+    public func cancelRequested(_ id: RunID) async throws -> Bool {
+        try await read { db in
+            try Bool.fetchOne(db, sql: "SELECT cancel_requested_at IS NOT NULL FROM runs WHERE id = ?", arguments: [id.rawValue]) ?? false
+        }
+    }
+
+    public func finishRun(_ id: RunID, outcome: RunOutcome, owner: LeaseOwner, now: Date, events: [EventRecord]) async throws -> Bool {
+        try await write { db in
+            try db.execute(sql: """
+                UPDATE runs SET status = ?, finished_at = ?, lease_owner = NULL, lease_host = NULL, lease_pid = NULL,
+                  lease_expires_at = NULL WHERE id = ? AND lease_owner = ?
+                """, arguments: [outcome.runStatus.rawValue, now.timeIntervalSince1970, id.rawValue, owner.id])
+            guard db.changesCount == 1 else { return false }
+            try Self.insert(events, db)
+            return true
+        }
+    }
+
+    public func prepareResume(_ id: RunID, owner: LeaseOwner, now: Date, events: [EventRecord]) async throws -> [AttemptRecord] {
+        try await write { db in
+            let t = now.timeIntervalSince1970
+            let lost = try Row.fetchAll(db, sql: "SELECT * FROM attempts WHERE run_id = ? AND outcome = 'running'",
+                                        arguments: [id.rawValue]).map(Self.attemptRecord)
+            try db.execute(sql: """
+                UPDATE attempts SET outcome = 'lost', finished_at = ?,
+                  message = 'the process running this attempt ended before recording a result' WHERE run_id = ? AND outcome = 'running'
+                """, arguments: [t, id.rawValue])
+            try db.execute(sql: """
+                UPDATE tasks SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL, not_before = NULL,
+                  retry_base = attempts, finished_at = NULL
+                WHERE run_id = ? AND status IN ('running', 'failed', 'cancelled')
+                """, arguments: [id.rawValue])
+            try db.execute(sql: "UPDATE tasks SET retry_base = attempts WHERE run_id = ? AND status = 'pending'", arguments: [id.rawValue])
+            // A stage that never started (or was decided without running) is planned again; one whose
+            // tasks exist goes back to running so they are claimed again.
+            try db.execute(sql: """
+                UPDATE stages SET status = CASE WHEN EXISTS (SELECT 1 FROM tasks WHERE tasks.run_id = stages.run_id
+                    AND tasks.stage = stages.name) THEN 'running' ELSE 'pending' END,
+                  reason = NULL, finished_at = NULL
+                WHERE run_id = ? AND status NOT IN ('success', 'skipped')
+                """, arguments: [id.rawValue])
+            try db.execute(sql: "UPDATE runs SET cancel_requested_at = NULL, finished_at = NULL WHERE id = ?", arguments: [id.rawValue])
+            try Self.insert(events, db)
+            return lost
+        }
+    }
+
+    // MARK: stages and tasks
+
+    public func stages(of run: RunID) async throws -> [StageRecord] {
+        try await read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM stages WHERE run_id = ? ORDER BY position", arguments: [run.rawValue])
+                .map(Self.stageRecord)
+        }
+    }
+
+    public func tasks(of run: RunID) async throws -> [TaskRecord] {
+        try await read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM tasks WHERE run_id = ? ORDER BY id", arguments: [run.rawValue])
+                .map(Self.taskRecord)
+        }
+    }
+
+    public func attempts(of run: RunID) async throws -> [AttemptRecord] {
+        try await read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM attempts WHERE run_id = ? ORDER BY task_id, number", arguments: [run.rawValue])
+                .map(Self.attemptRecord)
+        }
+    }
+
+    public func applyStageTransitions(run: RunID, _ transitions: [StageTransition], now: Date, events: [EventRecord]) async throws {
+        try await write { db in
+            let t = now.timeIntervalSince1970
+            for transition in transitions {
+                switch transition {
+                case .start(let stage, let keys):
+                    try db.execute(sql: "UPDATE stages SET status = 'running', started_at = ?, reason = NULL WHERE run_id = ? AND name = ? AND status = 'pending'",
+                                   arguments: [t, run.rawValue, stage])
+                    guard db.changesCount == 1 else { continue }
+                    let insert = try db.cachedStatement(sql: """
+                        INSERT INTO tasks (run_id, stage, key, status, created_at) VALUES (?, ?, ?, 'pending', ?)
+                        ON CONFLICT (run_id, stage, key) DO NOTHING
+                        """)
+                    for key in keys { try insert.execute(arguments: [run.rawValue, stage, key, t]) }
+                case .finish(let stage, let status, let reason):
+                    try db.execute(sql: "UPDATE stages SET status = ?, reason = ?, finished_at = ? WHERE run_id = ? AND name = ? AND status = 'pending'",
+                                   arguments: [status.rawValue, reason, t, run.rawValue, stage])
+                }
+            }
+            try Self.insert(events, db)
+        }
+    }
+
+    public func claimTasks(run: RunID, owner: LeaseOwner, limit: Int, now: Date, leaseUntil: Date) async throws -> [ClaimedTask] {
+        guard limit > 0 else { return [] }
+        return try await write { db in
+            let t = now.timeIntervalSince1970
+            let rows = try Row.fetchAll(db, sql: """
+                SELECT * FROM tasks WHERE run_id = ? AND status = 'pending' AND (not_before IS NULL OR not_before <= ?)
+                ORDER BY id LIMIT ?
+                """, arguments: [run.rawValue, t, limit])
+            var claimed: [ClaimedTask] = []
+            for row in rows {
+                var task = try Self.taskRecord(row)
+                let attempt = task.attempts + 1
+                try db.execute(sql: """
+                    UPDATE tasks SET status = 'running', attempts = ?, lease_owner = ?, lease_expires_at = ?, not_before = NULL
+                    WHERE id = ?
+                    """, arguments: [attempt, owner.id, leaseUntil.timeIntervalSince1970, task.id])
+                try db.execute(sql: """
+                    INSERT INTO attempts (task_id, number, run_id, stage, outcome, started_at, host, owner)
+                    VALUES (?, ?, ?, ?, 'running', ?, ?, ?)
+                    """, arguments: [task.id, attempt, run.rawValue, task.stage, t, owner.host, owner.id])
+                let base = row["retry_base"] as Int? ?? 0
+                task.status = .running
+                task.attempts = attempt
+                task.leaseOwner = owner.id
+                task.leaseExpiresAt = leaseUntil
+                claimed.append(ClaimedTask(task: task, attempt: attempt, attemptInBudget: attempt - base, startedAt: now))
+            }
+            return claimed
+        }
+    }
+
+    public func recordProcess(task: TaskID, attempt: Int, pid: Int32, startTicks: Int64?) async throws {
+        try await write { db in
+            try db.execute(sql: "UPDATE attempts SET pid = ?, start_ticks = ? WHERE task_id = ? AND number = ?",
+                           arguments: [Int64(pid), startTicks, task, attempt])
+        }
+    }
+
+    public func completeAttempt(_ attempt: AttemptRecord, next: TaskNext, owner: LeaseOwner, now: Date,
+                                events: [EventRecord],
+                                stageEvent: @escaping @Sendable (StageRecord) -> EventRecord) async throws -> CompletionResult {
+        try await write { db in
+            let t = now.timeIntervalSince1970
+            guard let owned = try String.fetchOne(db, sql: "SELECT lease_owner FROM tasks WHERE id = ? AND status = 'running' AND attempts = ?",
+                                                  arguments: [attempt.taskID, attempt.number]),
+                  owned == owner.id else {
+                return .leaseLost
+            }
+            try db.execute(sql: """
+                UPDATE attempts SET outcome = ?, finished_at = ?, exit_code = ?, signal = ?, cpu_ms = ?, peak_rss = ?,
+                  stdout_bytes = ?, stderr_bytes = ?, stderr_tail = ?, message = ?,
+                  pid = COALESCE(?, pid), start_ticks = COALESCE(?, start_ticks)
+                WHERE task_id = ? AND number = ?
+                """, arguments: [attempt.outcome.rawValue, (attempt.finishedAt ?? now).timeIntervalSince1970,
+                                 attempt.exitCode.map { Int64($0) }, attempt.signal.map { Int64($0) }, attempt.cpuMs,
+                                 attempt.peakRSSBytes, attempt.stdoutBytes, attempt.stderrBytes, attempt.stderrTail,
+                                 attempt.message, attempt.pid.map { Int64($0) }, attempt.processStartTicks,
+                                 attempt.taskID, attempt.number])
+            let lostDelta = attempt.outcome == .lost ? "lost_attempts + 1" : "0"
+            switch next {
+            case .succeed, .fail, .cancel:
+                let status: TaskStatus = next == .succeed ? .success : (next == .fail ? .failed : .cancelled)
+                try db.execute(sql: """
+                    UPDATE tasks SET status = ?, finished_at = ?, lease_owner = NULL, lease_expires_at = NULL,
+                      lost_attempts = \(lostDelta) WHERE id = ?
+                    """, arguments: [status.rawValue, t, attempt.taskID])
+            case .retry(let notBefore):
+                try db.execute(sql: """
+                    UPDATE tasks SET status = 'pending', not_before = ?, lease_owner = NULL, lease_expires_at = NULL,
+                      lost_attempts = \(lostDelta) WHERE id = ?
+                    """, arguments: [notBefore.timeIntervalSince1970, attempt.taskID])
+            }
+            try Self.insert(events, db)
+            // Roll the stage up when this was its last unfinished task: decided here, once.
+            let statuses = try String.fetchAll(db, sql: "SELECT status FROM tasks WHERE run_id = ? AND stage = ?",
+                                               arguments: [attempt.runID.rawValue, attempt.stage])
+                .compactMap { TaskStatus(rawValue: $0) }
+            guard let stageStatus = StageRollup.status(of: statuses) else { return .applied(stage: nil) }
+            try db.execute(sql: "UPDATE stages SET status = ?, finished_at = ? WHERE run_id = ? AND name = ? AND status = 'running'",
+                           arguments: [stageStatus.rawValue, t, attempt.runID.rawValue, attempt.stage])
+            guard db.changesCount == 1,
+                  let row = try Row.fetchOne(db, sql: "SELECT * FROM stages WHERE run_id = ? AND name = ?",
+                                             arguments: [attempt.runID.rawValue, attempt.stage]) else {
+                return .applied(stage: nil)
+            }
+            let stage = try Self.stageRecord(row)
+            try Self.insert([stageEvent(stage)], db)
+            return .applied(stage: stage)
+        }
+    }
+
+    public func cancelUnfinished(run: RunID, now: Date, events: [EventRecord]) async throws {
+        try await write { db in
+            let t = now.timeIntervalSince1970
+            try db.execute(sql: "UPDATE tasks SET status = 'cancelled', finished_at = ? WHERE run_id = ? AND status = 'pending'",
+                           arguments: [t, run.rawValue])
+            try db.execute(sql: """
+                UPDATE stages SET status = 'cancelled', finished_at = ?, reason = COALESCE(reason, 'the run was cancelled')
+                WHERE run_id = ? AND status IN ('pending', 'running')
+                """, arguments: [t, run.rawValue])
+            try Self.insert(events, db)
+        }
+    }
+
+    // MARK: events
+
+    public func appendEvents(_ events: [EventRecord]) async throws {
+        guard !events.isEmpty else { return }
+        try await write { db in try Self.insert(events, db) }
+    }
+
+    public func events(run: RunID, afterID: Int64, limit: Int) async throws -> [EventRecord] {
+        try await read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM events WHERE run_id = ? AND id > ? ORDER BY id LIMIT ?",
+                             arguments: [run.rawValue, afterID, limit]).map(Self.eventRecord)
+        }
+    }
+}

@@ -1,0 +1,131 @@
+import Foundation
+import GRDB
+import SluiceCore
+import SluiceStore
+
+/// The embedded store: one SQLite file in WAL mode, shared safely by every process on the machine.
+public final class SQLiteStateStore: StateStore {
+    let pool: DatabasePool
+    public let path: String
+
+    /// Opens (creating if needed) the store at `path` and applies pending migrations.
+    public static func open(path: String) throws(StoreError) -> SQLiteStateStore {
+        try SQLiteStateStore(path: path)
+    }
+
+    init(path: String) throws(StoreError) {
+        self.path = path
+        let folder = (path as NSString).deletingLastPathComponent
+        do {
+            try FileManager.default.createDirectory(atPath: folder.isEmpty ? "." : folder, withIntermediateDirectories: true)
+        } catch {
+            throw StoreError(.cannotOpen, "cannot create the state folder '\(folder)': \(error.localizedDescription)",
+                             hint: "check that this user may write there, or choose another place with --state-dir")
+        }
+        if FileManager.default.fileExists(atPath: folder), !FileManager.default.isWritableFile(atPath: folder.isEmpty ? "." : folder) {
+            throw StoreError(.cannotOpen, "the state folder '\(folder)' is not writable",
+                             hint: "fix its permissions (chmod u+w '\(folder)') or choose another place with --state-dir")
+        }
+        var config = Configuration()
+        config.busyMode = .timeout(30)
+        config.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = NORMAL")
+        }
+        do {
+            pool = try DatabasePool(path: path, configuration: config)
+        } catch {
+            throw StoreError(.cannotOpen, "cannot open the state store '\(path)': \(Self.describe(error))",
+                             hint: "check that the file is a Sluice state store and that this user may read and write it")
+        }
+        let migrator = Self.migrator
+        do {
+            let superseded = try pool.read { db in try migrator.hasBeenSuperseded(db) }
+            if superseded {
+                throw StoreError(.newerSchema, "the state store '\(path)' was written by a newer version of Sluice",
+                                 hint: "upgrade sluice, or point this version at another state folder with --state-dir; the store was not changed")
+            }
+            try migrator.migrate(pool)
+        } catch let error as StoreError {
+            throw error
+        } catch {
+            throw StoreError(.cannotOpen, "cannot prepare the state store '\(path)': \(Self.describe(error))",
+                             hint: "check that the file is a Sluice state store (SQLite) and that the disk is not full")
+        }
+    }
+
+    static func describe(_ error: any Error) -> String {
+        if let db = error as? DatabaseError {
+            // Never the SQL arguments: they can hold secrets.
+            return db.message ?? "SQLite error \(db.resultCode.rawValue)"
+        }
+        return "\(error)"
+    }
+
+    static var migrator: DatabaseMigrator {
+        var m = DatabaseMigrator()
+        m.registerMigration("v1") { db in
+            try db.execute(sql: """
+                CREATE TABLE runs (
+                  id TEXT PRIMARY KEY, pipeline TEXT NOT NULL, spec TEXT NOT NULL, params TEXT NOT NULL,
+                  trigger TEXT NOT NULL, status TEXT NOT NULL, created_at REAL NOT NULL, started_at REAL,
+                  finished_at REAL, cancel_requested_at REAL, lease_owner TEXT, lease_host TEXT, lease_pid INTEGER,
+                  lease_expires_at REAL, idempotency_key TEXT UNIQUE, run_dir TEXT NOT NULL);
+                CREATE INDEX runs_pipeline_status ON runs(pipeline, status);
+                CREATE TABLE stages (
+                  run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE, name TEXT NOT NULL,
+                  position INTEGER NOT NULL, status TEXT NOT NULL, reason TEXT, started_at REAL, finished_at REAL,
+                  PRIMARY KEY (run_id, name));
+                CREATE TABLE tasks (
+                  id INTEGER PRIMARY KEY, run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+                  stage TEXT NOT NULL, key TEXT NOT NULL, status TEXT NOT NULL,
+                  attempts INTEGER NOT NULL DEFAULT 0, retry_base INTEGER NOT NULL DEFAULT 0,
+                  lost_attempts INTEGER NOT NULL DEFAULT 0, not_before REAL, lease_owner TEXT,
+                  lease_expires_at REAL, created_at REAL NOT NULL, finished_at REAL,
+                  UNIQUE (run_id, stage, key));
+                CREATE INDEX tasks_claim ON tasks(run_id, status, not_before);
+                CREATE TABLE attempts (
+                  task_id INTEGER NOT NULL REFERENCES tasks(id) ON DELETE CASCADE, number INTEGER NOT NULL,
+                  run_id TEXT NOT NULL, stage TEXT NOT NULL, outcome TEXT NOT NULL, started_at REAL NOT NULL,
+                  finished_at REAL, exit_code INTEGER, signal INTEGER, cpu_ms INTEGER, peak_rss INTEGER,
+                  stdout_bytes INTEGER NOT NULL DEFAULT 0, stderr_bytes INTEGER NOT NULL DEFAULT 0,
+                  stderr_tail TEXT, message TEXT, host TEXT, pid INTEGER, start_ticks INTEGER, owner TEXT,
+                  PRIMARY KEY (task_id, number));
+                CREATE INDEX attempts_run ON attempts(run_id);
+                CREATE TABLE events (
+                  id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, pipeline TEXT NOT NULL,
+                  stage TEXT, task_id INTEGER, attempt INTEGER, event TEXT NOT NULL, ts REAL NOT NULL,
+                  msg TEXT NOT NULL, attrs TEXT);
+                CREATE INDEX events_run ON events(run_id, id);
+                """)
+        }
+        return m
+    }
+
+    /// One IMMEDIATE transaction, so concurrent writers from other processes queue instead of failing mid-way.
+    func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        do {
+            return try await pool.writeWithoutTransaction { db in
+                var result: T?
+                try db.inTransaction(.immediate) {
+                    result = try body(db)
+                    return .commit
+                }
+                return result!
+            }
+        } catch let error as StoreError {
+            throw error
+        } catch {
+            throw StoreError(.io, "the state store '\(path)' could not record a change: \(Self.describe(error))",
+                             hint: "check free disk space and permissions; nothing was half-written (the change was rolled back)")
+        }
+    }
+
+    func read<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        do {
+            return try await pool.read(body)
+        } catch {
+            throw StoreError(.io, "the state store '\(path)' could not be read: \(Self.describe(error))",
+                             hint: "check that the file exists and is readable")
+        }
+    }
+}
