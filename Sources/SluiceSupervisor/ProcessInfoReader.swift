@@ -1,0 +1,76 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Reads facts about live processes from /proc (Linux). Every reader returns nil when the process is gone.
+public enum ProcFS {
+    static let ticksPerSecond: Int64 = {
+        let t = Int64(sysconf(Int32(_SC_CLK_TCK)))
+        return t > 0 ? t : 100
+    }()
+
+    /// Fields of /proc/<pid>/stat after the command name, so field 3 (state) is index 0.
+    static func statFields(_ pid: Int32) -> [Substring]? {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = text.lastIndex(of: ")") else { return nil }
+        return text[text.index(after: close)...].split(separator: " ")
+    }
+
+    /// Process state letter (R, S, D, Z, ...).
+    public static func state(_ pid: Int32) -> Character? {
+        statFields(pid)?.first?.first
+    }
+
+    /// The process start time in clock ticks since boot: with the pid, it names one process for good.
+    public static func startTicks(_ pid: Int32) -> Int64? {
+        guard let f = statFields(pid), f.count > 19 else { return nil }
+        return Int64(f[19])
+    }
+
+    /// Process group id.
+    public static func processGroup(_ pid: Int32) -> Int32? {
+        guard let f = statFields(pid), f.count > 2 else { return nil }
+        return Int32(f[2])
+    }
+
+    /// User + system CPU time of the process and its waited-for children, in milliseconds.
+    public static func cpuMilliseconds(_ pid: Int32) -> Int64? {
+        guard let f = statFields(pid), f.count > 14,
+              let u = Int64(f[11]), let s = Int64(f[12]), let cu = Int64(f[13]), let cs = Int64(f[14]) else { return nil }
+        return (u + s + cu + cs) * 1000 / ticksPerSecond
+    }
+
+    /// Peak resident memory (VmHWM) and current resident memory (VmRSS), in bytes.
+    public static func memory(_ pid: Int32) -> (peak: Int64, current: Int64)? {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
+        var peak: Int64 = 0, current: Int64 = 0
+        for line in text.split(separator: "\n") {
+            if line.hasPrefix("VmHWM:") { peak = kilobytes(line) }
+            else if line.hasPrefix("VmRSS:") { current = kilobytes(line) }
+        }
+        return (peak, current)
+    }
+
+    private static func kilobytes(_ line: Substring) -> Int64 {
+        (line.split(separator: " ").dropFirst().first.flatMap { Int64($0) } ?? 0) * 1024
+    }
+
+    /// Pids of every process in group `pgid`.
+    public static func members(ofGroup pgid: Int32) -> [Int32] {
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }
+        return entries.compactMap { Int32($0) }.filter { processGroup($0) == pgid }
+    }
+
+    /// True while any process of the group exists (zombies included).
+    public static func groupExists(_ pgid: Int32) -> Bool {
+        kill(-pgid, 0) == 0 || errno == EPERM
+    }
+
+    /// Whether `pid` is the same live process that started at `startTicks`.
+    public static func isAlive(_ pid: Int32, startTicks: Int64?) -> Bool {
+        guard let state = state(pid), state != "Z" else { return false }
+        guard let startTicks else { return true }
+        return self.startTicks(pid) == startTicks
+    }
+}

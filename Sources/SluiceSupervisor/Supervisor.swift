@@ -1,0 +1,273 @@
+import Foundation
+import Subprocess
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+#if canImport(System)
+import System
+#else
+import SystemPackage
+#endif
+
+/// What to run and how to watch it.
+public struct CommandInvocation: Sendable {
+    /// argv; `arguments[0]` is the program (a name looked up on PATH, or a path relative to `workingDirectory`).
+    public var arguments: [String]
+    /// The complete environment of the child.
+    public var environment: [String: String]
+    public var workingDirectory: String
+    public var stdoutPath: String
+    public var stderrPath: String
+    /// Bytes kept per stream; the rest is counted but not written.
+    public var logLimit: Int64
+    public var timeout: Duration?
+    public var hangAfter: Duration?
+    public var doneWhen: String?
+    /// Time between SIGTERM and SIGKILL.
+    public var grace: Duration
+
+    public init(arguments: [String], environment: [String: String], workingDirectory: String,
+                stdoutPath: String, stderrPath: String, logLimit: Int64 = 64 << 20,
+                timeout: Duration? = nil, hangAfter: Duration? = nil, doneWhen: String? = nil,
+                grace: Duration = .seconds(10)) {
+        self.arguments = arguments
+        self.environment = environment
+        self.workingDirectory = workingDirectory
+        self.stdoutPath = stdoutPath
+        self.stderrPath = stderrPath
+        self.logLimit = logLimit
+        self.timeout = timeout
+        self.hangAfter = hangAfter
+        self.doneWhen = doneWhen
+        self.grace = grace
+    }
+}
+
+/// How a supervised process ended.
+public enum ProcessEnding: Sendable, Hashable {
+    case exited(Int32)
+    case signalled(Int32)
+    case timedOut
+    case hung
+    /// `done_when` matched this line.
+    case completed(line: String)
+    case stopped
+    case spawnFailed(String)
+}
+
+/// Everything measured about one supervised process.
+public struct ProcessReport: Sendable {
+    public var ending: ProcessEnding
+    public var exitCode: Int32?
+    public var signal: Int32?
+    public var wallMs: Int64
+    public var cpuMs: Int64?
+    public var peakRSSBytes: Int64?
+    public var stdoutBytes: Int64
+    public var stderrBytes: Int64
+    /// The last lines of stderr (at most 20).
+    public var stderrTail: [String]
+    public var pid: Int32?
+}
+
+/// Asks a running supervised process to stop (Ctrl-C, `sluice cancel`).
+public final class StopSignal: Sendable {
+    private let flag = Mutex(false)
+    public init() {}
+    public func request() { flag.withLock { $0 = true } }
+    public var isRequested: Bool { flag.withLock { $0 } }
+}
+
+/// Runs commands in their own process group, streams their output to log files, and stops the whole
+/// group (SIGTERM, grace period, SIGKILL) on timeout, hang, completion pattern or request.
+public struct Supervisor: Sendable {
+    /// How often timeouts, hangs and stop requests are checked, and resources sampled.
+    public var tick: Duration
+
+    public init(tick: Duration = .milliseconds(50)) { self.tick = tick }
+
+    public func run(_ invocation: CommandInvocation, stop: StopSignal,
+                    onStart: @escaping @Sendable (_ pid: Int32, _ startTicks: Int64?) async -> Void = { _, _ in }) async -> ProcessReport {
+        let started = ContinuousClock.now
+        func elapsedMs() -> Int64 { (ContinuousClock.now - started).milliseconds }
+        guard let program = invocation.arguments.first else {
+            return Self.failure("the command is empty", started: started)
+        }
+        let executable: Executable
+        if program.contains("/") {
+            let path = program.hasPrefix("/") ? program : (invocation.workingDirectory as NSString).appendingPathComponent(program)
+            guard FileManager.default.isExecutableFile(atPath: path) else {
+                let exists = FileManager.default.fileExists(atPath: path)
+                return Self.failure(exists ? "'\(program)' is not executable (chmod +x it, or run it through its interpreter)"
+                                           : "'\(program)' does not exist (looked in \(invocation.workingDirectory))", started: started)
+            }
+            executable = .path(FilePath(path))
+        } else {
+            executable = .name(program)
+        }
+        var env: [Environment.Key: String] = [:]
+        for (k, v) in invocation.environment {
+            if let key = Environment.Key(rawValue: k) { env[key] = v }
+        }
+        var options = PlatformOptions()
+        options.processGroupID = 0 // its own group, so the whole tree can be signalled
+
+        let state = WatchState()
+        let donePattern = invocation.doneWhen
+        let stdoutLog: LogFile
+        let stderrLog: LogFile
+        do {
+            stdoutLog = try LogFile(path: invocation.stdoutPath, limit: invocation.logLimit)
+            stderrLog = try LogFile(path: invocation.stderrPath, limit: invocation.logLimit)
+        } catch {
+            return Self.failure("cannot write the task's log files: \(error)", started: started)
+        }
+        defer { stdoutLog.close(); stderrLog.close() }
+        let tick = self.tick
+
+        do {
+            let result = try await Subprocess.run(
+                executable, arguments: Arguments(Array(invocation.arguments.dropFirst())),
+                environment: .custom(env), workingDirectory: FilePath(invocation.workingDirectory),
+                platformOptions: options, input: .none, output: .sequence, error: .sequence
+            ) { execution in
+                let pid = execution.processIdentifier.value
+                let startTicks = ProcFS.startTicks(pid)
+                await onStart(pid, startTicks)
+                await withTaskGroup(of: Void.self) { group in
+                    group.addTask {
+                        var lines = LineSplitter()
+                        let doneRegex = donePattern.flatMap { try? Regex($0) }
+                        do {
+                            for try await chunk in execution.standardOutput {
+                                chunk.withUnsafeBytes { stdoutLog.write($0) }
+                                state.touch()
+                                if let doneRegex {
+                                    chunk.withUnsafeBytes { lines.append($0) }
+                                    while let line = lines.next() {
+                                        if (try? doneRegex.firstMatch(in: line)) != nil { state.complete(line) }
+                                    }
+                                }
+                            }
+                        } catch {}
+                    }
+                    group.addTask {
+                        var lines = LineSplitter()
+                        let doneRegex = donePattern.flatMap { try? Regex($0) }
+                        do {
+                            for try await chunk in execution.standardError {
+                                chunk.withUnsafeBytes { stderrLog.write($0); lines.append($0) }
+                                state.touch()
+                                while let line = lines.next() {
+                                    state.stderrLine(line)
+                                    if let doneRegex, (try? doneRegex.firstMatch(in: line)) != nil { state.complete(line) }
+                                }
+                            }
+                            if let rest = lines.rest() { state.stderrLine(rest) }
+                        } catch {}
+                    }
+                    group.addTask {
+                        await Self.watch(pid: pid, invocation: invocation, state: state, stop: stop, tick: tick, started: started)
+                    }
+                    await group.waitForAll()
+                }
+            }
+            var report = state.report(wallMs: elapsedMs(), stdoutBytes: stdoutLog.total, stderrBytes: stderrLog.total,
+                                      pid: result.processIdentifier.value)
+            let exitCode: Int32?, signal: Int32?
+            switch result.terminationStatus {
+            case .exited(let code): exitCode = code; signal = nil
+            case .signaled(let sig): exitCode = nil; signal = sig
+            }
+            report.exitCode = exitCode
+            report.signal = signal
+            if let reason = state.stopReason {
+                report.ending = reason
+            } else if let exitCode {
+                report.ending = .exited(exitCode)
+            } else {
+                report.ending = .signalled(signal ?? 0)
+            }
+            return report
+        } catch let error as SubprocessError {
+            return Self.failure(Self.describe(error, program: program, invocation: invocation), started: started)
+        } catch {
+            return Self.failure("the command could not be started: \(error)", started: started)
+        }
+    }
+
+    static func describe(_ error: SubprocessError, program: String, invocation: CommandInvocation) -> String {
+        switch error.code {
+        case .executableNotFound:
+            return "command '\(program)' was not found on PATH (\(invocation.environment["PATH"] ?? "PATH is not set"))"
+        case .failedToChangeWorkingDirectory:
+            return "the working directory '\(invocation.workingDirectory)' does not exist or cannot be entered"
+        default:
+            return "the command '\(program)' could not be started: \(error)"
+        }
+    }
+
+    static func failure(_ message: String, started: ContinuousClock.Instant) -> ProcessReport {
+        ProcessReport(ending: .spawnFailed(message), exitCode: nil, signal: nil,
+                      wallMs: (ContinuousClock.now - started).milliseconds, cpuMs: nil, peakRSSBytes: nil,
+                      stdoutBytes: 0, stderrBytes: 0, stderrTail: [message], pid: nil)
+    }
+
+    /// Watches the process: stop requests, timeout, hang, completion; samples CPU and memory; once the
+    /// main process is gone, stops what is left of its group so no grandchild outlives the task.
+    static func watch(pid: Int32, invocation: CommandInvocation, state: WatchState, stop: StopSignal,
+                      tick: Duration, started: ContinuousClock.Instant) async {
+        var lastGroupSample = ContinuousClock.now - .seconds(10)
+        while true {
+            let now = ContinuousClock.now
+            let procState = ProcFS.state(pid)
+            let mainGone = procState == nil || procState == "Z"
+            if !mainGone {
+                state.sample(pid: pid, group: now - lastGroupSample >= .seconds(1))
+                if now - lastGroupSample >= .seconds(1) { lastGroupSample = now }
+            }
+            if mainGone {
+                // Leftover members of the group (daemons, background jobs) are stopped with the task.
+                if ProcFS.groupExists(pid) { await terminateGroup(pid, grace: invocation.grace, tick: tick) }
+                return
+            }
+            var reason: ProcessEnding?
+            if stop.isRequested { reason = .stopped }
+            else if let line = state.completedLine { reason = .completed(line: line) }
+            else if let timeout = invocation.timeout, now - started >= timeout { reason = .timedOut }
+            else if let hang = invocation.hangAfter, now - state.lastOutput >= hang { reason = .hung }
+            if let reason {
+                state.setStopReason(reason)
+                await terminateGroup(pid, grace: invocation.grace, tick: tick)
+                return
+            }
+            try? await Task.sleep(for: tick)
+        }
+    }
+
+    /// SIGTERM to the group, wait up to `grace` for it to empty, then SIGKILL.
+    public static func terminateGroup(_ pgid: Int32, grace: Duration, tick: Duration = .milliseconds(50)) async {
+        guard pgid > 1 else { return }
+        kill(-pgid, SIGTERM)
+        kill(-pgid, SIGCONT) // a stopped process cannot act on SIGTERM
+        let deadline = ContinuousClock.now + grace
+        while ContinuousClock.now < deadline {
+            if !groupHasLiveMembers(pgid) { return }
+            try? await Task.sleep(for: tick)
+        }
+        kill(-pgid, SIGKILL)
+    }
+
+    static func groupHasLiveMembers(_ pgid: Int32) -> Bool {
+        guard ProcFS.groupExists(pgid) else { return false }
+        return ProcFS.members(ofGroup: pgid).contains { ProcFS.state($0) != "Z" }
+    }
+}
+
+extension Duration {
+    var milliseconds: Int64 {
+        let (s, atto) = components
+        return s * 1000 + atto / 1_000_000_000_000_000
+    }
+}

@@ -1,0 +1,134 @@
+import Foundation
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What the stream readers and the watcher of one process share.
+final class WatchState: Sendable {
+    struct Values {
+        var lastOutput = ContinuousClock.now
+        var completedLine: String?
+        var stopReason: ProcessEnding?
+        var stderrTail: [String] = []
+        var cpuMs: Int64?
+        var peakRSS: Int64 = 0
+    }
+
+    private let values = Mutex(Values())
+
+    func touch() { values.withLock { $0.lastOutput = ContinuousClock.now } }
+    var lastOutput: ContinuousClock.Instant { values.withLock { $0.lastOutput } }
+    var completedLine: String? { values.withLock { $0.completedLine } }
+    var stopReason: ProcessEnding? { values.withLock { $0.stopReason } }
+
+    func complete(_ line: String) {
+        values.withLock { if $0.completedLine == nil { $0.completedLine = line } }
+    }
+
+    func setStopReason(_ reason: ProcessEnding) {
+        values.withLock { if $0.stopReason == nil { $0.stopReason = reason } }
+    }
+
+    func stderrLine(_ line: String) {
+        let clipped = line.count > 500 ? String(line.prefix(500)) + "…" : line
+        values.withLock {
+            $0.stderrTail.append(clipped)
+            if $0.stderrTail.count > 20 { $0.stderrTail.removeFirst($0.stderrTail.count - 20) }
+        }
+    }
+
+    /// Samples CPU time and memory of the main process and, when `group` is set, the resident memory of its whole group.
+    func sample(pid: Int32, group: Bool) {
+        let cpu = ProcFS.cpuMilliseconds(pid)
+        var peak = ProcFS.memory(pid)?.peak ?? 0
+        if group {
+            let members = ProcFS.members(ofGroup: pid)
+            if members.count > 1 {
+                peak = max(peak, members.reduce(0) { $0 + (ProcFS.memory($1)?.current ?? 0) })
+            }
+        }
+        values.withLock {
+            if let cpu { $0.cpuMs = max($0.cpuMs ?? 0, cpu) }
+            $0.peakRSS = max($0.peakRSS, peak)
+        }
+    }
+
+    func report(wallMs: Int64, stdoutBytes: Int64, stderrBytes: Int64, pid: Int32) -> ProcessReport {
+        values.withLock {
+            ProcessReport(ending: .exited(0), exitCode: nil, signal: nil, wallMs: wallMs, cpuMs: $0.cpuMs,
+                          peakRSSBytes: $0.peakRSS > 0 ? $0.peakRSS : nil, stdoutBytes: stdoutBytes,
+                          stderrBytes: stderrBytes, stderrTail: $0.stderrTail, pid: pid)
+        }
+    }
+}
+
+/// Splits a byte stream into lines (for completion patterns and the stderr tail).
+struct LineSplitter {
+    private var buffer: [UInt8] = []
+
+    mutating func append(_ bytes: UnsafeRawBufferPointer) {
+        buffer.append(contentsOf: bytes)
+        if buffer.count > 1 << 20 && !buffer.contains(10) { buffer.removeFirst(buffer.count - 4096) }
+    }
+
+    mutating func next() -> String? {
+        guard let newline = buffer.firstIndex(of: 10) else { return nil }
+        var lineBytes = buffer[..<newline]
+        if lineBytes.last == 13 { lineBytes = lineBytes.dropLast() }
+        let line = String(decoding: lineBytes, as: UTF8.self)
+        buffer.removeSubrange(...newline)
+        return line
+    }
+
+    mutating func rest() -> String? {
+        defer { buffer.removeAll() }
+        return buffer.isEmpty ? nil : String(decoding: buffer, as: UTF8.self)
+    }
+}
+
+/// An append-only log file that keeps at most `limit` bytes and counts the rest.
+final class LogFile: @unchecked Sendable {
+    private let fd: Int32
+    private let limit: Int64
+    private let counters = Mutex((total: Int64(0), truncated: false))
+
+    init(path: String, limit: Int64) throws {
+        try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent,
+                                                withIntermediateDirectories: true)
+        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        if fd < 0 { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+        self.limit = limit
+    }
+
+    var total: Int64 { counters.withLock { $0.total } }
+
+    func write(_ bytes: UnsafeRawBufferPointer) {
+        let (allowed, markTruncated): (Int, Bool) = counters.withLock { c in
+            let room = max(0, limit - c.total)
+            c.total += Int64(bytes.count)
+            let allowed = Int(min(Int64(bytes.count), room))
+            let mark = allowed < bytes.count && !c.truncated
+            if mark { c.truncated = true }
+            return (allowed, mark)
+        }
+        if allowed > 0, let base = bytes.baseAddress { writeAll(base, allowed) }
+        if markTruncated {
+            let note = "\n[sluice: log truncated at \(limit) bytes; the rest of the output was counted but not kept]\n"
+            note.utf8CString.withUnsafeBufferPointer { p in
+                p.baseAddress.map { writeAll(UnsafeRawPointer($0), p.count - 1) }
+            }
+        }
+    }
+
+    private func writeAll(_ base: UnsafeRawPointer, _ count: Int) {
+        var offset = 0
+        while offset < count {
+            let n = Glibc.write(fd, base + offset, count - offset)
+            if n <= 0 { if errno == EINTR { continue }; return }
+            offset += n
+        }
+    }
+
+    func close() { _ = Glibc.close(fd) }
+}
