@@ -183,7 +183,7 @@ public enum RunOutcome: String, Sendable, Codable, CaseIterable {
 }
 
 /// Process exit codes of the CLI.
-public enum ExitCode {
+public enum ExitStatus {
     public static let success: Int32 = 0
     public static let partial: Int32 = 1
     public static let failure: Int32 = 2

@@ -34,10 +34,13 @@ public protocol StateStore: Sendable {
     /// Sets the outcome, releases the lease. Applied only while `owner` holds the lease.
     func finishRun(_ id: RunID, outcome: RunOutcome, owner: LeaseOwner, now: Date, events: [EventRecord]) async throws -> Bool
 
-    /// For `resume`: every stage that did not end success or skipped goes back to pending, its
-    /// unfinished tasks to pending with a fresh retry budget; running attempts are recorded as lost.
-    /// Returns the attempts that were marked lost (their processes may need stopping).
-    func prepareResume(_ id: RunID, owner: LeaseOwner, now: Date, events: [EventRecord]) async throws -> [AttemptRecord]
+    /// After taking over a run from a process that is gone: its running attempts are recorded as `lost`
+    /// and their tasks go back to pending. Returns those attempts (their processes may need stopping).
+    func abandonRunningAttempts(_ id: RunID, now: Date, events: [EventRecord]) async throws -> [AttemptRecord]
+
+    /// For `resume`: every stage that did not end success or skipped goes back to pending (or running when
+    /// it has tasks), its failed and cancelled tasks to pending with a fresh retry budget; a cancel request is cleared.
+    func prepareResume(_ id: RunID, now: Date, events: [EventRecord]) async throws
 
     // MARK: stages and tasks
     func stages(of run: RunID) async throws -> [StageRecord]

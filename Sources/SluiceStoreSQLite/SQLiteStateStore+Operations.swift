@@ -151,23 +151,33 @@ extension SQLiteStateStore {
         }
     }
 
-    public func prepareResume(_ id: RunID, owner: LeaseOwner, now: Date, events: [EventRecord]) async throws -> [AttemptRecord] {
+    public func abandonRunningAttempts(_ id: RunID, now: Date, events: [EventRecord]) async throws -> [AttemptRecord] {
         try await write { db in
             let t = now.timeIntervalSince1970
             let lost = try Row.fetchAll(db, sql: "SELECT * FROM attempts WHERE run_id = ? AND outcome = 'running'",
                                         arguments: [id.rawValue]).map(Self.attemptRecord)
             try db.execute(sql: """
                 UPDATE attempts SET outcome = 'lost', finished_at = ?,
-                  message = 'the process running this attempt ended before recording a result' WHERE run_id = ? AND outcome = 'running'
+                  message = 'the process running this attempt ended before recording a result'
+                WHERE run_id = ? AND outcome = 'running'
                 """, arguments: [t, id.rawValue])
             try db.execute(sql: """
                 UPDATE tasks SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL, not_before = NULL,
-                  retry_base = attempts, finished_at = NULL
-                WHERE run_id = ? AND status IN ('running', 'failed', 'cancelled')
+                  lost_attempts = lost_attempts + 1, retry_base = retry_base + 1
+                WHERE run_id = ? AND status = 'running'
                 """, arguments: [id.rawValue])
-            try db.execute(sql: "UPDATE tasks SET retry_base = attempts WHERE run_id = ? AND status = 'pending'", arguments: [id.rawValue])
-            // A stage that never started (or was decided without running) is planned again; one whose
-            // tasks exist goes back to running so they are claimed again.
+            try Self.insert(events, db)
+            return lost
+        }
+    }
+
+    public func prepareResume(_ id: RunID, now: Date, events: [EventRecord]) async throws {
+        try await write { db in
+            try db.execute(sql: """
+                UPDATE tasks SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL, not_before = NULL,
+                  retry_base = attempts, finished_at = NULL
+                WHERE run_id = ? AND status IN ('failed', 'cancelled')
+                """, arguments: [id.rawValue])
             try db.execute(sql: """
                 UPDATE stages SET status = CASE WHEN EXISTS (SELECT 1 FROM tasks WHERE tasks.run_id = stages.run_id
                     AND tasks.stage = stages.name) THEN 'running' ELSE 'pending' END,
@@ -176,7 +186,6 @@ extension SQLiteStateStore {
                 """, arguments: [id.rawValue])
             try db.execute(sql: "UPDATE runs SET cancel_requested_at = NULL, finished_at = NULL WHERE id = ?", arguments: [id.rawValue])
             try Self.insert(events, db)
-            return lost
         }
     }
 

@@ -69,6 +69,20 @@ public struct ProcessReport: Sendable {
     /// The last lines of stderr (at most 20).
     public var stderrTail: [String]
     public var pid: Int32?
+
+    public init(ending: ProcessEnding, exitCode: Int32?, signal: Int32?, wallMs: Int64, cpuMs: Int64?,
+                peakRSSBytes: Int64?, stdoutBytes: Int64, stderrBytes: Int64, stderrTail: [String], pid: Int32?) {
+        self.ending = ending
+        self.exitCode = exitCode
+        self.signal = signal
+        self.wallMs = wallMs
+        self.cpuMs = cpuMs
+        self.peakRSSBytes = peakRSSBytes
+        self.stdoutBytes = stdoutBytes
+        self.stderrBytes = stderrBytes
+        self.stderrTail = stderrTail
+        self.pid = pid
+    }
 }
 
 /// Asks a running supervised process to stop (Ctrl-C, `sluice cancel`).

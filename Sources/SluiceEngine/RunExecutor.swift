@@ -1,0 +1,321 @@
+import Foundation
+import Logging
+import SluiceCore
+import SluiceStore
+import SluiceSupervisor
+import Synchronization
+
+/// Executes one run: plans stages from the recorded state, claims tasks up to the run's concurrency,
+/// supervises them, records every transition, and finishes the run with its outcome.
+///
+/// Nothing here is the source of truth: after a crash, a new executor derives everything from the store.
+struct RunExecutor: Sendable {
+    let engine: Engine
+    let runID: RunID
+    let files: RunFiles
+    let log: EventLog
+
+    var store: any StateStore { engine.store }
+    var time: any TimeSource { engine.time }
+    var owner: LeaseOwner { engine.owner }
+
+    private enum Wake: Sendable {
+        case taskEnded(TaskID)
+        case cancelRequested
+        case leaseLost
+        case timer
+    }
+
+    /// Records events in the store, then mirrors them to the run's files.
+    func emit(_ events: [EventRecord]) async throws {
+        try await store.appendEvents(events)
+        log.published(events)
+    }
+
+    func execute(resume: Bool) async throws -> RunOutcome {
+        guard var run = try await store.run(runID) else {
+            throw EngineError(.runNotFound, "run \(runID) does not exist")
+        }
+        try Engine.makeDirectory(files.directory)
+        let previous = run.leaseOwner
+        let replacing = previous.flatMap { Engine.isDead($0) ? $0 : nil }
+        let acquireEvent = log.make(resume ? "run.resume" : "run.start",
+                                    resume ? "resuming run of pipeline '\(run.pipeline)' (pid \(owner.pid))"
+                                           : "run started (pid \(owner.pid) on \(owner.host))",
+                                    attrs: ["pid": String(owner.pid), "host": owner.host])
+        switch try await store.acquireRun(runID, owner: owner, until: leaseExpiry(), replacing: replacing,
+                                          now: time.now(), events: [acquireEvent]) {
+        case .notFound:
+            throw EngineError(.runNotFound, "run \(runID) does not exist")
+        case .heldBy(let holder, let until):
+            throw EngineError(.runBusy, "run \(runID) is being executed by pid \(holder.pid) on \(holder.host) (lease until \(EventLog.timestamp(until)))",
+                              hint: "wait for it, or `sluice cancel \(runID)`; if that process is gone, its lease expires by itself")
+        case .acquired(let acquired):
+            run = acquired
+        }
+        log.published([acquireEvent])
+
+        if let previous, previous.id != owner.id {
+            let event = log.make("run.takeover", "took over from pid \(previous.pid) on \(previous.host), which is gone")
+            let lost = try await store.abandonRunningAttempts(runID, now: time.now(), events: [event])
+            log.published([event])
+            var lostEvents: [EventRecord] = []
+            for attempt in lost {
+                lostEvents.append(log.make("task.lost", stage: attempt.stage, task: attempt.taskID, attempt: attempt.number,
+                                           "attempt \(attempt.number) was lost when its process ended; the task will run again"))
+                if attempt.host == owner.host, let pid = attempt.pid, ProcFS.isAlive(pid, startTicks: attempt.processStartTicks) {
+                    await Supervisor.terminateGroup(pid, grace: run.spec.stage(attempt.stage)?.grace ?? .seconds(10))
+                }
+            }
+            try await emit(lostEvents)
+        }
+        if resume {
+            let event = log.make("run.reset", "stages that did not succeed are planned again")
+            try await store.prepareResume(runID, now: time.now(), events: [event])
+            log.published([event])
+        }
+
+        let outcome = try await loop(run)
+        let finishEvent = log.make("run.\(outcome.rawValue)", "run ended: \(outcome.rawValue)", attrs: ["outcome": outcome.rawValue])
+        _ = try await store.finishRun(runID, outcome: outcome, owner: owner, now: time.now(), events: [finishEvent])
+        log.published([finishEvent])
+        try await writeRecords()
+        return outcome
+    }
+
+    func leaseExpiry() -> Date { time.now().addingTimeInterval(engine.configuration.leaseDuration.seconds) }
+
+    /// The event files rewritten from the store, and the audit report.
+    func writeRecords() async throws {
+        var all: [EventRecord] = []
+        while true {
+            let page = try await store.events(run: runID, afterID: all.last?.id ?? 0, limit: 10_000)
+            all += page
+            if page.count < 10_000 { break }
+        }
+        log.rewrite(from: all)
+        let report = try await RunReport.build(store: store, runID: runID)
+        try report.write(to: files.report)
+    }
+
+    private func loop(_ run: RunRecord) async throws -> RunOutcome {
+        let spec = run.spec
+        let planner = Planner(spec: spec)
+        let engine = self.engine
+        return try await withThrowingTaskGroup(of: Wake.self) { group in
+            group.addTask { try await watch(engine: engine, lookForCancel: true) }
+            var running: [TaskID: StopSignal] = [:]
+            var cancelling = try await store.cancelRequested(runID)
+            defer { group.cancelAll() }
+
+            while true {
+                if cancelling {
+                    for signal in running.values { signal.request() }
+                } else {
+                    try await plan(planner, run: run)
+                    let free = spec.concurrency - running.count
+                    if free > 0 {
+                        let claimed = try await store.claimTasks(run: runID, owner: owner, limit: free, now: time.now(),
+                                                                 leaseUntil: leaseExpiry())
+                        for task in claimed {
+                            guard let stage = spec.stage(task.task.stage) else { continue }
+                            let stop = StopSignal()
+                            running[task.task.id] = stop
+                            let command = CommandTask(run: run, stage: stage, claimed: task, files: files)
+                            group.addTask {
+                                try await perform(command, stop: stop)
+                                return .taskEnded(task.task.id)
+                            }
+                        }
+                    }
+                }
+                if running.isEmpty {
+                    if cancelling {
+                        let event = log.make("run.cancelling", "cancelled: stages that had not finished are recorded as cancelled")
+                        try await store.cancelUnfinished(run: runID, now: time.now(), events: [event])
+                        log.published([event])
+                        return .cancelled
+                    }
+                    let stages = try await store.stages(of: runID)
+                    if stages.allSatisfy(\.status.isTerminal) {
+                        return RunOutcome.decide(stages: stages.map(\.status), cancelled: false)
+                    }
+                    // Waiting for a retry's backoff to pass.
+                    let tasks = try await store.tasks(of: runID)
+                    let waiting = tasks.filter { $0.status == .pending }.compactMap(\.notBefore).min()
+                    if let waiting {
+                        group.addTask {
+                            try await time.sleep(until: waiting)
+                            return .timer
+                        }
+                    } else if !tasks.contains(where: { $0.status == .pending }) {
+                        throw EngineError(.io, "run \(runID) cannot make progress: stages \(stages.filter { !$0.status.isTerminal }.map(\.name)) are unfinished but have no task to run",
+                                          hint: "this is a bug in Sluice; `sluice resume \(runID)` plans the run again")
+                    }
+                }
+                guard let wake = try await group.next() else { continue }
+                switch wake {
+                case .taskEnded(let id): running[id] = nil
+                case .cancelRequested:
+                    cancelling = true
+                    group.addTask { try await watch(engine: engine, lookForCancel: false) }
+                case .leaseLost:
+                    for signal in running.values { signal.request() }
+                    throw EngineError(.runBusy, "this process lost its lease on run \(runID) (another process took it over)",
+                                      hint: "`sluice show \(runID)` tells who runs it now")
+                case .timer: break
+                }
+            }
+        }
+    }
+
+    /// Plans until nothing changes: skips and failures cascade down the graph in one go.
+    private func plan(_ planner: Planner, run: RunRecord) async throws {
+        let values = CommandTask.templateValues(run: run, stage: "")
+        while true {
+            let stages = try await store.stages(of: runID)
+            let statuses = Dictionary(stages.map { ($0.name, $0.status) }, uniquingKeysWith: { a, _ in a })
+            let decisions = planner.decide(statuses: statuses) { pattern in
+                FileProbe.matches(Template.render(pattern, values: values), root: run.spec.root)
+            }
+            var transitions: [StageTransition] = []
+            var events: [EventRecord] = []
+            for (name, decision) in decisions {
+                switch decision {
+                case .wait: continue
+                case .run:
+                    transitions.append(.start(name, taskKeys: ["main"]))
+                    events.append(log.make("stage.start", stage: name, "stage started"))
+                case .skip(let reason):
+                    transitions.append(.finish(name, .skipped, reason: reason))
+                    events.append(log.make("stage.skipped", stage: name, "skipped: \(reason)", attrs: ["reason": reason]))
+                case .upstreamFailed(let reason):
+                    transitions.append(.finish(name, .upstreamFailed, reason: reason))
+                    events.append(log.make("stage.upstream_failed", stage: name, "not run: \(reason)", attrs: ["reason": reason]))
+                }
+            }
+            if transitions.isEmpty { return }
+            try await store.applyStageTransitions(run: runID, transitions, now: time.now(), events: events)
+            log.published(events)
+        }
+    }
+
+    /// Heartbeat: renews leases and looks for a cancel request.
+    private func watch(engine: Engine, lookForCancel: Bool) async throws -> Wake {
+        var lastRenew = ContinuousClock.now
+        while true {
+            try await Task.sleep(for: engine.configuration.cancelPoll)
+            if lookForCancel, try await store.cancelRequested(runID) { return .cancelRequested }
+            if ContinuousClock.now - lastRenew >= engine.configuration.heartbeat {
+                lastRenew = ContinuousClock.now
+                if try await !store.renewLeases(run: runID, owner: owner, until: leaseExpiry()) { return .leaseLost }
+            }
+        }
+    }
+
+    /// Runs one task's attempt and records how it ended, with the retry decision of the core.
+    private func perform(_ command: CommandTask, stop: StopSignal) async throws {
+        let claimed = command.claimed
+        let stage = command.stage
+        let task = claimed.task
+        var startEvents: [EventRecord] = []
+        let invocation: CommandInvocation
+        do {
+            invocation = try command.invocation()
+        } catch {
+            let report = ProcessReport(ending: .spawnFailed(error.description), exitCode: nil, signal: nil, wallMs: 0,
+                                       cpuMs: nil, peakRSSBytes: nil, stdoutBytes: 0, stderrBytes: 0,
+                                       stderrTail: [error.description], pid: nil)
+            try await record(command, report: report, startTicks: nil)
+            return
+        }
+        startEvents.append(log.make("task.start", stage: stage.name, task: task.id, attempt: claimed.attempt,
+                                    "attempt \(claimed.attempt): \(Self.display(invocation.arguments))",
+                                    attrs: ["argv": Self.display(invocation.arguments), "workdir": invocation.workingDirectory]))
+        try await emit(startEvents)
+        let store = self.store
+        let ticks = StartTicks()
+        let report = await engine.supervisor.run(invocation, stop: stop) { pid, startTicks in
+            ticks.set(startTicks)
+            try? await store.recordProcess(task: task.id, attempt: claimed.attempt, pid: pid, startTicks: startTicks)
+        }
+        try await record(command, report: report, startTicks: ticks.value)
+    }
+
+    private func record(_ command: CommandTask, report: ProcessReport, startTicks: Int64?) async throws {
+        let claimed = command.claimed
+        let stage = command.stage
+        let (attempt, outcome, message) = command.attempt(from: report, finishedAt: time.now(), host: owner.host,
+                                                          startTicks: startTicks)
+        let next: TaskNext
+        var events: [EventRecord] = []
+        var attrs: [String: String] = ["wall_ms": String(report.wallMs)]
+        if let code = report.exitCode { attrs["exit_code"] = String(code) }
+        if let sig = report.signal { attrs["signal"] = String(sig) }
+        if let rss = report.peakRSSBytes { attrs["peak_rss_bytes"] = String(rss) }
+        if let cpu = report.cpuMs { attrs["cpu_ms"] = String(cpu) }
+        let eventName: String
+        switch outcome {
+        case .success: eventName = report.ending == .exited(0) ? "task.success" : "task.done_when"
+        case .timedOut: eventName = "task.timeout"
+        case .hung: eventName = "task.hang"
+        case .cancelled: eventName = "task.cancel"
+        case .spawnFailed: eventName = "task.spawn_failed"
+        default: eventName = "task.failure"
+        }
+        events.append(log.make(eventName, stage: stage.name, task: claimed.task.id, attempt: claimed.attempt,
+                               "attempt \(claimed.attempt) \(message)", attrs: attrs))
+        switch outcome {
+        case .success:
+            next = .succeed
+        case .cancelled:
+            next = .cancel
+        default:
+            switch stage.retry.decide(afterAttempt: claimed.attemptInBudget, outcome: outcome, exitCode: report.exitCode,
+                                      random: Double.random(in: 0..<1)) {
+            case .retry(let delay):
+                next = .retry(notBefore: time.now().addingTimeInterval(delay.seconds))
+                events.append(log.make("task.retry", stage: stage.name, task: claimed.task.id, attempt: claimed.attempt,
+                                       "will try again in \(DurationText.format(delay)) (attempt \(claimed.attemptInBudget + 1) of \(stage.retry.attempts))",
+                                       attrs: ["delay_ms": String(delay.milliseconds)]))
+            case .giveUp(let reason):
+                next = .fail
+                if stage.retry.attempts > 1 || outcome == .spawnFailed {
+                    events.append(log.make("task.gave_up", stage: stage.name, task: claimed.task.id, attempt: claimed.attempt,
+                                           "not retried: \(reason)"))
+                }
+            }
+        }
+        let log = self.log
+        let stageEvent: @Sendable (StageRecord) -> EventRecord = { stageRecord in
+            log.make("stage.\(stageRecord.status.rawValue)", stage: stageRecord.name, "stage ended: \(stageRecord.status.rawValue)")
+        }
+        let result = try await store.completeAttempt(attempt, next: next, owner: owner, now: time.now(), events: events,
+                                                     stageEvent: stageEvent)
+        switch result {
+        case .applied(let stageRecord):
+            log.published(events)
+            if let stageRecord {
+                // The store recorded this event in the same transaction; the files are rewritten from it at the end.
+                log.published([stageEvent(stageRecord)])
+            }
+        case .leaseLost:
+            engine.logger.warning("result of a task was not recorded: another process holds its lease",
+                                  metadata: ["sluice.run_id": "\(runID)", "sluice.stage": "\(stage.name)",
+                                             "sluice.task_id": "\(claimed.task.id)", "sluice.attempt": "\(claimed.attempt)"])
+        }
+    }
+
+    static func display(_ argv: [String]) -> String {
+        argv.map { arg in
+            arg.isEmpty || arg.contains(where: { " \t\"'$\\".contains($0) }) ? "'" + arg.replacingOccurrences(of: "'", with: "'\\''") + "'" : arg
+        }.joined(separator: " ")
+    }
+}
+
+/// The start time of a child process, set from the supervisor's start callback.
+final class StartTicks: Sendable {
+    private let storage = Mutex<Int64?>(nil)
+    func set(_ value: Int64?) { storage.withLock { $0 = value } }
+    var value: Int64? { storage.withLock { $0 } }
+}

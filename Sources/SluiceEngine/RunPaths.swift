@@ -1,0 +1,33 @@
+import Foundation
+import SluiceStore
+
+/// Where Sluice keeps its files: `<state-dir>/state.sqlite` and `<state-dir>/runs/<run-id>/`.
+public struct StateLayout: Sendable, Hashable {
+    public var directory: String
+
+    public init(directory: String) {
+        self.directory = URL(fileURLWithPath: directory).standardizedFileURL.path
+    }
+
+    public var databasePath: String { directory + "/state.sqlite" }
+    public func runDirectory(_ id: RunID) -> String { directory + "/runs/\(id.rawValue)" }
+}
+
+/// The files of one run.
+public struct RunFiles: Sendable, Hashable {
+    public var directory: String
+
+    public init(directory: String) { self.directory = directory }
+
+    public var events: String { directory + "/events.jsonl" }
+    public var report: String { directory + "/report.json" }
+    public var log: String { directory + "/run.log" }
+
+    public func stdout(stage: String, task: String, attempt: Int) -> String {
+        directory + "/logs/\(stage)/\(task)\(attempt > 1 ? ".attempt-\(attempt)" : "").stdout"
+    }
+
+    public func stderr(stage: String, task: String, attempt: Int) -> String {
+        directory + "/logs/\(stage)/\(task)\(attempt > 1 ? ".attempt-\(attempt)" : "").stderr"
+    }
+}

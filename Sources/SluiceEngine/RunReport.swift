@@ -1,0 +1,127 @@
+import Foundation
+import SluiceCore
+import SluiceStore
+
+/// The audit report of a run (`report.json`), also what `sluice show --json` prints.
+public struct RunReport: Codable, Sendable {
+    public struct Attempt: Codable, Sendable {
+        public var number: Int
+        public var outcome: String
+        public var startedAt: Date
+        public var finishedAt: Date?
+        public var durationMs: Int64?
+        public var exitCode: Int32?
+        public var signal: Int32?
+        public var cpuMs: Int64?
+        public var peakRssBytes: Int64?
+        public var stdoutBytes: Int64
+        public var stderrBytes: Int64
+        public var message: String?
+        /// The last lines of stderr, for attempts that did not succeed.
+        public var stderrTail: [String]?
+    }
+
+    public struct Task: Codable, Sendable {
+        public var id: Int64
+        public var key: String
+        public var status: String
+        public var attempts: [Attempt]
+    }
+
+    public struct Stage: Codable, Sendable {
+        public var name: String
+        public var status: String
+        public var reason: String?
+        public var startedAt: Date?
+        public var finishedAt: Date?
+        public var durationMs: Int64?
+        public var tasks: [Task]
+    }
+
+    public struct Totals: Codable, Sendable {
+        public var stages: [String: Int]
+        public var attempts: Int
+        public var bytesWritten: Int64
+        public var peakRssBytes: Int64?
+        public var cpuMs: Int64
+    }
+
+    public var pipeline: String
+    public var runId: String
+    public var pipelineFile: String?
+    public var params: [String: String]
+    public var trigger: String
+    public var status: String
+    /// Set once the run ended.
+    public var outcome: String?
+    public var exitCode: Int32?
+    public var createdAt: Date
+    public var startedAt: Date?
+    public var finishedAt: Date?
+    public var durationMs: Int64?
+    public var stages: [Stage]
+    public var totals: Totals
+
+    static func ms(_ a: Date?, _ b: Date?) -> Int64? {
+        guard let a, let b else { return nil }
+        return Int64((b.timeIntervalSince(a) * 1000).rounded())
+    }
+
+    public static func build(store: any StateStore, runID: RunID) async throws -> RunReport {
+        guard let run = try await store.run(runID) else {
+            throw EngineError(.runNotFound, "run \(runID) does not exist")
+        }
+        let stages = try await store.stages(of: runID)
+        let tasks = try await store.tasks(of: runID)
+        let attempts = try await store.attempts(of: runID)
+        return build(run: run, stages: stages, tasks: tasks, attempts: attempts)
+    }
+
+    public static func build(run: RunRecord, stages: [StageRecord], tasks: [TaskRecord], attempts: [AttemptRecord]) -> RunReport {
+        let attemptsByTask = Dictionary(grouping: attempts, by: \.taskID)
+        let tasksByStage = Dictionary(grouping: tasks, by: \.stage)
+        var counts: [String: Int] = [:]
+        let stageReports = stages.map { stage -> Stage in
+            counts[stage.status.rawValue, default: 0] += 1
+            let taskReports = (tasksByStage[stage.name] ?? []).map { task in
+                Task(id: task.id, key: task.key, status: task.status.rawValue,
+                     attempts: (attemptsByTask[task.id] ?? []).map { a in
+                         Attempt(number: a.number, outcome: a.outcome.rawValue, startedAt: a.startedAt, finishedAt: a.finishedAt,
+                                 durationMs: a.wallMs, exitCode: a.exitCode, signal: a.signal, cpuMs: a.cpuMs,
+                                 peakRssBytes: a.peakRSSBytes, stdoutBytes: a.stdoutBytes, stderrBytes: a.stderrBytes,
+                                 message: a.message,
+                                 stderrTail: a.outcome == .success ? nil : a.stderrTail.map { $0.components(separatedBy: "\n") })
+                     })
+            }
+            return Stage(name: stage.name, status: stage.status.rawValue, reason: stage.reason, startedAt: stage.startedAt,
+                         finishedAt: stage.finishedAt, durationMs: ms(stage.startedAt, stage.finishedAt), tasks: taskReports)
+        }
+        let outcome = RunOutcome(run.status)
+        return RunReport(
+            pipeline: run.pipeline, runId: run.id.rawValue, pipelineFile: run.spec.sourceFile, params: run.params,
+            trigger: run.trigger, status: run.status.rawValue, outcome: outcome?.rawValue, exitCode: outcome?.exitCode,
+            createdAt: run.createdAt, startedAt: run.startedAt, finishedAt: run.finishedAt,
+            durationMs: ms(run.startedAt, run.finishedAt), stages: stageReports,
+            totals: Totals(stages: counts, attempts: attempts.count,
+                           bytesWritten: attempts.reduce(0) { $0 + $1.stdoutBytes + $1.stderrBytes },
+                           peakRssBytes: attempts.compactMap(\.peakRSSBytes).max(),
+                           cpuMs: attempts.reduce(0) { $0 + ($1.cpuMs ?? 0) }))
+    }
+
+    public static var encoder: JSONEncoder {
+        let encoder = JSONEncoder()
+        encoder.keyEncodingStrategy = .convertToSnakeCase
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        encoder.dateEncodingStrategy = .custom { date, enc in
+            var c = enc.singleValueContainer()
+            try c.encode(EventLog.timestamp(date))
+        }
+        return encoder
+    }
+
+    public func json() throws -> Data { try Self.encoder.encode(self) }
+
+    public func write(to path: String) throws {
+        try json().write(to: URL(fileURLWithPath: path), options: .atomic)
+    }
+}
