@@ -1,0 +1,159 @@
+import ArgumentParser
+import Foundation
+import SluiceCore
+import SluiceEngine
+import SluiceStore
+
+struct Runs: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List recent runs.")
+
+    @Option(help: "Only runs of this pipeline.") var pipeline: String?
+    @Option(help: "How many runs to list.") var limit = 20
+    @Flag(help: "Print JSON.") var json = false
+    @OptionGroup var state: StateOptions
+
+    func run() async throws {
+        try await guarded {
+            let engine = try state.engine()
+            let runs = try await engine.store.recentRuns(pipeline: pipeline, limit: limit)
+            if json {
+                let rows = runs.map { r -> [String: String] in
+                    ["run_id": r.id.rawValue, "pipeline": r.pipeline, "status": r.status.rawValue, "trigger": r.trigger,
+                     "created_at": EventLog.timestamp(r.createdAt),
+                     "finished_at": r.finishedAt.map(EventLog.timestamp) ?? ""]
+                }
+                let data = try JSONSerialization.data(withJSONObject: rows, options: [.prettyPrinted, .sortedKeys])
+                print(String(decoding: data, as: UTF8.self))
+                return 0
+            }
+            if runs.isEmpty {
+                print("no runs yet in \(engine.layout.directory); start one with `sluice run PIPELINE.yml`")
+                return 0
+            }
+            let rows = runs.map { r -> [String] in
+                let duration = r.startedAt.map { start in
+                    Terminal.duration(Int64(((r.finishedAt ?? Date()).timeIntervalSince(start)) * 1000))
+                } ?? "-"
+                return [r.id.rawValue, r.pipeline, r.status.rawValue, Terminal.time(r.startedAt ?? r.createdAt), duration, r.trigger]
+            }
+            print(Terminal.table(["RUN", "PIPELINE", "STATUS", "STARTED", "DURATION", "TRIGGER"], rows))
+            return 0
+        }
+    }
+}
+
+struct Show: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show a run: stages, statuses, durations, attempts, outcome.")
+
+    @Argument(help: "Run id (or a unique prefix, or 'latest').") var runID: String
+    @Flag(help: "Print the audit report as JSON.") var json = false
+    @OptionGroup var state: StateOptions
+
+    func run() async throws {
+        try await guarded {
+            let engine = try state.engine()
+            let run = try await engine.findRun(runID)
+            let report = try await RunReport.build(store: engine.store, runID: run.id)
+            if json {
+                FileHandle.standardOutput.write(try report.json())
+                print()
+                return 0
+            }
+            print("run       \(report.runId)")
+            print("pipeline  \(report.pipeline)\(report.pipelineFile.map { " (\($0))" } ?? "")")
+            print("status    \(report.status)\(run.cancelRequestedAt != nil && !run.status.isTerminal ? " (cancel requested)" : "")")
+            print("trigger   \(report.trigger)")
+            if !report.params.isEmpty {
+                print("params    \(report.params.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))")
+            }
+            print("started   \(Terminal.time(report.startedAt))   duration \(Terminal.duration(report.durationMs))")
+            if let owner = run.leaseOwner, !run.status.isTerminal {
+                print("executing pid \(owner.pid) on \(owner.host)")
+            }
+            print()
+            var rows: [[String]] = []
+            for stage in report.stages {
+                let attempts = stage.tasks.flatMap(\.attempts)
+                let last = attempts.last
+                var note = stage.reason ?? last?.message ?? ""
+                if note.count > 90 { note = String(note.prefix(89)) + "…" }
+                rows.append([stage.name, stage.status, Terminal.duration(stage.durationMs),
+                             attempts.isEmpty ? "-" : String(attempts.count),
+                             last?.exitCode.map(String.init) ?? (last?.signal.map { "sig \($0)" } ?? "-"), note])
+            }
+            print(Terminal.table(["STAGE", "STATUS", "DURATION", "ATTEMPTS", "EXIT", "NOTE"], rows))
+            for stage in report.stages where stage.status == "failed" {
+                guard let tail = stage.tasks.last?.attempts.last?.stderrTail, !tail.isEmpty else { continue }
+                print("\n\(stage.name): last lines of stderr")
+                for line in tail.suffix(10) { print("  | \(line)") }
+            }
+            return 0
+        }
+    }
+}
+
+struct Logs: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print a run's event log, or with --stage the output of a stage's task.")
+
+    @Argument(help: "Run id (or a unique prefix, or 'latest').") var runID: String
+    @Option(help: "Print this stage's task output instead of events.") var stage: String?
+    @Option(help: "The task of the stage (default: its only task).") var task: String?
+    @Option(help: "Which attempt (default: the latest).") var attempt: Int?
+    @Flag(help: "Only stderr (with --stage).") var stderr = false
+    @Flag(name: .shortAndLong, help: "Keep printing new events until the run ends.") var follow = false
+    @OptionGroup var state: StateOptions
+
+    func run() async throws {
+        try await guarded {
+            let engine = try state.engine()
+            let run = try await engine.findRun(runID)
+            if let stage {
+                return try await printOutput(run: run, stage: stage, engine: engine)
+            }
+            var last: Int64 = 0
+            while true {
+                let events = try await engine.store.events(run: run.id, afterID: last, limit: 1000)
+                for e in events { print(EventLog.logLine(e)) }
+                last = events.last?.id ?? last
+                if events.count == 1000 { continue }
+                guard follow else { return 0 }
+                guard let current = try await engine.store.run(run.id), !current.status.isTerminal else {
+                    // One more read: events recorded with the finish.
+                    for e in try await engine.store.events(run: run.id, afterID: last, limit: 1000) { print(EventLog.logLine(e)) }
+                    return 0
+                }
+                try await Task.sleep(for: .milliseconds(200))
+            }
+        }
+    }
+
+    func printOutput(run: RunRecord, stage: String, engine: Engine) async throws -> Int32 {
+        guard run.spec.stage(stage) != nil else {
+            throw CLIError(message: "run \(run.id) has no stage '\(stage)'",
+                           hint: Suggest.hint(for: stage, in: run.spec.stages.map(\.name))
+                            ?? "stages: \(run.spec.stages.map(\.name).joined(separator: ", "))", exitCode: ExitStatus.failure)
+        }
+        let tasks = try await engine.store.tasks(of: run.id).filter { $0.stage == stage }
+        guard let chosen = task.map({ key in tasks.first { $0.key == key || String($0.id) == key } }) ?? tasks.last else {
+            throw CLIError(message: task.map { "stage '\(stage)' has no task '\($0)'" } ?? "stage '\(stage)' has not run in run \(run.id)",
+                           exitCode: ExitStatus.failure)
+        }
+        let number = attempt ?? chosen.attempts
+        guard number >= 1 else {
+            throw CLIError(message: "stage '\(stage)' has not started an attempt yet", exitCode: ExitStatus.failure)
+        }
+        let files = RunFiles(directory: run.runDir)
+        let paths = stderr ? [files.stderr(stage: stage, task: chosen.key, attempt: number)]
+                           : [files.stdout(stage: stage, task: chosen.key, attempt: number), files.stderr(stage: stage, task: chosen.key, attempt: number)]
+        for path in paths {
+            guard let data = FileManager.default.contents(atPath: path) else {
+                Terminal.warn("no log file \(path)")
+                continue
+            }
+            if paths.count > 1 { print("==> \(path) <==") }
+            FileHandle.standardOutput.write(data)
+        }
+        return 0
+    }
+}

@@ -1,0 +1,190 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import SluiceCore
+import SluiceDefinition
+import SluiceEngine
+import SluiceStore
+
+struct Validate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Check pipeline files and report every mistake with file:line:column.")
+
+    @Argument(help: "Pipeline files.") var files: [String]
+
+    func run() async throws {
+        try await guarded {
+            var failed = false
+            for file in files {
+                let loaded = PipelineLoader.load(file: file)
+                for d in loaded.diagnostics { FileHandle.standardError.write(Data((d.description + "\n").utf8)) }
+                if let spec = loaded.spec {
+                    print("ok: \(file): pipeline '\(spec.name)', \(spec.stages.count) stage\(spec.stages.count == 1 ? "" : "s")")
+                } else {
+                    let n = loaded.diagnostics.filter { $0.severity == .error }.count
+                    FileHandle.standardError.write(Data("\(file): \(n) error\(n == 1 ? "" : "s")\n".utf8))
+                    failed = true
+                }
+            }
+            return failed ? ExitStatus.failure : 0
+        }
+    }
+}
+
+/// Loads a pipeline file or exits with its diagnostics (exit code 2).
+func loadPipeline(_ file: String) throws -> PipelineSpec {
+    let loaded = PipelineLoader.load(file: file)
+    for d in loaded.diagnostics { FileHandle.standardError.write(Data((d.description + "\n").utf8)) }
+    guard let spec = loaded.spec else {
+        let n = loaded.diagnostics.filter { $0.severity == .error }.count
+        throw CLIError(message: "\(file): \(n) error\(n == 1 ? "" : "s") in the pipeline; nothing was run",
+                       hint: loaded.diagnostics.count == 1 ? nil : "fix them and check with `sluice validate \(file)`",
+                       exitCode: ExitStatus.failure)
+    }
+    return spec
+}
+
+struct DisplayOptions: ParsableArguments {
+    @Flag(help: "Print the audit report as JSON when the run ends (progress goes to stderr).") var json = false
+    @Flag(name: .customLong("no-tty"), help: "Plain line-by-line output even on a terminal.") var noTTY = false
+}
+
+struct Run: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a pipeline now and watch it.",
+        discussion: "Exit code: 0 success, 1 partial success, 2 failure, 130 cancelled, 3 internal error.")
+
+    @Argument(help: "The pipeline file.") var file: String
+    @Option(name: .short, help: ArgumentHelp("Set a param for this run (repeatable).", valueName: "key=value"))
+    var p: [String] = []
+    @Option(help: "Run at most N tasks at once (overrides the pipeline's concurrency).") var concurrency: Int?
+    @Option(name: .customLong("idempotency-key"), help: "Start nothing if a run with this key exists.") var idempotencyKey: String?
+    @OptionGroup var display: DisplayOptions
+    @OptionGroup var state: StateOptions
+
+    func run() async throws {
+        try await guarded {
+            var spec = try loadPipeline(file)
+            if let concurrency {
+                guard concurrency > 0 else {
+                    throw CLIError(message: "--concurrency must be at least 1, got \(concurrency)", exitCode: ExitStatus.failure)
+                }
+                spec.concurrency = concurrency
+            }
+            var params: [String: String] = [:]
+            for pair in p {
+                guard let eq = pair.firstIndex(of: "="), eq != pair.startIndex else {
+                    throw CLIError(message: "-p '\(pair)' is not key=value", hint: "write -p name=value", exitCode: ExitStatus.failure)
+                }
+                params[String(pair[..<eq])] = String(pair[pair.index(after: eq)...])
+            }
+            let engine = try state.engine()
+            let view = LiveView(plain: display.noTTY || !Terminal.isTTY, toStderr: display.json)
+            let name = spec.name
+            let started = try await engine.start(spec, params: params, idempotencyKey: idempotencyKey) { active in
+                view.note("waiting: run \(active.map(\.id.rawValue).joined(separator: ", ")) of '\(name)' is active (overlap: queue)")
+            }
+            switch started {
+            case .skipped(let active):
+                view.note("not started: '\(spec.name)' already has an active run (\(active.map(\.id.rawValue).joined(separator: ", "))) and its overlap policy is skip")
+                return 0
+            case .duplicate(let run):
+                view.note("not started: run \(run.id) already has idempotency key '\(idempotencyKey ?? "")' (status \(run.status.rawValue))")
+                return 0
+            case .started(let run):
+                return try await execute(run, engine: engine, resume: false, view: view, json: display.json)
+            }
+        }
+    }
+}
+
+/// Executes a run with the live view, Ctrl-C wired to cancellation, and prints the summary.
+func execute(_ run: RunRecord, engine: Engine, resume: Bool, view: LiveView, json: Bool) async throws -> Int32 {
+    view.begin(run)
+    let interrupts = InterruptHandler {
+        view.note("cancelling run \(run.id): stopping its processes (SIGTERM, then SIGKILL after the grace period)…")
+        Task { _ = try? await engine.store.requestCancel(run.id, now: Date(), events: [
+            EventRecord(runID: run.id, pipeline: run.pipeline, event: "run.cancel_requested", time: Date(),
+                        message: "cancel requested by an interrupt signal")]) }
+    }
+    defer { interrupts.stop() }
+    let outcome = try await engine.execute(run, resume: resume) { event in view.handle(event) }
+    view.end()
+    let report = try await RunReport.build(store: engine.store, runID: run.id)
+    if json {
+        FileHandle.standardOutput.write(try report.json())
+        print()
+    }
+    view.summary(report, outcome: outcome)
+    return outcome.exitCode
+}
+
+/// Turns SIGINT and SIGTERM into a cancel request (children are in their own process groups and are
+/// stopped by the engine, gracefully).
+final class InterruptHandler: @unchecked Sendable {
+    private var sources: [any DispatchSourceSignal] = []
+
+    init(_ handler: @escaping @Sendable () -> Void) {
+        for sig in [SIGINT, SIGTERM] {
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler(handler: handler)
+            source.resume()
+            sources.append(source)
+        }
+    }
+
+    func stop() {
+        for s in sources { s.cancel() }
+        sources.removeAll()
+    }
+}
+
+struct Resume: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Finish a run that crashed, was cancelled or failed: stages that succeeded are not run again.")
+
+    @Argument(help: "Run id (or a unique prefix, or 'latest').") var runID: String
+    @OptionGroup var display: DisplayOptions
+    @OptionGroup var state: StateOptions
+
+    func run() async throws {
+        try await guarded {
+            let engine = try state.engine()
+            let run = try await engine.findRun(runID)
+            if run.status == .success {
+                print("run \(run.id) already succeeded; nothing to resume")
+                return 0
+            }
+            let view = LiveView(plain: display.noTTY || !Terminal.isTTY, toStderr: display.json)
+            return try await execute(run, engine: engine, resume: true, view: view, json: display.json)
+        }
+    }
+}
+
+struct Cancel: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Cancel a run that is executing (from any terminal).")
+
+    @Argument(help: "Run id (or a unique prefix, or 'latest').") var runID: String
+    @OptionGroup var state: StateOptions
+
+    func run() async throws {
+        try await guarded {
+            let engine = try state.engine()
+            let run = try await engine.findRun(runID)
+            switch try await engine.cancel(run) {
+            case .notFound:
+                throw CLIError(message: "run \(runID) does not exist", exitCode: ExitStatus.failure)
+            case .alreadyFinished(let r):
+                print("run \(r.id) already ended (\(r.status.rawValue)); nothing to cancel")
+            case .requested(let r):
+                if let now = try await engine.store.run(r.id), now.status == .cancelled {
+                    print("run \(r.id) cancelled (its process was gone; the record is now complete)")
+                } else {
+                    print("cancel requested for run \(r.id); its process stops the running tasks and records the cancellation")
+                }
+            }
+            return 0
+        }
+    }
+}

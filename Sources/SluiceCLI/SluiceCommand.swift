@@ -1,0 +1,123 @@
+import ArgumentParser
+import Foundation
+import Logging
+import SluiceCore
+import SluiceDefinition
+import SluiceEngine
+import SluiceStore
+import SluiceStoreSQLite
+
+/// The `sluice` command tree. A library, so users' own executables can embed it.
+public struct SluiceCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "sluice",
+        abstract: "Run data pipelines: every run recorded, failures retried, progress visible.",
+        discussion: """
+            State lives in .sluice/ in the current folder (override with --state-dir or SLUICE_HOME).
+            Exit codes: 0 success, 1 partial success, 2 failure (or bad input), 3 internal error, 130 cancelled.
+            """,
+        subcommands: [Init.self, Validate.self, Run.self, Resume.self, Cancel.self, Runs.self, Show.self, Logs.self])
+
+    public init() {}
+}
+
+/// Options every command that touches the state shares.
+struct StateOptions: ParsableArguments {
+    @Option(name: .customLong("state-dir"), help: "Folder holding state.sqlite and run records (default: $SLUICE_HOME or ./.sluice).")
+    var stateDir: String?
+
+    var layout: StateLayout {
+        StateLayout(directory: stateDir ?? ProcessInfo.processInfo.environment["SLUICE_HOME"] ?? ".sluice")
+    }
+
+    func engine() throws -> Engine {
+        let layout = self.layout
+        do {
+            let store = try SQLiteStateStore.open(path: layout.databasePath)
+            var logger = Logger(label: "sluice")
+            logger.logLevel = .warning
+            return Engine(store: store, layout: layout, logger: logger)
+        } catch {
+            throw CLIError(message: error.message, hint: error.hint,
+                           exitCode: error.code == .newerSchema || error.code == .cannotOpen ? ExitStatus.failure : ExitStatus.internalError)
+        }
+    }
+}
+
+/// An error the CLI prints as `error: …` (and `hint: …`), exiting with `exitCode`.
+struct CLIError: Error {
+    var message: String
+    var hint: String?
+    var exitCode: Int32
+}
+
+extension AsyncParsableCommand {
+    /// Runs `body`, turning every error into one clear message and an exit code (never a stack trace).
+    func guarded(_ body: () async throws -> Int32) async throws {
+        let code: Int32
+        do {
+            code = try await body()
+        } catch let error as CLIError {
+            Terminal.error(error.message, hint: error.hint)
+            code = error.exitCode
+        } catch let error as EngineError {
+            Terminal.error(error.message, hint: error.hint)
+            switch error.code {
+            case .io: code = ExitStatus.internalError
+            default: code = ExitStatus.failure
+            }
+        } catch let error as StoreError {
+            Terminal.error(error.message, hint: error.hint)
+            code = ExitStatus.internalError
+        } catch is CancellationError {
+            code = ExitStatus.cancelled
+        } catch {
+            Terminal.error("internal error: \(error)", hint: "please report this with the command you ran")
+            code = ExitStatus.internalError
+        }
+        if code != 0 { throw ArgumentParser.ExitCode(code) }
+    }
+}
+
+enum Terminal {
+    static func error(_ message: String, hint: String? = nil) {
+        var text = "error: \(message)\n"
+        if let hint { text += "    hint: \(hint)\n" }
+        FileHandle.standardError.write(Data(text.utf8))
+    }
+
+    static func warn(_ message: String) {
+        FileHandle.standardError.write(Data("warning: \(message)\n".utf8))
+    }
+
+    static var isTTY: Bool { isatty(STDOUT_FILENO) == 1 }
+
+    static func duration(_ ms: Int64?) -> String {
+        guard let ms else { return "-" }
+        return DurationText.format(.milliseconds(ms))
+    }
+
+    static func time(_ date: Date?) -> String {
+        guard let date else { return "-" }
+        let f = DateFormatter()
+        f.dateFormat = "yyyy-MM-dd HH:mm:ss"
+        return f.string(from: date)
+    }
+
+    /// A plain text table, columns padded to their widest cell.
+    static func table(_ header: [String], _ rows: [[String]]) -> String {
+        let all = [header] + rows
+        let widths = header.indices.map { i in all.map { $0.indices.contains(i) ? $0[i].count : 0 }.max() ?? 0 }
+        return all.map { row in
+            row.enumerated().map { i, cell in i == row.count - 1 ? cell : cell.padding(toLength: widths[i], withPad: " ", startingAt: 0) }
+                .joined(separator: "  ")
+        }.joined(separator: "\n")
+    }
+}
+
+extension SluiceCommand {
+    /// The entry point of `sluice` and of users' own executables that embed the CLI.
+    public static func runMain(_ arguments: [String]? = nil) async {
+        await main(arguments)
+    }
+}
