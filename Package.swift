@@ -14,6 +14,7 @@ let package = Package(
         .library(name: "SluiceCLI", targets: ["SluiceCLI"]),
         .library(name: "SluiceEngine", targets: ["SluiceEngine"]),
         .library(name: "SluiceCore", targets: ["SluiceCore"]),
+        .library(name: "SluiceTesting", targets: ["SluiceTesting"]),
     ],
     dependencies: [
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
@@ -44,10 +45,11 @@ let package = Package(
                                .product(name: "ArgumentParser", package: "swift-argument-parser"),
                                .product(name: "Logging", package: "swift-log")],
                 swiftSettings: upcoming),
+        .target(name: "SluiceTesting", dependencies: ["SluiceCore"], swiftSettings: upcoming),
         .executableTarget(name: "sluice", dependencies: ["SluiceCLI"], swiftSettings: upcoming),
         .testTarget(name: "SluiceTests",
                     dependencies: ["SluiceCore", "SluiceDefinition", "SluiceStore", "SluiceStoreSQLite",
-                                   "SluiceSupervisor", "SluiceEngine", "SluiceCLI"],
+                                   "SluiceSupervisor", "SluiceEngine", "SluiceCLI", "SluiceTesting"],
                     resources: [.copy("Fixtures")],
                     swiftSettings: upcoming),
     ]

@@ -62,6 +62,12 @@ public enum PipelineLoader {
         switch error {
         case let .scanner(context, problem, mark, _), let .parser(context, problem, mark, _), let .composer(context, problem, mark, _):
             let what = [context?.text, problem].compactMap { $0 }.filter { !$0.isEmpty }.joined(separator: " ")
+            // libyaml notices some mistakes (an unclosed quote) only at the end of the file; the context
+            // mark says where the construct it was reading began, which is where the mistake is.
+            if let context, context.mark.line < mark.line, problem.contains("end of stream") {
+                return .error("YAML syntax error: \(what) (noticed at line \(mark.line))", at: at(context.mark),
+                              hint: "check the quotes, brackets and indentation from this point on")
+            }
             return .error("YAML syntax error: \(what)", at: at(mark),
                           hint: "check indentation (spaces, not tabs), quotes and colons near this line")
         case let .duplicatedKeysInMapping(duplicates, context):

@@ -70,7 +70,7 @@ struct SpecReader {
         }
     }
 
-    mutating func string(_ node: Node, _ what: String, allowNumbers: Bool = false) -> String? {
+    mutating func string(_ node: Node, _ what: String) -> String? {
         guard case .scalar(let s) = node else {
             error("\(what) must be text, got \(Self.kind(node))", node)
             return nil
@@ -79,10 +79,7 @@ struct SpecReader {
             error("\(what) must be text, got nothing (null)", node, hint: "write a value after the colon")
             return nil
         }
-        if !allowNumbers && s.style == .plain && (node.int != nil || node.float != nil || node.bool != nil) {
-            // Numbers and booleans read as text are fine for params and env.
-            return s.string
-        }
+        // Plain numbers and booleans are read as their text (`run: [sleep, 5]`, `env: { DEBUG: true }`).
         return s.string
     }
 
@@ -172,10 +169,13 @@ struct SpecReader {
         let description = byKey["description"].flatMap { string($0.1, "description") }
         var schedule: String?
         if let (_, v) = byKey["schedule"], let s = string(v, "schedule") {
-            if let problem = Self.cronProblem(s) {
-                error("schedule '\(s)' is not a cron expression: \(problem)", v,
+            do throws(CronExpression.ParseError) {
+                _ = try CronExpression(s)
+                schedule = s
+            } catch {
+                self.error("schedule '\(s)' is not a cron expression: \(error.message)", v,
                       hint: "use 5 fields (minute hour day-of-month month day-of-week), e.g. \"*/15 * * * *\", or @hourly, @daily, @weekly, @monthly")
-            } else { schedule = s }
+            }
         }
         var overlap = OverlapPolicy.skip
         if let (_, v) = byKey["overlap"], let s = string(v, "overlap") {
@@ -237,8 +237,9 @@ struct SpecReader {
         var env: [String: String] = [:]
         guard let entries = mapping(node, what) else { return env }
         for (k, kn, v) in entries {
-            guard !k.isEmpty, !k.contains("="), k.unicodeScalars.allSatisfy({ CharacterSet.alphanumerics.contains($0) || $0 == "_" }) else {
-                error("environment variable name '\(k)' may hold only letters, digits and '_'", kn)
+            guard let first = k.unicodeScalars.first, !CharacterSet.decimalDigits.contains(first),
+                  k.unicodeScalars.allSatisfy({ $0.isASCII && (CharacterSet.alphanumerics.contains($0) || $0 == "_") }) else {
+                error("environment variable name '\(k)' may hold only letters, digits and '_', and may not start with a digit", kn)
                 continue
             }
             if let s = string(v, "\(what).\(k)") {
@@ -257,8 +258,7 @@ struct SpecReader {
         checkKeys(entries, allowed: Self.stageKeys, in: what)
         let byKey = Dictionary(entries.map { ($0.0, ($0.1, $0.2)) }, uniquingKeysWith: { a, _ in a })
         var ok = true
-        var stageKnown = known
-        stageKnown.insert("stage")
+        let stageKnown = known
 
         var command: CommandSpec?
         switch (byKey["run"], byKey["shell"]) {
@@ -350,9 +350,11 @@ struct SpecReader {
             proceedIf = readOutcomes(list, what: "\(what).proceed_if")
         }
 
-        guard ok, let command else { return nil }
+        // A stage with a bad command is still returned, so its needs are checked too; the errors
+        // already recorded keep the pipeline from being used.
+        _ = ok
         return StageSpec(name: name, description: byKey["description"].flatMap { string($0.1, "\(what).description") },
-                         needs: needs, command: command, env: env, workdir: workdir, timeout: timeout,
+                         needs: needs, command: command ?? .argv([]), env: env, workdir: workdir, timeout: timeout,
                          hangAfter: hangAfter, doneWhen: doneWhen, grace: grace, retry: retry, when: when,
                          proceedIf: proceedIf, location: location(keyNode))
     }
@@ -386,6 +388,7 @@ struct SpecReader {
         }
         guard let entries = mapping(node, what) else { return policy }
         checkKeys(entries, allowed: Self.retryKeys, in: what)
+        var maxNode: Node?
         for (key, _, v) in entries {
             switch key {
             case "attempts": if let n = positiveInt(v, "\(what).attempts") { policy.attempts = n }
@@ -397,7 +400,7 @@ struct SpecReader {
                     }
                 }
             case "initial": if let d = duration(v, "\(what).initial") { policy.initial = d }
-            case "max": if let d = duration(v, "\(what).max") { policy.max = d }
+            case "max": if let d = duration(v, "\(what).max") { policy.max = d; maxNode = v }
             case "jitter":
                 if let b = v.bool, case .scalar(let s) = v, s.style == .plain, Double(s.string) == nil {
                     policy.jitter = b ? 0.25 : 0
@@ -420,7 +423,8 @@ struct SpecReader {
             }
         }
         if policy.max < policy.initial {
-            error("\(what).max (\(DurationText.format(policy.max))) is shorter than initial (\(DurationText.format(policy.initial)))", node)
+            error("\(what).max (\(DurationText.format(policy.max))) is shorter than initial (\(DurationText.format(policy.initial)))",
+                  maxNode ?? node, hint: "max caps the backoff delay; make it at least as long as initial")
         }
         return policy
     }
@@ -464,6 +468,11 @@ struct SpecReader {
             } else { entries = [] }
             let needsNode = entries.first { $0.0 == "needs" }?.2
             let whenNode = entries.first { $0.0 == "when" }?.2
+            func upstreamKey(_ name: String) -> Node? {
+                guard case .mapping(let when)? = whenNode,
+                      case .mapping(let upstream)? = when.first(where: { $0.key.string == "upstream" })?.value else { return whenNode }
+                return upstream.first { $0.key.string == name }?.key ?? whenNode
+            }
             func node(in list: Node?, named name: String) -> Node? {
                 if case .sequence(let seq)? = list { return seq.first { $0.string == name } ?? list }
                 return list
@@ -481,10 +490,16 @@ struct SpecReader {
                 let hint = names.contains(upstream)
                     ? "add '\(upstream)' to `needs:` so it has finished before this stage is decided"
                     : (Suggest.hint(for: upstream, in: names) ?? "stages in this file: \(names.sorted().joined(separator: ", "))")
-                error("stage '\(stage.name)' has a when.upstream condition on '\(upstream)', which is not in its needs", whenNode, hint: hint)
+                error("stage '\(stage.name)' has a when.upstream condition on '\(upstream)', which is not in its needs", upstreamKey(upstream), hint: hint)
             }
         }
-        if let cycle = DAG.findCycle(stages) {
+        // A stage that needs itself was reported above; the cycle search looks for longer loops.
+        let withoutSelfNeeds = stages.map { stage in
+            var copy = stage
+            copy.needs.removeAll { $0 == stage.name }
+            return copy
+        }
+        if let cycle = DAG.findCycle(withoutSelfNeeds) {
             error("stages depend on each other in a cycle: \(cycle.joined(separator: " → "))", nodes[cycle[0]]?.key,
                   hint: "remove one of these `needs` so the stages form a graph without loops")
         }
@@ -500,22 +515,9 @@ struct SpecReader {
             if c == "]" { if depth == 0 { return "']' without '['" }; depth -= 1 }
         }
         if depth != 0 { return "'[' without ']'" }
-        if pattern.contains("{") && !pattern.contains("{{") { return "braces {a,b} are not supported" }
+        let withoutPlaceholders = Template.render(pattern, values: [:])
+        if withoutPlaceholders.contains("{") || withoutPlaceholders.contains("}") { return "braces {a,b} are not supported; list the patterns instead" }
         return nil
     }
 
-    static func cronProblem(_ text: String) -> String? {
-        let s = text.trimmingCharacters(in: .whitespaces)
-        if s.hasPrefix("@") {
-            return ["@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"].contains(s)
-                ? nil : "unknown shortcut \(s)"
-        }
-        let fields = s.split(separator: " ", omittingEmptySubsequences: true)
-        guard fields.count == 5 else { return "it has \(fields.count) fields, not 5" }
-        let allowed = CharacterSet(charactersIn: "0123456789*/,-?").union(.letters)
-        for f in fields where !f.unicodeScalars.allSatisfy({ allowed.contains($0) }) {
-            return "field '\(f)' holds characters a cron field cannot"
-        }
-        return nil
-    }
 }

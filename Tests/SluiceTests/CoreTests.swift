@@ -1,0 +1,116 @@
+import Foundation
+import Testing
+import SluiceCore
+
+@Suite("Core rules")
+struct CoreTests {
+    @Test(arguments: [("500ms", 500), ("5s", 5000), ("20m", 1_200_000), ("2h", 7_200_000), ("1h30m", 5_400_000),
+                      ("1d", 86_400_000), ("90", 90_000), ("1.5s", 1500), ("0s", 0)])
+    func durationsParse(_ text: String, _ ms: Int64) {
+        #expect(DurationText.parse(text)?.milliseconds == ms)
+    }
+
+    @Test(arguments: ["", "5 minutes", "m", "-3s", "5x", "1h30", "s5"])
+    func badDurationsAreRejected(_ text: String) {
+        #expect(DurationText.parse(text) == nil)
+    }
+
+    @Test func exponentialBackoffDoublesUpToTheCap() {
+        let p = RetryPolicy(attempts: 6, backoff: .exponential, initial: .seconds(5), max: .seconds(30), jitter: 0)
+        #expect((1...5).map { p.delay(afterAttempt: $0, random: 0.7).milliseconds } == [5000, 10000, 20000, 30000, 30000])
+    }
+
+    @Test func fixedBackoffAndJitter() {
+        let p = RetryPolicy(attempts: 3, backoff: .fixed, initial: .seconds(4), max: .seconds(60), jitter: 0.5)
+        #expect(p.delay(afterAttempt: 1, random: 0).milliseconds == 4000)
+        #expect(p.delay(afterAttempt: 2, random: 0.5).milliseconds == 3000)
+        #expect(p.delay(afterAttempt: 2, random: 0.999).milliseconds == 2002)
+    }
+
+    @Test func retryDecisionsFollowThePolicy() {
+        let p = RetryPolicy(attempts: 3, initial: .seconds(1), jitter: 0, exitCodes: [75])
+        #expect(p.decide(afterAttempt: 1, outcome: .failed, exitCode: 75, random: 0) == .retry(after: .seconds(1)))
+        #expect(p.decide(afterAttempt: 2, outcome: .failed, exitCode: 75, random: 0) == .retry(after: .seconds(2)))
+        if case .giveUp(let why) = p.decide(afterAttempt: 3, outcome: .failed, exitCode: 75, random: 0) {
+            #expect(why.contains("all 3 attempts used"))
+        } else { Issue.record("third failure must give up") }
+        if case .giveUp(let why) = p.decide(afterAttempt: 1, outcome: .failed, exitCode: 1, random: 0) {
+            #expect(why.contains("exit code 1 is not in retries.exit_codes"))
+        } else { Issue.record("exit code 1 is not retryable") }
+        // Timeouts and hangs retry whatever the exit codes; a command that cannot start never does.
+        #expect(p.decide(afterAttempt: 1, outcome: .timedOut, exitCode: nil, random: 0) == .retry(after: .seconds(1)))
+        #expect(p.decide(afterAttempt: 1, outcome: .hung, exitCode: nil, random: 0) == .retry(after: .seconds(1)))
+        guard case .giveUp = p.decide(afterAttempt: 1, outcome: .spawnFailed, exitCode: nil, random: 0) else {
+            Issue.record("spawn failures are not retried"); return
+        }
+    }
+
+    @Test func outcomeRules() {
+        #expect(RunOutcome.decide(stages: [.success, .skipped], cancelled: false) == .success)
+        #expect(RunOutcome.decide(stages: [.success, .failed], cancelled: false) == .partialSuccess)
+        #expect(RunOutcome.decide(stages: [.success, .upstreamFailed], cancelled: false) == .partialSuccess)
+        #expect(RunOutcome.decide(stages: [.failed, .upstreamFailed], cancelled: false) == .failed)
+        #expect(RunOutcome.decide(stages: [.success, .rolledBack], cancelled: false) == .partialSuccess)
+        #expect(RunOutcome.decide(stages: [.success], cancelled: true) == .cancelled)
+        #expect(RunOutcome.allCases.map(\.exitCode) == [0, 1, 2, 130])
+    }
+
+    func spec(_ stages: [StageSpec]) -> PipelineSpec {
+        PipelineSpec(name: "p", root: "/tmp", stages: stages)
+    }
+
+    @Test func plannerWaitsRunsSkipsAndBlocks() {
+        let a = StageSpec(name: "a", command: .argv(["true"]))
+        let b = StageSpec(name: "b", needs: ["a"], command: .argv(["true"]))
+        let c = StageSpec(name: "c", needs: ["a"], command: .argv(["true"]), proceedIf: [.success, .failed])
+        let d = StageSpec(name: "d", needs: ["a"], command: .argv(["true"]),
+                          when: Conditions(files: ["data/*.csv"]))
+        let e = StageSpec(name: "e", needs: ["a"], command: .argv(["true"]),
+                          when: Conditions(upstream: ["a": [.success]]), proceedIf: [.always])
+        let planner = Planner(spec: spec([a, b, c, d, e]))
+        #expect(planner.decide(b, statuses: ["a": .running], fileProbe: { _ in true }) == .wait)
+        #expect(planner.decide(b, statuses: ["a": .success], fileProbe: { _ in true }) == .run)
+        guard case .upstreamFailed = planner.decide(b, statuses: ["a": .failed], fileProbe: { _ in true }) else {
+            Issue.record("b must not run after a failed"); return
+        }
+        guard case .skip = planner.decide(b, statuses: ["a": .skipped], fileProbe: { _ in true }) else {
+            Issue.record("a skipped upstream skips b"); return
+        }
+        #expect(planner.decide(c, statuses: ["a": .failed], fileProbe: { _ in true }) == .run)
+        #expect(planner.decide(d, statuses: ["a": .success], fileProbe: { _ in true }) == .run)
+        guard case .skip(let reason) = planner.decide(d, statuses: ["a": .success], fileProbe: { _ in false }) else {
+            Issue.record("no files: skip"); return
+        }
+        #expect(reason.contains("data/*.csv"))
+        guard case .skip = planner.decide(e, statuses: ["a": .failed], fileProbe: { _ in true }) else {
+            Issue.record("when.upstream success not met: skip"); return
+        }
+        #expect(planner.decide(e, statuses: ["a": .success], fileProbe: { _ in true }) == .run)
+    }
+
+    @Test func cyclesAndOrder() {
+        let stages = [StageSpec(name: "a", needs: ["c"], command: .argv(["x"])),
+                      StageSpec(name: "b", needs: ["a"], command: .argv(["x"])),
+                      StageSpec(name: "c", needs: ["b"], command: .argv(["x"]))]
+        #expect(DAG.findCycle(stages) == ["a", "c", "b", "a"])
+        let ok = [StageSpec(name: "m", needs: ["t", "d"], command: .argv(["x"])),
+                  StageSpec(name: "t", command: .argv(["x"])),
+                  StageSpec(name: "d", needs: ["t"], command: .argv(["x"]))]
+        #expect(DAG.findCycle(ok) == nil)
+        #expect(DAG.topologicalOrder(ok) == ["t", "d", "m"])
+    }
+
+    @Test func templatesSubstituteInsideOneArgument() {
+        let values = ["params.in": "my dir; rm -rf /", "run.id": "r1"]
+        #expect(Template.render("--input={{params.in}}", values: values) == "--input=my dir; rm -rf /")
+        #expect(Template.render("{{ run.id }}/x", values: values) == "r1/x")
+        #expect((try? Template.placeholders(in: "a {{params.x}} b {{y}}").get().map(\.name)) == ["params.x", "y"])
+        #expect(Template.placeholders(in: "a {{params.x") == .failure(.unclosed(offset: 2)))
+    }
+
+    @Test func suggestions() {
+        #expect(Suggest.closest(to: "translat", in: ["translate", "analyze"]) == "translate")
+        #expect(Suggest.closest(to: "stagse", in: ["name", "stages", "params"]) == "stages")
+        #expect(Suggest.closest(to: "zzzzzz", in: ["stages"]) == nil)
+    }
+}

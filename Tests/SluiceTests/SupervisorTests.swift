@@ -1,0 +1,122 @@
+import Foundation
+import Testing
+@testable import SluiceSupervisor
+import SluiceTesting
+
+@Suite("Supervisor: real processes")
+struct SupervisorTests {
+    let dir: TemporaryDirectory
+    init() throws { dir = try TemporaryDirectory(prefix: "supervisor") }
+
+    func invocation(_ argv: [String], timeout: Duration? = nil, hang: Duration? = nil, doneWhen: String? = nil,
+                    grace: Duration = .seconds(2), logLimit: Int64 = 1 << 20) -> CommandInvocation {
+        CommandInvocation(arguments: argv, environment: ProcessInfo.processInfo.environment,
+                          workingDirectory: dir.path, stdoutPath: dir.file("out.log"), stderrPath: dir.file("err.log"),
+                          logLimit: logLimit, timeout: timeout, hangAfter: hang, doneWhen: doneWhen, grace: grace)
+    }
+
+    /// Reads the pids that a script wrote (one per line) and tells which are still alive.
+    func alive(_ pidFile: String) throws -> [Int32] {
+        let text = try String(contentsOfFile: dir.file(pidFile), encoding: .utf8)
+        let pids = text.split(separator: "\n").compactMap { Int32($0.trimmingCharacters(in: .whitespaces)) }
+        #expect(!pids.isEmpty, "the script should have written its pids")
+        return pids.filter { ProcFS.isAlive($0, startTicks: nil) }
+    }
+
+    @Test func exitCodeAndStreamsAreCaptured() async throws {
+        let report = await Supervisor().run(invocation(["sh", "-c", "echo hello; echo oops >&2; exit 3"]), stop: StopSignal())
+        #expect(report.ending == .exited(3))
+        #expect(report.exitCode == 3)
+        #expect(try String(contentsOfFile: dir.file("out.log"), encoding: .utf8) == "hello\n")
+        #expect(try String(contentsOfFile: dir.file("err.log"), encoding: .utf8) == "oops\n")
+        #expect(report.stderrTail == ["oops"])
+        #expect(report.stdoutBytes == 6)
+    }
+
+    @Test func argumentsAreNeverInterpretedByAShell() async throws {
+        let tricky = "a b; echo injected $(id) `x` 'q' \"d\""
+        let report = await Supervisor().run(invocation(["printf", "%s", tricky]), stop: StopSignal())
+        #expect(report.ending == .exited(0))
+        #expect(try String(contentsOfFile: dir.file("out.log"), encoding: .utf8) == tricky)
+    }
+
+    @Test func missingCommandIsASpawnFailureWithAClearMessage() async throws {
+        let report = await Supervisor().run(invocation(["no-such-command-xyz", "arg"]), stop: StopSignal())
+        guard case .spawnFailed(let message) = report.ending else {
+            Issue.record("expected spawnFailed, got \(report.ending)")
+            return
+        }
+        #expect(message.contains("'no-such-command-xyz' was not found on PATH"))
+    }
+
+    @Test func timeoutStopsTheWholeProcessGroup() async throws {
+        // The shell starts a grandchild that would outlive it; both must be gone afterwards.
+        let script = "sleep 60 & echo $! > pids; echo $$ >> pids; wait"
+        let report = await Supervisor().run(invocation(["sh", "-c", script], timeout: .milliseconds(500)), stop: StopSignal())
+        #expect(report.ending == .timedOut)
+        #expect(report.wallMs < 10_000)
+        #expect(try alive("pids").isEmpty)
+    }
+
+    @Test func termIgnoredMeansKillAfterGrace() async throws {
+        let script = "trap '' TERM; echo $$ > pids; while true; do sleep 0.1; done"
+        let report = await Supervisor().run(invocation(["sh", "-c", script], timeout: .milliseconds(300),
+                                                       grace: .milliseconds(500)), stop: StopSignal())
+        #expect(report.ending == .timedOut)
+        #expect(report.signal == SIGKILL)
+        #expect(try alive("pids").isEmpty)
+    }
+
+    @Test func hangIsDetectedWhenOutputStops() async throws {
+        let script = "echo $$ > pids; echo started; sleep 30 & echo $! >> pids; wait"
+        let report = await Supervisor().run(invocation(["sh", "-c", script], hang: .milliseconds(600)), stop: StopSignal())
+        #expect(report.ending == .hung)
+        #expect(try alive("pids").isEmpty)
+    }
+
+    @Test func steadyOutputIsNotAHang() async throws {
+        let script = "for i in 1 2 3 4 5 6; do echo tick $i; sleep 0.2; done"
+        let report = await Supervisor().run(invocation(["sh", "-c", script], hang: .milliseconds(900)), stop: StopSignal())
+        #expect(report.ending == .exited(0))
+    }
+
+    @Test func completionPatternStopsALingeringProcess() async throws {
+        let script = "echo $$ > pids; echo working; echo 'All instruments processed'; sleep 30 & echo $! >> pids; wait"
+        let report = await Supervisor().run(invocation(["sh", "-c", script], doneWhen: "^All instruments processed$"),
+                                            stop: StopSignal())
+        #expect(report.ending == .completed(line: "All instruments processed"))
+        #expect(try alive("pids").isEmpty)
+    }
+
+    @Test func stopRequestEndsTheGroup() async throws {
+        let stop = StopSignal()
+        let script = "echo $$ > pids; sleep 30 & echo $! >> pids; wait"
+        async let report = Supervisor().run(invocation(["sh", "-c", script]), stop: stop)
+        try await Task.sleep(for: .milliseconds(300))
+        stop.request()
+        let result = await report
+        #expect(result.ending == .stopped)
+        #expect(try alive("pids").isEmpty)
+    }
+
+    @Test func backgroundChildrenDoNotOutliveTheirTask() async throws {
+        // The main process exits at once, leaving a background job holding stdout open.
+        let script = "sleep 30 & echo $! > pids; echo done"
+        let report = await Supervisor().run(invocation(["sh", "-c", script], grace: .milliseconds(500)), stop: StopSignal())
+        #expect(report.ending == .exited(0))
+        #expect(try alive("pids").isEmpty)
+    }
+
+    @Test func logsAreCappedButCounted() async throws {
+        let report = await Supervisor().run(invocation(["sh", "-c", "head -c 10000 /dev/zero"], logLimit: 1000), stop: StopSignal())
+        #expect(report.stdoutBytes == 10000)
+        let text = try Data(contentsOf: URL(fileURLWithPath: dir.file("out.log")))
+        #expect(text.count < 1200)
+        #expect(String(decoding: text, as: UTF8.self).contains("log truncated at 1000 bytes"))
+    }
+
+    @Test func peakMemoryIsSampled() async throws {
+        let report = await Supervisor().run(invocation(["sh", "-c", "sleep 0.4"]), stop: StopSignal())
+        #expect((report.peakRSSBytes ?? 0) > 100_000)
+    }
+}
