@@ -117,7 +117,22 @@ enum Terminal {
 
 extension SluiceCommand {
     /// The entry point of `sluice` and of users' own executables that embed the CLI.
+    /// Usage mistakes exit with 2 (bad input), like every other bad input; `--help` exits 0.
     public static func runMain(_ arguments: [String]? = nil) async {
-        await main(arguments)
+        do {
+            var command = try parseAsRoot(arguments)
+            if var asyncCommand = command as? any AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            let code = exitCode(for: error)
+            if code == .success || error is ArgumentParser.ExitCode {
+                exit(withError: error)
+            }
+            FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
+            Foundation.exit(ExitStatus.failure)
+        }
     }
 }

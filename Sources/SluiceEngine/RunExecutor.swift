@@ -100,7 +100,7 @@ struct RunExecutor: Sendable {
 
     private func loop(_ run: RunRecord) async throws -> RunOutcome {
         let spec = run.spec
-        let planner = Planner(spec: spec)
+        let planner = Planner(spec: Self.renderConditions(of: run))
         let engine = self.engine
         return try await withThrowingTaskGroup(of: Wake.self) { group in
             group.addTask { try await watch(engine: engine, lookForCancel: true) }
@@ -169,14 +169,25 @@ struct RunExecutor: Sendable {
         }
     }
 
+    /// The spec with `{{...}}` in file conditions replaced by this run's values, so decisions and
+    /// their reasons name the real paths.
+    static func renderConditions(of run: RunRecord) -> PipelineSpec {
+        let values = CommandTask.templateValues(run: run, stage: "")
+        var spec = run.spec
+        for i in spec.stages.indices {
+            spec.stages[i].when.files = spec.stages[i].when.files.map { Template.render($0, values: values) }
+            spec.stages[i].when.noFiles = spec.stages[i].when.noFiles.map { Template.render($0, values: values) }
+        }
+        return spec
+    }
+
     /// Plans until nothing changes: skips and failures cascade down the graph in one go.
     private func plan(_ planner: Planner, run: RunRecord) async throws {
-        let values = CommandTask.templateValues(run: run, stage: "")
         while true {
             let stages = try await store.stages(of: runID)
             let statuses = Dictionary(stages.map { ($0.name, $0.status) }, uniquingKeysWith: { a, _ in a })
             let decisions = planner.decide(statuses: statuses) { pattern in
-                FileProbe.matches(Template.render(pattern, values: values), root: run.spec.root)
+                FileProbe.matches(pattern, root: run.spec.root)
             }
             var transitions: [StageTransition] = []
             var events: [EventRecord] = []

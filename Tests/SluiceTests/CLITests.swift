@@ -1,0 +1,266 @@
+import Foundation
+import Testing
+import SluiceSupervisor
+import SluiceTesting
+
+/// Runs the real `sluice` executable, as a user would.
+struct CLI {
+    static let executable: String = {
+        // The test resources sit beside the built products: .build/<triple>/debug/sluice_SluiceTests.resources
+        let products = Bundle.module.bundleURL.deletingLastPathComponent()
+        return products.appendingPathComponent("sluice").path
+    }()
+
+    let dir: TemporaryDirectory
+
+    struct Result {
+        var status: Int32
+        var stdout: String
+        var stderr: String
+        var output: String { stdout + stderr }
+    }
+
+    func start(_ arguments: [String]) throws -> Process {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Self.executable)
+        process.arguments = arguments + ["--state-dir", dir.file(".sluice")]
+        process.currentDirectoryURL = URL(fileURLWithPath: dir.path)
+        process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
+        process.standardError = FileHandle(forWritingAtPath: "/dev/null")
+        try process.run()
+        return process
+    }
+
+    @discardableResult
+    func run(_ arguments: [String], stateDir: Bool = true) throws -> Result {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Self.executable)
+        process.arguments = arguments + (stateDir ? ["--state-dir", dir.file(".sluice")] : [])
+        process.currentDirectoryURL = URL(fileURLWithPath: dir.path)
+        let out = dir.file(".out-\(UUID().uuidString)"), err = dir.file(".err-\(UUID().uuidString)")
+        _ = FileManager.default.createFile(atPath: out, contents: nil)
+        _ = FileManager.default.createFile(atPath: err, contents: nil)
+        process.standardOutput = FileHandle(forWritingAtPath: out)
+        process.standardError = FileHandle(forWritingAtPath: err)
+        try process.run()
+        process.waitUntilExit()
+        return Result(status: process.terminationStatus,
+                      stdout: (try? String(contentsOfFile: out, encoding: .utf8)) ?? "",
+                      stderr: (try? String(contentsOfFile: err, encoding: .utf8)) ?? "")
+    }
+
+    /// Waits (up to `seconds`) until `condition` holds.
+    func wait(seconds: Double = 20, _ condition: () throws -> Bool) async throws {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if try condition() { return }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        Issue.record("condition not met within \(seconds) s")
+    }
+
+    func runID(_ result: Result) -> String? {
+        result.output.split(separator: "\n").lazy.compactMap { line -> String? in
+            guard line.hasPrefix("run ") else { return nil }
+            return line.split(separator: " ").dropFirst().first.map(String.init)
+        }.first
+    }
+
+    func show(_ id: String) throws -> [String: Any] {
+        let result = try run(["show", id, "--json"])
+        return (try? JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]) ?? [:]
+    }
+
+    func stageStatuses(_ id: String) throws -> [String: String] {
+        let stages = (try show(id)["stages"] as? [[String: Any]]) ?? []
+        return Dictionary(uniqueKeysWithValues: stages.map { ($0["name"] as? String ?? "", $0["status"] as? String ?? "") })
+    }
+}
+
+@Suite("CLI: the sluice executable")
+struct CLITests {
+    let cli: CLI
+    init() throws { cli = CLI(dir: try TemporaryDirectory(prefix: "cli")) }
+
+    @Test func initValidateRunShowAndExitCodes() throws {
+        let initResult = try cli.run(["init"], stateDir: false)
+        #expect(initResult.status == 0)
+        #expect(try cli.run(["validate", "pipeline.yml"], stateDir: false).status == 0)
+        let run = try cli.run(["run", "pipeline.yml", "-p", "count=4"])
+        #expect(run.status == 0, "\(run.output)")
+        #expect(run.stdout.contains("success"))
+        let id = try #require(cli.runID(run))
+        #expect(try cli.stageStatuses(id) == ["fetch": "success", "square": "success", "report": "success"])
+        #expect(try cli.run(["logs", id, "--stage", "report"]).stdout.contains("total: 30"))
+        #expect(try cli.run(["logs", id]).stdout.contains("run.success"))
+        #expect(try cli.run(["runs"]).stdout.contains(id))
+        #expect(try cli.run(["show", String(id.prefix(17))]).stdout.contains("report  success"))
+        #expect(try cli.run(["init"], stateDir: false).status == 2, "init refuses to overwrite")
+        let usage = try cli.run(["run"], stateDir: false)
+        #expect(usage.status == 2)
+        #expect(usage.stderr.contains("Missing expected argument"))
+        #expect(try cli.run(["--help"], stateDir: false).status == 0)
+    }
+
+    @Test func partialAndFailedRunsExitOneAndTwo() throws {
+        try cli.dir.write("p.yml", "name: p\nstages:\n  ok: { run: [\"true\"] }\n  bad: { run: [\"false\"] }\n")
+        #expect(try cli.run(["run", "p.yml"]).status == 1)
+        try cli.dir.write("f.yml", "name: f\nstages:\n  bad: { run: [sh, -c, \"echo nope >&2; exit 9\"] }\n")
+        let failed = try cli.run(["run", "f.yml"])
+        #expect(failed.status == 2)
+        #expect(failed.stdout.contains("exited with code 9"))
+        #expect(failed.stdout.contains("| nope"))
+    }
+
+    @Test func badInputGetsOneClearMessageAndANonzeroExit() throws {
+        let missing = try cli.run(["run", "nope.yml"])
+        #expect(missing.status == 2)
+        #expect(missing.stderr.contains("pipeline file 'nope.yml' does not exist"))
+
+        try cli.dir.write("syntax.yml", "name: s\nstages:\n  a:\n    run: [\"x\"\n  b: {}\n")
+        let syntax = try cli.run(["validate", "syntax.yml"], stateDir: false)
+        #expect(syntax.status == 2)
+        #expect(syntax.stderr.contains("syntax.yml:"))
+        #expect(syntax.stderr.contains("YAML syntax error"))
+
+        try cli.dir.write("unknown.yml", "name: u\nstages:\n  a: { needs: [bb], run: [\"true\"] }\n  b: { run: [\"true\"] }\n")
+        let unknown = try cli.run(["run", "unknown.yml"])
+        #expect(unknown.status == 2)
+        #expect(unknown.stderr.contains("unknown.yml:3:16: error: stage 'a' needs unknown stage 'bb'"))
+        #expect(unknown.stderr.contains("did you mean 'b'?"))
+
+        try cli.dir.write("nocmd.yml", "name: n\nstages:\n  a: { run: [definitely-not-a-command] }\n")
+        let nocmd = try cli.run(["run", "nocmd.yml"])
+        #expect(nocmd.status == 2)
+        #expect(nocmd.stdout.contains("'definitely-not-a-command' was not found on PATH"))
+
+        // A state folder that cannot be created (its parent is a file).
+        try cli.dir.write("afile", "x")
+        let unwritable = try cli.run(["run", "nocmd.yml", "--state-dir", cli.dir.file("afile/state")], stateDir: false)
+        #expect(unwritable.status == 2)
+        #expect(unwritable.stderr.contains("cannot create the state folder"))
+
+        for result in [missing, syntax, unknown, nocmd, unwritable] {
+            #expect(!result.output.contains("Fatal error"), "crashed: \(result.output)")
+            #expect(result.status < 128, "killed by a signal: \(result.output)")
+        }
+    }
+
+    @Test func aStoreFromANewerVersionIsRefused() throws {
+        try cli.dir.write("p.yml", "name: p\nstages:\n  a: { run: [\"true\"] }\n")
+        #expect(try cli.run(["run", "p.yml"]).status == 0)
+        let db = cli.dir.file(".sluice/state.sqlite")
+        let sqlite = Process()
+        sqlite.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        sqlite.arguments = ["python3", "-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(\"insert into grdb_migrations values ('v999')\"); c.commit()", db]
+        try sqlite.run()
+        sqlite.waitUntilExit()
+        let result = try cli.run(["runs"])
+        #expect(result.status == 2)
+        #expect(result.stderr.contains("written by a newer version of Sluice"))
+    }
+
+    /// A pipeline whose middle stage runs long the first time and quickly the second time.
+    func writeCrashPipeline() throws {
+        try cli.dir.write("crash.yml", """
+            name: crash
+            stages:
+              first: { run: [sh, -c, "echo ran >> first.count"] }
+              middle:
+                needs: [first]
+                run: [sh, -c, "echo ran >> middle.count; if [ -f resumed ]; then exit 0; fi; sleep 60 & echo $! > orphan.pid; wait"]
+              last: { needs: [middle], run: [sh, -c, "echo ran >> last.count"] }
+            """)
+    }
+
+    func lines(_ file: String) -> Int {
+        ((try? String(contentsOfFile: cli.dir.file(file), encoding: .utf8)) ?? "").split(separator: "\n").count
+    }
+
+    @Test func aKilledRunIsResumedAndOnlyUnfinishedWorkRunsAgain() async throws {
+        try writeCrashPipeline()
+        let process = try cli.start(["run", "crash.yml", "--no-tty"])
+        try await cli.wait { FileManager.default.fileExists(atPath: cli.dir.file("orphan.pid")) }
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        let orphan = try #require(Int32(try String(contentsOfFile: cli.dir.file("orphan.pid"), encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines)))
+
+        let runs = try cli.run(["runs", "--json"])
+        let id = try #require(((try JSONSerialization.jsonObject(with: Data(runs.stdout.utf8)) as? [[String: String]])?.first)?["run_id"])
+        #expect(try cli.show(id)["status"] as? String == "running", "the killed run is still recorded as running")
+
+        _ = FileManager.default.createFile(atPath: cli.dir.file("resumed"), contents: nil)
+        let resumed = try cli.run(["resume", id, "--no-tty"])
+        #expect(resumed.status == 0, "\(resumed.output)")
+        #expect(!ProcFS.isAlive(orphan, startTicks: nil), "the dead runner's leftover process was stopped")
+        #expect(lines("first.count") == 1, "a finished stage is not run again")
+        #expect(lines("middle.count") == 2)
+        #expect(lines("last.count") == 1)
+        let report = try cli.show(id)
+        #expect(report["status"] as? String == "success")
+        let middle = ((report["stages"] as? [[String: Any]])?.first { $0["name"] as? String == "middle" })
+        let outcomes = ((middle?["tasks"] as? [[String: Any]])?.first?["attempts"] as? [[String: Any]])?.compactMap { $0["outcome"] as? String }
+        #expect(outcomes == ["lost", "success"])
+        #expect(try cli.run(["resume", id]).stdout.contains("nothing to resume"))
+    }
+
+    @Test func cancelFromAnotherProcessStopsTheRun() async throws {
+        try cli.dir.write("long.yml", """
+            name: long
+            stages:
+              wait: { run: [sh, -c, "echo $$ > task.pid; sleep 60"], grace: 2s }
+              after: { needs: [wait], run: ["true"] }
+            """)
+        let process = try cli.start(["run", "long.yml", "--no-tty"])
+        try await cli.wait { FileManager.default.fileExists(atPath: cli.dir.file("task.pid")) }
+        let cancel = try cli.run(["cancel", "latest"])
+        #expect(cancel.status == 0, "\(cancel.output)")
+        #expect(cancel.stdout.contains("cancel requested"))
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 130)
+        let pid = try #require(Int32(try String(contentsOfFile: cli.dir.file("task.pid"), encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
+        #expect(!ProcFS.isAlive(pid, startTicks: nil))
+        #expect(try cli.show("latest")["status"] as? String == "cancelled")
+        #expect(try cli.stageStatuses("latest") == ["wait": "cancelled", "after": "cancelled"])
+    }
+
+    @Test func interruptCancelsGracefully() async throws {
+        try cli.dir.write("long.yml", "name: long\nstages:\n  wait: { run: [sh, -c, \"echo $$ > task.pid; sleep 60\"], grace: 2s }\n")
+        let process = try cli.start(["run", "long.yml", "--no-tty"])
+        try await cli.wait { FileManager.default.fileExists(atPath: cli.dir.file("task.pid")) }
+        kill(process.processIdentifier, SIGINT)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 130)
+        #expect(try cli.show("latest")["status"] as? String == "cancelled")
+    }
+
+    @Test func theSeed003ExampleRunsNatively() throws {
+        var root = URL(fileURLWithPath: #filePath)
+        for _ in 0..<3 { root.deleteLastPathComponent() }
+        let example = root.appendingPathComponent("examples/market-data")
+        // Work on a copy so the repository's sample data stays as shipped.
+        let copy = cli.dir.file("market-data")
+        try FileManager.default.copyItem(atPath: example.path, toPath: copy)
+        try? FileManager.default.removeItem(atPath: copy + "/.sluice")
+        let reset = Process()
+        reset.executableURL = URL(fileURLWithPath: "/bin/sh")
+        reset.arguments = [copy + "/reset.sh"]
+        reset.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
+        try reset.run()
+        reset.waitUntilExit()
+        let first = try cli.run(["run", "market-data/pipeline.yml", "--no-tty"])
+        #expect(first.status == 0, "\(first.output)")
+        let id = try #require(cli.runID(first))
+        #expect(try cli.stageStatuses(id) == ["translate": "success", "cleanup-raw": "success", "analyze": "success", "merge": "success"])
+        #expect(first.stdout.contains("done_when matched"))
+        #expect(FileManager.default.fileExists(atPath: copy + "/data/analyzer_runs/merged/summary.json"))
+        #expect(((try? FileManager.default.contentsOfDirectory(atPath: copy + "/data/raw")) ?? []).filter { $0.hasSuffix(".csv") }.isEmpty,
+                "raw files are deleted after the translator succeeded")
+        // The next run finds no raw files: translate and its cleanup are skipped, analysis runs again.
+        let second = try cli.run(["run", "market-data/pipeline.yml", "--no-tty"])
+        #expect(second.status == 0)
+        let id2 = try #require(cli.runID(second))
+        #expect(try cli.stageStatuses(id2) == ["translate": "skipped", "cleanup-raw": "skipped", "analyze": "success", "merge": "success"])
+    }
+}
