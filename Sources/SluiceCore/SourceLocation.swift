@@ -82,3 +82,13 @@ public enum Suggest {
         closest(to: word, in: candidates).map { "did you mean '\($0)'?" }
     }
 }
+
+/// An error that says what went wrong and, where it can, what to do: printed as the message, then `hint: …`.
+public protocol HintedError: Error, CustomStringConvertible {
+    var message: String { get }
+    var hint: String? { get }
+}
+
+extension HintedError {
+    public var description: String { hint.map { "\(message)\n    hint: \($0)" } ?? message }
+}

@@ -190,3 +190,13 @@ public enum ExitStatus {
     public static let internalError: Int32 = 3
     public static let cancelled: Int32 = 130
 }
+
+/// How a stage's status follows from its tasks once all of them ended.
+public enum StageRollup {
+    public static func status(of tasks: [TaskStatus]) -> StageStatus? {
+        guard tasks.allSatisfy(\.isTerminal) else { return nil }
+        if tasks.contains(.failed) { return .failed }
+        if tasks.contains(.cancelled) { return .cancelled }
+        return .success
+    }
+}

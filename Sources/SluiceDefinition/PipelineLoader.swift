@@ -38,7 +38,9 @@ public enum PipelineLoader {
                 "cannot read pipeline file '\(path)': \(error.localizedDescription)", at: nil,
                 hint: "check that the file is readable by this user")])
         }
-        return parse(yaml: text, file: path, root: url.deletingLastPathComponent().path)
+        var loaded = parse(yaml: text, file: path, root: url.deletingLastPathComponent().path)
+        loaded.spec?.sourceFile = url.path
+        return loaded
     }
 
     /// Parses and validates pipeline YAML. `file` is used in locations; `root` is the folder paths are relative to.

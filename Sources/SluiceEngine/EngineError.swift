@@ -1,7 +1,8 @@
+import SluiceCore
 import SluiceStore
 
 /// A failure of the engine, with what went wrong and what to do.
-public struct EngineError: Error, CustomStringConvertible, Sendable {
+public struct EngineError: HintedError, Sendable {
     public enum Code: String, Sendable {
         case runNotFound
         case ambiguousRun
@@ -21,6 +22,4 @@ public struct EngineError: Error, CustomStringConvertible, Sendable {
         self.message = message
         self.hint = hint
     }
-
-    public var description: String { hint.map { "\(message)\n    hint: \($0)" } ?? message }
 }

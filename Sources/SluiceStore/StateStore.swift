@@ -129,18 +129,8 @@ public enum CompletionResult: Sendable, Hashable {
     case leaseLost
 }
 
-/// How a stage's status follows from its tasks once all of them ended.
-public enum StageRollup {
-    public static func status(of tasks: [TaskStatus]) -> StageStatus? {
-        guard tasks.allSatisfy(\.isTerminal) else { return nil }
-        if tasks.contains(.failed) { return .failed }
-        if tasks.contains(.cancelled) { return .cancelled }
-        return .success
-    }
-}
-
 /// A store failure, with what went wrong, where, and what to do.
-public struct StoreError: Error, CustomStringConvertible, Sendable {
+public struct StoreError: HintedError, Sendable {
     public enum Code: String, Sendable {
         case cannotOpen
         case newerSchema
@@ -157,9 +147,5 @@ public struct StoreError: Error, CustomStringConvertible, Sendable {
         self.code = code
         self.message = message
         self.hint = hint
-    }
-
-    public var description: String {
-        hint.map { "\(message)\n    hint: \($0)" } ?? message
     }
 }
