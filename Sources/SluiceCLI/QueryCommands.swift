@@ -34,7 +34,8 @@ struct Runs: AsyncParsableCommand {
                 let duration = r.startedAt.map { start in
                     Terminal.duration(Int64(((r.finishedAt ?? Date()).timeIntervalSince(start)) * 1000))
                 } ?? "-"
-                return [r.id.rawValue, r.pipeline, r.status.rawValue, Terminal.time(r.startedAt ?? r.createdAt), duration, r.trigger]
+                let status = engine.isInterrupted(r) ? "\(r.status.rawValue) (interrupted)" : r.status.rawValue
+                return [r.id.rawValue, r.pipeline, status, Terminal.time(r.startedAt ?? r.createdAt), duration, r.trigger]
             }
             print(Terminal.table(["RUN", "PIPELINE", "STATUS", "STARTED", "DURATION", "TRIGGER"], rows))
             return 0
@@ -67,7 +68,9 @@ struct Show: AsyncParsableCommand {
                 print("params    \(report.params.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))")
             }
             print("started   \(Terminal.time(report.startedAt))   duration \(Terminal.duration(report.durationMs))")
-            if let owner = run.leaseOwner, !run.status.isTerminal {
+            if engine.isInterrupted(run) {
+                print("          interrupted: the process that ran it is gone; `sluice resume \(run.id)` finishes it")
+            } else if let owner = run.leaseOwner, !run.status.isTerminal {
                 print("executing pid \(owner.pid) on \(owner.host)")
             }
             print()
@@ -144,6 +147,11 @@ struct Logs: AsyncParsableCommand {
             throw CLIError(message: "stage '\(stage)' has not started an attempt yet", exitCode: ExitStatus.failure)
         }
         let files = RunFiles(directory: run.runDir)
+        if follow {
+            let path = stderr ? files.stderr(stage: stage, task: chosen.key, attempt: number)
+                              : files.stdout(stage: stage, task: chosen.key, attempt: number)
+            return try await tail(path, until: { try await engine.store.tasks(of: run.id).first { $0.id == chosen.id }?.status.isTerminal ?? true })
+        }
         let paths = stderr ? [files.stderr(stage: stage, task: chosen.key, attempt: number)]
                            : [files.stdout(stage: stage, task: chosen.key, attempt: number), files.stderr(stage: stage, task: chosen.key, attempt: number)]
         for path in paths {
@@ -155,5 +163,23 @@ struct Logs: AsyncParsableCommand {
             FileHandle.standardOutput.write(data)
         }
         return 0
+    }
+
+    /// Prints a log file as it grows, until `done` says the task ended (then prints what is left).
+    func tail(_ path: String, until done: () async throws -> Bool) async throws -> Int32 {
+        var offset: UInt64 = 0
+        while true {
+            let finished = try await done()
+            if let handle = FileHandle(forReadingAtPath: path) {
+                try handle.seek(toOffset: offset)
+                if let data = try handle.readToEnd(), !data.isEmpty {
+                    FileHandle.standardOutput.write(data)
+                    offset += UInt64(data.count)
+                }
+                try? handle.close()
+            }
+            if finished { return 0 }
+            try await Task.sleep(for: .milliseconds(200))
+        }
     }
 }

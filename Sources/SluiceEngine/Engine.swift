@@ -110,6 +110,13 @@ public struct Engine: Sendable {
         }
     }
 
+    /// Whether an unfinished run has nobody executing it: its lease expired, or its owner on this host is gone.
+    public func isInterrupted(_ run: RunRecord) -> Bool {
+        guard !run.status.isTerminal else { return false }
+        guard let holder = run.leaseOwner, let expires = run.leaseExpiresAt else { return run.status == .running }
+        return expires < time.now() || Self.isDead(holder)
+    }
+
     static func isDead(_ holder: LeaseOwner) -> Bool {
         holder.host == ProcessInfo.processInfo.hostName && holder.pid != ProcessInfo.processInfo.processIdentifier
             && kill(holder.pid, 0) != 0 && errno == ESRCH

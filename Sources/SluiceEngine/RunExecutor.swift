@@ -57,7 +57,8 @@ struct RunExecutor: Sendable {
 
         if let previous, previous.id != owner.id {
             let event = log.make("run.takeover", "took over from pid \(previous.pid) on \(previous.host), which is gone")
-            let lost = try await store.abandonRunningAttempts(runID, now: time.now(), events: [event])
+            let lost = try await store.abandonRunningAttempts(runID, maxLostAttempts: engine.configuration.maxLostAttempts,
+                                                               now: time.now(), events: [event])
             log.published([event])
             var lostEvents: [EventRecord] = []
             for attempt in lost {

@@ -35,8 +35,9 @@ public protocol StateStore: Sendable {
     func finishRun(_ id: RunID, outcome: RunOutcome, owner: LeaseOwner, now: Date, events: [EventRecord]) async throws -> Bool
 
     /// After taking over a run from a process that is gone: its running attempts are recorded as `lost`
-    /// and their tasks go back to pending. Returns those attempts (their processes may need stopping).
-    func abandonRunningAttempts(_ id: RunID, now: Date, events: [EventRecord]) async throws -> [AttemptRecord]
+    /// and their tasks go back to pending without using their retry budget — or fail, once a task has
+    /// lost `maxLostAttempts` attempts. Returns those attempts (their processes may need stopping).
+    func abandonRunningAttempts(_ id: RunID, maxLostAttempts: Int, now: Date, events: [EventRecord]) async throws -> [AttemptRecord]
 
     /// For `resume`: every stage that did not end success or skipped goes back to pending (or running when
     /// it has tasks), its failed and cancelled tasks to pending with a fresh retry budget; a cancel request is cleared.

@@ -151,7 +151,8 @@ extension SQLiteStateStore {
         }
     }
 
-    public func abandonRunningAttempts(_ id: RunID, now: Date, events: [EventRecord]) async throws -> [AttemptRecord] {
+    public func abandonRunningAttempts(_ id: RunID, maxLostAttempts: Int, now: Date,
+                                       events: [EventRecord]) async throws -> [AttemptRecord] {
         try await write { db in
             let t = now.timeIntervalSince1970
             let lost = try Row.fetchAll(db, sql: "SELECT * FROM attempts WHERE run_id = ? AND outcome = 'running'",
@@ -161,12 +162,23 @@ extension SQLiteStateStore {
                   message = 'the process running this attempt ended before recording a result'
                 WHERE run_id = ? AND outcome = 'running'
                 """, arguments: [t, id.rawValue])
+            // A lost attempt does not use the retry budget, but a task that keeps losing its process
+            // (it may be what kills it) fails after `maxLostAttempts`.
             try db.execute(sql: """
-                UPDATE tasks SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL, not_before = NULL,
+                UPDATE tasks SET status = CASE WHEN lost_attempts + 1 >= ? THEN 'failed' ELSE 'pending' END,
+                  finished_at = CASE WHEN lost_attempts + 1 >= ? THEN ? ELSE NULL END,
+                  lease_owner = NULL, lease_expires_at = NULL, not_before = NULL,
                   lost_attempts = lost_attempts + 1, retry_base = retry_base + 1
                 WHERE run_id = ? AND status = 'running'
-                """, arguments: [id.rawValue])
+                """, arguments: [maxLostAttempts, maxLostAttempts, t, id.rawValue])
             try Self.insert(events, db)
+            for stage in Set(lost.map(\.stage)) {
+                if let ended = try Self.rollUp(run: id, stage: stage, now: t, db) {
+                    try Self.insert([EventRecord(runID: id, pipeline: events.first?.pipeline ?? "", stage: stage,
+                                                 event: "stage.\(ended.status.rawValue)", time: now,
+                                                 message: "stage ended: \(ended.status.rawValue) (its task lost its process \(maxLostAttempts) times)")], db)
+                }
+            }
             return lost
         }
     }
@@ -308,22 +320,23 @@ extension SQLiteStateStore {
                     """, arguments: [notBefore.timeIntervalSince1970, attempt.taskID])
             }
             try Self.insert(events, db)
-            // Roll the stage up when this was its last unfinished task: decided here, once.
-            let statuses = try String.fetchAll(db, sql: "SELECT status FROM tasks WHERE run_id = ? AND stage = ?",
-                                               arguments: [attempt.runID.rawValue, attempt.stage])
-                .compactMap { TaskStatus(rawValue: $0) }
-            guard let stageStatus = StageRollup.status(of: statuses) else { return .applied(stage: nil) }
-            try db.execute(sql: "UPDATE stages SET status = ?, finished_at = ? WHERE run_id = ? AND name = ? AND status = 'running'",
-                           arguments: [stageStatus.rawValue, t, attempt.runID.rawValue, attempt.stage])
-            guard db.changesCount == 1,
-                  let row = try Row.fetchOne(db, sql: "SELECT * FROM stages WHERE run_id = ? AND name = ?",
-                                             arguments: [attempt.runID.rawValue, attempt.stage]) else {
-                return .applied(stage: nil)
-            }
-            let stage = try Self.stageRecord(row)
-            try Self.insert([stageEvent(stage)], db)
+            let stage = try Self.rollUp(run: attempt.runID, stage: attempt.stage, now: t, db)
+            if let stage { try Self.insert([stageEvent(stage)], db) }
             return .applied(stage: stage)
         }
+    }
+
+    /// Ends a running stage when all its tasks ended: decided inside the caller's transaction, once.
+    static func rollUp(run: RunID, stage: StageName, now t: Double, _ db: Database) throws -> StageRecord? {
+        let statuses = try String.fetchAll(db, sql: "SELECT status FROM tasks WHERE run_id = ? AND stage = ?",
+                                           arguments: [run.rawValue, stage])
+            .compactMap { TaskStatus(rawValue: $0) }
+        guard let stageStatus = StageRollup.status(of: statuses) else { return nil }
+        try db.execute(sql: "UPDATE stages SET status = ?, finished_at = ? WHERE run_id = ? AND name = ? AND status = 'running'",
+                       arguments: [stageStatus.rawValue, t, run.rawValue, stage])
+        guard db.changesCount == 1 else { return nil }
+        return try Row.fetchOne(db, sql: "SELECT * FROM stages WHERE run_id = ? AND name = ?",
+                                arguments: [run.rawValue, stage]).map(Self.stageRecord)
     }
 
     public func cancelUnfinished(run: RunID, now: Date, events: [EventRecord]) async throws {

@@ -189,6 +189,8 @@ struct CLITests {
         let runs = try cli.run(["runs", "--json"])
         let id = try #require(((try JSONSerialization.jsonObject(with: Data(runs.stdout.utf8)) as? [[String: String]])?.first)?["run_id"])
         #expect(try cli.show(id)["status"] as? String == "running", "the killed run is still recorded as running")
+        #expect(try cli.run(["runs"]).stdout.contains("running (interrupted)"))
+        #expect(try cli.run(["show", id]).stdout.contains("sluice resume \(id)"))
 
         _ = FileManager.default.createFile(atPath: cli.dir.file("resumed"), contents: nil)
         let resumed = try cli.run(["resume", id, "--no-tty"])
@@ -223,6 +225,18 @@ struct CLITests {
         #expect(!ProcFS.isAlive(pid, startTicks: nil))
         #expect(try cli.show("latest")["status"] as? String == "cancelled")
         #expect(try cli.stageStatuses("latest") == ["wait": "cancelled", "after": "cancelled"])
+    }
+
+    @Test func logsFollowATaskUntilItEnds() async throws {
+        try cli.dir.write("talk.yml", "name: talk\nstages:\n  talk: { run: [sh, -c, \"touch started; for i in 1 2 3 4 5; do echo line $i; sleep 0.2; done\"] }\n")
+        let process = try cli.start(["run", "talk.yml", "--no-tty"])
+        try await cli.wait { FileManager.default.fileExists(atPath: cli.dir.file("started")) }
+        let followed = try cli.run(["logs", "latest", "--stage", "talk", "--follow"])
+        process.waitUntilExit()
+        #expect(followed.status == 0)
+        #expect(followed.stdout == (1...5).map { "line \($0)\n" }.joined())
+        let events = try cli.run(["logs", "latest", "--follow"])
+        #expect(events.stdout.contains("run.success"))
     }
 
     @Test func interruptCancelsGracefully() async throws {

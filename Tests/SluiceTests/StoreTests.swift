@@ -138,7 +138,7 @@ struct StoreTests {
         try await store.applyStageTransitions(run: id, [.start("a", taskKeys: ["main"])], now: now, events: [])
         let claimed = try await store.claimTasks(run: id, owner: me, limit: 1, now: now, leaseUntil: now.addingTimeInterval(30))
         try await store.recordProcess(task: claimed[0].task.id, attempt: 1, pid: 4242, startTicks: 99)
-        let lost = try await store.abandonRunningAttempts(id, now: now, events: [])
+        let lost = try await store.abandonRunningAttempts(id, maxLostAttempts: 3, now: now, events: [])
         #expect(lost.map(\.pid) == [4242])
         #expect(lost.map(\.processStartTicks) == [99])
         #expect(try await store.attempts(of: id).map(\.outcome) == [.lost])
@@ -155,6 +155,19 @@ struct StoreTests {
         let third = try await store.claimTasks(run: id, owner: other, limit: 1, now: now, leaseUntil: now.addingTimeInterval(30))
         #expect(third.first?.attempt == 3)
         #expect(third.first?.attemptInBudget == 1, "resume gives a fresh retry budget")
+    }
+
+    @Test func aTaskThatKeepsLosingItsProcessFails() async throws {
+        let id = RunID("r1")
+        _ = try await store.createRun(newRun("r1"), overlap: .skip, now: now, events: [])
+        try await store.applyStageTransitions(run: id, [.start("a", taskKeys: ["main"])], now: now, events: [])
+        for round in 1...2 {
+            _ = try await store.claimTasks(run: id, owner: me, limit: 1, now: now, leaseUntil: now)
+            _ = try await store.abandonRunningAttempts(id, maxLostAttempts: 2, now: now, events: [event("r1", "takeover")])
+            #expect(try await store.tasks(of: id).first?.status == (round == 1 ? .pending : .failed))
+        }
+        #expect(try await store.stages(of: id).first?.status == .failed)
+        #expect(try await store.events(run: id, afterID: 0, limit: 10).last?.message.contains("lost its process 2 times") == true)
     }
 
     @Test func aStoreFromANewerVersionIsRefusedAndLeftUnchanged() async throws {
