@@ -60,6 +60,9 @@ public enum CommandSpec: Sendable, Codable, Hashable {
     /// A script run with `/bin/sh -c`, only when the user wrote `shell:`. Placeholders are not
     /// substituted into it; params reach it as `SLUICE_PARAM_<NAME>` environment variables.
     case shell(String)
+    /// A Swift closure registered in-process under the stage's name (Swift API). A run of such a
+    /// pipeline can be executed or resumed only by a process that registered the same pipeline.
+    case swift
 }
 
 /// One stage of a pipeline.

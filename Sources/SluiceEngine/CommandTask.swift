@@ -30,6 +30,8 @@ struct CommandTask: Sendable {
         switch stage.command {
         case .argv(let argv): arguments = argv.map { Template.render($0, values: values) }
         case .shell(let script): arguments = ["/bin/sh", "-c", script]
+        case .swift:
+            throw EngineError(.invalidInput, "stage '\(stage.name)' is a Swift stage, not a command")
         }
         var env = ProcessInfo.processInfo.environment
         for (k, v) in run.spec.env { env[k] = Template.render(v, values: values) }

@@ -26,17 +26,20 @@ public struct Engine: Sendable {
     public var configuration: Configuration
     public var supervisor: Supervisor
     public var logger: Logger
+    /// Bodies of in-process (Swift) stages, for pipelines defined in code.
+    public var inProcess: InProcessStages
     let owner: LeaseOwner
 
     public init(store: any StateStore, layout: StateLayout, time: any TimeSource = SystemTimeSource(),
                 configuration: Configuration = Configuration(), supervisor: Supervisor = Supervisor(),
-                logger: Logger = Logger(label: "sluice.engine")) {
+                logger: Logger = Logger(label: "sluice.engine"), inProcess: InProcessStages = InProcessStages()) {
         self.store = store
         self.layout = layout
         self.time = time
         self.configuration = configuration
         self.supervisor = supervisor
         self.logger = logger
+        self.inProcess = inProcess
         self.owner = .currentProcess()
     }
 

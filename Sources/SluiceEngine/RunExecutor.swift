@@ -122,9 +122,8 @@ struct RunExecutor: Sendable {
                             guard let stage = spec.stage(task.task.stage) else { continue }
                             let stop = StopSignal()
                             running[task.task.id] = stop
-                            let command = CommandTask(run: run, stage: stage, claimed: task, files: files)
                             group.addTask {
-                                try await perform(command, stop: stop)
+                                try await perform(task, stage: stage, run: run, stop: stop)
                                 return .taskEnded(task.task.id)
                             }
                         }
@@ -225,65 +224,166 @@ struct RunExecutor: Sendable {
         }
     }
 
+    /// How an attempt ended, ready to be recorded.
+    struct FinishedAttempt: Sendable {
+        var attempt: AttemptRecord
+        var event: String
+        var attrs: [String: String]
+        var result: Data?
+    }
+
     /// Runs one task's attempt and records how it ended, with the retry decision of the core.
-    private func perform(_ command: CommandTask, stop: StopSignal) async throws {
+    private func perform(_ claimed: ClaimedTask, stage: StageSpec, run: RunRecord, stop: StopSignal) async throws {
+        let finished: FinishedAttempt
+        switch stage.command {
+        case .argv, .shell:
+            finished = try await runCommand(CommandTask(run: run, stage: stage, claimed: claimed, files: files), stop: stop)
+        case .swift:
+            finished = try await runSwift(claimed, stage: stage, run: run, stop: stop)
+        }
+        try await record(finished, claimed: claimed, stage: stage)
+    }
+
+    private func runCommand(_ command: CommandTask, stop: StopSignal) async throws -> FinishedAttempt {
         let claimed = command.claimed
         let stage = command.stage
         let task = claimed.task
-        var startEvents: [EventRecord] = []
-        let invocation: CommandInvocation
-        do {
-            invocation = try command.invocation()
-        } catch {
-            let report = ProcessReport(ending: .spawnFailed(error.description), exitCode: nil, signal: nil, wallMs: 0,
-                                       cpuMs: nil, peakRSSBytes: nil, stdoutBytes: 0, stderrBytes: 0,
-                                       stderrTail: [error.description], pid: nil)
-            try await record(command, report: report, startTicks: nil)
-            return
+        let report: ProcessReport
+        var startTicks: Int64?
+        switch Result(catching: { () throws(EngineError) -> CommandInvocation in try command.invocation() }) {
+        case .failure(let error):
+            report = ProcessReport(ending: .spawnFailed(error.description), exitCode: nil, signal: nil, wallMs: 0,
+                                   cpuMs: nil, peakRSSBytes: nil, stdoutBytes: 0, stderrBytes: 0,
+                                   stderrTail: [error.description], pid: nil)
+        case .success(let invocation):
+            try await emit([log.make("task.start", stage: stage.name, task: task.id, attempt: claimed.attempt,
+                                     "attempt \(claimed.attempt): \(Self.display(invocation.arguments))",
+                                     attrs: ["argv": Self.display(invocation.arguments), "workdir": invocation.workingDirectory])])
+            let store = self.store
+            let ticks = StartTicks()
+            report = await engine.supervisor.run(invocation, stop: stop) { pid, startTicks in
+                ticks.set(startTicks)
+                try? await store.recordProcess(task: task.id, attempt: claimed.attempt, pid: pid, startTicks: startTicks)
+            }
+            startTicks = ticks.value
         }
-        startEvents.append(log.make("task.start", stage: stage.name, task: task.id, attempt: claimed.attempt,
-                                    "attempt \(claimed.attempt): \(Self.display(invocation.arguments))",
-                                    attrs: ["argv": Self.display(invocation.arguments), "workdir": invocation.workingDirectory]))
-        try await emit(startEvents)
-        let store = self.store
-        let ticks = StartTicks()
-        let report = await engine.supervisor.run(invocation, stop: stop) { pid, startTicks in
-            ticks.set(startTicks)
-            try? await store.recordProcess(task: task.id, attempt: claimed.attempt, pid: pid, startTicks: startTicks)
-        }
-        try await record(command, report: report, startTicks: ticks.value)
-    }
-
-    private func record(_ command: CommandTask, report: ProcessReport, startTicks: Int64?) async throws {
-        let claimed = command.claimed
-        let stage = command.stage
-        let (attempt, outcome, message) = command.attempt(from: report, finishedAt: time.now(), host: owner.host,
-                                                          startTicks: startTicks)
-        let next: TaskNext
-        var events: [EventRecord] = []
+        let (attempt, outcome, _) = command.attempt(from: report, finishedAt: time.now(), host: owner.host, startTicks: startTicks)
         var attrs: [String: String] = ["wall_ms": String(report.wallMs)]
         if let code = report.exitCode { attrs["exit_code"] = String(code) }
         if let sig = report.signal { attrs["signal"] = String(sig) }
         if let rss = report.peakRSSBytes { attrs["peak_rss_bytes"] = String(rss) }
         if let cpu = report.cpuMs { attrs["cpu_ms"] = String(cpu) }
-        let eventName: String
+        let event = outcome == .success && report.ending != .exited(0) ? "task.done_when" : Self.eventName(outcome)
+        return FinishedAttempt(attempt: attempt, event: event, attrs: attrs, result: nil)
+    }
+
+    static func eventName(_ outcome: AttemptOutcome) -> String {
         switch outcome {
-        case .success: eventName = report.ending == .exited(0) ? "task.success" : "task.done_when"
-        case .timedOut: eventName = "task.timeout"
-        case .hung: eventName = "task.hang"
-        case .cancelled: eventName = "task.cancel"
-        case .spawnFailed: eventName = "task.spawn_failed"
-        default: eventName = "task.failure"
+        case .success: "task.success"
+        case .timedOut: "task.timeout"
+        case .hung: "task.hang"
+        case .cancelled: "task.cancel"
+        case .spawnFailed: "task.spawn_failed"
+        case .lost: "task.lost"
+        case .failed, .running: "task.failure"
         }
-        events.append(log.make(eventName, stage: stage.name, task: claimed.task.id, attempt: claimed.attempt,
-                               "attempt \(claimed.attempt) \(message)", attrs: attrs))
+    }
+
+    private enum SwiftEnd: Sendable {
+        case returned(Data?)
+        case threw(String)
+        case stopRequested
+        case timedOut
+    }
+
+    /// Runs an in-process stage: cancellation (run cancelled, timeout) is Swift task cancellation.
+    private func runSwift(_ claimed: ClaimedTask, stage: StageSpec, run: RunRecord, stop: StopSignal) async throws -> FinishedAttempt {
+        let task = claimed.task
+        let started = time.now()
+        let clock = ContinuousClock.now
+        var attempt = AttemptRecord(taskID: task.id, runID: run.id, stage: stage.name, number: claimed.attempt,
+                                    outcome: .running, startedAt: claimed.startedAt, host: owner.host,
+                                    pid: owner.pid)
+        guard let body = engine.inProcess.body(pipeline: run.pipeline, stage: stage.name) else {
+            attempt.outcome = .spawnFailed
+            attempt.finishedAt = time.now()
+            attempt.message = "stage '\(stage.name)' is a Swift stage, and this process has no code registered for it"
+            return FinishedAttempt(attempt: attempt, event: "task.spawn_failed", attrs: [:], result: nil)
+        }
+        try await emit([log.make("task.start", stage: stage.name, task: task.id, attempt: claimed.attempt,
+                                 "attempt \(claimed.attempt): in-process Swift stage")])
+        let root = URL(fileURLWithPath: run.spec.root)
+        let context = StageContext(
+            runID: run.id, pipeline: run.pipeline, stage: stage.name, taskID: task.id, taskKey: task.key,
+            attempt: claimed.attempt, params: run.params,
+            workDirectory: stage.workdir.map { root.appendingPathComponent($0) } ?? root,
+            runDirectory: URL(fileURLWithPath: run.runDir),
+            logFile: files.stdout(stage: stage.name, task: task.key, attempt: claimed.attempt), store: store)
+        let timeout = stage.timeout
+        let end: SwiftEnd = await withTaskGroup(of: SwiftEnd.self) { group in
+            group.addTask {
+                do { return .returned(try await body(context)) } catch is CancellationError {
+                    return .threw("cancelled")
+                } catch { return .threw("\(error)") }
+            }
+            group.addTask {
+                await stop.wait()
+                return .stopRequested
+            }
+            if let timeout {
+                group.addTask {
+                    try? await Task.sleep(for: timeout)
+                    return .timedOut
+                }
+            }
+            var first = await group.next() ?? .stopRequested
+            if case .stopRequested = first, !stop.isRequested { first = await group.next() ?? first }
+            group.cancelAll()
+            switch first {
+            case .stopRequested, .timedOut:
+                // Wait for the body to notice its cancellation; its own ending does not change the verdict.
+                while let next = await group.next() { if case .returned = next { break }; if case .threw = next { break } }
+            default: break
+            }
+            return first
+        }
+        attempt.finishedAt = time.now()
+        var attrs = ["wall_ms": String((ContinuousClock.now - clock).milliseconds)]
+        _ = started
+        var result: Data?
+        switch end {
+        case .returned(let data):
+            attempt.outcome = .success
+            attempt.message = "returned"
+            result = data
+        case .threw(let message):
+            attempt.outcome = .failed
+            attempt.message = "threw: \(message)"
+            attempt.stderrTail = message
+        case .stopRequested:
+            attempt.outcome = .cancelled
+            attempt.message = "cancelled because the run was cancelled"
+        case .timedOut:
+            attempt.outcome = .timedOut
+            attempt.message = "timed out after \(DurationText.format(timeout ?? .zero)); cancelled"
+        }
+        attrs.merge(context.counters.attributes) { a, _ in a }
+        return FinishedAttempt(attempt: attempt, event: Self.eventName(attempt.outcome), attrs: attrs, result: result)
+    }
+
+    private func record(_ finished: FinishedAttempt, claimed: ClaimedTask, stage: StageSpec) async throws {
+        let attempt = finished.attempt
+        let outcome = attempt.outcome
+        let next: TaskNext
+        var events: [EventRecord] = [log.make(finished.event, stage: stage.name, task: claimed.task.id, attempt: claimed.attempt,
+                                              "attempt \(claimed.attempt) \(attempt.message ?? outcome.rawValue)", attrs: finished.attrs)]
         switch outcome {
         case .success:
             next = .succeed
         case .cancelled:
             next = .cancel
         default:
-            switch stage.retry.decide(afterAttempt: claimed.attemptInBudget, outcome: outcome, exitCode: report.exitCode,
+            switch stage.retry.decide(afterAttempt: claimed.attemptInBudget, outcome: outcome, exitCode: attempt.exitCode,
                                       random: Double.random(in: 0..<1)) {
             case .retry(let delay):
                 next = .retry(notBefore: time.now().addingTimeInterval(delay.seconds))
@@ -302,8 +402,8 @@ struct RunExecutor: Sendable {
         let stageEvent: @Sendable (StageRecord) -> EventRecord = { stageRecord in
             log.make("stage.\(stageRecord.status.rawValue)", stage: stageRecord.name, "stage ended: \(stageRecord.status.rawValue)")
         }
-        let result = try await store.completeAttempt(attempt, next: next, owner: owner, now: time.now(), events: events,
-                                                     stageEvent: stageEvent)
+        let result = try await store.completeAttempt(attempt, result: finished.result, next: next, owner: owner, now: time.now(),
+                                                     events: events, stageEvent: stageEvent)
         switch result {
         case .applied(let stageRecord):
             log.published(events)

@@ -61,9 +61,12 @@ public protocol StateStore: Sendable {
     /// Ends an attempt and moves its task on (`next`); when the task was the stage's last unfinished one,
     /// the stage is rolled up in the same transaction and `stageEvent` is recorded with it. Applied only
     /// while `owner` holds the task's lease; otherwise `.leaseLost` and nothing changes.
-    func completeAttempt(_ attempt: AttemptRecord, next: TaskNext, owner: LeaseOwner, now: Date,
+    func completeAttempt(_ attempt: AttemptRecord, result: Data?, next: TaskNext, owner: LeaseOwner, now: Date,
                          events: [EventRecord],
                          stageEvent: @escaping @Sendable (StageRecord) -> EventRecord) async throws -> CompletionResult
+
+    /// The recorded results of a stage's successful tasks, by task key.
+    func results(run: RunID, stage: StageName) async throws -> [String: Data]
 
     /// After a cancel: pending tasks become cancelled, pending and running stages cancelled.
     func cancelUnfinished(run: RunID, now: Date, events: [EventRecord]) async throws

@@ -285,7 +285,7 @@ extension SQLiteStateStore {
         }
     }
 
-    public func completeAttempt(_ attempt: AttemptRecord, next: TaskNext, owner: LeaseOwner, now: Date,
+    public func completeAttempt(_ attempt: AttemptRecord, result: Data?, next: TaskNext, owner: LeaseOwner, now: Date,
                                 events: [EventRecord],
                                 stageEvent: @escaping @Sendable (StageRecord) -> EventRecord) async throws -> CompletionResult {
         try await write { db in
@@ -311,8 +311,8 @@ extension SQLiteStateStore {
                 let status: TaskStatus = next == .succeed ? .success : (next == .fail ? .failed : .cancelled)
                 try db.execute(sql: """
                     UPDATE tasks SET status = ?, finished_at = ?, lease_owner = NULL, lease_expires_at = NULL,
-                      lost_attempts = \(lostDelta) WHERE id = ?
-                    """, arguments: [status.rawValue, t, attempt.taskID])
+                      lost_attempts = \(lostDelta), result = ? WHERE id = ?
+                    """, arguments: [status.rawValue, t, next == .succeed ? result : nil, attempt.taskID])
             case .retry(let notBefore):
                 try db.execute(sql: """
                     UPDATE tasks SET status = 'pending', not_before = ?, lease_owner = NULL, lease_expires_at = NULL,
@@ -337,6 +337,17 @@ extension SQLiteStateStore {
         guard db.changesCount == 1 else { return nil }
         return try Row.fetchOne(db, sql: "SELECT * FROM stages WHERE run_id = ? AND name = ?",
                                 arguments: [run.rawValue, stage]).map(Self.stageRecord)
+    }
+
+    public func results(run: RunID, stage: StageName) async throws -> [String: Data] {
+        try await read { db in
+            var results: [String: Data] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT key, result FROM tasks WHERE run_id = ? AND stage = ? AND status = 'success' AND result IS NOT NULL",
+                                        arguments: [run.rawValue, stage]) {
+                results[row["key"]] = row["result"]
+            }
+            return results
+        }
     }
 
     public func cancelUnfinished(run: RunID, now: Date, events: [EventRecord]) async throws {

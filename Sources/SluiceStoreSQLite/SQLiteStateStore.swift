@@ -98,6 +98,10 @@ public final class SQLiteStateStore: StateStore {
                 CREATE INDEX events_run ON events(run_id, id);
                 """)
         }
+        m.registerMigration("v2-task-results") { db in
+            // The encoded result of a task (Swift stages), read by downstream stages, also after a resume.
+            try db.execute(sql: "ALTER TABLE tasks ADD COLUMN result BLOB")
+        }
         return m
     }
 

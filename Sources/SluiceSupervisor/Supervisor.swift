@@ -85,12 +85,43 @@ public struct ProcessReport: Sendable {
     }
 }
 
-/// Asks a running supervised process to stop (Ctrl-C, `sluice cancel`).
+/// Asks running work to stop (Ctrl-C, `sluice cancel`): a supervised process, or an in-process
+/// stage through `wait()`.
 public final class StopSignal: Sendable {
-    private let flag = Mutex(false)
+    private let state = Mutex<(requested: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+
     public init() {}
-    public func request() { flag.withLock { $0 = true } }
-    public var isRequested: Bool { flag.withLock { $0 } }
+
+    public func request() {
+        let waiters = state.withLock { s in
+            s.requested = true
+            defer { s.waiters = [] }
+            return s.waiters
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    public var isRequested: Bool { state.withLock { $0.requested } }
+
+    /// Returns once a stop is requested, or when the calling task is cancelled.
+    public func wait() async {
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let now = state.withLock { s -> Bool in
+                    if s.requested || Task.isCancelled { return true }
+                    s.waiters.append(continuation)
+                    return false
+                }
+                if now { continuation.resume() }
+            }
+        } onCancel: {
+            let waiters = state.withLock { s in
+                defer { s.waiters = [] }
+                return s.waiters
+            }
+            for waiter in waiters { waiter.resume() }
+        }
+    }
 }
 
 /// Runs commands in their own process group, streams their output to log files, and stops the whole

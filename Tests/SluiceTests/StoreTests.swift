@@ -109,10 +109,10 @@ struct StoreTests {
         var attempt = AttemptRecord(taskID: task.id, runID: id, stage: "a", number: 1, outcome: .failed, startedAt: now,
                                     finishedAt: now.addingTimeInterval(1), exitCode: 1)
         // Someone else's result for this attempt is refused.
-        #expect(try await store.completeAttempt(attempt, next: .fail, owner: other, now: now, events: [],
+        #expect(try await store.completeAttempt(attempt, result: nil, next: .fail, owner: other, now: now, events: [],
                                                 stageEvent: { s in self.event("r1", "stage.\(s.status.rawValue)") }) == .leaseLost)
         // Retry: back to pending, not claimable before its time.
-        #expect(try await store.completeAttempt(attempt, next: .retry(notBefore: now.addingTimeInterval(10)), owner: me,
+        #expect(try await store.completeAttempt(attempt, result: nil, next: .retry(notBefore: now.addingTimeInterval(10)), owner: me,
                                                 now: now, events: [], stageEvent: { s in self.event("r1", "x") }) == .applied(stage: nil))
         #expect(try await store.claimTasks(run: id, owner: me, limit: 10, now: now.addingTimeInterval(5), leaseUntil: now).isEmpty)
         let second = try await store.claimTasks(run: id, owner: me, limit: 10, now: now.addingTimeInterval(10),
@@ -121,7 +121,7 @@ struct StoreTests {
         attempt.number = 2
         attempt.outcome = .success
         attempt.exitCode = 0
-        let result = try await store.completeAttempt(attempt, next: .succeed, owner: me, now: now, events: [],
+        let result = try await store.completeAttempt(attempt, result: nil, next: .succeed, owner: me, now: now, events: [],
                                                      stageEvent: { s in self.event("r1", "stage.\(s.status.rawValue)") })
         guard case .applied(let stage?) = result else { Issue.record("the stage must roll up"); return }
         #expect(stage.status == .success)
@@ -148,7 +148,7 @@ struct StoreTests {
 
         var attempt = AttemptRecord(taskID: again[0].task.id, runID: id, stage: "a", number: 2, outcome: .failed, startedAt: now)
         attempt.finishedAt = now
-        _ = try await store.completeAttempt(attempt, next: .fail, owner: other, now: now, events: [], stageEvent: { _ in self.event("r1", "s") })
+        _ = try await store.completeAttempt(attempt, result: nil, next: .fail, owner: other, now: now, events: [], stageEvent: { _ in self.event("r1", "s") })
         #expect(try await store.stages(of: id).map(\.status) == [.failed, .pending])
         try await store.prepareResume(id, now: now, events: [])
         #expect(try await store.stages(of: id).map(\.status) == [.running, .pending])

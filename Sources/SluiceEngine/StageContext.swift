@@ -1,0 +1,144 @@
+import Foundation
+import Logging
+import SluiceCore
+import SluiceStore
+import Synchronization
+
+/// The body of an in-process stage: gets its context, returns its encoded result (or nil).
+public typealias StageBody = @Sendable (StageContext) async throws -> Data?
+
+/// In-process stage bodies, by pipeline and stage name. A run of a pipeline with Swift stages is
+/// executed (or resumed) by a process that registered the same bodies.
+public struct InProcessStages: Sendable {
+    var bodies: [String: [StageName: StageBody]] = [:]
+
+    public init() {}
+
+    public mutating func register(pipeline: String, stage: StageName, body: @escaping StageBody) {
+        bodies[pipeline, default: [:]][stage] = body
+    }
+
+    public func body(pipeline: String, stage: StageName) -> StageBody? { bodies[pipeline]?[stage] }
+}
+
+/// What an in-process stage can see and do while it runs.
+///
+/// Cancellation is ordinary Swift task cancellation: when the run is cancelled (or the stage's
+/// `timeout` passes) the stage's task is cancelled; check `Task.isCancelled` or call
+/// `try Task.checkCancellation()` in long loops.
+public struct StageContext: Sendable {
+    public let runID: RunID
+    public let pipeline: String
+    public let stage: StageName
+    /// The task's key within its stage (`main` for a single-task stage).
+    public let taskKey: String
+    /// 1-based, counting every attempt at this task.
+    public let attempt: Int
+    public let params: [String: String]
+    /// The stage's working directory (the pipeline root, or the stage's `workdir` inside it).
+    public let workDirectory: URL
+    /// The run's folder (`.sluice/runs/<id>`), for files that belong to this run.
+    public let runDirectory: URL
+    /// Carries `sluice.run_id`, `sluice.stage`, `sluice.task_id` and `sluice.attempt`; lines also go to the task's log file.
+    public let logger: Logger
+    let store: any StateStore
+    let counters: CounterBox
+
+    init(runID: RunID, pipeline: String, stage: StageName, taskID: TaskID, taskKey: String, attempt: Int,
+         params: [String: String], workDirectory: URL, runDirectory: URL, logFile: String,
+         store: any StateStore) {
+        self.runID = runID
+        self.pipeline = pipeline
+        self.stage = stage
+        self.taskKey = taskKey
+        self.attempt = attempt
+        self.params = params
+        self.workDirectory = workDirectory
+        self.runDirectory = runDirectory
+        self.store = store
+        self.counters = CounterBox()
+        var logger = Logger(label: "sluice.stage") { label in
+            MultiplexLogHandler([TaskLogHandler(path: logFile), StreamLogHandler.standardError(label: label)])
+        }
+        logger.logLevel = .info
+        logger[metadataKey: "sluice.run_id"] = "\(runID)"
+        logger[metadataKey: "sluice.stage"] = "\(stage)"
+        logger[metadataKey: "sluice.task_id"] = "\(taskID)"
+        logger[metadataKey: "sluice.attempt"] = "\(attempt)"
+        self.logger = logger
+    }
+
+    /// The encoded results of an upstream stage's successful tasks, by task key, from the store
+    /// (so they are there after a resume in another process too).
+    public func encodedResults(of stage: StageName) async throws -> [String: Data] {
+        try await store.results(run: runID, stage: stage)
+    }
+
+    /// Adds `value` to a business counter of this task (e.g. `count("policies", 120)`). Recorded with
+    /// the attempt and summed per stage in the report.
+    public func count(_ name: String, _ value: Int = 1) {
+        counters.add(name, value)
+    }
+
+    /// Records a failed business record (e.g. a rejected row) with its reason; counted and listed in the report.
+    public func reject(_ record: String, reason: String) {
+        counters.reject(record, reason: reason)
+    }
+}
+
+/// Counters and rejected records gathered during one attempt.
+final class CounterBox: Sendable {
+    struct Values {
+        var counts: [String: Int] = [:]
+        var rejected: [(String, String)] = []
+        var rejectedTotal = 0
+    }
+
+    private let values = Mutex(Values())
+    static let keptRejections = 100
+
+    func add(_ name: String, _ value: Int) { values.withLock { $0.counts[name, default: 0] += value } }
+
+    func reject(_ record: String, reason: String) {
+        values.withLock { v in
+            v.rejectedTotal += 1
+            if v.rejected.count < Self.keptRejections { v.rejected.append((record, reason)) }
+        }
+    }
+
+    /// Event attributes: `count.<name>` for each counter, `rejected` (total) and `rejected.<n>` = "record: reason".
+    var attributes: [String: String] {
+        values.withLock { v in
+            var attrs: [String: String] = [:]
+            for (k, n) in v.counts { attrs["count.\(k)"] = String(n) }
+            if v.rejectedTotal > 0 {
+                attrs["rejected"] = String(v.rejectedTotal)
+                for (i, r) in v.rejected.enumerated() { attrs["rejected.\(i + 1)"] = "\(r.0): \(r.1)" }
+            }
+            return attrs
+        }
+    }
+}
+
+/// Writes a stage's log lines into its task's log file.
+struct TaskLogHandler: LogHandler {
+    let path: String
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level = .info
+
+    init(path: String) {
+        self.path = path
+        try? FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        if !FileManager.default.fileExists(atPath: path) { _ = FileManager.default.createFile(atPath: path, contents: nil) }
+    }
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        let line = "\(EventLog.timestamp(Date())) \(event.level) \(event.message)\n"
+        EventLog.append(line, to: path)
+    }
+}
