@@ -21,6 +21,8 @@ final class LiveView: Sendable {
         var drawnLines = 0
         var frame = 0
         var runID = ""
+        /// Printed with the first event, so a run that cannot start prints only its error.
+        var header: String?
     }
 
     let plain: Bool
@@ -49,8 +51,8 @@ final class LiveView: Sendable {
         state.withLock { s in
             s.runID = run.id.rawValue
             s.order = run.spec.stages.map(\.name)
+            s.header = "run \(run.id) of '\(run.pipeline)' (\(run.spec.stages.count) stage\(run.spec.stages.count == 1 ? "" : "s"))\n"
         }
-        write("run \(run.id) of '\(run.pipeline)' (\(run.spec.stages.count) stage\(run.spec.stages.count == 1 ? "" : "s"))\n")
         guard !plain else { return }
         let task = Task { [weak self] in
             while !Task.isCancelled {
@@ -68,6 +70,7 @@ final class LiveView: Sendable {
     }
 
     func handle(_ event: EventRecord) {
+        if let header = state.withLock({ s -> String? in defer { s.header = nil }; return s.header }) { write(header) }
         if plain {
             guard event.event != "run.created" else { return }
             let f = DateFormatter()

@@ -159,7 +159,7 @@ struct Logs: AsyncParsableCommand {
                 Terminal.warn("no log file \(path)")
                 continue
             }
-            if paths.count > 1 { print("==> \(path) <==") }
+            if paths.count > 1 { FileHandle.standardOutput.write(Data("==> \(path) <==\n".utf8)) }
             FileHandle.standardOutput.write(data)
         }
         return 0

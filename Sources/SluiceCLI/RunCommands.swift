@@ -1,6 +1,7 @@
 import ArgumentParser
 import Dispatch
 import Foundation
+import Sluice
 import SluiceCore
 import SluiceDefinition
 import SluiceEngine
@@ -10,12 +11,16 @@ struct Validate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Check pipeline files and report every mistake with file:line:column.")
 
-    @Argument(help: "Pipeline files.") var files: [String]
+    @Argument(help: "Pipeline files (or names of pipelines built into this executable).") var files: [String]
 
     func run() async throws {
         try await guarded {
             var failed = false
             for file in files {
+                if !FileManager.default.fileExists(atPath: file), let pipeline = CLIContext.pipelines.first(where: { $0.name == file }) {
+                    print("ok: pipeline '\(pipeline.name)' (defined in Swift), \(pipeline.spec.stages.count) stages")
+                    continue
+                }
                 let loaded = PipelineLoader.load(file: file)
                 for d in loaded.diagnostics { FileHandle.standardError.write(Data((d.description + "\n").utf8)) }
                 if let spec = loaded.spec {
@@ -31,8 +36,12 @@ struct Validate: AsyncParsableCommand {
     }
 }
 
-/// Loads a pipeline file or exits with its diagnostics (exit code 2).
+/// Loads a pipeline file — or finds a pipeline built into this executable by name — or exits with
+/// its diagnostics (exit code 2).
 func loadPipeline(_ file: String) throws -> PipelineSpec {
+    if !FileManager.default.fileExists(atPath: file), let pipeline = CLIContext.pipelines.first(where: { $0.name == file }) {
+        return pipeline.spec
+    }
     let loaded = PipelineLoader.load(file: file)
     for d in loaded.diagnostics { FileHandle.standardError.write(Data((d.description + "\n").utf8)) }
     guard let spec = loaded.spec else {
@@ -54,7 +63,7 @@ struct Run: AsyncParsableCommand {
         abstract: "Run a pipeline now and watch it.",
         discussion: "Exit code: 0 success, 1 partial success, 2 failure, 130 cancelled, 3 internal error.")
 
-    @Argument(help: "The pipeline file.") var file: String
+    @Argument(help: "The pipeline file, or the name of a pipeline built into this executable.") var file: String
     @Option(name: .short, help: ArgumentHelp("Set a param for this run (repeatable).", valueName: "key=value"))
     var p: [String] = []
     @Option(help: "Run at most N tasks at once (overrides the pipeline's concurrency).") var concurrency: Int?
@@ -184,6 +193,24 @@ struct Cancel: AsyncParsableCommand {
                     print("cancel requested for run \(r.id); its process stops the running tasks and records the cancellation")
                 }
             }
+            return 0
+        }
+    }
+}
+
+struct Pipelines: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List the pipelines built into this executable (defined in Swift).")
+
+    func run() async throws {
+        try await guarded {
+            let pipelines = CLIContext.pipelines
+            if pipelines.isEmpty {
+                print("no pipelines are built into this executable; run a YAML file with `sluice run FILE`")
+                return 0
+            }
+            print(Terminal.table(["PIPELINE", "STAGES", "DESCRIPTION"], pipelines.map {
+                [$0.name, $0.spec.stages.map(\.name).joined(separator: ", "), $0.spec.description ?? ""]
+            }))
             return 0
         }
     }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import Sluice
 import SluiceCore
 import SluiceDefinition
 import SluiceEngine
@@ -16,7 +17,8 @@ public struct SluiceCommand: AsyncParsableCommand {
             State lives in .sluice/ in the current folder (override with --state-dir or SLUICE_HOME).
             Exit codes: 0 success, 1 partial success, 2 failure (or bad input), 3 internal error, 130 cancelled.
             """,
-        subcommands: [Init.self, Validate.self, Run.self, Resume.self, Cancel.self, Runs.self, Show.self, Logs.self])
+        subcommands: [Init.self, Validate.self, Run.self, Resume.self, Cancel.self, Runs.self, Show.self, Logs.self,
+                      Pipelines.self])
 
     public init() {}
 }
@@ -36,7 +38,9 @@ struct StateOptions: ParsableArguments {
             let store = try SQLiteStateStore.open(path: layout.databasePath)
             var logger = Logger(label: "sluice")
             logger.logLevel = .warning
-            return Engine(store: store, layout: layout, logger: logger)
+            var inProcess = InProcessStages()
+            for pipeline in CLIContext.pipelines { pipeline.register(in: &inProcess) }
+            return Engine(store: store, layout: layout, logger: logger, inProcess: inProcess)
         } catch {
             throw CLIError(message: error.message, hint: error.hint,
                            exitCode: error.code == .newerSchema || error.code == .cannotOpen ? ExitStatus.failure : ExitStatus.internalError)
@@ -115,7 +119,33 @@ enum Terminal {
     }
 }
 
+/// What the executable that embeds the CLI brought with it.
+enum CLIContext {
+    /// Pipelines defined in Swift and built into this executable.
+    @TaskLocal static var pipelines: [Pipeline] = []
+}
+
 extension SluiceCommand {
+    /// The entry point of a user's own executable: the complete CLI, with `pipelines` (defined in Swift)
+    /// runnable by name — `run NAME`, `resume`, `runs`, `show`, `logs`, `validate`, `cancel` — and YAML
+    /// files runnable from the same executable.
+    ///
+    ///     @main struct Tool {
+    ///         static func main() async throws {
+    ///             await SluiceCommand.main(pipelines: [try makeHashPipeline()])
+    ///         }
+    ///     }
+    public static func main(pipelines: [Pipeline], arguments: [String]? = nil) async {
+        var seen: Set<String> = []
+        for pipeline in pipelines where !seen.insert(pipeline.name).inserted {
+            Terminal.error("two pipelines are named '\(pipeline.name)'", hint: "give each pipeline passed to SluiceCommand.main a unique name")
+            Foundation.exit(ExitStatus.failure)
+        }
+        await CLIContext.$pipelines.withValue(pipelines) {
+            await runMain(arguments)
+        }
+    }
+
     /// The entry point of `sluice` and of users' own executables that embed the CLI.
     /// Usage mistakes exit with 2 (bad input), like every other bad input; `--help` exits 0.
     public static func runMain(_ arguments: [String]? = nil) async {

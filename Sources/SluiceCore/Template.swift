@@ -43,8 +43,8 @@ public enum Template {
         return .success(found)
     }
 
-    /// Replaces every placeholder with its value; unknown names are left for validation to report
-    /// and render as an empty string only if `strict` is false.
+    /// Replaces every placeholder with its value. Validation has rejected unknown names before a run;
+    /// one that is still unknown renders as an empty string.
     public static func render(_ text: String, values: [String: String]) -> String {
         guard text.contains("{{") else { return text }
         var out = ""
@@ -73,7 +73,7 @@ public enum Template {
         return nil
     }
 
-    /// The names a pipeline may use: `params.<name>` for each param, `run.id`, `run.dir`, `stage`, `pipeline`.
+    /// The names a pipeline may use: `params.<name>` for each param, `run.id`, `run.dir`, `stage`, `pipeline`, `root`.
     public static func knownNames(params: some Sequence<String>) -> Set<String> {
         var names: Set<String> = ["run.id", "run.dir", "stage", "pipeline", "root"]
         for p in params { names.insert("params.\(p)") }

@@ -160,7 +160,7 @@ struct SpecReader {
         if let (_, v) = byKey["name"] {
             if let n = string(v, "name") {
                 if Self.isValidName(n) { name = n } else {
-                    error("pipeline name '\(n)' may hold only letters, digits, '_', '-' and '.'", v)
+                    error("pipeline name '\(n)' is not allowed: it must start with a letter, digit or '_', hold only letters, digits, '_', '-' and '.', and be at most 100 characters", v)
                 }
             }
         } else {
@@ -200,6 +200,15 @@ struct SpecReader {
                 }
             }
         }
+        var envNames: [String: String] = [:]
+        for name in params.keys.sorted() {
+            let envName = "SLUICE_PARAM_" + name.uppercased()
+            if let other = envNames[envName] {
+                error("params '\(other)' and '\(name)' would both reach commands as $\(envName)", byKey["params"]?.1,
+                      hint: "rename one of them; param names differing only in case are not allowed")
+            }
+            envNames[envName] = name
+        }
         let known = Template.knownNames(params: params.keys)
         var env: [String: String] = [:]
         if let (_, v) = byKey["env"] { env = readEnv(v, known: known, what: "env") }
@@ -211,7 +220,7 @@ struct SpecReader {
                 if se.isEmpty { error("`stages:` is empty", v, hint: "add at least one stage with a `run:` list") }
                 for (stageName, kn, sv) in se {
                     guard Self.isValidName(stageName) else {
-                        error("stage name '\(stageName)' may hold only letters, digits, '_', '-' and '.'", kn)
+                        error("stage name '\(stageName)' is not allowed: it must start with a letter, digit or '_', hold only letters, digits, '_', '-' and '.', and be at most 100 characters", kn)
                         continue
                     }
                     stageNodes[stageName] = (kn, sv)
@@ -487,9 +496,10 @@ struct SpecReader {
                 }
             }
             for upstream in stage.when.upstream.keys.sorted() where !stage.needs.contains(upstream) {
+                let others = names.subtracting([stage.name])
                 let hint = names.contains(upstream)
                     ? "add '\(upstream)' to `needs:` so it has finished before this stage is decided"
-                    : (Suggest.hint(for: upstream, in: names) ?? "stages in this file: \(names.sorted().joined(separator: ", "))")
+                    : (Suggest.hint(for: upstream, in: others) ?? "stages in this file: \(names.sorted().joined(separator: ", "))")
                 error("stage '\(stage.name)' has a when.upstream condition on '\(upstream)', which is not in its needs", upstreamKey(upstream), hint: hint)
             }
         }

@@ -36,13 +36,26 @@ struct RunExecutor: Sendable {
         guard var run = try await store.run(runID) else {
             throw EngineError(.runNotFound, "run \(runID) does not exist")
         }
+        let unregistered = run.spec.stages.filter { $0.command == .swift && engine.inProcess.body(pipeline: run.pipeline, stage: $0.name) == nil }
+        if !unregistered.isEmpty {
+            throw EngineError(.invalidInput, "run \(runID) of pipeline '\(run.pipeline)' has Swift stages (\(unregistered.map(\.name).joined(separator: ", "))) that this executable does not define",
+                              hint: "run it with the executable that defines pipeline '\(run.pipeline)' (its own `resume`/`cancel` commands)")
+        }
         try Engine.makeDirectory(files.directory)
         let previous = run.leaseOwner
         let replacing = previous.flatMap { Engine.isDead($0) ? $0 : nil }
-        let acquireEvent = log.make(resume ? "run.resume" : "run.start",
-                                    resume ? "resuming run of pipeline '\(run.pipeline)' (pid \(owner.pid))"
-                                           : "run started (pid \(owner.pid) on \(owner.host))",
+        let takingOver = previous.map { $0.id != owner.id } ?? (run.status == .running)
+        let acquireEvent: EventRecord
+        if resume {
+            acquireEvent = log.make("run.resume", "resuming run of pipeline '\(run.pipeline)' (pid \(owner.pid) on \(owner.host))",
                                     attrs: ["pid": String(owner.pid), "host": owner.host])
+        } else if takingOver {
+            acquireEvent = log.make("run.takeover", "pid \(owner.pid) on \(owner.host) takes the run over to finish its record",
+                                    attrs: ["pid": String(owner.pid), "host": owner.host])
+        } else {
+            acquireEvent = log.make("run.start", "run started (pid \(owner.pid) on \(owner.host))",
+                                    attrs: ["pid": String(owner.pid), "host": owner.host])
+        }
         switch try await store.acquireRun(runID, owner: owner, until: leaseExpiry(), replacing: replacing,
                                           now: time.now(), events: [acquireEvent]) {
         case .notFound:
@@ -56,14 +69,14 @@ struct RunExecutor: Sendable {
         log.published([acquireEvent])
 
         if let previous, previous.id != owner.id {
-            let event = log.make("run.takeover", "took over from pid \(previous.pid) on \(previous.host), which is gone")
+            let event = log.make("run.abandoned", "pid \(previous.pid) on \(previous.host) no longer holds the run (it is gone or its lease expired); its running attempts are recorded as lost")
             let lost = try await store.abandonRunningAttempts(runID, maxLostAttempts: engine.configuration.maxLostAttempts,
                                                                now: time.now(), events: [event])
             log.published([event])
             var lostEvents: [EventRecord] = []
             for attempt in lost {
                 lostEvents.append(log.make("task.lost", stage: attempt.stage, task: attempt.taskID, attempt: attempt.number,
-                                           "attempt \(attempt.number) was lost when its process ended; the task will run again"))
+                                           "attempt \(attempt.number) was lost: the process running it ended before recording a result"))
                 if attempt.host == owner.host, let pid = attempt.pid, ProcFS.isAlive(pid, startTicks: attempt.processStartTicks) {
                     await Supervisor.terminateGroup(pid, grace: run.spec.stage(attempt.stage)?.grace ?? .seconds(10))
                 }
@@ -172,9 +185,9 @@ struct RunExecutor: Sendable {
     /// The spec with `{{...}}` in file conditions replaced by this run's values, so decisions and
     /// their reasons name the real paths.
     static func renderConditions(of run: RunRecord) -> PipelineSpec {
-        let values = CommandTask.templateValues(run: run, stage: "")
         var spec = run.spec
         for i in spec.stages.indices {
+            let values = CommandTask.templateValues(run: run, stage: spec.stages[i].name)
             spec.stages[i].when.files = spec.stages[i].when.files.map { Template.render($0, values: values) }
             spec.stages[i].when.noFiles = spec.stages[i].when.noFiles.map { Template.render($0, values: values) }
         }

@@ -195,6 +195,7 @@ public struct Supervisor: Sendable {
                                     }
                                 }
                             }
+                            if let doneRegex, let rest = lines.rest(), (try? doneRegex.firstMatch(in: rest)) != nil { state.complete(rest) }
                         } catch {}
                     }
                     group.addTask {
@@ -209,7 +210,10 @@ public struct Supervisor: Sendable {
                                     if let doneRegex, (try? doneRegex.firstMatch(in: line)) != nil { state.complete(line) }
                                 }
                             }
-                            if let rest = lines.rest() { state.stderrLine(rest) }
+                            if let rest = lines.rest() {
+                                state.stderrLine(rest)
+                                if let doneRegex, (try? doneRegex.firstMatch(in: rest)) != nil { state.complete(rest) }
+                            }
                         } catch {}
                     }
                     group.addTask {
@@ -229,6 +233,9 @@ public struct Supervisor: Sendable {
             report.signal = signal
             if let reason = state.stopReason {
                 report.ending = reason
+            } else if let line = state.completedLine {
+                // The pattern matched, and the process ended before the watcher stopped it.
+                report.ending = .completed(line: line)
             } else if let exitCode {
                 report.ending = .exited(exitCode)
             } else {

@@ -88,6 +88,12 @@ struct SupervisorTests {
         #expect(try alive("pids").isEmpty)
     }
 
+    @Test func completionPatternMatchesALastLineWithoutNewlineAndAQuickExit() async throws {
+        let report = await Supervisor().run(invocation(["sh", "-c", "printf 'step 1\\nAll done'; exit 7"], doneWhen: "All done"),
+                                            stop: StopSignal())
+        #expect(report.ending == .completed(line: "All done"))
+    }
+
     @Test func stopRequestEndsTheGroup() async throws {
         let stop = StopSignal()
         let script = "echo $$ > pids; sleep 30 & echo $! >> pids; wait"

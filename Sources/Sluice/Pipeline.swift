@@ -1,0 +1,68 @@
+import Foundation
+import SluiceCore
+import SluiceEngine
+
+/// Collects the stages of a `Pipeline { ... }` block.
+@resultBuilder
+public enum PipelineBuilder {
+    public static func buildExpression(_ component: some PipelineComponent) -> [any PipelineComponent] { [component] }
+    public static func buildExpression(_ components: [any PipelineComponent]) -> [any PipelineComponent] { components }
+    public static func buildBlock(_ parts: [any PipelineComponent]...) -> [any PipelineComponent] { parts.flatMap { $0 } }
+    public static func buildOptional(_ part: [any PipelineComponent]?) -> [any PipelineComponent] { part ?? [] }
+    public static func buildEither(first: [any PipelineComponent]) -> [any PipelineComponent] { first }
+    public static func buildEither(second: [any PipelineComponent]) -> [any PipelineComponent] { second }
+    public static func buildArray(_ parts: [[any PipelineComponent]]) -> [any PipelineComponent] { parts.flatMap { $0 } }
+}
+
+/// A pipeline's definition was rejected: every problem, naming the stage.
+public struct PipelineDefinitionError: HintedError, Sendable {
+    public var pipeline: String
+    public var problems: [String]
+    public var message: String {
+        problems.count == 1 ? "pipeline '\(pipeline)': \(problems[0])"
+            : "pipeline '\(pipeline)' has \(problems.count) problems:\n" + problems.map { "  - \($0)" }.joined(separator: "\n")
+    }
+    public var hint: String? { nil }
+}
+
+/// A pipeline defined in Swift. Runs on the same engine, store and CLI as YAML pipelines.
+///
+///     let pipeline = try Pipeline("hash-files") {
+///         list
+///         hash
+///         Command("report", ["sh", "-c", "echo done"], needs: hash)
+///     }
+public struct Pipeline: Sendable {
+    public let spec: PipelineSpec
+    let bodies: [StageName: StageBody]
+
+    public var name: String { spec.name }
+
+    /// - Parameter root: the folder commands run in and paths are relative to (default: the current folder).
+    public init(_ name: String, description: String? = nil, concurrency: Int = 4, overlap: OverlapPolicy = .skip,
+                params: [String: String] = [:], environment: [String: String] = [:], schedule: String? = nil,
+                root: String = FileManager.default.currentDirectoryPath,
+                @PipelineBuilder stages: () -> [any PipelineComponent]) throws(PipelineDefinitionError) {
+        let components = stages()
+        let spec = PipelineSpec(name: name, description: description, schedule: schedule, overlap: overlap,
+                                concurrency: concurrency, params: params, env: environment,
+                                root: URL(fileURLWithPath: root).standardizedFileURL.path, sourceFile: nil,
+                                stages: components.map(\.definition.spec))
+        var problems = SpecValidation.problems(in: spec)
+        if let schedule {
+            do throws(CronExpression.ParseError) { _ = try CronExpression(schedule) } catch {
+                problems.append("schedule '\(schedule)' is not a cron expression: \(error.message)")
+            }
+        }
+        guard problems.isEmpty else { throw PipelineDefinitionError(pipeline: name, problems: problems) }
+        self.spec = spec
+        var bodies: [StageName: StageBody] = [:]
+        for component in components { bodies[component.definition.spec.name] = component.definition.body }
+        self.bodies = bodies
+    }
+
+    /// Adds this pipeline's Swift stage bodies to `stages`.
+    public func register(in stages: inout InProcessStages) {
+        for (name, body) in bodies { stages.register(pipeline: spec.name, stage: name, body: body) }
+    }
+}

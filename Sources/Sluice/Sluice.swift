@@ -1,0 +1,3 @@
+@_exported import SluiceCore
+@_exported import struct SluiceEngine.StageContext
+@_exported import struct SluiceStore.RunID
