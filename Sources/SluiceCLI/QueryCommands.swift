@@ -154,12 +154,15 @@ struct Logs: AsyncParsableCommand {
         }
         let paths = stderr ? [files.stderr(stage: stage, task: chosen.key, attempt: number)]
                            : [files.stdout(stage: stage, task: chosen.key, attempt: number), files.stderr(stage: stage, task: chosen.key, attempt: number)]
-        for path in paths {
-            guard let data = FileManager.default.contents(atPath: path) else {
-                Terminal.warn("no log file \(path)")
-                continue
-            }
-            if paths.count > 1 { FileHandle.standardOutput.write(Data("==> \(path) <==\n".utf8)) }
+        let existing = paths.filter { FileManager.default.fileExists(atPath: $0) }
+        if existing.isEmpty {
+            throw CLIError(message: "no log files for stage '\(stage)' attempt \(number) in \(files.directory)/logs",
+                           hint: "the run's folder may have been removed; events are still in the store: `sluice logs \(run.id)`",
+                           exitCode: ExitStatus.failure)
+        }
+        for path in existing {
+            guard let data = FileManager.default.contents(atPath: path) else { continue }
+            if existing.count > 1 { FileHandle.standardOutput.write(Data("==> \(path) <==\n".utf8)) }
             FileHandle.standardOutput.write(data)
         }
         return 0

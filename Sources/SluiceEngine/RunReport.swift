@@ -35,6 +35,11 @@ public struct RunReport: Codable, Sendable {
         public var startedAt: Date?
         public var finishedAt: Date?
         public var durationMs: Int64?
+        /// Business counters reported by the stage's tasks (`context.count`), summed.
+        public var counters: [String: Int]?
+        /// Failed business records (`context.reject`): how many, and the first ones with their reasons.
+        public var rejected: Int?
+        public var rejectedRecords: [String]?
         public var tasks: [Task]
     }
 
@@ -74,10 +79,35 @@ public struct RunReport: Codable, Sendable {
         let stages = try await store.stages(of: runID)
         let tasks = try await store.tasks(of: runID)
         let attempts = try await store.attempts(of: runID)
-        return build(run: run, stages: stages, tasks: tasks, attempts: attempts)
+        var counterEvents: [EventRecord] = []
+        var after: Int64 = 0
+        while true {
+            let page = try await store.events(run: runID, afterID: after, limit: 10_000)
+            counterEvents += page.filter { $0.event.hasPrefix("task.") && $0.attrs.keys.contains { $0.hasPrefix("count.") || $0 == "rejected" } }
+            guard page.count == 10_000, let last = page.last else { break }
+            after = last.id
+        }
+        return build(run: run, stages: stages, tasks: tasks, attempts: attempts, counterEvents: counterEvents)
     }
 
-    public static func build(run: RunRecord, stages: [StageRecord], tasks: [TaskRecord], attempts: [AttemptRecord]) -> RunReport {
+    public static func build(run: RunRecord, stages: [StageRecord], tasks: [TaskRecord], attempts: [AttemptRecord],
+                             counterEvents: [EventRecord] = []) -> RunReport {
+        // Counters of successful attempts only: a retried attempt's counts would be counted twice.
+        var counters: [StageName: [String: Int]] = [:]
+        var rejected: [StageName: (Int, [String])] = [:]
+        for e in counterEvents where e.event == "task.success" {
+            guard let stage = e.stage else { continue }
+            for (k, v) in e.attrs where k.hasPrefix("count.") {
+                counters[stage, default: [:]][String(k.dropFirst("count.".count)), default: 0] += Int(v) ?? 0
+            }
+            if let n = e.attrs["rejected"].flatMap(Int.init) {
+                var entry = rejected[stage] ?? (0, [])
+                entry.0 += n
+                entry.1 += e.attrs.filter { $0.key.hasPrefix("rejected.") }
+                    .sorted { (Int($0.key.dropFirst(9)) ?? 0) < (Int($1.key.dropFirst(9)) ?? 0) }.map(\.value)
+                rejected[stage] = entry
+            }
+        }
         let attemptsByTask = Dictionary(grouping: attempts, by: \.taskID)
         let tasksByStage = Dictionary(grouping: tasks, by: \.stage)
         var counts: [String: Int] = [:]
@@ -94,7 +124,9 @@ public struct RunReport: Codable, Sendable {
                      })
             }
             return Stage(name: stage.name, status: stage.status.rawValue, reason: stage.reason, startedAt: stage.startedAt,
-                         finishedAt: stage.finishedAt, durationMs: ms(stage.startedAt, stage.finishedAt), tasks: taskReports)
+                         finishedAt: stage.finishedAt, durationMs: ms(stage.startedAt, stage.finishedAt),
+                         counters: counters[stage.name], rejected: rejected[stage.name]?.0,
+                         rejectedRecords: rejected[stage.name].map { Array($0.1.prefix(100)) }, tasks: taskReports)
         }
         let outcome = RunOutcome(run.status)
         return RunReport(

@@ -57,9 +57,8 @@ public struct StageContext: Sendable {
         self.runDirectory = runDirectory
         self.store = store
         self.counters = CounterBox()
-        var logger = Logger(label: "sluice.stage") { label in
-            MultiplexLogHandler([TaskLogHandler(path: logFile), StreamLogHandler.standardError(label: label)])
-        }
+        // Lines go to the task's log file (`sluice logs RUN --stage S`), not to the terminal the live view draws on.
+        var logger = Logger(label: "sluice.stage") { _ in TaskLogHandler(path: logFile) }
         logger.logLevel = .info
         logger[metadataKey: "sluice.run_id"] = "\(runID)"
         logger[metadataKey: "sluice.stage"] = "\(stage)"
@@ -138,7 +137,9 @@ struct TaskLogHandler: LogHandler {
     }
 
     func log(event: LogEvent) {
-        let line = "\(EventLog.timestamp(Date())) \(event.level) \(event.message)\n"
+        let merged = metadata.merging(event.metadata ?? [:]) { _, b in b }.filter { !$0.key.hasPrefix("sluice.") }
+        let extra = merged.isEmpty ? "" : " " + merged.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+        let line = "\(EventLog.timestamp(Date())) \(event.level) \(event.message)\(extra)\n"
         EventLog.append(line, to: path)
     }
 }

@@ -1,0 +1,83 @@
+// A small executable with pipelines defined in Swift, embedding the complete `sluice` CLI.
+// The tests use it to check that runs of Swift pipelines survive a crash and resume in a new process.
+//
+//     swift run sluice-demo pipelines
+//     swift run sluice-demo run inventory -p folder=Sources
+import Foundation
+import Sluice
+import SluiceCLI
+
+struct Inventory: Codable, Sendable, Hashable {
+    var files: Int
+    var bytes: Int
+}
+
+func pipelines() throws -> [Pipeline] {
+    // inventory: count the files of a folder in Swift, then report with a command.
+    let scan = Stage("scan") { context -> Inventory in
+        let path = context.param("folder") ?? "."
+        let folder = path.hasPrefix("/") ? URL(fileURLWithPath: path) : context.workDirectory.appendingPathComponent(path)
+        var inventory = Inventory(files: 0, bytes: 0)
+        let enumerator = FileManager.default.enumerator(at: folder, includingPropertiesForKeys: [.fileSizeKey, .isRegularFileKey])
+        while let url = enumerator?.nextObject() as? URL {
+            try Task.checkCancellation()
+            let values = try url.resourceValues(forKeys: [.fileSizeKey, .isRegularFileKey])
+            guard values.isRegularFile == true else { continue }
+            inventory.files += 1
+            inventory.bytes += values.fileSize ?? 0
+            context.count("files")
+        }
+        context.logger.info("scanned \(folder.path): \(inventory.files) files")
+        return inventory
+    }
+    let summary = Stage("summary", needs: scan) { context -> String in
+        let inventory = try await context.result(of: scan)
+        return "\(inventory.files) files, \(inventory.bytes) bytes"
+    }
+    let inventory = try Pipeline("inventory", description: "Count the files of a folder", params: ["folder": "."]) {
+        scan
+        summary
+        Command("report", ["sh", "-c", "echo inventory done for $SLUICE_PARAM_FOLDER"], needs: summary)
+    }
+
+    // resumable: its middle stage waits the first time, so a test can kill the process there.
+    let first = Stage("first") { context -> Inventory in
+        try append("first.count")
+        return Inventory(files: 3, bytes: 42)
+    }
+    let middle = Stage("middle", needs: first) { context -> String in
+        try append("middle.count")
+        if FileManager.default.fileExists(atPath: "resumed") { return "fast" }
+        _ = FileManager.default.createFile(atPath: "waiting", contents: nil)
+        try await Task.sleep(for: .seconds(60))
+        return "slow"
+    }
+    let last = Stage("last", needs: first, middle) { context in
+        let totals = try await context.result(of: first)
+        let speed = try await context.result(of: middle)
+        try "\(totals.files) \(totals.bytes) \(speed)\n".write(toFile: "last.txt", atomically: true, encoding: .utf8)
+    }
+    let resumable = try Pipeline("resumable") {
+        first
+        middle
+        last
+    }
+    return [inventory, resumable]
+}
+
+func append(_ file: String) throws {
+    let handle = FileHandle(forWritingAtPath: file) ?? {
+        _ = FileManager.default.createFile(atPath: file, contents: nil)
+        return FileHandle(forWritingAtPath: file)!
+    }()
+    defer { try? handle.close() }
+    try handle.seekToEnd()
+    try handle.write(contentsOf: Data("ran\n".utf8))
+}
+
+do {
+    await SluiceCommand.main(pipelines: try pipelines())
+} catch {
+    FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+    exit(2)
+}

@@ -1,0 +1,222 @@
+import Foundation
+import Sluice
+import SluiceDefinition
+import SluiceEngine
+import SluiceStore
+import SluiceStoreSQLite
+import SluiceTesting
+import Synchronization
+import Testing
+
+struct Totals: Codable, Sendable, Hashable {
+    var count: Int
+    var names: [String]
+}
+
+/// Runs Swift pipelines on a real SQLite store.
+struct SwiftFixture {
+    let dir: TemporaryDirectory
+    let store: SQLiteStateStore
+    let layout: StateLayout
+
+    init() throws {
+        dir = try TemporaryDirectory(prefix: "swift-api")
+        layout = StateLayout(directory: dir.file(".sluice"))
+        store = try SQLiteStateStore.open(path: layout.databasePath)
+    }
+
+    func engine(_ pipelines: [Pipeline]) -> Engine {
+        var stages = InProcessStages()
+        for p in pipelines { p.register(in: &stages) }
+        return Engine(store: store, layout: layout, inProcess: stages)
+    }
+
+    func run(_ pipeline: Pipeline) async throws -> (RunOutcome, RunRecord) {
+        let engine = engine([pipeline])
+        guard case .started(let run) = try await engine.start(pipeline.spec) else { throw EngineError(.overlap, "not started") }
+        return (try await engine.execute(run), run)
+    }
+}
+
+@Suite("Swift API")
+struct SwiftAPITests {
+    @Test func typedResultsRoundTripThroughTheStore() async throws {
+        let f = try SwiftFixture()
+        let received = Mutex<Totals?>(nil)
+        let list = Stage("list") { _ in Totals(count: 2, names: ["a.csv", "b.csv"]) }
+        let use = Stage("use", needs: list) { context in
+            let totals = try await context.result(of: list)
+            received.withLock { $0 = totals }
+            return totals.names.joined(separator: "+")
+        }
+        let pipeline = try Pipeline("typed", root: f.dir.path) {
+            list
+            use
+        }
+        let (outcome, run) = try await f.run(pipeline)
+        #expect(outcome == .success)
+        #expect(received.withLock { $0 } == Totals(count: 2, names: ["a.csv", "b.csv"]))
+        let stored = try await f.store.results(run: run.id, stage: "use")
+        #expect(try JSONDecoder().decode(String.self, from: try #require(stored["main"])) == "a.csv+b.csv")
+    }
+
+    @Test func optionsParamsAndCountersReachTheRecord() async throws {
+        let f = try SwiftFixture()
+        let attempts = Mutex(0)
+        let flaky = Stage("flaky") { context -> Int in
+            let n = attempts.withLock { $0 += 1; return $0 }
+            context.count("rows", 10)
+            if n < 2 { throw CocoaError(.fileReadCorruptFile) }
+            context.reject("row 7", reason: "negative amount")
+            return Int(context.param("base") ?? "0")! + n
+        }.retries(3, initial: .milliseconds(10), jitter: 0)
+        let pipeline = try Pipeline("options", params: ["base": "40"], root: f.dir.path) {
+            flaky
+            Command("after", ["sh", "-c", "test \"$SLUICE_PARAM_BASE\" = 40"], needs: flaky)
+        }
+        let (outcome, run) = try await f.run(pipeline)
+        #expect(outcome == .success)
+        #expect(try await f.store.attempts(of: run.id).filter { $0.stage == "flaky" }.map(\.outcome) == [.failed, .success])
+        let report = try await RunReport.build(store: f.store, runID: run.id)
+        let stage = try #require(report.stages.first { $0.name == "flaky" })
+        #expect(stage.counters == ["rows": 10], "only the successful attempt's counts")
+        #expect(stage.rejected == 1)
+        #expect(stage.rejectedRecords == ["row 7: negative amount"])
+        let stored = try await f.store.results(run: run.id, stage: "flaky")
+        #expect(try JSONDecoder().decode(Int.self, from: try #require(stored["main"])) == 42)
+    }
+
+    @Test func cancellationReachesARunningClosure() async throws {
+        let f = try SwiftFixture()
+        let sawCancellation = Mutex(false)
+        let started = Mutex(false)
+        let slow = Stage("slow") { _ in
+            started.withLock { $0 = true }
+            do {
+                try await Task.sleep(for: .seconds(60))
+            } catch is CancellationError {
+                sawCancellation.withLock { $0 = true }
+                throw CancellationError()
+            }
+        }
+        let pipeline = try Pipeline("cancel", root: f.dir.path) { slow }
+        let engine = f.engine([pipeline])
+        guard case .started(let run) = try await engine.start(pipeline.spec) else { Issue.record("not started"); return }
+        async let outcome = engine.execute(run)
+        for _ in 0..<200 where !started.withLock({ $0 }) { try await Task.sleep(for: .milliseconds(10)) }
+        _ = try await engine.cancel(run)
+        #expect(try await outcome == .cancelled)
+        #expect(sawCancellation.withLock { $0 })
+        #expect(try await f.store.attempts(of: run.id).map(\.outcome) == [.cancelled])
+    }
+
+    @Test func aTimeoutCancelsTheClosure() async throws {
+        let f = try SwiftFixture()
+        let pipeline = try Pipeline("timeout", root: f.dir.path) {
+            Stage("slow") { _ in try await Task.sleep(for: .seconds(60)) }.timeout(.milliseconds(100))
+        }
+        let (outcome, run) = try await f.run(pipeline)
+        #expect(outcome == .failed)
+        #expect(try await f.store.attempts(of: run.id).map(\.outcome) == [.timedOut])
+    }
+
+    @Test func definitionErrorsAreRejectedWhenBuilt() throws {
+        let a = Stage("a") { _ in 1 }
+        let stray = Stage("stray") { _ in 2 }
+        #expect { try Pipeline("dupes") { a; Stage("a") { _ in 3 } } } throws: { error in
+            "\(error)".contains("two stages are named 'a'")
+        }
+        #expect { try Pipeline("missing") { Stage("b", needs: stray) { _ in 1 } } } throws: { error in
+            "\(error)".contains("stage 'b' needs 'stray', which is not a stage of pipeline 'missing'")
+        }
+        #expect {
+            try Pipeline("cycle") {
+                Command("x", ["true"], needs: StageNamed("y"))
+                Command("y", ["true"], needs: StageNamed("x"))
+            }
+        } throws: { error in "\(error)".contains("cycle: x → y → x") }
+        #expect { try Pipeline("regex") { Command("c", ["true"]).doneWhen("([") } } throws: { error in
+            "\(error)".contains("done_when '([' is not a valid regular expression")
+        }
+    }
+
+    @Test func theSamePipelineInYAMLAndSwiftGivesEquivalentRecords() async throws {
+        let f = try SwiftFixture()
+        let yaml = """
+            name: same
+            params: { who: world }
+            stages:
+              hello: { run: [sh, -c, "echo hello $0", "{{params.who}}"] }
+              fails: { needs: [hello], run: [sh, -c, "exit 3"], retries: { attempts: 2, initial: 10ms, jitter: false } }
+              skipped: { needs: [hello], when: { files: "nothing-here/*" }, run: ["true"] }
+              blocked: { needs: [fails], run: ["true"] }
+              always: { needs: [fails], proceed_if: [always], run: ["true"] }
+            """
+        let fromYAML = try #require(PipelineLoader.parse(yaml: yaml, file: "same.yml", root: f.dir.path).spec)
+        let hello = Command("hello", ["sh", "-c", "echo hello $0", "{{params.who}}"])
+        let fails = Command("fails", ["sh", "-c", "exit 3"], needs: hello).retries(2, initial: .milliseconds(10), jitter: 0)
+        let fromSwift = try Pipeline("same", params: ["who": "world"], root: f.dir.path) {
+            hello
+            fails
+            Command("skipped", ["true"], needs: hello).when(files: "nothing-here/*")
+            Command("blocked", ["true"], needs: fails)
+            Command("always", ["true"], needs: fails).proceed(if: .always)
+        }
+        func withoutLocations(_ stages: [StageSpec]) -> [StageSpec] { stages.map { var s = $0; s.location = nil; return s } }
+        #expect(withoutLocations(fromYAML.stages) == withoutLocations(fromSwift.spec.stages))
+        let engine = f.engine([fromSwift])
+        var records: [[String]] = []
+        for spec in [fromYAML, fromSwift.spec] {
+            guard case .started(let run) = try await engine.start(spec) else { Issue.record("not started"); return }
+            #expect(try await engine.execute(run) == .partialSuccess)
+            let stages = try await f.store.stages(of: run.id).map { "\($0.name)=\($0.status.rawValue)" }
+            let events = try await f.store.events(run: run.id, afterID: 0, limit: 1000).map { "\($0.stage ?? "-") \($0.event)" }
+            records.append(stages + events)
+        }
+        #expect(records[0] == records[1])
+    }
+
+    @Test func aSwiftRunCannotBeExecutedWithoutItsCode() async throws {
+        let f = try SwiftFixture()
+        let pipeline = try Pipeline("needs-code", root: f.dir.path) { Stage("s") { _ in 1 } }
+        guard case .started(let run) = try await f.engine([pipeline]).start(pipeline.spec) else { Issue.record("not started"); return }
+        await #expect { _ = try await f.engine([]).execute(run) } throws: { error in
+            "\(error)".contains("has Swift stages (s) that this executable does not define")
+        }
+    }
+}
+
+@Suite("Swift API: a user's executable")
+struct SwiftExecutableTests {
+    static let demo = Bundle.module.bundleURL.deletingLastPathComponent().appendingPathComponent("sluice-demo").path
+
+    @Test func aKilledSwiftRunResumesInANewProcessWithItsResults() async throws {
+        let dir = try TemporaryDirectory(prefix: "swift-resume")
+        func tool(_ args: [String]) throws -> Process {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: Self.demo)
+            p.arguments = args
+            p.currentDirectoryURL = URL(fileURLWithPath: dir.path)
+            p.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
+            p.standardError = FileHandle(forWritingAtPath: "/dev/null")
+            try p.run()
+            return p
+        }
+        let first = try tool(["run", "resumable", "--no-tty"])
+        let cli = CLI(dir: dir)
+        try await cli.wait { FileManager.default.fileExists(atPath: dir.file("waiting")) }
+        kill(first.processIdentifier, SIGKILL)
+        first.waitUntilExit()
+        _ = FileManager.default.createFile(atPath: dir.file("resumed"), contents: nil)
+        let resume = try tool(["resume", "latest", "--no-tty"])
+        resume.waitUntilExit()
+        #expect(resume.terminationStatus == 0)
+        #expect(try String(contentsOfFile: dir.file("last.txt"), encoding: .utf8) == "3 42 fast\n",
+                "the resumed stage read the result recorded before the crash")
+        #expect(try String(contentsOfFile: dir.file("first.count"), encoding: .utf8) == "ran\n", "finished stages are not re-run")
+        #expect(try String(contentsOfFile: dir.file("middle.count"), encoding: .utf8) == "ran\nran\n")
+
+        let again = try cli.run(["resume", "latest"], stateDir: false)
+        #expect(again.stdout.contains("already succeeded"))
+    }
+}
