@@ -38,7 +38,18 @@ public struct Pipeline: Sendable {
 
     public var name: String { spec.name }
 
-    /// - Parameter root: the folder commands run in and paths are relative to (default: the current folder).
+    /// Builds and checks a pipeline; every problem found is thrown at once.
+    ///
+    /// - Parameters:
+    ///   - name: Unique among the pipelines of an executable; runs are listed under it.
+    ///   - description: One line shown by `pipelines` and in reports.
+    ///   - concurrency: How many tasks of one run may execute at once.
+    ///   - overlap: What happens when the pipeline is started while a run of it is active.
+    ///   - params: Parameter defaults, overridable per run with `-p key=value`.
+    ///   - environment: Environment variables for every command stage.
+    ///   - schedule: A cron expression, for `sluice serve`.
+    ///   - root: The folder commands run in and paths are relative to (default: the current folder).
+    ///   - stages: The stages, in a result-builder block.
     public init(_ name: String, description: String? = nil, concurrency: Int = 4, overlap: OverlapPolicy = .skip,
                 params: [String: String] = [:], environment: [String: String] = [:], schedule: String? = nil,
                 root: String = FileManager.default.currentDirectoryPath,
