@@ -24,6 +24,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     ],
     targets: [
         .target(name: "SluiceCore", swiftSettings: upcoming),
@@ -39,6 +40,7 @@ let package = Package(
                 swiftSettings: upcoming),
         .target(name: "SluiceEngine",
                 dependencies: ["SluiceCore", "SluiceStore", "SluiceSupervisor",
+                               .product(name: "Crypto", package: "swift-crypto"),
                                .product(name: "Logging", package: "swift-log")],
                 swiftSettings: upcoming),
         .target(name: "Sluice", dependencies: ["SluiceCore", "SluiceStore", "SluiceEngine",

@@ -2,7 +2,7 @@
 public enum DAG {
     /// One cycle among the stages (`a → b → a`), or nil. Unknown `needs` are ignored here.
     public static func findCycle(_ stages: [StageSpec]) -> [StageName]? {
-        let needs = Dictionary(stages.map { ($0.name, $0.needs) }, uniquingKeysWith: { a, _ in a })
+        let needs = Dictionary(stages.map { ($0.name, $0.dependencies) }, uniquingKeysWith: { a, _ in a })
         var state: [StageName: Int] = [:] // 1 visiting, 2 done
         var path: [StageName] = []
         func visit(_ name: StageName) -> [StageName]? {
@@ -34,7 +34,7 @@ public enum DAG {
         while !remaining.isEmpty {
             let before = remaining.count
             remaining.removeAll { stage in
-                guard stage.needs.allSatisfy({ done.contains($0) }) else { return false }
+                guard stage.dependencies.allSatisfy({ done.contains($0) }) else { return false }
                 done.insert(stage.name)
                 order.append(stage.name)
                 return true

@@ -83,14 +83,28 @@ public struct StageSpec: Sendable, Codable, Hashable {
     public var retry: RetryPolicy
     public var when: Conditions
     public var proceedIf: Set<UpstreamOutcome>
+    /// Fan-out: one task per item that this stage emits. The stage starts as soon as the producer
+    /// runs, and takes items while they arrive.
+    public var forEach: StageName?
+    /// At most this many tasks of this stage at once (within the run's `concurrency`).
+    public var concurrency: Int?
+    /// How many failed items the stage tolerates: within it, the stage ends `partial_success`.
+    public var maxFailedItems: FailureTolerance
     /// Where each field was written, for messages at run time.
     public var location: SourceLocation?
+
+    /// Every stage this one depends on: `needs` and, for a fan-out stage, its producer.
+    public var dependencies: [StageName] {
+        guard let forEach, !needs.contains(forEach) else { return needs }
+        return needs + [forEach]
+    }
 
     public init(name: StageName, description: String? = nil, needs: [StageName] = [],
                 command: CommandSpec, env: [String: String] = [:], workdir: String? = nil,
                 timeout: Duration? = nil, hangAfter: Duration? = nil, doneWhen: String? = nil,
                 grace: Duration = .seconds(10), retry: RetryPolicy = .none,
                 when: Conditions = Conditions(), proceedIf: Set<UpstreamOutcome> = [.success],
+                forEach: StageName? = nil, concurrency: Int? = nil, maxFailedItems: FailureTolerance = .count(0),
                 location: SourceLocation? = nil) {
         self.name = name
         self.description = description
@@ -105,6 +119,9 @@ public struct StageSpec: Sendable, Codable, Hashable {
         self.retry = retry
         self.when = when
         self.proceedIf = proceedIf
+        self.forEach = forEach
+        self.concurrency = concurrency
+        self.maxFailedItems = maxFailedItems
         self.location = location
     }
 }
@@ -166,4 +183,36 @@ public struct RetryPolicy: Sendable, Codable, Hashable {
     }
 
     public static let none = RetryPolicy()
+}
+
+/// How many failed items a fan-out stage tolerates.
+public enum FailureTolerance: Sendable, Codable, Hashable, CustomStringConvertible {
+    case count(Int)
+    case percent(Double)
+
+    public func tolerates(failed: Int, of total: Int) -> Bool {
+        switch self {
+        case .count(let n): return failed <= n
+        case .percent(let p): return total > 0 && Double(failed) * 100 <= p * Double(total)
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .count(let n): "\(n)"
+        case .percent(let p): "\(p.formatted())%"
+        }
+    }
+
+    /// `10` or `2.5%`.
+    public init?(_ text: String) {
+        let t = text.trimmingCharacters(in: .whitespaces)
+        if t.hasSuffix("%") {
+            guard let p = Double(t.dropLast()), p >= 0, p <= 100 else { return nil }
+            self = .percent(p)
+        } else {
+            guard let n = Int(t), n >= 0 else { return nil }
+            self = .count(n)
+        }
+    }
 }

@@ -29,6 +29,16 @@ public struct Planner: Sendable {
     public func decide(_ stage: StageSpec, statuses: [StageName: StageStatus],
                        fileProbe: (_ pattern: String) -> Bool) -> StageDecision {
         var upstream: [(StageName, UpstreamOutcome)] = []
+        if let producer = stage.forEach {
+            // A fan-out stage starts once its producer runs, and takes its items while they arrive.
+            switch statuses[producer] {
+            case nil, .pending?: return .wait
+            case .running?, .success?, .partialSuccess?: break
+            case .skipped?: return .skip(reason: "for_each stage '\(producer)' was skipped: there are no items")
+            case let other?:
+                return .upstreamFailed(reason: "for_each stage '\(producer)' ended \(other.rawValue): its items are incomplete")
+            }
+        }
         for need in stage.needs {
             guard let outcome = statuses[need]?.asUpstream else { return .wait }
             upstream.append((need, outcome))

@@ -20,6 +20,8 @@ public enum RunStatus: String, Sendable, Codable, CaseIterable {
 /// - `upstream_failed`: an upstream outcome is not allowed by `proceed_if`; counts as a failure.
 /// - `cancelled`: the run was cancelled before the stage finished.
 /// - `rolled_back`: reserved for healing (a later capability).
+/// - `partial_success`: a fan-out stage whose failed items stayed within `max_failed_items`; downstream
+///   stages see it as a success, the run ends `partial_success`.
 public enum StageStatus: String, Sendable, Codable, CaseIterable {
     case pending
     case running
@@ -29,6 +31,8 @@ public enum StageStatus: String, Sendable, Codable, CaseIterable {
     case upstreamFailed = "upstream_failed"
     case cancelled
     case rolledBack = "rolled_back"
+    /// A fan-out stage whose failed items stayed within `max_failed_items`.
+    case partialSuccess = "partial_success"
 
     public var isTerminal: Bool { self != .pending && self != .running }
 
@@ -36,7 +40,7 @@ public enum StageStatus: String, Sendable, Codable, CaseIterable {
     public var asUpstream: UpstreamOutcome? {
         switch self {
         case .pending, .running: nil
-        case .success: .success
+        case .success, .partialSuccess: .success
         case .failed, .upstreamFailed: .failed
         case .skipped: .skipped
         case .cancelled: .cancelled
@@ -139,14 +143,15 @@ public enum RunOutcome: String, Sendable, Codable, CaseIterable {
 
     /// The rules:
     /// - `cancelled` when the run was cancelled;
-    /// - `success` when no stage failed and none was rolled back (skipped stages are fine);
-    /// - `partial_success` when some stage failed (or was rolled back) and at least one stage succeeded;
+    /// - `success` when no stage failed, none was rolled back and none tolerated failed items (skipped stages are fine);
+    /// - `partial_success` when some stage failed, was rolled back or tolerated failed items, and at least
+    ///   one stage succeeded;
     /// - `failed` when some stage failed and none succeeded.
     public static func decide(stages: [StageStatus], cancelled: Bool) -> RunOutcome {
         if cancelled { return .cancelled }
         let failures = stages.filter(\.countsAsFailure).count
-        let rolledBack = stages.contains(.rolledBack)
-        let successes = stages.filter { $0 == .success }.count
+        let rolledBack = stages.contains(.rolledBack) || stages.contains(.partialSuccess)
+        let successes = stages.filter { $0 == .success || $0 == .partialSuccess }.count
         if failures == 0 { return rolledBack ? .partialSuccess : .success }
         return successes > 0 || rolledBack ? .partialSuccess : .failed
     }
@@ -191,12 +196,80 @@ public enum ExitStatus {
     public static let cancelled: Int32 = 130
 }
 
-/// How a stage's status follows from its tasks once all of them ended.
+/// How many of a stage's tasks are in each state.
+public struct TaskCounts: Sendable, Hashable, Codable {
+    public var pending = 0
+    public var running = 0
+    public var success = 0
+    public var failed = 0
+    public var cancelled = 0
+
+    public init(pending: Int = 0, running: Int = 0, success: Int = 0, failed: Int = 0, cancelled: Int = 0) {
+        self.pending = pending
+        self.running = running
+        self.success = success
+        self.failed = failed
+        self.cancelled = cancelled
+    }
+
+    public init(_ statuses: some Sequence<TaskStatus>) {
+        for s in statuses { self[s] += 1 }
+    }
+
+    public subscript(_ status: TaskStatus) -> Int {
+        get {
+            switch status {
+            case .pending: pending
+            case .running: running
+            case .success: success
+            case .failed: failed
+            case .cancelled: cancelled
+            }
+        }
+        set {
+            switch status {
+            case .pending: pending = newValue
+            case .running: running = newValue
+            case .success: success = newValue
+            case .failed: failed = newValue
+            case .cancelled: cancelled = newValue
+            }
+        }
+    }
+
+    public var total: Int { pending + running + success + failed + cancelled }
+    public var finished: Int { success + failed + cancelled }
+}
+
+/// How a stage's status follows from its tasks once all of them ended (decided by the store, in the
+/// transaction that ended the last one, so it happens once).
 public enum StageRollup {
+    /// Where a fan-out stage's producer is.
+    public enum Producer: Sendable, Hashable {
+        /// Not a fan-out stage.
+        case none
+        /// Still emitting items.
+        case running
+        case succeeded
+        /// Failed, was cancelled or skipped: no more items will come.
+        case stopped
+    }
+
+    public static func status(of counts: TaskCounts, producer: Producer = .none,
+                              tolerance: FailureTolerance = .count(0)) -> StageStatus? {
+        if producer == .running { return nil }
+        guard counts.pending == 0, counts.running == 0 else { return nil }
+        if producer == .stopped { return .upstreamFailed }
+        if counts.cancelled > 0 { return .cancelled }
+        if counts.failed == 0 { return .success }
+        if producer != .none, counts.success > 0 || counts.failed > 0,
+           tolerance.tolerates(failed: counts.failed, of: counts.total) {
+            return .partialSuccess
+        }
+        return .failed
+    }
+
     public static func status(of tasks: [TaskStatus]) -> StageStatus? {
-        guard tasks.allSatisfy(\.isTerminal) else { return nil }
-        if tasks.contains(.failed) { return .failed }
-        if tasks.contains(.cancelled) { return .cancelled }
-        return .success
+        status(of: TaskCounts(tasks))
     }
 }

@@ -74,6 +74,11 @@ public enum Template {
     }
 
     /// The names a pipeline may use: `params.<name>` for each param, `run.id`, `run.dir`, `stage`, `pipeline`, `root`.
+    /// Whether `name` refers to the current item (`item`, `item.field`, `item.a.b`): allowed in fan-out stages.
+    public static func isItemName(_ name: String) -> Bool {
+        name == "item" || (name.hasPrefix("item.") && name.count > 5)
+    }
+
     public static func knownNames(params: some Sequence<String>) -> Set<String> {
         var names: Set<String> = ["run.id", "run.dir", "stage", "pipeline", "root"]
         for p in params { names.insert("params.\(p)") }

@@ -10,7 +10,8 @@ struct SpecReader {
 
     static let pipelineKeys = ["name", "description", "schedule", "overlap", "concurrency", "params", "env", "stages"]
     static let stageKeys = ["description", "needs", "run", "shell", "env", "workdir", "timeout", "hang_after",
-                            "done_when", "grace", "retries", "when", "proceed_if"]
+                            "done_when", "grace", "retries", "when", "proceed_if", "for_each", "concurrency",
+                            "max_failed_items"]
     static let retryKeys = ["attempts", "backoff", "initial", "max", "jitter", "exit_codes"]
     static let whenKeys = ["files", "no_files", "upstream"]
 
@@ -124,7 +125,7 @@ struct SpecReader {
         return v
     }
 
-    mutating func checkPlaceholders(_ text: String, _ node: Node, known: Set<String>, what: String) {
+    mutating func checkPlaceholders(_ text: String, _ node: Node, known: Set<String>, what: String, items: Bool = false) {
         switch Template.placeholders(in: text) {
         case .failure(.unclosed):
             error("\(what) has '{{' without a closing '}}': \(text)", node, hint: "write placeholders as {{params.name}}")
@@ -132,6 +133,13 @@ struct SpecReader {
             error("\(what) has an empty placeholder '{{}}'", node, hint: "write placeholders as {{params.name}}")
         case .success(let found):
             for p in found where !known.contains(p.name) {
+                if Template.isItemName(p.name) {
+                    if !items {
+                        error("\(what) uses '{{\(p.name)}}', but this stage has no items", node,
+                              hint: "add `for_each: <stage>` to run one task per item that stage emits")
+                    }
+                    continue
+                }
                 let hint = Suggest.hint(for: p.name, in: known)
                     ?? "known placeholders: \(known.sorted().joined(separator: ", "))"
                 error("\(what) uses unknown placeholder '{{\(p.name)}}'", node, hint: hint)
@@ -242,7 +250,7 @@ struct SpecReader {
         return s.unicodeScalars.allSatisfy { CharacterSet.alphanumerics.contains($0) || $0 == "_" }
     }
 
-    mutating func readEnv(_ node: Node, known: Set<String>, what: String) -> [String: String] {
+    mutating func readEnv(_ node: Node, known: Set<String>, what: String, items: Bool = false) -> [String: String] {
         var env: [String: String] = [:]
         guard let entries = mapping(node, what) else { return env }
         for (k, kn, v) in entries {
@@ -252,7 +260,7 @@ struct SpecReader {
                 continue
             }
             if let s = string(v, "\(what).\(k)") {
-                checkPlaceholders(s, v, known: known, what: "\(what).\(k)")
+                checkPlaceholders(s, v, known: known, what: "\(what).\(k)", items: items)
                 env[k] = s
             }
         }
@@ -269,6 +277,16 @@ struct SpecReader {
         var ok = true
         let stageKnown = known
 
+        var forEach: StageName?
+        if let (_, v) = byKey["for_each"], let producer = string(v, "\(what).for_each") {
+            if producer == name {
+                error("stage '\(name)' has for_each on itself", v, hint: "name the stage whose items this stage processes")
+            } else {
+                forEach = producer
+            }
+        }
+        let items = forEach != nil
+
         var command: CommandSpec?
         switch (byKey["run"], byKey["shell"]) {
         case (nil, nil):
@@ -283,7 +301,7 @@ struct SpecReader {
                 var argv: [String] = []
                 for item in seq {
                     if let s = string(item, "each argument of \(what).run") {
-                        checkPlaceholders(s, item, known: stageKnown, what: "\(what).run")
+                        checkPlaceholders(s, item, known: stageKnown, what: "\(what).run", items: items)
                         argv.append(s)
                     } else { ok = false }
                 }
@@ -321,7 +339,7 @@ struct SpecReader {
         }
 
         var env: [String: String] = [:]
-        if let (_, v) = byKey["env"] { env = readEnv(v, known: stageKnown, what: "\(what).env") }
+        if let (_, v) = byKey["env"] { env = readEnv(v, known: stageKnown, what: "\(what).env", items: items) }
 
         var workdir: String?
         if let (_, v) = byKey["workdir"], let w = string(v, "\(what).workdir") {
@@ -354,6 +372,20 @@ struct SpecReader {
         var when = Conditions()
         if let (_, v) = byKey["when"] { when = readWhen(v, what: "\(what).when", known: stageKnown) }
 
+        var stageConcurrency: Int?
+        if let (_, v) = byKey["concurrency"], let c = positiveInt(v, "\(what).concurrency") { stageConcurrency = c }
+        var tolerance = FailureTolerance.count(0)
+        if let (_, v) = byKey["max_failed_items"] {
+            if forEach == nil {
+                error("\(what).max_failed_items applies only to a stage with for_each", v)
+            } else if case .scalar(let sc) = v, let t = FailureTolerance(sc.string) {
+                tolerance = t
+            } else {
+                error("\(what).max_failed_items must be a count (e.g. 10) or a percentage (e.g. 5%), got \(Self.kind(v))", v)
+            }
+        }
+        if let forEach { needs.removeAll { $0 == forEach } }
+
         var proceedIf: Set<UpstreamOutcome> = [.success]
         if let (_, v) = byKey["proceed_if"], let list = stringList(v, "\(what).proceed_if") {
             proceedIf = readOutcomes(list, what: "\(what).proceed_if")
@@ -365,7 +397,8 @@ struct SpecReader {
         return StageSpec(name: name, description: byKey["description"].flatMap { string($0.1, "\(what).description") },
                          needs: needs, command: command ?? .argv([]), env: env, workdir: workdir, timeout: timeout,
                          hangAfter: hangAfter, doneWhen: doneWhen, grace: grace, retry: retry, when: when,
-                         proceedIf: proceedIf, location: location(keyNode))
+                         proceedIf: proceedIf, forEach: forEach, concurrency: stageConcurrency, maxFailedItems: tolerance,
+                         location: location(keyNode))
     }
 
     mutating func positiveDuration(_ node: Node, _ what: String) -> Duration? {
@@ -494,6 +527,12 @@ struct SpecReader {
                           hint: Suggest.hint(for: need, in: names.subtracting([stage.name]))
                             ?? "stages in this file: \(names.sorted().joined(separator: ", "))")
                 }
+            }
+            if let producer = stage.forEach, !names.contains(producer) {
+                let forEachNode = entries.first { $0.0 == "for_each" }?.2
+                error("stage '\(stage.name)' has for_each on unknown stage '\(producer)'", forEachNode,
+                      hint: Suggest.hint(for: producer, in: names.subtracting([stage.name]))
+                        ?? "stages in this file: \(names.sorted().joined(separator: ", "))")
             }
             for upstream in stage.when.upstream.keys.sorted() where !stage.needs.contains(upstream) {
                 let others = names.subtracting([stage.name])

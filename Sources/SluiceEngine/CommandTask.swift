@@ -24,8 +24,12 @@ struct CommandTask: Sendable {
         "SLUICE_PARAM_" + name.uppercased().map { $0.isLetter || $0.isNumber ? String($0) : "_" }.joined()
     }
 
+    /// The task's name in file paths.
+    var fileKey: String { Items.fileName(key: claimed.task.key, taskID: claimed.task.id) }
+
     func invocation() throws(EngineError) -> CommandInvocation {
-        let values = Self.templateValues(run: run, stage: stage.name)
+        var values = Self.templateValues(run: run, stage: stage.name)
+        if stage.forEach != nil { values.merge(Items.templateValues(claimed.task.item)) { _, item in item } }
         let arguments: [String]
         switch stage.command {
         case .argv(let argv): arguments = argv.map { Template.render($0, values: values) }
@@ -44,6 +48,10 @@ struct CommandTask: Sendable {
         env["SLUICE_TASK_ID"] = String(claimed.task.id)
         env["SLUICE_ATTEMPT"] = String(claimed.attempt)
         env["SLUICE_RUN_DIR"] = run.runDir
+        if stage.forEach != nil, let item = claimed.task.item {
+            env["SLUICE_ITEM"] = String(decoding: item, as: UTF8.self)
+            env["SLUICE_ITEM_KEY"] = claimed.task.key
+        }
 
         let root = URL(fileURLWithPath: run.spec.root).standardizedFileURL
         var workdir = root
@@ -56,8 +64,8 @@ struct CommandTask: Sendable {
         }
         return CommandInvocation(
             arguments: arguments, environment: env, workingDirectory: workdir.path,
-            stdoutPath: files.stdout(stage: stage.name, task: claimed.task.key, attempt: claimed.attempt),
-            stderrPath: files.stderr(stage: stage.name, task: claimed.task.key, attempt: claimed.attempt),
+            stdoutPath: files.stdout(stage: stage.name, task: fileKey, attempt: claimed.attempt),
+            stderrPath: files.stderr(stage: stage.name, task: fileKey, attempt: claimed.attempt),
             timeout: stage.timeout, hangAfter: stage.hangAfter, doneWhen: stage.doneWhen, grace: stage.grace)
     }
 

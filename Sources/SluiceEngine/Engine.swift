@@ -149,12 +149,17 @@ public struct Engine: Sendable {
     }
 
     /// Executes a run this process has started (or takes over a resumable one) until it ends.
-    public func execute(_ run: RunRecord, resume: Bool = false,
-                        observer: (@Sendable (EventRecord) -> Void)? = nil) async throws -> RunOutcome {
+    /// - Parameters:
+    ///   - observer: told every event as it is recorded.
+    ///   - progress: told the progress of the active stages about once a second.
+    public func execute(_ run: RunRecord, resume: Bool = false, retryFailed: Bool = false,
+                        observer: (@Sendable (EventRecord) -> Void)? = nil,
+                        progress: (@Sendable ([StageProgress]) -> Void)? = nil) async throws -> RunOutcome {
         let executor = RunExecutor(engine: self, runID: run.id, files: RunFiles(directory: run.runDir),
                                    log: EventLog(runID: run.id, pipeline: run.pipeline, files: RunFiles(directory: run.runDir),
-                                                 time: time, observer: observer))
-        return try await executor.execute(resume: resume)
+                                                 time: time, observer: observer),
+                                   progress: ProgressReporter(observer: progress))
+        return try await executor.execute(resume: resume, retryFailed: retryFailed)
     }
 
     /// Asks the process executing `run` to stop it. When that process is gone, records the cancellation here.

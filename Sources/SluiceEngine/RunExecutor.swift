@@ -14,6 +14,7 @@ struct RunExecutor: Sendable {
     let runID: RunID
     let files: RunFiles
     let log: EventLog
+    let progress: ProgressReporter?
 
     var store: any StateStore { engine.store }
     var time: any TimeSource { engine.time }
@@ -21,6 +22,7 @@ struct RunExecutor: Sendable {
 
     private enum Wake: Sendable {
         case taskEnded(TaskID)
+        case nudged
         case cancelRequested
         case leaseLost
         case timer
@@ -32,7 +34,7 @@ struct RunExecutor: Sendable {
         log.published(events)
     }
 
-    func execute(resume: Bool) async throws -> RunOutcome {
+    func execute(resume: Bool, retryFailed: Bool = false) async throws -> RunOutcome {
         guard var run = try await store.run(runID) else {
             throw EngineError(.runNotFound, "run \(runID) does not exist")
         }
@@ -85,7 +87,7 @@ struct RunExecutor: Sendable {
         }
         if resume {
             let event = log.make("run.reset", "stages that did not succeed are planned again")
-            try await store.prepareResume(runID, now: time.now(), events: [event])
+            try await store.prepareResume(runID, retryFailed: retryFailed, now: time.now(), events: [event])
             log.published([event])
         }
 
@@ -116,27 +118,38 @@ struct RunExecutor: Sendable {
         let spec = run.spec
         let planner = Planner(spec: Self.renderConditions(of: run))
         let engine = self.engine
+        let nudge = Nudge()
+        let producers = Set(spec.stages.compactMap(\.forEach))
+        let stageLimits = Dictionary(spec.stages.compactMap { s in s.concurrency.map { (s.name, $0) } }, uniquingKeysWith: { a, _ in a })
         return try await withThrowingTaskGroup(of: Wake.self) { group in
             group.addTask { try await watch(engine: engine, lookForCancel: true) }
-            var running: [TaskID: StopSignal] = [:]
+            group.addTask { await nudge.wait(); return .nudged }
+            if let progress {
+                let store = self.store, log = self.log, runID = self.runID
+                group.addTask { try await progress.run(store: store, log: log, runID: runID, spec: spec) }
+            }
+            var running: [TaskID: (stop: StopSignal, stage: StageName)] = [:]
             var cancelling = try await store.cancelRequested(runID)
             defer { group.cancelAll() }
 
             while true {
                 if cancelling {
-                    for signal in running.values { signal.request() }
+                    for task in running.values { task.stop.request() }
                 } else {
                     try await plan(planner, run: run)
                     let free = spec.concurrency - running.count
                     if free > 0 {
-                        let claimed = try await store.claimTasks(run: runID, owner: owner, limit: free, now: time.now(),
-                                                                 leaseUntil: leaseExpiry())
+                        var limits = stageLimits
+                        for task in running.values where limits[task.stage] != nil { limits[task.stage]! -= 1 }
+                        let claimed = try await store.claimTasks(run: runID, owner: owner, limit: free, stageLimits: limits,
+                                                                 now: time.now(), leaseUntil: leaseExpiry())
                         for task in claimed {
                             guard let stage = spec.stage(task.task.stage) else { continue }
                             let stop = StopSignal()
-                            running[task.task.id] = stop
+                            running[task.task.id] = (stop, stage.name)
+                            let producer = producers.contains(stage.name)
                             group.addTask {
-                                try await perform(task, stage: stage, run: run, stop: stop)
+                                try await perform(task, stage: stage, run: run, stop: stop, producer: producer, nudge: nudge)
                                 return .taskEnded(task.task.id)
                             }
                         }
@@ -154,14 +167,12 @@ struct RunExecutor: Sendable {
                         return RunOutcome.decide(stages: stages.map(\.status), cancelled: false)
                     }
                     // Waiting for a retry's backoff to pass.
-                    let tasks = try await store.tasks(of: runID)
-                    let waiting = tasks.filter { $0.status == .pending }.compactMap(\.notBefore).min()
-                    if let waiting {
+                    if let waiting = try await store.nextRetryTime(run: runID) {
                         group.addTask {
                             try await time.sleep(until: waiting)
                             return .timer
                         }
-                    } else if !tasks.contains(where: { $0.status == .pending }) {
+                    } else if try await store.taskCounts(run: runID).values.allSatisfy({ $0.pending == 0 }) {
                         throw EngineError(.io, "run \(runID) cannot make progress: stages \(stages.filter { !$0.status.isTerminal }.map(\.name)) are unfinished but have no task to run",
                                           hint: "this is a bug in Sluice; `sluice resume \(runID)` plans the run again")
                     }
@@ -169,11 +180,13 @@ struct RunExecutor: Sendable {
                 guard let wake = try await group.next() else { continue }
                 switch wake {
                 case .taskEnded(let id): running[id] = nil
+                case .nudged:
+                    group.addTask { await nudge.wait(); return .nudged }
                 case .cancelRequested:
                     cancelling = true
                     group.addTask { try await watch(engine: engine, lookForCancel: false) }
                 case .leaseLost:
-                    for signal in running.values { signal.request() }
+                    for task in running.values { task.stop.request() }
                     throw EngineError(.runBusy, "this process lost its lease on run \(runID) (another process took it over)",
                                       hint: "`sluice show \(runID)` tells who runs it now")
                 case .timer: break
@@ -208,7 +221,8 @@ struct RunExecutor: Sendable {
                 switch decision {
                 case .wait: continue
                 case .run:
-                    transitions.append(.start(name, taskKeys: ["main"]))
+                    // A fan-out stage's tasks come from its producer's items.
+                    transitions.append(.start(name, taskKeys: run.spec.stage(name)?.forEach == nil ? ["main"] : []))
                     events.append(log.make("stage.start", stage: name, "stage started"))
                 case .skip(let reason):
                     transitions.append(.finish(name, .skipped, reason: reason))
@@ -245,19 +259,53 @@ struct RunExecutor: Sendable {
         var result: Data?
     }
 
-    /// Runs one task's attempt and records how it ended, with the retry decision of the core.
-    private func perform(_ claimed: ClaimedTask, stage: StageSpec, run: RunRecord, stop: StopSignal) async throws {
-        let finished: FinishedAttempt
-        switch stage.command {
-        case .argv, .shell:
-            finished = try await runCommand(CommandTask(run: run, stage: stage, claimed: claimed, files: files), stop: stop)
-        case .swift:
-            finished = try await runSwift(claimed, stage: stage, run: run, stop: stop)
+    /// Runs one task's attempt and records how it ended, with the retry decision of the core. A producer's
+    /// items are recorded while it runs (every 100 ms), and all of them before its attempt is recorded.
+    private func perform(_ claimed: ClaimedTask, stage: StageSpec, run: RunRecord, stop: StopSignal,
+                         producer: Bool, nudge: Nudge) async throws {
+        let sink = OutputSink(producer: producer)
+        let flush: @Sendable () async throws -> Void = {
+            let items = sink.drainItems()
+            guard !items.isEmpty else { return }
+            if try await store.emitItems(run: runID, stage: stage.name, items: items, now: time.now()) > 0 { nudge.nudge() }
         }
+        var finished: FinishedAttempt = try await withThrowingTaskGroup(of: FinishedAttempt?.self) { group in
+            group.addTask {
+                switch stage.command {
+                case .argv, .shell:
+                    return try await runCommand(CommandTask(run: run, stage: stage, claimed: claimed, files: files), stop: stop, sink: sink)
+                case .swift:
+                    return try await runSwift(claimed, stage: stage, run: run, stop: stop, sink: sink)
+                }
+            }
+            if producer {
+                group.addTask {
+                    while !Task.isCancelled {
+                        try? await Task.sleep(for: .milliseconds(100))
+                        try? await flush()
+                    }
+                    return nil
+                }
+            }
+            var result: FinishedAttempt?
+            while let next = try await group.next() {
+                if let next { result = next; group.cancelAll() }
+            }
+            return result!
+        }
+        try await flush()
+        if let problem = sink.problem, finished.attempt.outcome == .success {
+            finished.attempt.outcome = .failed
+            finished.attempt.message = problem
+            finished.attempt.stderrTail = problem
+            finished.event = "task.failure"
+        }
+        finished.attrs.merge(sink.counters.attributes) { a, _ in a }
+        if producer { finished.attrs["items"] = String(sink.itemCount) }
         try await record(finished, claimed: claimed, stage: stage)
     }
 
-    private func runCommand(_ command: CommandTask, stop: StopSignal) async throws -> FinishedAttempt {
+    private func runCommand(_ command: CommandTask, stop: StopSignal, sink: OutputSink) async throws -> FinishedAttempt {
         let claimed = command.claimed
         let stage = command.stage
         let task = claimed.task
@@ -268,17 +316,24 @@ struct RunExecutor: Sendable {
             report = ProcessReport(ending: .spawnFailed(error.description), exitCode: nil, signal: nil, wallMs: 0,
                                    cpuMs: nil, peakRSSBytes: nil, stdoutBytes: 0, stderrBytes: 0,
                                    stderrTail: [error.description], pid: nil)
-        case .success(let invocation):
-            try await emit([log.make("task.start", stage: stage.name, task: task.id, attempt: claimed.attempt,
-                                     "attempt \(claimed.attempt): \(Self.display(invocation.arguments))",
-                                     attrs: ["argv": Self.display(invocation.arguments), "workdir": invocation.workingDirectory])])
+        case .success(var invocation):
+            if stage.forEach == nil {
+                // Fan-out tasks are many: their starts are in the attempt records and the progress events.
+                try await emit([log.make("task.start", stage: stage.name, task: task.id, attempt: claimed.attempt,
+                                         "attempt \(claimed.attempt): \(Self.display(invocation.arguments))",
+                                         attrs: ["argv": Self.display(invocation.arguments), "workdir": invocation.workingDirectory])])
+            }
+            let itemsFile = sink.producer ? files.itemsFile(stage: stage.name, task: command.fileKey, attempt: claimed.attempt) : nil
+            if let itemsFile { invocation.environment["SLUICE_ITEMS"] = itemsFile }
             let store = self.store
             let ticks = StartTicks()
-            report = await engine.supervisor.run(invocation, stop: stop) { pid, startTicks in
+            report = await engine.supervisor.run(invocation, stop: stop, onStdoutLine: { line in sink.line(line) },
+                                                 onStart: { pid, startTicks in
                 ticks.set(startTicks)
                 try? await store.recordProcess(task: task.id, attempt: claimed.attempt, pid: pid, startTicks: startTicks)
-            }
+            })
             startTicks = ticks.value
+            if let itemsFile { sink.readItemsFile(itemsFile) }
         }
         let (attempt, outcome, _) = command.attempt(from: report, finishedAt: time.now(), host: owner.host, startTicks: startTicks)
         var attrs: [String: String] = ["wall_ms": String(report.wallMs)]
@@ -310,9 +365,8 @@ struct RunExecutor: Sendable {
     }
 
     /// Runs an in-process stage: cancellation (run cancelled, timeout) is Swift task cancellation.
-    private func runSwift(_ claimed: ClaimedTask, stage: StageSpec, run: RunRecord, stop: StopSignal) async throws -> FinishedAttempt {
+    private func runSwift(_ claimed: ClaimedTask, stage: StageSpec, run: RunRecord, stop: StopSignal, sink: OutputSink) async throws -> FinishedAttempt {
         let task = claimed.task
-        let started = time.now()
         let clock = ContinuousClock.now
         var attempt = AttemptRecord(taskID: task.id, runID: run.id, stage: stage.name, number: claimed.attempt,
                                     outcome: .running, startedAt: claimed.startedAt, host: owner.host,
@@ -323,15 +377,18 @@ struct RunExecutor: Sendable {
             attempt.message = "stage '\(stage.name)' is a Swift stage, and this process has no code registered for it"
             return FinishedAttempt(attempt: attempt, event: "task.spawn_failed", attrs: [:], result: nil)
         }
-        try await emit([log.make("task.start", stage: stage.name, task: task.id, attempt: claimed.attempt,
-                                 "attempt \(claimed.attempt): in-process Swift stage")])
+        if stage.forEach == nil {
+            try await emit([log.make("task.start", stage: stage.name, task: task.id, attempt: claimed.attempt,
+                                     "attempt \(claimed.attempt): in-process Swift stage")])
+        }
         let root = URL(fileURLWithPath: run.spec.root)
         let context = StageContext(
             runID: run.id, pipeline: run.pipeline, stage: stage.name, taskID: task.id, taskKey: task.key,
             attempt: claimed.attempt, params: run.params,
             workDirectory: stage.workdir.map { root.appendingPathComponent($0) } ?? root,
             runDirectory: URL(fileURLWithPath: run.runDir),
-            logFile: files.stdout(stage: stage.name, task: task.key, attempt: claimed.attempt), store: store)
+            logFile: files.stdout(stage: stage.name, task: Items.fileName(key: task.key, taskID: task.id), attempt: claimed.attempt),
+            store: store, item: task.item, sink: sink)
         let timeout = stage.timeout
         let end: SwiftEnd = await withTaskGroup(of: SwiftEnd.self) { group in
             group.addTask {
@@ -361,8 +418,7 @@ struct RunExecutor: Sendable {
             return first
         }
         attempt.finishedAt = time.now()
-        var attrs = ["wall_ms": String((ContinuousClock.now - clock).milliseconds)]
-        _ = started
+        let attrs = ["wall_ms": String((ContinuousClock.now - clock).milliseconds)]
         var result: Data?
         switch end {
         case .returned(let data):
@@ -380,7 +436,6 @@ struct RunExecutor: Sendable {
             attempt.outcome = .timedOut
             attempt.message = "timed out after \(DurationText.format(timeout ?? .zero)); cancelled"
         }
-        attrs.merge(context.counters.attributes) { a, _ in a }
         return FinishedAttempt(attempt: attempt, event: Self.eventName(attempt.outcome), attrs: attrs, result: result)
     }
 
@@ -388,8 +443,16 @@ struct RunExecutor: Sendable {
         let attempt = finished.attempt
         let outcome = attempt.outcome
         let next: TaskNext
-        var events: [EventRecord] = [log.make(finished.event, stage: stage.name, task: claimed.task.id, attempt: claimed.attempt,
-                                              "attempt \(claimed.attempt) \(attempt.message ?? outcome.rawValue)", attrs: finished.attrs)]
+        var events: [EventRecord] = []
+        // A fan-out task's success is counted in the progress events and kept in its attempt record; an
+        // event is written when it has something to say (failures, counters).
+        if stage.forEach == nil || outcome != .success || finished.attrs.keys.contains(where: { $0.hasPrefix("count.") || $0 == "rejected" }) {
+            var attrs = finished.attrs
+            if stage.forEach != nil { attrs["item"] = claimed.task.key }
+            events.append(log.make(finished.event, stage: stage.name, task: claimed.task.id, attempt: claimed.attempt,
+                                   "attempt \(claimed.attempt)\(stage.forEach != nil ? " of item \(claimed.task.key)" : "") \(attempt.message ?? outcome.rawValue)",
+                                   attrs: attrs))
+        }
         switch outcome {
         case .success:
             next = .succeed

@@ -27,6 +27,11 @@ public struct RunFiles: Sendable, Hashable {
         directory + "/logs/\(stage)/\(task)\(attempt > 1 ? ".attempt-\(attempt)" : "").stdout"
     }
 
+    /// The file a producer command may write its items to (`$SLUICE_ITEMS`), one JSON value per line.
+    public func itemsFile(stage: String, task: String, attempt: Int) -> String {
+        directory + "/items/\(stage)/\(task)\(attempt > 1 ? ".attempt-\(attempt)" : "").jsonl"
+    }
+
     public func stderr(stage: String, task: String, attempt: Int) -> String {
         directory + "/logs/\(stage)/\(task)\(attempt > 1 ? ".attempt-\(attempt)" : "").stderr"
     }

@@ -41,12 +41,15 @@ public struct StageContext: Sendable {
     public let runDirectory: URL
     /// Carries `sluice.run_id`, `sluice.stage`, `sluice.task_id` and `sluice.attempt`; lines also go to the task's log file.
     public let logger: Logger
+    /// The item this task processes (JSON), for a fan-out stage.
+    public let item: Data?
     let store: any StateStore
-    let counters: CounterBox
+    let sink: OutputSink
+    var counters: CounterBox { sink.counters }
 
     init(runID: RunID, pipeline: String, stage: StageName, taskID: TaskID, taskKey: String, attempt: Int,
          params: [String: String], workDirectory: URL, runDirectory: URL, logFile: String,
-         store: any StateStore) {
+         store: any StateStore, item: Data?, sink: OutputSink) {
         self.runID = runID
         self.pipeline = pipeline
         self.stage = stage
@@ -56,7 +59,8 @@ public struct StageContext: Sendable {
         self.workDirectory = workDirectory
         self.runDirectory = runDirectory
         self.store = store
-        self.counters = CounterBox()
+        self.item = item
+        self.sink = sink
         // Lines go to the task's log file (`sluice logs RUN --stage S`), not to the terminal the live view draws on.
         var logger = Logger(label: "sluice.stage") { _ in TaskLogHandler(path: logFile) }
         logger.logLevel = .info
@@ -71,6 +75,15 @@ public struct StageContext: Sendable {
     /// (so they are there after a resume in another process too).
     public func encodedResults(of stage: StageName) async throws -> [String: Data] {
         try await store.results(run: runID, stage: stage)
+    }
+
+    /// Emits an item (its JSON) for the fan-out stages that take this stage's items. It is recorded within
+    /// 100 ms, and its task can start while this stage still runs. Items are deduplicated by key.
+    public func emit(itemJSON data: Data) throws {
+        guard sink.producer else {
+            throw EngineError(.invalidInput, "stage '\(stage)' emitted an item, but no stage takes its items (for_each)")
+        }
+        sink.add(try Items.record(json: data))
     }
 
     /// Adds `value` to a business counter of this task (e.g. `count("policies", 120)`). Recorded with

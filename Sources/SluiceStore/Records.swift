@@ -111,10 +111,12 @@ public struct TaskRecord: Sendable, Codable, Hashable {
     public var leaseExpiresAt: Date?
     public var createdAt: Date
     public var finishedAt: Date?
+    /// The item a fan-out task processes (JSON), nil for other tasks.
+    public var item: Data?
 
     public init(id: TaskID, runID: RunID, stage: StageName, key: String, status: TaskStatus, attempts: Int,
                 lostAttempts: Int, notBefore: Date?, leaseOwner: String?, leaseExpiresAt: Date?,
-                createdAt: Date, finishedAt: Date?) {
+                createdAt: Date, finishedAt: Date?, item: Data? = nil) {
         self.id = id
         self.runID = runID
         self.stage = stage
@@ -127,6 +129,7 @@ public struct TaskRecord: Sendable, Codable, Hashable {
         self.leaseExpiresAt = leaseExpiresAt
         self.createdAt = createdAt
         self.finishedAt = finishedAt
+        self.item = item
     }
 }
 
@@ -209,5 +212,16 @@ public struct EventRecord: Sendable, Codable, Hashable {
         self.time = time
         self.message = message
         self.attrs = attrs
+    }
+}
+
+/// One item a producer stage emitted: a stable key and its JSON value.
+public struct ItemRecord: Sendable, Hashable, Codable {
+    public var key: String
+    public var value: Data
+
+    public init(key: String, value: Data) {
+        self.key = key
+        self.value = value
     }
 }

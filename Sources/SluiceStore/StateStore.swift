@@ -39,9 +39,10 @@ public protocol StateStore: Sendable {
     /// lost `maxLostAttempts` attempts. Returns those attempts (their processes may need stopping).
     func abandonRunningAttempts(_ id: RunID, maxLostAttempts: Int, now: Date, events: [EventRecord]) async throws -> [AttemptRecord]
 
-    /// For `resume`: every stage that did not end success or skipped goes back to pending (or running when
-    /// it has tasks), its failed and cancelled tasks to pending with a fresh retry budget; a cancel request is cleared.
-    func prepareResume(_ id: RunID, now: Date, events: [EventRecord]) async throws
+    /// For `resume`: cancelled and unfinished tasks go back to pending — failed ones too when
+    /// `retryFailed` — with a fresh retry budget; their stages go back to running (or pending when they
+    /// never started); a cancel request is cleared. Succeeded tasks and stages are kept.
+    func prepareResume(_ id: RunID, retryFailed: Bool, now: Date, events: [EventRecord]) async throws
 
     // MARK: stages and tasks
     func stages(of run: RunID) async throws -> [StageRecord]
@@ -52,9 +53,10 @@ public protocol StateStore: Sendable {
     /// `.finish` ends a pending stage without running it. Stages no longer pending are left alone.
     func applyStageTransitions(run: RunID, _ transitions: [StageTransition], now: Date, events: [EventRecord]) async throws
 
-    /// Claims up to `limit` pending tasks of the run whose `notBefore` has passed, oldest first, and
-    /// starts one attempt for each under `owner`'s lease.
-    func claimTasks(run: RunID, owner: LeaseOwner, limit: Int, now: Date, leaseUntil: Date) async throws -> [ClaimedTask]
+    /// Claims up to `limit` pending tasks of the run whose `notBefore` has passed, oldest first — at most
+    /// `stageLimits[stage]` of a stage listed there — and starts one attempt for each under `owner`'s lease.
+    func claimTasks(run: RunID, owner: LeaseOwner, limit: Int, stageLimits: [StageName: Int], now: Date,
+                    leaseUntil: Date) async throws -> [ClaimedTask]
     /// Records the process that an attempt started, so it can be found again after a crash.
     func recordProcess(task: TaskID, attempt: Int, pid: Int32, startTicks: Int64?) async throws
 
@@ -64,6 +66,17 @@ public protocol StateStore: Sendable {
     func completeAttempt(_ attempt: AttemptRecord, result: Data?, next: TaskNext, owner: LeaseOwner, now: Date,
                          events: [EventRecord],
                          stageEvent: @escaping @Sendable (StageRecord) -> EventRecord) async throws -> CompletionResult
+
+    /// Records items a producer stage emitted (deduplicated by key) and, in the same transaction, creates
+    /// a task per new item for every fan-out stage that is already taking that producer's items.
+    /// Returns how many items were new.
+    func emitItems(run: RunID, stage: StageName, items: [ItemRecord], now: Date) async throws -> Int
+    /// A producer's items, in the order they were emitted.
+    func items(run: RunID, stage: StageName) async throws -> [ItemRecord]
+    /// The earliest time a pending task waits for (retry backoff), if any does.
+    func nextRetryTime(run: RunID) async throws -> Date?
+    /// How many tasks of each stage are in each state.
+    func taskCounts(run: RunID) async throws -> [StageName: TaskCounts]
 
     /// The recorded results of a stage's successful tasks, by task key.
     func results(run: RunID, stage: StageName) async throws -> [String: Data]

@@ -29,8 +29,9 @@ extension SQLiteStateStore {
                                  run.leaseOwner.map { Int64($0.pid) }, run.leaseExpiresAt?.timeIntervalSince1970,
                                  run.idempotencyKey, run.runDir])
             for (position, stage) in run.spec.stages.enumerated() {
-                try db.execute(sql: "INSERT INTO stages (run_id, name, position, status) VALUES (?, ?, ?, 'pending')",
-                               arguments: [run.id.rawValue, stage.name, position])
+                try db.execute(sql: "INSERT INTO stages (run_id, name, position, status, producer, tolerance) VALUES (?, ?, ?, 'pending', ?, ?)",
+                               arguments: [run.id.rawValue, stage.name, position, stage.forEach,
+                                           stage.forEach == nil ? nil : try Self.json(stage.maxFailedItems)])
             }
             try Self.insert(events, db)
             return .created(run)
@@ -183,21 +184,34 @@ extension SQLiteStateStore {
         }
     }
 
-    public func prepareResume(_ id: RunID, now: Date, events: [EventRecord]) async throws {
+    public func prepareResume(_ id: RunID, retryFailed: Bool, now: Date, events: [EventRecord]) async throws {
         try await write { db in
+            let statuses = retryFailed ? "('failed', 'cancelled')" : "('cancelled')"
             try db.execute(sql: """
                 UPDATE tasks SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL, not_before = NULL,
                   retry_base = attempts, finished_at = NULL
-                WHERE run_id = ? AND status IN ('failed', 'cancelled')
+                WHERE run_id = ? AND status IN \(statuses)
                 """, arguments: [id.rawValue])
+            // Stages that did not end well go back to work: running when they have tasks to do (or take
+            // items from a producer), pending to be planned again otherwise. Without --retry-failed a
+            // stage whose tasks failed keeps its failure, and so do the stages it blocked.
+            let reopen = retryFailed ? "status NOT IN ('success', 'skipped')"
+                : "(status IN ('cancelled', 'pending', 'running') OR EXISTS (SELECT 1 FROM tasks WHERE tasks.run_id = stages.run_id AND tasks.stage = stages.name AND tasks.status IN ('pending', 'running')))"
             try db.execute(sql: """
                 UPDATE stages SET status = CASE WHEN EXISTS (SELECT 1 FROM tasks WHERE tasks.run_id = stages.run_id
                     AND tasks.stage = stages.name) THEN 'running' ELSE 'pending' END,
                   reason = NULL, finished_at = NULL
-                WHERE run_id = ? AND status NOT IN ('success', 'skipped')
+                WHERE run_id = ? AND \(reopen)
                 """, arguments: [id.rawValue])
             try db.execute(sql: "UPDATE runs SET cancel_requested_at = NULL, finished_at = NULL WHERE id = ?", arguments: [id.rawValue])
             try Self.insert(events, db)
+            // A reopened stage whose tasks are all done (e.g. a fan-out stage whose producer finished) ends again at once.
+            let t = now.timeIntervalSince1970
+            for stage in try String.fetchAll(db, sql: "SELECT name FROM stages WHERE run_id = ? AND status = 'running' ORDER BY position", arguments: [id.rawValue]) {
+                if let ended = try Self.rollUp(run: id, stage: stage, now: t, db) {
+                    try Self.insert([Self.stageEndEvent(ended, pipeline: events.first?.pipeline ?? "", now: now)], db)
+                }
+            }
         }
     }
 
@@ -238,6 +252,18 @@ extension SQLiteStateStore {
                         ON CONFLICT (run_id, stage, key) DO NOTHING
                         """)
                     for key in keys { try insert.execute(arguments: [run.rawValue, stage, key, t]) }
+                    if let producer = try String.fetchOne(db, sql: "SELECT producer FROM stages WHERE run_id = ? AND name = ?",
+                                                          arguments: [run.rawValue, stage]) {
+                        // A fan-out stage takes every item its producer emitted so far; later ones arrive with emitItems.
+                        try db.execute(sql: """
+                            INSERT INTO tasks (run_id, stage, key, status, created_at, item)
+                            SELECT run_id, ?, key, 'pending', ?, value FROM items WHERE run_id = ? AND stage = ? ORDER BY seq
+                            ON CONFLICT (run_id, stage, key) DO NOTHING
+                            """, arguments: [stage, t, run.rawValue, producer])
+                        if let ended = try Self.rollUp(run: run, stage: stage, now: t, db) {
+                            try Self.insert([Self.stageEndEvent(ended, pipeline: events.first?.pipeline ?? "", now: now)], db)
+                        }
+                    }
                 case .finish(let stage, let status, let reason):
                     try db.execute(sql: "UPDATE stages SET status = ?, reason = ?, finished_at = ? WHERE run_id = ? AND name = ? AND status = 'pending'",
                                    arguments: [status.rawValue, reason, t, run.rawValue, stage])
@@ -247,26 +273,40 @@ extension SQLiteStateStore {
         }
     }
 
-    public func claimTasks(run: RunID, owner: LeaseOwner, limit: Int, now: Date, leaseUntil: Date) async throws -> [ClaimedTask] {
+    public func claimTasks(run: RunID, owner: LeaseOwner, limit: Int, stageLimits: [StageName: Int], now: Date,
+                           leaseUntil: Date) async throws -> [ClaimedTask] {
         guard limit > 0 else { return [] }
         return try await write { db in
             let t = now.timeIntervalSince1970
-            let rows = try Row.fetchAll(db, sql: """
-                SELECT * FROM tasks WHERE run_id = ? AND status = 'pending' AND (not_before IS NULL OR not_before <= ?)
+            // Stages at their own limit are left out of the query, so the oldest claimable tasks come first.
+            let full = stageLimits.filter { $0.value <= 0 }.map(\.key)
+            let exclusion = full.isEmpty ? "" : " AND stage NOT IN (\(full.map { _ in "?" }.joined(separator: ",")))"
+            var remaining = stageLimits
+            var rows: [Row] = []
+            let candidates = try Row.fetchAll(db, sql: """
+                SELECT * FROM tasks WHERE run_id = ? AND status = 'pending' AND (not_before IS NULL OR not_before <= ?)\(exclusion)
                 ORDER BY id LIMIT ?
-                """, arguments: [run.rawValue, t, limit])
+                """, arguments: StatementArguments([run.rawValue, t] + full.map { $0 as any DatabaseValueConvertible } + [limit * 4]))
+            for row in candidates where rows.count < limit {
+                let stage: String = row["stage"]
+                if let left = remaining[stage] {
+                    guard left > 0 else { continue }
+                    remaining[stage] = left - 1
+                }
+                rows.append(row)
+            }
             var claimed: [ClaimedTask] = []
             for row in rows {
                 var task = try Self.taskRecord(row)
                 let attempt = task.attempts + 1
-                try db.execute(sql: """
+                try db.cachedStatement(sql: """
                     UPDATE tasks SET status = 'running', attempts = ?, lease_owner = ?, lease_expires_at = ?, not_before = NULL
                     WHERE id = ?
-                    """, arguments: [attempt, owner.id, leaseUntil.timeIntervalSince1970, task.id])
-                try db.execute(sql: """
+                    """).execute(arguments: [attempt, owner.id, leaseUntil.timeIntervalSince1970, task.id])
+                try db.cachedStatement(sql: """
                     INSERT INTO attempts (task_id, number, run_id, stage, outcome, started_at, host, owner)
                     VALUES (?, ?, ?, ?, 'running', ?, ?, ?)
-                    """, arguments: [task.id, attempt, run.rawValue, task.stage, t, owner.host, owner.id])
+                    """).execute(arguments: [task.id, attempt, run.rawValue, task.stage, t, owner.host, owner.id])
                 let base = row["retry_base"] as Int? ?? 0
                 task.status = .running
                 task.attempts = attempt
@@ -321,22 +361,130 @@ extension SQLiteStateStore {
             }
             try Self.insert(events, db)
             let stage = try Self.rollUp(run: attempt.runID, stage: attempt.stage, now: t, db)
-            if let stage { try Self.insert([stageEvent(stage)], db) }
+            if let stage {
+                try Self.insert([stageEvent(stage)], db)
+                _ = try Self.rollUpConsumers(of: stage, pipeline: events.first?.pipeline ?? "", now: now, db)
+            }
             return .applied(stage: stage)
         }
     }
 
-    /// Ends a running stage when all its tasks ended: decided inside the caller's transaction, once.
+    /// Ends a running stage when all its tasks ended (and, for a fan-out stage, its producer will emit
+    /// no more items): decided inside the caller's transaction, once. A stage that ends this way may
+    /// end the fan-out stages that take its items too.
     static func rollUp(run: RunID, stage: StageName, now t: Double, _ db: Database) throws -> StageRecord? {
-        let statuses = try String.fetchAll(db, sql: "SELECT status FROM tasks WHERE run_id = ? AND stage = ?",
-                                           arguments: [run.rawValue, stage])
-            .compactMap { TaskStatus(rawValue: $0) }
-        guard let stageStatus = StageRollup.status(of: statuses) else { return nil }
-        try db.execute(sql: "UPDATE stages SET status = ?, finished_at = ? WHERE run_id = ? AND name = ? AND status = 'running'",
-                       arguments: [stageStatus.rawValue, t, run.rawValue, stage])
+        guard let row = try Row.fetchOne(db, sql: "SELECT producer, tolerance FROM stages WHERE run_id = ? AND name = ? AND status = 'running'",
+                                         arguments: [run.rawValue, stage]) else { return nil }
+        let producerName: String? = row["producer"]
+        var producer = StageRollup.Producer.none
+        if let producerName {
+            let status = try String.fetchOne(db, sql: "SELECT status FROM stages WHERE run_id = ? AND name = ?",
+                                             arguments: [run.rawValue, producerName]).flatMap { StageStatus(rawValue: $0) }
+            switch status {
+            case .pending?, .running?, nil: producer = .running
+            case .success?, .partialSuccess?: producer = .succeeded
+            default: producer = .stopped
+            }
+        }
+        let tolerance = (row["tolerance"] as String?).flatMap { try? JSONDecoder().decode(FailureTolerance.self, from: Data($0.utf8)) } ?? .count(0)
+        let counts = try taskCounts(run: run, stage: stage, db)
+        guard let stageStatus = StageRollup.status(of: counts, producer: producer, tolerance: tolerance) else { return nil }
+        try db.execute(sql: "UPDATE stages SET status = ?, finished_at = ?, reason = ? WHERE run_id = ? AND name = ? AND status = 'running'",
+                       arguments: [stageStatus.rawValue, t,
+                                   stageStatus == .upstreamFailed ? "for_each stage '\(producerName ?? "")' did not succeed: its items are incomplete"
+                                       : (stageStatus == .partialSuccess ? "\(counts.failed) of \(counts.total) items failed (tolerated)" : nil),
+                                   run.rawValue, stage])
         guard db.changesCount == 1 else { return nil }
         return try Row.fetchOne(db, sql: "SELECT * FROM stages WHERE run_id = ? AND name = ?",
                                 arguments: [run.rawValue, stage]).map(Self.stageRecord)
+    }
+
+    static func taskCounts(run: RunID, stage: StageName, _ db: Database) throws -> TaskCounts {
+        var counts = TaskCounts()
+        for row in try Row.fetchAll(db, sql: "SELECT status, count(*) AS n FROM tasks WHERE run_id = ? AND stage = ? GROUP BY status",
+                                    arguments: [run.rawValue, stage]) {
+            if let status = TaskStatus(rawValue: row["status"]) { counts[status] = row["n"] }
+        }
+        return counts
+    }
+
+    static func stageEndEvent(_ stage: StageRecord, pipeline: String, now: Date) -> EventRecord {
+        EventRecord(runID: stage.runID, pipeline: pipeline, stage: stage.name, event: "stage.\(stage.status.rawValue)",
+                    time: now, message: "stage ended: \(stage.status.rawValue)\(stage.reason.map { " (\($0))" } ?? "")")
+    }
+
+    /// After a stage ended: the fan-out stages that take its items may end too (it emits no more).
+    /// When it did not succeed, their pending tasks are cancelled first.
+    static func rollUpConsumers(of producer: StageRecord, pipeline: String, now: Date, _ db: Database) throws -> [StageRecord] {
+        let t = now.timeIntervalSince1970
+        let consumers = try String.fetchAll(db, sql: "SELECT name FROM stages WHERE run_id = ? AND producer = ? AND status = 'running'",
+                                            arguments: [producer.runID.rawValue, producer.name])
+        var ended: [StageRecord] = []
+        for consumer in consumers {
+            if producer.status != .success && producer.status != .partialSuccess {
+                try db.execute(sql: "UPDATE tasks SET status = 'cancelled', finished_at = ? WHERE run_id = ? AND stage = ? AND status = 'pending'",
+                               arguments: [t, producer.runID.rawValue, consumer])
+            }
+            if let stage = try rollUp(run: producer.runID, stage: consumer, now: t, db) {
+                try insert([stageEndEvent(stage, pipeline: pipeline, now: now)], db)
+                ended.append(stage)
+                ended += try rollUpConsumers(of: stage, pipeline: pipeline, now: now, db)
+            }
+        }
+        return ended
+    }
+
+    // MARK: items
+
+    public func emitItems(run: RunID, stage: StageName, items: [ItemRecord], now: Date) async throws -> Int {
+        guard !items.isEmpty else { return 0 }
+        return try await write { db in
+            let t = now.timeIntervalSince1970
+            var seq = try Int.fetchOne(db, sql: "SELECT COALESCE(MAX(seq), 0) FROM items WHERE run_id = ? AND stage = ?",
+                                       arguments: [run.rawValue, stage]) ?? 0
+            let insertItem = try db.cachedStatement(sql: "INSERT INTO items (run_id, stage, key, seq, value, created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
+            var fresh: [ItemRecord] = []
+            for item in items {
+                seq += 1
+                try insertItem.execute(arguments: [run.rawValue, stage, item.key, seq, item.value, t])
+                if db.changesCount == 1 { fresh.append(item) }
+            }
+            let consumers = try String.fetchAll(db, sql: "SELECT name FROM stages WHERE run_id = ? AND producer = ? AND status = 'running'",
+                                                arguments: [run.rawValue, stage])
+            let insertTask = try db.cachedStatement(sql: """
+                INSERT INTO tasks (run_id, stage, key, status, created_at, item) VALUES (?, ?, ?, 'pending', ?, ?)
+                ON CONFLICT (run_id, stage, key) DO NOTHING
+                """)
+            for consumer in consumers {
+                for item in fresh { try insertTask.execute(arguments: [run.rawValue, consumer, item.key, t, item.value]) }
+            }
+            return fresh.count
+        }
+    }
+
+    public func items(run: RunID, stage: StageName) async throws -> [ItemRecord] {
+        try await read { db in
+            try Row.fetchAll(db, sql: "SELECT key, value FROM items WHERE run_id = ? AND stage = ? ORDER BY seq",
+                             arguments: [run.rawValue, stage]).map { ItemRecord(key: $0["key"], value: $0["value"]) }
+        }
+    }
+
+    public func nextRetryTime(run: RunID) async throws -> Date? {
+        try await read { db in
+            try Double.fetchOne(db, sql: "SELECT MIN(not_before) FROM tasks WHERE run_id = ? AND status = 'pending' AND not_before IS NOT NULL",
+                                arguments: [run.rawValue]).map { Date(timeIntervalSince1970: $0) }
+        }
+    }
+
+    public func taskCounts(run: RunID) async throws -> [StageName: TaskCounts] {
+        try await read { db in
+            var result: [StageName: TaskCounts] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT stage, status, count(*) AS n FROM tasks WHERE run_id = ? GROUP BY stage, status",
+                                        arguments: [run.rawValue]) {
+                if let status = TaskStatus(rawValue: row["status"]) { result[row["stage"], default: TaskCounts()][status] = row["n"] }
+            }
+            return result
+        }
     }
 
     public func results(run: RunID, stage: StageName) async throws -> [String: Data] {

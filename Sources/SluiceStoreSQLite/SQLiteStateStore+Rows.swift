@@ -65,7 +65,7 @@ extension SQLiteStateStore {
                    lostAttempts: row["lost_attempts"], notBefore: date(row, "not_before"),
                    leaseOwner: row["lease_owner"], leaseExpiresAt: date(row, "lease_expires_at"),
                    createdAt: date(row, "created_at") ?? Date(timeIntervalSince1970: 0),
-                   finishedAt: date(row, "finished_at"))
+                   finishedAt: date(row, "finished_at"), item: row["item"])
     }
 
     static func attemptRecord(_ row: Row) throws -> AttemptRecord {

@@ -102,6 +102,18 @@ public final class SQLiteStateStore: StateStore {
             // The encoded result of a task (Swift stages), read by downstream stages, also after a resume.
             try db.execute(sql: "ALTER TABLE tasks ADD COLUMN result BLOB")
         }
+        m.registerMigration("v3-items") { db in
+            try db.execute(sql: """
+                CREATE TABLE items (
+                  run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE, stage TEXT NOT NULL, key TEXT NOT NULL,
+                  seq INTEGER NOT NULL, value BLOB NOT NULL, created_at REAL NOT NULL,
+                  PRIMARY KEY (run_id, stage, key));
+                ALTER TABLE tasks ADD COLUMN item BLOB;
+                ALTER TABLE stages ADD COLUMN producer TEXT;
+                ALTER TABLE stages ADD COLUMN tolerance TEXT;
+                CREATE INDEX tasks_stage_status ON tasks(run_id, stage, status);
+                """)
+        }
         return m
     }
 

@@ -124,6 +124,42 @@ public final class StopSignal: Sendable {
     }
 }
 
+/// Wakes one waiter when something happened (new items to claim); a nudge with nobody waiting is kept.
+public final class Nudge: Sendable {
+    private let state = Mutex<(pending: Bool, waiter: CheckedContinuation<Void, Never>?)>((false, nil))
+
+    public init() {}
+
+    public func nudge() {
+        let waiter = state.withLock { s -> CheckedContinuation<Void, Never>? in
+            if let w = s.waiter { s.waiter = nil; return w }
+            s.pending = true
+            return nil
+        }
+        waiter?.resume()
+    }
+
+    /// Returns at the next nudge (at once if one is pending), or when the calling task is cancelled.
+    public func wait() async {
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let now = state.withLock { s -> Bool in
+                    if s.pending || Task.isCancelled { s.pending = false; return true }
+                    s.waiter = continuation
+                    return false
+                }
+                if now { continuation.resume() }
+            }
+        } onCancel: {
+            let waiter = state.withLock { s -> CheckedContinuation<Void, Never>? in
+                defer { s.waiter = nil }
+                return s.waiter
+            }
+            waiter?.resume()
+        }
+    }
+}
+
 /// Runs commands in their own process group, streams their output to log files, and stops the whole
 /// group (SIGTERM, grace period, SIGKILL) on timeout, hang, completion pattern or request.
 public struct Supervisor: Sendable {
@@ -132,7 +168,9 @@ public struct Supervisor: Sendable {
 
     public init(tick: Duration = .milliseconds(50)) { self.tick = tick }
 
+    /// - Parameter onStdoutLine: called with each line of stdout (without its newline), for line protocols.
     public func run(_ invocation: CommandInvocation, stop: StopSignal,
+                    onStdoutLine: (@Sendable (String) -> Void)? = nil,
                     onStart: @escaping @Sendable (_ pid: Int32, _ startTicks: Int64?) async -> Void = { _, _ in }) async -> ProcessReport {
         let started = ContinuousClock.now
         func elapsedMs() -> Int64 { (ContinuousClock.now - started).milliseconds }
@@ -188,14 +226,18 @@ public struct Supervisor: Sendable {
                             for try await chunk in execution.standardOutput {
                                 chunk.withUnsafeBytes { stdoutLog.write($0) }
                                 state.touch()
-                                if let doneRegex {
+                                if doneRegex != nil || onStdoutLine != nil {
                                     chunk.withUnsafeBytes { lines.append($0) }
                                     while let line = lines.next() {
-                                        if (try? doneRegex.firstMatch(in: line)) != nil { state.complete(line) }
+                                        onStdoutLine?(line)
+                                        if let doneRegex, (try? doneRegex.firstMatch(in: line)) != nil { state.complete(line) }
                                     }
                                 }
                             }
-                            if let doneRegex, let rest = lines.rest(), (try? doneRegex.firstMatch(in: rest)) != nil { state.complete(rest) }
+                            if let rest = lines.rest() {
+                                onStdoutLine?(rest)
+                                if let doneRegex, (try? doneRegex.firstMatch(in: rest)) != nil { state.complete(rest) }
+                            }
                         } catch {}
                     }
                     group.addTask {

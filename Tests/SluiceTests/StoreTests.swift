@@ -100,10 +100,10 @@ struct StoreTests {
         try await store.applyStageTransitions(run: id, [.finish("a", .skipped, reason: "late")], now: now, events: [])
         #expect(try await store.stages(of: id).map(\.status) == [.running, .skipped])
 
-        let claimed = try await store.claimTasks(run: id, owner: me, limit: 10, now: now, leaseUntil: now.addingTimeInterval(30))
+        let claimed = try await store.claimTasks(run: id, owner: me, limit: 10, stageLimits: [:], now: now, leaseUntil: now.addingTimeInterval(30))
         #expect(claimed.count == 1)
         #expect(claimed.first?.attempt == 1)
-        #expect(try await store.claimTasks(run: id, owner: other, limit: 10, now: now, leaseUntil: now).isEmpty)
+        #expect(try await store.claimTasks(run: id, owner: other, limit: 10, stageLimits: [:], now: now, leaseUntil: now).isEmpty)
 
         let task = try #require(claimed.first).task
         var attempt = AttemptRecord(taskID: task.id, runID: id, stage: "a", number: 1, outcome: .failed, startedAt: now,
@@ -114,8 +114,8 @@ struct StoreTests {
         // Retry: back to pending, not claimable before its time.
         #expect(try await store.completeAttempt(attempt, result: nil, next: .retry(notBefore: now.addingTimeInterval(10)), owner: me,
                                                 now: now, events: [], stageEvent: { s in self.event("r1", "x") }) == .applied(stage: nil))
-        #expect(try await store.claimTasks(run: id, owner: me, limit: 10, now: now.addingTimeInterval(5), leaseUntil: now).isEmpty)
-        let second = try await store.claimTasks(run: id, owner: me, limit: 10, now: now.addingTimeInterval(10),
+        #expect(try await store.claimTasks(run: id, owner: me, limit: 10, stageLimits: [:], now: now.addingTimeInterval(5), leaseUntil: now).isEmpty)
+        let second = try await store.claimTasks(run: id, owner: me, limit: 10, stageLimits: [:], now: now.addingTimeInterval(10),
                                                 leaseUntil: now.addingTimeInterval(40))
         #expect(second.first?.attempt == 2)
         attempt.number = 2
@@ -136,13 +136,13 @@ struct StoreTests {
         let id = RunID("r1")
         _ = try await store.createRun(newRun("r1"), overlap: .skip, now: now, events: [])
         try await store.applyStageTransitions(run: id, [.start("a", taskKeys: ["main"])], now: now, events: [])
-        let claimed = try await store.claimTasks(run: id, owner: me, limit: 1, now: now, leaseUntil: now.addingTimeInterval(30))
+        let claimed = try await store.claimTasks(run: id, owner: me, limit: 1, stageLimits: [:], now: now, leaseUntil: now.addingTimeInterval(30))
         try await store.recordProcess(task: claimed[0].task.id, attempt: 1, pid: 4242, startTicks: 99)
         let lost = try await store.abandonRunningAttempts(id, maxLostAttempts: 3, now: now, events: [])
         #expect(lost.map(\.pid) == [4242])
         #expect(lost.map(\.processStartTicks) == [99])
         #expect(try await store.attempts(of: id).map(\.outcome) == [.lost])
-        let again = try await store.claimTasks(run: id, owner: other, limit: 1, now: now, leaseUntil: now.addingTimeInterval(30))
+        let again = try await store.claimTasks(run: id, owner: other, limit: 1, stageLimits: [:], now: now, leaseUntil: now.addingTimeInterval(30))
         #expect(again.first?.attempt == 2)
         #expect(again.first?.attemptInBudget == 1, "a lost attempt does not use the retry budget")
 
@@ -150,9 +150,9 @@ struct StoreTests {
         attempt.finishedAt = now
         _ = try await store.completeAttempt(attempt, result: nil, next: .fail, owner: other, now: now, events: [], stageEvent: { _ in self.event("r1", "s") })
         #expect(try await store.stages(of: id).map(\.status) == [.failed, .pending])
-        try await store.prepareResume(id, now: now, events: [])
+        try await store.prepareResume(id, retryFailed: true, now: now, events: [])
         #expect(try await store.stages(of: id).map(\.status) == [.running, .pending])
-        let third = try await store.claimTasks(run: id, owner: other, limit: 1, now: now, leaseUntil: now.addingTimeInterval(30))
+        let third = try await store.claimTasks(run: id, owner: other, limit: 1, stageLimits: [:], now: now, leaseUntil: now.addingTimeInterval(30))
         #expect(third.first?.attempt == 3)
         #expect(third.first?.attemptInBudget == 1, "resume gives a fresh retry budget")
     }
@@ -162,7 +162,7 @@ struct StoreTests {
         _ = try await store.createRun(newRun("r1"), overlap: .skip, now: now, events: [])
         try await store.applyStageTransitions(run: id, [.start("a", taskKeys: ["main"])], now: now, events: [])
         for round in 1...2 {
-            _ = try await store.claimTasks(run: id, owner: me, limit: 1, now: now, leaseUntil: now)
+            _ = try await store.claimTasks(run: id, owner: me, limit: 1, stageLimits: [:], now: now, leaseUntil: now)
             _ = try await store.abandonRunningAttempts(id, maxLostAttempts: 2, now: now, events: [event("r1", "takeover")])
             #expect(try await store.tasks(of: id).first?.status == (round == 1 ? .pending : .failed))
         }

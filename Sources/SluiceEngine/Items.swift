@@ -1,0 +1,97 @@
+import Crypto
+import Foundation
+import SluiceCore
+import SluiceStore
+
+/// Items as stages emit them and fan-out tasks receive them.
+public enum Items {
+    /// An item from its JSON text: its key is the item's `"key"` (or `"id"`) field when it has one, else a
+    /// hash of its canonical JSON, so the same item always gets the same key.
+    public static func record(json data: Data) throws -> ItemRecord {
+        let value = try JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed])
+        let canonical = try JSONSerialization.data(withJSONObject: value, options: [.sortedKeys, .fragmentsAllowed, .withoutEscapingSlashes])
+        if let object = value as? [String: Any] {
+            for field in ["key", "id"] {
+                if let s = object[field] as? String, !s.isEmpty { return ItemRecord(key: s, value: canonical) }
+                if let n = object[field] as? NSNumber, !isBoolean(n) {
+                    return ItemRecord(key: n.stringValue, value: canonical)
+                }
+            }
+        }
+        return ItemRecord(key: contentKey(canonical), value: canonical)
+    }
+
+    /// JSON booleans come back as NSNumber; their Objective-C type is `c`.
+    static func isBoolean(_ n: NSNumber) -> Bool { String(cString: n.objCType) == "c" }
+
+    /// A key derived from content: the first 16 bytes of its SHA-256, in hex.
+    public static func contentKey(_ data: Data) -> String {
+        SHA256.hash(data: data).prefix(16).map { String(format: "%02x", $0) }.joined()
+    }
+
+    /// The values of `{{item}}` and `{{item.field}}` (nested fields as `item.a.b`) for an item's JSON:
+    /// text is given as is, other values as JSON.
+    public static func templateValues(_ data: Data?) -> [String: String] {
+        guard let data, let value = try? JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed]) else { return [:] }
+        var values: [String: String] = [:]
+        func text(_ v: Any) -> String {
+            if let s = v as? String { return s }
+            if let n = v as? NSNumber { return isBoolean(n) ? (n.boolValue ? "true" : "false") : n.stringValue }
+            if v is NSNull { return "" }
+            return (try? JSONSerialization.data(withJSONObject: v, options: [.sortedKeys, .fragmentsAllowed, .withoutEscapingSlashes]))
+                .map { String(decoding: $0, as: UTF8.self) } ?? ""
+        }
+        func walk(_ v: Any, _ prefix: String, depth: Int) {
+            values[prefix] = text(v)
+            guard depth < 8, let object = v as? [String: Any] else { return }
+            for (k, child) in object { walk(child, "\(prefix).\(k)", depth: depth + 1) }
+        }
+        walk(value, "item", depth: 0)
+        return values
+    }
+
+    /// A file name for a task key: the key itself when it is safe, else a cleaned form with the task id.
+    static func fileName(key: String, taskID: TaskID) -> String {
+        let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+        if key.count <= 80, key.allSatisfy({ allowed.contains($0) }), !key.hasPrefix(".") { return key }
+        return String(key.map { allowed.contains($0) ? $0 : "_" }.prefix(60)) + "-\(taskID)"
+    }
+}
+
+/// The line protocol any command stage may print on stdout (the lines stay in its log too):
+///
+///     ::item:: {"symbol": "AAPL"}        an item (a producer's plain JSON lines are items too)
+///     ::count:: rows 120                  add 120 to the counter "rows"
+///     ::reject:: {"record": "row 7", "reason": "negative amount"}
+enum OutputProtocol {
+    enum Line {
+        case item(Data)
+        case count(String, Int)
+        case reject(String, String)
+        case other
+    }
+
+    static func parse(_ line: String, producer: Bool) -> Line {
+        if line.hasPrefix("::") {
+            if line.hasPrefix("::item::") { return .item(Data(line.dropFirst(8).utf8)) }
+            if line.hasPrefix("::count::") {
+                let parts = line.dropFirst(9).split(separator: " ", omittingEmptySubsequences: true)
+                if parts.count == 2, let n = Int(parts[1]) { return .count(String(parts[0]), n) }
+                if parts.count == 1 { return .count(String(parts[0]), 1) }
+                return .other
+            }
+            if line.hasPrefix("::reject::") {
+                let rest = line.dropFirst(10).trimmingCharacters(in: .whitespaces)
+                if let object = try? JSONSerialization.jsonObject(with: Data(rest.utf8)) as? [String: Any] {
+                    let record = object["record"].map { "\($0)" } ?? ""
+                    return .reject(record, object["reason"].map { "\($0)" } ?? "")
+                }
+                return .reject(rest, "")
+            }
+        }
+        if producer, let first = line.first, first == "{" || first == "[" || first == "\"" {
+            return .item(Data(line.utf8))
+        }
+        return .other
+    }
+}

@@ -1,0 +1,65 @@
+import Foundation
+import SluiceStore
+import Synchronization
+
+/// What a task reports besides its exit: items (producers), business counters and failed records.
+/// Filled from a command's stdout line protocol or a Swift stage's context; drained by the executor.
+final class OutputSink: Sendable {
+    let producer: Bool
+    let counters = CounterBox()
+    private let state = Mutex<(items: [ItemRecord], count: Int, problem: String?, lines: Int)>(([], 0, nil, 0))
+
+    init(producer: Bool) { self.producer = producer }
+
+    /// One stdout line of a command.
+    func line(_ text: String) {
+        let number = state.withLock { s -> Int in s.lines += 1; return s.lines }
+        switch OutputProtocol.parse(text, producer: producer) {
+        case .item(let data):
+            let explicit = text.hasPrefix("::item::")
+            guard producer else {
+                if explicit { fail("stdout line \(number): ::item:: but no stage takes this stage's items (for_each)") }
+                return
+            }
+            do { add(try Items.record(json: data)) } catch {
+                // A plain line that only looks like JSON is output; a marked one must be an item.
+                if explicit { fail("stdout line \(number): ::item:: is followed by invalid JSON: \(text.prefix(200))") }
+            }
+        case .count(let name, let n): counters.add(name, n)
+        case .reject(let record, let reason): counters.reject(record, reason: reason)
+        case .other: break
+        }
+    }
+
+    func add(_ item: ItemRecord) {
+        state.withLock { s in
+            s.items.append(item)
+            s.count += 1
+        }
+    }
+
+    func fail(_ problem: String) {
+        state.withLock { s in if s.problem == nil { s.problem = problem } }
+    }
+
+    func drainItems() -> [ItemRecord] {
+        state.withLock { s in
+            defer { s.items.removeAll(keepingCapacity: true) }
+            return s.items
+        }
+    }
+
+    var itemCount: Int { state.withLock { $0.count } }
+    /// Set when the task's output broke the protocol: the attempt fails with this message.
+    var problem: String? { state.withLock { $0.problem } }
+
+    /// Items a command wrote to `$SLUICE_ITEMS`, one JSON value per line.
+    func readItemsFile(_ path: String) {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return }
+        for (i, line) in text.split(separator: "\n", omittingEmptySubsequences: true).enumerated() {
+            do { add(try Items.record(json: Data(line.utf8))) } catch {
+                fail("\(path):\(i + 1): not a JSON value: \(line.prefix(200))")
+            }
+        }
+    }
+}
