@@ -23,6 +23,7 @@ final class LiveView: Sendable {
         var runID = ""
         /// Printed with the first event, so a run that cannot start prints only its error.
         var header: String?
+        var progress: [String: StageProgress] = [:]
     }
 
     let plain: Bool
@@ -61,6 +62,25 @@ final class LiveView: Sendable {
             }
         }
         ticker.withLock { $0 = task }
+    }
+
+    /// The latest progress of the active stages (about once a second); drawn with the next frame.
+    func progress(_ snapshot: [StageProgress]) {
+        guard !plain else { return }
+        state.withLock { s in
+            s.progress = Dictionary(snapshot.map { ($0.stage, $0) }, uniquingKeysWith: { a, _ in a })
+        }
+    }
+
+    static func bar(_ p: StageProgress, width: Int = 24) -> String {
+        let fraction = p.expected == 0 ? 0 : Double(p.done + p.failed) / Double(p.expected)
+        let filled = Int((fraction * Double(width)).rounded(.down))
+        var text = "[" + String(repeating: "█", count: filled) + String(repeating: "░", count: width - filled) + "] "
+        text += "\(p.done + p.failed)/\(p.expected)\(p.growing ? "+" : "") \(p.percent.formatted())%"
+        if p.ratePerSecond > 0 { text += " · \(p.ratePerSecond.formatted())/s" }
+        if let eta = p.etaSeconds, eta > 0 { text += " · ETA \(p.growing ? "≥" : "")\(DurationText.format(.seconds(eta)))" }
+        if p.failed > 0 { text += " · \(p.failed) failed" }
+        return text
     }
 
     func end() {
@@ -133,7 +153,11 @@ final class LiveView: Sendable {
                 guard let line = s.stages[name], line.status == "running" || line.status == "retrying" else { continue }
                 let elapsed = line.started.map { Terminal.duration(Int64(now.timeIntervalSince($0) * 1000)) } ?? ""
                 var text = "\(Self.spinner[s.frame % Self.spinner.count]) \(name.padding(toLength: max(12, name.count), withPad: " ", startingAt: 0))  \(line.status)  \(elapsed)"
-                if !line.detail.isEmpty { text += "  \(line.detail.prefix(80))" }
+                if let p = s.progress[name], p.expected > 1 || p.growing {
+                    text += "  " + Self.bar(p)
+                } else if !line.detail.isEmpty {
+                    text += "  \(line.detail.prefix(80))"
+                }
                 lines.append(text)
             }
             write(clearLive(&s) + lines.map { $0 + "\n" }.joined())

@@ -108,7 +108,7 @@ struct Run: AsyncParsableCommand {
 }
 
 /// Executes a run with the live view, Ctrl-C wired to cancellation, and prints the summary.
-func execute(_ run: RunRecord, engine: Engine, resume: Bool, view: LiveView, json: Bool) async throws -> Int32 {
+func execute(_ run: RunRecord, engine: Engine, resume: Bool, retryFailed: Bool = false, view: LiveView, json: Bool) async throws -> Int32 {
     view.begin(run)
     let interrupts = InterruptHandler {
         view.note("cancelling run \(run.id): stopping its processes (SIGTERM, then SIGKILL after the grace period)…")
@@ -117,7 +117,9 @@ func execute(_ run: RunRecord, engine: Engine, resume: Bool, view: LiveView, jso
                         message: "cancel requested by an interrupt signal")]) }
     }
     defer { interrupts.stop() }
-    let outcome = try await engine.execute(run, resume: resume) { event in view.handle(event) }
+    let outcome = try await engine.execute(run, resume: resume, retryFailed: retryFailed,
+                                           observer: { event in view.handle(event) },
+                                           progress: { progress in view.progress(progress) })
     view.end()
     let report = try await RunReport.build(store: engine.store, runID: run.id)
     if json {
@@ -151,9 +153,12 @@ final class InterruptHandler: @unchecked Sendable {
 
 struct Resume: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Finish a run that crashed, was cancelled or failed: stages that succeeded are not run again.")
+        abstract: "Finish a run that crashed or was cancelled: what succeeded is not run again.",
+        discussion: "Failed stages and items are run again only with --retry-failed.")
 
     @Argument(help: "Run id (or a unique prefix, or 'latest').") var runID: String
+    @Flag(name: .customLong("retry-failed"), help: "Also run failed stages and items again, with a fresh retry budget.")
+    var retryFailed = false
     @OptionGroup var display: DisplayOptions
     @OptionGroup var state: StateOptions
 
@@ -165,8 +170,18 @@ struct Resume: AsyncParsableCommand {
                 print("run \(run.id) already succeeded; nothing to resume")
                 return 0
             }
+            if run.status.isTerminal && !retryFailed {
+                let stages = try await engine.store.stages(of: run.id)
+                let unfinished = stages.filter { $0.status == .cancelled || !$0.status.isTerminal }
+                if unfinished.isEmpty {
+                    let failed = stages.filter { $0.status == .failed || $0.status == .partialSuccess }.map(\.name)
+                    print("run \(run.id) ended \(run.status.rawValue) and has nothing unfinished to resume"
+                          + (failed.isEmpty ? "" : "; `sluice resume \(run.id) --retry-failed` runs \(failed.joined(separator: ", ")) again"))
+                    return 0
+                }
+            }
             let view = LiveView(plain: display.noTTY || !Terminal.isTTY, toStderr: display.json)
-            return try await execute(run, engine: engine, resume: true, view: view, json: display.json)
+            return try await execute(run, engine: engine, resume: true, retryFailed: retryFailed, view: view, json: display.json)
         }
     }
 }

@@ -99,6 +99,13 @@ struct RunExecutor: Sendable {
         return outcome
     }
 
+    /// This process's peak resident memory.
+    static func peakRSS() -> Int64? {
+        var usage = rusage()
+        guard getrusage(RUSAGE_SELF.rawValue, &usage) == 0 else { return nil }
+        return Int64(usage.ru_maxrss) * 1024
+    }
+
     func leaseExpiry() -> Date { time.now().addingTimeInterval(engine.configuration.leaseDuration.seconds) }
 
     /// The event files rewritten from the store, and the audit report.
@@ -110,7 +117,8 @@ struct RunExecutor: Sendable {
             if page.count < 10_000 { break }
         }
         log.rewrite(from: all)
-        let report = try await RunReport.build(store: store, runID: runID)
+        var report = try await RunReport.build(store: store, runID: runID)
+        report.enginePeakRssBytes = Self.peakRSS()
         try report.write(to: files.report)
     }
 
@@ -300,7 +308,7 @@ struct RunExecutor: Sendable {
             finished.attempt.stderrTail = problem
             finished.event = "task.failure"
         }
-        finished.attrs.merge(sink.counters.attributes) { a, _ in a }
+        finished.attempt.counters = sink.counters.attributes
         if producer { finished.attrs["items"] = String(sink.itemCount) }
         try await record(finished, claimed: claimed, stage: stage)
     }
@@ -446,7 +454,7 @@ struct RunExecutor: Sendable {
         var events: [EventRecord] = []
         // A fan-out task's success is counted in the progress events and kept in its attempt record; an
         // event is written when it has something to say (failures, counters).
-        if stage.forEach == nil || outcome != .success || finished.attrs.keys.contains(where: { $0.hasPrefix("count.") || $0 == "rejected" }) {
+        if stage.forEach == nil || outcome != .success {
             var attrs = finished.attrs
             if stage.forEach != nil { attrs["item"] = claimed.task.key }
             events.append(log.make(finished.event, stage: stage.name, task: claimed.task.id, attempt: claimed.attempt,
@@ -476,7 +484,8 @@ struct RunExecutor: Sendable {
         }
         let log = self.log
         let stageEvent: @Sendable (StageRecord) -> EventRecord = { stageRecord in
-            log.make("stage.\(stageRecord.status.rawValue)", stage: stageRecord.name, "stage ended: \(stageRecord.status.rawValue)")
+            log.make("stage.\(stageRecord.status.rawValue)", stage: stageRecord.name,
+                     "stage ended: \(stageRecord.status.rawValue)\(stageRecord.reason.map { " (\($0))" } ?? "")")
         }
         let result = try await store.completeAttempt(attempt, result: finished.result, next: next, owner: owner, now: time.now(),
                                                      events: events, stageEvent: stageEvent)

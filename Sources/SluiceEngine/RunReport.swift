@@ -40,7 +40,23 @@ public struct RunReport: Codable, Sendable {
         /// Failed business records (`context.reject`): how many, and the first ones with their reasons.
         public var rejected: Int?
         public var rejectedRecords: [String]?
+        /// Summary metrics over the stage's tasks (fan-out stages especially).
+        public var metrics: Metrics?
         public var tasks: [Task]
+    }
+
+    public struct Metrics: Codable, Sendable {
+        public var tasks: Int
+        public var succeeded: Int
+        public var failed: Int
+        /// Succeeded tasks / finished tasks.
+        public var successRate: Double
+        /// Finished tasks per second of the stage's wall time.
+        public var tasksPerSecond: Double?
+        public var meanTaskMs: Double?
+        public var p95TaskMs: Int64?
+        /// The largest resident memory of any of the stage's processes.
+        public var peakRssBytes: Int64?
     }
 
     public struct Totals: Codable, Sendable {
@@ -66,6 +82,8 @@ public struct RunReport: Codable, Sendable {
     public var durationMs: Int64?
     public var stages: [Stage]
     public var totals: Totals
+    /// Peak resident memory of the Sluice process that finished the run (set in report.json).
+    public var enginePeakRssBytes: Int64?
 
     static func ms(_ a: Date?, _ b: Date?) -> Int64? {
         guard let a, let b else { return nil }
@@ -79,31 +97,22 @@ public struct RunReport: Codable, Sendable {
         let stages = try await store.stages(of: runID)
         let tasks = try await store.tasks(of: runID)
         let attempts = try await store.attempts(of: runID)
-        var counterEvents: [EventRecord] = []
-        var after: Int64 = 0
-        while true {
-            let page = try await store.events(run: runID, afterID: after, limit: 10_000)
-            counterEvents += page.filter { $0.event.hasPrefix("task.") && $0.attrs.keys.contains { $0.hasPrefix("count.") || $0 == "rejected" } }
-            guard page.count == 10_000, let last = page.last else { break }
-            after = last.id
-        }
-        return build(run: run, stages: stages, tasks: tasks, attempts: attempts, counterEvents: counterEvents)
+        return build(run: run, stages: stages, tasks: tasks, attempts: attempts)
     }
 
-    public static func build(run: RunRecord, stages: [StageRecord], tasks: [TaskRecord], attempts: [AttemptRecord],
-                             counterEvents: [EventRecord] = []) -> RunReport {
+    public static func build(run: RunRecord, stages: [StageRecord], tasks: [TaskRecord], attempts: [AttemptRecord]) -> RunReport {
         // Counters of successful attempts only: a retried attempt's counts would be counted twice.
         var counters: [StageName: [String: Int]] = [:]
         var rejected: [StageName: (Int, [String])] = [:]
-        for e in counterEvents where e.event == "task.success" {
-            guard let stage = e.stage else { continue }
-            for (k, v) in e.attrs where k.hasPrefix("count.") {
+        for a in attempts where a.outcome == .success && !a.counters.isEmpty {
+            let stage = a.stage
+            for (k, v) in a.counters where k.hasPrefix("count.") {
                 counters[stage, default: [:]][String(k.dropFirst("count.".count)), default: 0] += Int(v) ?? 0
             }
-            if let n = e.attrs["rejected"].flatMap(Int.init) {
+            if let n = a.counters["rejected"].flatMap(Int.init) {
                 var entry = rejected[stage] ?? (0, [])
                 entry.0 += n
-                entry.1 += e.attrs.filter { $0.key.hasPrefix("rejected.") }
+                entry.1 += a.counters.filter { $0.key.hasPrefix("rejected.") }
                     .sorted { (Int($0.key.dropFirst(9)) ?? 0) < (Int($1.key.dropFirst(9)) ?? 0) }.map(\.value)
                 rejected[stage] = entry
             }
@@ -123,10 +132,22 @@ public struct RunReport: Codable, Sendable {
                                  stderrTail: a.outcome == .success ? nil : a.stderrTail.map { $0.components(separatedBy: "\n") })
                      })
             }
+            let stageTasks = tasksByStage[stage.name] ?? []
+            let durations = stageTasks.compactMap { attemptsByTask[$0.id]?.last?.wallMs }.sorted()
+            let finished = stageTasks.filter { $0.status.isTerminal }.count
+            let succeeded = stageTasks.filter { $0.status == .success }.count
+            let wall = ms(stage.startedAt, stage.finishedAt)
+            let metrics = stageTasks.isEmpty ? nil : Metrics(
+                tasks: stageTasks.count, succeeded: succeeded, failed: stageTasks.filter { $0.status == .failed }.count,
+                successRate: finished == 0 ? 0 : (Double(succeeded) / Double(finished) * 1000).rounded() / 1000,
+                tasksPerSecond: wall.flatMap { $0 > 0 ? (Double(finished) * 1000 / Double($0) * 10).rounded() / 10 : nil },
+                meanTaskMs: durations.isEmpty ? nil : (Double(durations.reduce(0, +)) / Double(durations.count) * 10).rounded() / 10,
+                p95TaskMs: durations.isEmpty ? nil : durations[min(durations.count - 1, Int((Double(durations.count) * 0.95).rounded(.up)) - 1)],
+                peakRssBytes: stageTasks.flatMap { attemptsByTask[$0.id] ?? [] }.compactMap(\.peakRSSBytes).max())
             return Stage(name: stage.name, status: stage.status.rawValue, reason: stage.reason, startedAt: stage.startedAt,
                          finishedAt: stage.finishedAt, durationMs: ms(stage.startedAt, stage.finishedAt),
                          counters: counters[stage.name], rejected: rejected[stage.name]?.0,
-                         rejectedRecords: rejected[stage.name].map { Array($0.1.prefix(100)) }, tasks: taskReports)
+                         rejectedRecords: rejected[stage.name].map { Array($0.1.prefix(100)) }, metrics: metrics, tasks: taskReports)
         }
         let outcome = RunOutcome(run.status)
         return RunReport(
@@ -137,7 +158,8 @@ public struct RunReport: Codable, Sendable {
             totals: Totals(stages: counts, attempts: attempts.count,
                            bytesWritten: attempts.reduce(0) { $0 + $1.stdoutBytes + $1.stderrBytes },
                            peakRssBytes: attempts.compactMap(\.peakRSSBytes).max(),
-                           cpuMs: attempts.reduce(0) { $0 + ($1.cpuMs ?? 0) }))
+                           cpuMs: attempts.reduce(0) { $0 + ($1.cpuMs ?? 0) }),
+            enginePeakRssBytes: nil)
     }
 
     public static var encoder: JSONEncoder {

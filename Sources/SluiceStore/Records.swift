@@ -155,6 +155,8 @@ public struct AttemptRecord: Sendable, Codable, Hashable {
     /// Start time of the process (Linux clock ticks since boot), so a leftover process group can be
     /// recognised after a crash without being confused with a reused pid.
     public var processStartTicks: Int64?
+    /// Business counters and failed records the attempt reported: `count.<name>`, `rejected`, `rejected.<n>`.
+    public var counters: [String: String]
 
     public var wallMs: Int64? {
         finishedAt.map { Int64(($0.timeIntervalSince(startedAt) * 1000).rounded()) }
@@ -164,7 +166,7 @@ public struct AttemptRecord: Sendable, Codable, Hashable {
                 startedAt: Date, finishedAt: Date? = nil, exitCode: Int32? = nil, signal: Int32? = nil,
                 cpuMs: Int64? = nil, peakRSSBytes: Int64? = nil, stdoutBytes: Int64 = 0, stderrBytes: Int64 = 0,
                 stderrTail: String? = nil, message: String? = nil, host: String? = nil, pid: Int32? = nil,
-                processStartTicks: Int64? = nil) {
+                processStartTicks: Int64? = nil, counters: [String: String] = [:]) {
         self.taskID = taskID
         self.runID = runID
         self.stage = stage
@@ -183,6 +185,7 @@ public struct AttemptRecord: Sendable, Codable, Hashable {
         self.host = host
         self.pid = pid
         self.processStartTicks = processStartTicks
+        self.counters = counters
     }
 }
 

@@ -338,12 +338,13 @@ extension SQLiteStateStore {
             try db.execute(sql: """
                 UPDATE attempts SET outcome = ?, finished_at = ?, exit_code = ?, signal = ?, cpu_ms = ?, peak_rss = ?,
                   stdout_bytes = ?, stderr_bytes = ?, stderr_tail = ?, message = ?,
-                  pid = COALESCE(?, pid), start_ticks = COALESCE(?, start_ticks)
+                  pid = COALESCE(?, pid), start_ticks = COALESCE(?, start_ticks), counters = ?
                 WHERE task_id = ? AND number = ?
                 """, arguments: [attempt.outcome.rawValue, (attempt.finishedAt ?? now).timeIntervalSince1970,
                                  attempt.exitCode.map { Int64($0) }, attempt.signal.map { Int64($0) }, attempt.cpuMs,
                                  attempt.peakRSSBytes, attempt.stdoutBytes, attempt.stderrBytes, attempt.stderrTail,
                                  attempt.message, attempt.pid.map { Int64($0) }, attempt.processStartTicks,
+                                 attempt.counters.isEmpty ? nil : try Self.json(attempt.counters),
                                  attempt.taskID, attempt.number])
             let lostDelta = attempt.outcome == .lost ? "lost_attempts + 1" : "0"
             switch next {

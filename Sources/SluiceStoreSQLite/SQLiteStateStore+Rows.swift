@@ -78,7 +78,8 @@ extension SQLiteStateStore {
                       cpuMs: row["cpu_ms"], peakRSSBytes: row["peak_rss"],
                       stdoutBytes: row["stdout_bytes"], stderrBytes: row["stderr_bytes"],
                       stderrTail: row["stderr_tail"], message: row["message"], host: row["host"],
-                      pid: (row["pid"] as Int64?).map { Int32($0) }, processStartTicks: row["start_ticks"])
+                      pid: (row["pid"] as Int64?).map { Int32($0) }, processStartTicks: row["start_ticks"],
+                      counters: (row["counters"] as String?).flatMap { try? JSONDecoder().decode([String: String].self, from: Data($0.utf8)) } ?? [:])
     }
 
     static func eventRecord(_ row: Row) throws -> EventRecord {

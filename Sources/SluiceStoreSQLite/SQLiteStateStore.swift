@@ -112,6 +112,7 @@ public final class SQLiteStateStore: StateStore {
                 ALTER TABLE stages ADD COLUMN producer TEXT;
                 ALTER TABLE stages ADD COLUMN tolerance TEXT;
                 CREATE INDEX tasks_stage_status ON tasks(run_id, stage, status);
+                ALTER TABLE attempts ADD COLUMN counters TEXT;
                 """)
         }
         return m
