@@ -29,13 +29,22 @@ public enum SpecValidation {
                     problems.append("\(what) needs '\(need)', which is not a stage of pipeline '\(spec.name)'\(hint)")
                 }
             }
+            if let producer = stage.forEach {
+                if producer == stage.name {
+                    problems.append("\(what) has for_each on itself")
+                } else if !names.contains(producer) {
+                    problems.append("\(what) takes the items of '\(producer)', which is not a stage of pipeline '\(spec.name)'")
+                }
+            }
             for upstream in stage.when.upstream.keys.sorted() where !stage.needs.contains(upstream) {
                 problems.append("\(what) has a when.upstream condition on '\(upstream)', which is not in its needs")
             }
             switch stage.command {
             case .argv(let argv):
                 if argv.first?.isEmpty ?? true { problems.append("\(what) has an empty command") }
-                for arg in argv { problems += placeholderProblems(arg, known: known, what: "\(what) argument") }
+                for arg in argv {
+                    problems += placeholderProblems(arg, known: known, items: stage.forEach != nil, what: "\(what) argument")
+                }
             case .shell(let script):
                 if script.contains("{{") {
                     problems.append("\(what): a shell script may not hold {{placeholders}}; read $SLUICE_PARAM_<NAME> instead")
@@ -63,11 +72,14 @@ public enum SpecValidation {
         return problems
     }
 
-    static func placeholderProblems(_ text: String, known: Set<String>, what: String) -> [String] {
+    static func placeholderProblems(_ text: String, known: Set<String>, items: Bool, what: String) -> [String] {
         switch Template.placeholders(in: text) {
         case .failure: return ["\(what) '\(text)' has a '{{' without a closing '}}'"]
         case .success(let found):
-            return found.filter { !known.contains($0.name) }.map { "\(what) uses unknown placeholder '{{\($0.name)}}'" }
+            return found.filter { !known.contains($0.name) && !(items && Template.isItemName($0.name)) }.map {
+                Template.isItemName($0.name) ? "\(what) uses '{{\($0.name)}}', but the stage has no items (forEach)"
+                    : "\(what) uses unknown placeholder '{{\($0.name)}}'"
+            }
         }
     }
 }

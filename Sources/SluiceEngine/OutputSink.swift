@@ -42,11 +42,14 @@ final class OutputSink: Sendable {
         state.withLock { s in if s.problem == nil { s.problem = problem } }
     }
 
-    func drainItems() -> [ItemRecord] {
-        state.withLock { s in
-            defer { s.items.removeAll(keepingCapacity: true) }
-            return s.items
-        }
+    /// Items not yet recorded, oldest first.
+    func pendingItems() -> [ItemRecord] {
+        state.withLock { $0.items }
+    }
+
+    /// The first `count` pending items were recorded.
+    func recorded(_ count: Int) {
+        state.withLock { $0.items.removeFirst(min(count, $0.items.count)) }
     }
 
     var itemCount: Int { state.withLock { $0.count } }

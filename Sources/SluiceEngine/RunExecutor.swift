@@ -272,10 +272,13 @@ struct RunExecutor: Sendable {
     private func perform(_ claimed: ClaimedTask, stage: StageSpec, run: RunRecord, stop: StopSignal,
                          producer: Bool, nudge: Nudge) async throws {
         let sink = OutputSink(producer: producer)
+        // Items leave the sink only once the store recorded them, so an interrupted write loses none.
         let flush: @Sendable () async throws -> Void = {
-            let items = sink.drainItems()
+            let items = sink.pendingItems()
             guard !items.isEmpty else { return }
-            if try await store.emitItems(run: runID, stage: stage.name, items: items, now: time.now()) > 0 { nudge.nudge() }
+            let fresh = try await store.emitItems(run: runID, stage: stage.name, items: items, now: time.now())
+            sink.recorded(items.count)
+            if fresh > 0 { nudge.nudge() }
         }
         var finished: FinishedAttempt = try await withThrowingTaskGroup(of: FinishedAttempt?.self) { group in
             group.addTask {
@@ -288,11 +291,10 @@ struct RunExecutor: Sendable {
             }
             if producer {
                 group.addTask {
-                    while !Task.isCancelled {
-                        try? await Task.sleep(for: .milliseconds(100))
+                    while true {
+                        do { try await Task.sleep(for: .milliseconds(100)) } catch { return nil }
                         try? await flush()
                     }
-                    return nil
                 }
             }
             var result: FinishedAttempt?
@@ -332,7 +334,11 @@ struct RunExecutor: Sendable {
                                          attrs: ["argv": Self.display(invocation.arguments), "workdir": invocation.workingDirectory])])
             }
             let itemsFile = sink.producer ? files.itemsFile(stage: stage.name, task: command.fileKey, attempt: claimed.attempt) : nil
-            if let itemsFile { invocation.environment["SLUICE_ITEMS"] = itemsFile }
+            if let itemsFile {
+                try? FileManager.default.createDirectory(atPath: (itemsFile as NSString).deletingLastPathComponent,
+                                                         withIntermediateDirectories: true)
+                invocation.environment["SLUICE_ITEMS"] = itemsFile
+            }
             let store = self.store
             let ticks = StartTicks()
             report = await engine.supervisor.run(invocation, stop: stop, onStdoutLine: { line in sink.line(line) },

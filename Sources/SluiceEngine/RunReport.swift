@@ -42,6 +42,8 @@ public struct RunReport: Codable, Sendable {
         public var rejectedRecords: [String]?
         /// Summary metrics over the stage's tasks (fan-out stages especially).
         public var metrics: Metrics?
+        /// Done / failed / running / expected, percent, rate (average since the stage started) and ETA.
+        public var progress: StageProgress?
         public var tasks: [Task]
     }
 
@@ -118,6 +120,7 @@ public struct RunReport: Codable, Sendable {
             }
         }
         let attemptsByTask = Dictionary(grouping: attempts, by: \.taskID)
+        let statusByName = Dictionary(stages.map { ($0.name, $0.status) }, uniquingKeysWith: { a, _ in a })
         let tasksByStage = Dictionary(grouping: tasks, by: \.stage)
         var counts: [String: Int] = [:]
         let stageReports = stages.map { stage -> Stage in
@@ -147,7 +150,8 @@ public struct RunReport: Codable, Sendable {
             return Stage(name: stage.name, status: stage.status.rawValue, reason: stage.reason, startedAt: stage.startedAt,
                          finishedAt: stage.finishedAt, durationMs: ms(stage.startedAt, stage.finishedAt),
                          counters: counters[stage.name], rejected: rejected[stage.name]?.0,
-                         rejectedRecords: rejected[stage.name].map { Array($0.1.prefix(100)) }, metrics: metrics, tasks: taskReports)
+                         rejectedRecords: rejected[stage.name].map { Array($0.1.prefix(100)) }, metrics: metrics,
+                         progress: progress(stage, stageTasks, run: run, statuses: statusByName), tasks: taskReports)
         }
         let outcome = RunOutcome(run.status)
         return RunReport(
@@ -160,6 +164,17 @@ public struct RunReport: Codable, Sendable {
                            peakRssBytes: attempts.compactMap(\.peakRSSBytes).max(),
                            cpuMs: attempts.reduce(0) { $0 + ($1.cpuMs ?? 0) }),
             enginePeakRssBytes: nil)
+    }
+
+    static func progress(_ stage: StageRecord, _ tasks: [TaskRecord], run: RunRecord, statuses: [StageName: StageStatus]) -> StageProgress? {
+        guard !tasks.isEmpty else { return nil }
+        let counts = TaskCounts(tasks.map(\.status))
+        let end = stage.finishedAt ?? Date()
+        let seconds = stage.startedAt.map { end.timeIntervalSince($0) } ?? 0
+        let rate = seconds > 0 ? Double(counts.finished) / seconds : 0
+        let producer = run.spec.stage(stage.name)?.forEach
+        let growing = producer.map { statuses[$0] == .running || statuses[$0] == .pending } ?? false
+        return StageProgress(stage: stage.name, counts: counts, ratePerSecond: rate, growing: growing)
     }
 
     public static var encoder: JSONEncoder {

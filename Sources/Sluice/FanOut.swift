@@ -1,0 +1,129 @@
+import Foundation
+import SluiceCore
+import SluiceEngine
+
+/// Hands items to the fan-out stages that take them; each is recorded within 100 ms, and its task can
+/// start while the producer still runs. Items are deduplicated by key: an `id` (or `key`) property when
+/// the item has one, else a hash of its content.
+public struct ItemEmitter<Item: Encodable & Sendable>: Sendable {
+    let context: StageContext
+
+    public func emit(_ item: Item) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        try context.emit(itemJSON: try encoder.encode(item))
+    }
+
+    public func emit(contentsOf items: some Sequence<Item>) throws {
+        for item in items { try emit(item) }
+    }
+}
+
+/// A stage that discovers items for a `ForEach`: it emits them while it runs (streaming), or returns them.
+///
+///     let filings = Discover<Filing>("discover") { context, items in
+///         for try await filing in listFilings() { try items.emit(filing) }
+///     }
+///     let parsed = ForEach("parse", over: filings, concurrency: 8) { context, filing in
+///         try await parse(filing)
+///     }
+public struct Discover<Item: Codable & Sendable>: PipelineComponent, StageReference {
+    public var definition: StageDefinition
+    public var name: StageName { definition.spec.name }
+
+    /// Emits items through `items` while it runs.
+    public init(_ name: StageName, needs: any StageReference...,
+                body: @escaping @Sendable (StageContext, ItemEmitter<Item>) async throws -> Void) {
+        let run: StageBody = { context in
+            try await body(context, ItemEmitter(context: context))
+            return nil
+        }
+        definition = StageDefinition(spec: StageSpec(name: name, needs: specNeeds(needs), command: .swift), body: run)
+    }
+
+    /// Returns its items at once.
+    public init(_ name: StageName, needs: any StageReference..., items: @escaping @Sendable (StageContext) async throws -> [Item]) {
+        let run: StageBody = { context in
+            try ItemEmitter<Item>(context: context).emit(contentsOf: try await items(context))
+            return nil
+        }
+        definition = StageDefinition(spec: StageSpec(name: name, needs: specNeeds(needs), command: .swift), body: run)
+    }
+}
+
+/// One task per item of a producer (a `Discover` stage, or a `Command` whose stdout lines are JSON items),
+/// with its own concurrency limit, retries and timeout per item. Each task's result is recorded.
+public struct ForEach<Item: Codable & Sendable, Output: Codable & Sendable>: PipelineComponent, StageReference {
+    public var definition: StageDefinition
+    public var name: StageName { definition.spec.name }
+
+    /// - Parameters:
+    ///   - concurrency: at most this many items at once (within the pipeline's concurrency).
+    ///   - maxFailedItems: failed items the stage tolerates; within it the stage ends partial_success.
+    public init(_ name: StageName, over producer: Discover<Item>, needs: any StageReference..., concurrency: Int? = nil,
+                maxFailedItems: FailureTolerance = .count(0),
+                body: @escaping @Sendable (StageContext, Item) async throws -> Output) {
+        self.init(name, producer: producer.name, needs: needs, concurrency: concurrency, maxFailedItems: maxFailedItems, body: body)
+    }
+
+    /// Over the JSON items of a command (`Item` decodes each of them).
+    public init(_ name: StageName, over producer: Command, as _: Item.Type = Item.self, needs: any StageReference...,
+                concurrency: Int? = nil, maxFailedItems: FailureTolerance = .count(0),
+                body: @escaping @Sendable (StageContext, Item) async throws -> Output) {
+        self.init(name, producer: producer.name, needs: needs, concurrency: concurrency, maxFailedItems: maxFailedItems, body: body)
+    }
+
+    init(_ name: StageName, producer: StageName, needs: [any StageReference], concurrency: Int?,
+         maxFailedItems: FailureTolerance, body: @escaping @Sendable (StageContext, Item) async throws -> Output) {
+        let run: StageBody = { context in
+            guard let data = context.item else {
+                throw PipelineDefinitionError(pipeline: context.pipeline, problems: ["stage '\(context.stage)' ran without an item"])
+            }
+            let item: Item
+            do { item = try JSONDecoder().decode(Item.self, from: data) } catch {
+                throw PipelineDefinitionError(pipeline: context.pipeline, problems: [
+                    "item \(context.taskKey) of stage '\(producer)' cannot be read as \(Item.self): \(error)",
+                ])
+            }
+            return try JSONEncoder().encode(try await body(context, item))
+        }
+        definition = StageDefinition(
+            spec: StageSpec(name: name, needs: specNeeds(needs), command: .swift, forEach: producer,
+                            concurrency: concurrency, maxFailedItems: maxFailedItems),
+            body: run)
+    }
+}
+
+extension ForEach where Output == NoResult {
+    public init(_ name: StageName, over producer: Discover<Item>, needs: any StageReference..., concurrency: Int? = nil,
+                maxFailedItems: FailureTolerance = .count(0), body: @escaping @Sendable (StageContext, Item) async throws -> Void) {
+        self.init(name, producer: producer.name, needs: needs, concurrency: concurrency, maxFailedItems: maxFailedItems) { context, item in
+            try await body(context, item)
+            return NoResult()
+        }
+    }
+}
+
+extension Command {
+    /// One task per item of `producer`: the item reaches the command as `{{item}}` / `{{item.field}}`
+    /// inside arguments (never through a shell) and as `$SLUICE_ITEM` (JSON).
+    public func forEach(_ producer: some StageReference, concurrency: Int? = nil,
+                        maxFailedItems: FailureTolerance = .count(0)) -> Command {
+        with {
+            $0.forEach = producer.name
+            $0.concurrency = concurrency
+            $0.maxFailedItems = maxFailedItems
+        }
+    }
+}
+
+extension StageContext {
+    /// The results of a fan-out stage's successful tasks, by item key.
+    public func results<Item, Output>(of stage: ForEach<Item, Output>) async throws -> [String: Output] {
+        var results: [String: Output] = [:]
+        for (key, data) in try await encodedResults(of: stage.name) {
+            results[key] = try JSONDecoder().decode(Output.self, from: data)
+        }
+        return results
+    }
+}
