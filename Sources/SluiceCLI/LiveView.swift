@@ -121,7 +121,7 @@ final class LiveView: Sendable {
                     let status = String(event.event.dropFirst("stage.".count))
                     line.status = status
                     let elapsed = line.started.map { Terminal.duration(Int64(event.time.timeIntervalSince($0) * 1000)) } ?? ""
-                    let mark = status == "success" ? "✓" : (status == "skipped" ? "–" : "✗")
+                    let mark = status == "success" ? "✓" : (status == "skipped" ? "–" : (status == "partial_success" ? "!" : "✗"))
                     var text = "\(mark) \(stage.padding(toLength: max(12, stage.count), withPad: " ", startingAt: 0))  \(status)"
                     if !elapsed.isEmpty { text += "  \(elapsed)" }
                     if status != "success", !line.detail.isEmpty { text += "  (\(line.detail))" }

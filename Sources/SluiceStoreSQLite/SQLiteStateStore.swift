@@ -112,8 +112,11 @@ public final class SQLiteStateStore: StateStore {
                 ALTER TABLE stages ADD COLUMN producer TEXT;
                 ALTER TABLE stages ADD COLUMN tolerance TEXT;
                 CREATE INDEX tasks_stage_status ON tasks(run_id, stage, status);
-                ALTER TABLE attempts ADD COLUMN counters TEXT;
                 """)
+        }
+        m.registerMigration("v4-attempt-counters") { db in
+            // Business counters and failed records an attempt reported (JSON).
+            try db.execute(sql: "ALTER TABLE attempts ADD COLUMN counters TEXT")
         }
         return m
     }

@@ -278,3 +278,41 @@ struct CLITests {
         #expect(try cli.stageStatuses(id2) == ["translate": "skipped", "cleanup-raw": "skipped", "analyze": "success", "merge": "success"])
     }
 }
+
+@Suite("CLI: fan-out crash and resume")
+struct FanOutCrashTests {
+    /// SIGKILLs `sluice run` at random moments of a 60-item fan-out, resumes, and checks that no item
+    /// recorded as done runs again, every item finishes, and the join runs once.
+    @Test(arguments: [0.4, 0.9, 1.6])
+    func killedFanOutResumesWithoutRedoingCompletedItems(_ delay: Double) async throws {
+        let cli = CLI(dir: try TemporaryDirectory(prefix: "fan-crash"))
+        try cli.dir.write("fan.yml", #"""
+            name: fan-crash
+            concurrency: 4
+            stages:
+              find: { run: [sh, -c, 'for i in $(seq 1 60); do echo "{\"key\": \"k$i\"}"; done'] }
+              work:
+                for_each: find
+                run: [sh, -c, 'echo "$1" >> ran.log; sleep 0.05', sh, "{{item.key}}"]
+              join: { needs: [work], run: [sh, -c, 'echo joined >> join.log'] }
+            """#)
+        let process = try cli.start(["run", "fan.yml", "--no-tty"])
+        try await Task.sleep(for: .seconds(delay + Double.random(in: 0..<0.3)))
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        try await Task.sleep(for: .milliseconds(100)) // let the orphaned item commands finish their line
+        let ranBefore = (try? String(contentsOfFile: cli.dir.file("ran.log"), encoding: .utf8))?.split(separator: "\n").count ?? 0
+        let report = try cli.show("latest")
+        let work = (report["stages"] as? [[String: Any]])?.first { $0["name"] as? String == "work" }
+        let done = Set(((work?["tasks"] as? [[String: Any]]) ?? []).filter { $0["status"] as? String == "success" }.compactMap { $0["key"] as? String })
+
+        let resumed = try cli.run(["resume", "latest", "--no-tty"])
+        #expect(resumed.status == 0, "\(resumed.output)")
+        let ran = try String(contentsOfFile: cli.dir.file("ran.log"), encoding: .utf8).split(separator: "\n").map(String.init)
+        let after = ran.dropFirst(ranBefore)
+        #expect(Set(after).isDisjoint(with: done), "items recorded as done before the crash ran again")
+        #expect(Set(ran) == Set((1...60).map { "k\($0)" }), "every item ran")
+        #expect(try String(contentsOfFile: cli.dir.file("join.log"), encoding: .utf8) == "joined\n")
+        #expect(try cli.stageStatuses("latest") == ["find": "success", "work": "success", "join": "success"])
+    }
+}
