@@ -77,13 +77,12 @@ public struct ForEach<Item: Codable & Sendable, Output: Codable & Sendable>: Pip
          maxFailedItems: FailureTolerance, body: @escaping @Sendable (StageContext, Item) async throws -> Output) {
         let run: StageBody = { context in
             guard let data = context.item else {
-                throw PipelineDefinitionError(pipeline: context.pipeline, problems: ["stage '\(context.stage)' ran without an item"])
+                throw StageResultError(message: "stage '\(context.stage)' ran without an item", hint: nil)
             }
             let item: Item
             do { item = try JSONDecoder().decode(Item.self, from: data) } catch {
-                throw PipelineDefinitionError(pipeline: context.pipeline, problems: [
-                    "item \(context.taskKey) of stage '\(producer)' cannot be read as \(Item.self): \(error)",
-                ])
+                throw StageResultError(message: "item \(context.taskKey) of stage '\(producer)' cannot be read as \(Item.self): \(error)",
+                                       hint: "the producer's items must decode as \(Item.self)")
             }
             return try JSONEncoder().encode(try await body(context, item))
         }

@@ -77,19 +77,26 @@ extension StageContext {
     public func result<Output>(of stage: Stage<Output>) async throws -> Output {
         let results = try await encodedResults(of: stage.name)
         guard let data = results["main"] ?? results.values.first else {
-            throw PipelineDefinitionError(pipeline: pipeline, problems: [
-                "stage '\(self.stage)' asked for the result of '\(stage.name)', which has none recorded in run \(runID): add it to this stage's needs (it must have succeeded)",
-            ])
+            throw StageResultError(message: "stage '\(self.stage)' asked for the result of '\(stage.name)', which has none recorded in run \(runID)",
+                                   hint: "add '\(stage.name)' to this stage's needs (it must have succeeded)")
         }
         do {
             return try JSONDecoder().decode(Output.self, from: data)
         } catch {
-            throw PipelineDefinitionError(pipeline: pipeline, problems: [
-                "the recorded result of stage '\(stage.name)' cannot be read as \(Output.self): \(error)",
-            ])
+            throw StageResultError(message: "the recorded result of stage '\(stage.name)' cannot be read as \(Output.self): \(error)",
+                                   hint: "a result recorded by an earlier build must still decode; keep the type compatible or resume with that build")
         }
     }
 
-    /// A param of this run.
+    /// A param of this run (its default, or the value given with `-p`).
     public func param(_ name: String) -> String? { params[name] }
+
+    /// A param of this run, or `fallback` when the pipeline declares no such param.
+    public func param(_ name: String, default fallback: String) -> String { params[name] ?? fallback }
+}
+
+/// A stage could not read an upstream result at run time.
+public struct StageResultError: HintedError, Sendable {
+    public var message: String
+    public var hint: String?
 }

@@ -110,10 +110,12 @@ final class LiveView: Sendable {
             case "stage.start":
                 line.status = "running"; line.started = event.time
             case "task.start":
+                if line.status == "retrying" { line.status = "running" }
                 line.attempt = event.attempt
                 line.detail = event.attempt.map { $0 > 1 ? "attempt \($0)" : "" } ?? ""
             case "task.retry":
-                line.status = "retrying"; line.detail = event.message
+                // A fan-out stage retrying one item is still running; its bar counts the failures.
+                if s.progress[stage] == nil { line.status = "retrying"; line.detail = event.message }
             case "task.failure", "task.timeout", "task.hang", "task.spawn_failed":
                 line.detail = event.message
             default:
@@ -175,7 +177,8 @@ final class LiveView: Sendable {
                 for line in (attempt.stderrTail ?? []).suffix(5) { text += "    | \(line)\n" }
             }
         }
-        text += "  details: sluice show \(report.runId)   logs: sluice logs \(report.runId)\n"
+        let tool = URL(fileURLWithPath: CommandLine.arguments.first ?? "sluice").lastPathComponent
+        text += "  details: \(tool) show \(report.runId)   logs: \(tool) logs \(report.runId)\n"
         write(text)
     }
 }

@@ -48,13 +48,15 @@ struct Show: AsyncParsableCommand {
 
     @Argument(help: "Run id (or a unique prefix, or 'latest').") var runID: String
     @Flag(help: "Print the audit report as JSON.") var json = false
+    @Flag(name: .customLong("all-tasks"), help: "With --json, list every task of fan-out stages, successful ones too.")
+    var allTasks = false
     @OptionGroup var state: StateOptions
 
     func run() async throws {
         try await guarded {
             let engine = try state.engine()
             let run = try await engine.findRun(runID)
-            let report = try await RunReport.build(store: engine.store, runID: run.id)
+            let report = try await RunReport.build(store: engine.store, runID: run.id, allTasks: allTasks)
             if json {
                 FileHandle.standardOutput.write(try report.json())
                 print()
@@ -147,13 +149,14 @@ struct Logs: AsyncParsableCommand {
             throw CLIError(message: "stage '\(stage)' has not started an attempt yet", exitCode: ExitStatus.failure)
         }
         let files = RunFiles(directory: run.runDir)
+        let fileKey = Items.fileName(key: chosen.key, taskID: chosen.id)
         if follow {
-            let path = stderr ? files.stderr(stage: stage, task: chosen.key, attempt: number)
-                              : files.stdout(stage: stage, task: chosen.key, attempt: number)
+            let path = stderr ? files.stderr(stage: stage, task: fileKey, attempt: number)
+                              : files.stdout(stage: stage, task: fileKey, attempt: number)
             return try await tail(path, until: { try await engine.store.tasks(of: run.id).first { $0.id == chosen.id }?.status.isTerminal ?? true })
         }
-        let paths = stderr ? [files.stderr(stage: stage, task: chosen.key, attempt: number)]
-                           : [files.stdout(stage: stage, task: chosen.key, attempt: number), files.stderr(stage: stage, task: chosen.key, attempt: number)]
+        let paths = stderr ? [files.stderr(stage: stage, task: fileKey, attempt: number)]
+                           : [files.stdout(stage: stage, task: fileKey, attempt: number), files.stderr(stage: stage, task: fileKey, attempt: number)]
         let existing = paths.filter { FileManager.default.fileExists(atPath: $0) }
         if existing.isEmpty {
             throw CLIError(message: "no log files for stage '\(stage)' attempt \(number) in \(files.directory)/logs",

@@ -70,7 +70,7 @@ struct CommandTask: Sendable {
     }
 
     /// The attempt's record and the event that tells how it ended.
-    func attempt(from report: ProcessReport, finishedAt: Date, host: String, startTicks: Int64?) -> (AttemptRecord, outcome: AttemptOutcome, message: String) {
+    func attempt(from report: ProcessReport, startedAt: Date, finishedAt: Date, host: String, startTicks: Int64?) -> (AttemptRecord, outcome: AttemptOutcome, message: String) {
         let outcome: AttemptOutcome
         let message: String
         switch report.ending {
@@ -93,7 +93,7 @@ struct CommandTask: Sendable {
         }
         let record = AttemptRecord(
             taskID: claimed.task.id, runID: run.id, stage: stage.name, number: claimed.attempt, outcome: outcome,
-            startedAt: claimed.startedAt, finishedAt: finishedAt, exitCode: report.exitCode, signal: report.signal,
+            startedAt: startedAt, finishedAt: finishedAt, exitCode: report.exitCode, signal: report.signal,
             cpuMs: report.cpuMs, peakRSSBytes: report.peakRSSBytes, stdoutBytes: report.stdoutBytes,
             stderrBytes: report.stderrBytes,
             stderrTail: report.stderrTail.isEmpty ? nil : report.stderrTail.joined(separator: "\n"),

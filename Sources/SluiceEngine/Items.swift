@@ -51,7 +51,7 @@ public enum Items {
     }
 
     /// A file name for a task key: the key itself when it is safe, else a cleaned form with the task id.
-    static func fileName(key: String, taskID: TaskID) -> String {
+    public static func fileName(key: String, taskID: TaskID) -> String {
         let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
         if key.count <= 80, key.allSatisfy({ allowed.contains($0) }), !key.hasPrefix(".") { return key }
         return String(key.map { allowed.contains($0) ? $0 : "_" }.prefix(60)) + "-\(taskID)"

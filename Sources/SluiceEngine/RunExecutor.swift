@@ -21,7 +21,7 @@ struct RunExecutor: Sendable {
     var owner: LeaseOwner { engine.owner }
 
     private enum Wake: Sendable {
-        case taskEnded(TaskID)
+        case taskEnded(TaskID, stageEnded: Bool)
         case nudged
         case cancelRequested
         case leaseLost
@@ -129,41 +129,84 @@ struct RunExecutor: Sendable {
         let nudge = Nudge()
         let producers = Set(spec.stages.compactMap(\.forEach))
         let stageLimits = Dictionary(spec.stages.compactMap { s in s.concurrency.map { (s.name, $0) } }, uniquingKeysWith: { a, _ in a })
+        // Tasks are claimed a few at a time ahead of free slots, so a claim is one transaction per batch.
+        let prefetch = min(64, max(8, spec.concurrency * 2))
+        let batcher = CompletionBatcher()
         return try await withThrowingTaskGroup(of: Wake.self) { group in
             group.addTask { try await watch(engine: engine, lookForCancel: true) }
             group.addTask { await nudge.wait(); return .nudged }
+            let store = self.store, owner = self.owner, time = self.time
+            group.addTask {
+                await batcher.run(store: store, owner: owner, time: time)
+                return .timer
+            }
             if let progress {
-                let store = self.store, log = self.log, runID = self.runID
+                let log = self.log, runID = self.runID
                 group.addTask { try await progress.run(store: store, log: log, runID: runID, spec: spec) }
             }
             var running: [TaskID: (stop: StopSignal, stage: StageName)] = [:]
+            var ready: [ClaimedTask] = [] // claimed, waiting for a free slot
+            var mayClaim = true           // false after a claim found nothing, until something changes
+            var needsPlan = true
             var cancelling = try await store.cancelRequested(runID)
             defer { group.cancelAll() }
+
+            func runningCount(_ stage: StageName) -> Int {
+                running.values.count { $0.stage == stage } + ready.count { $0.task.stage == stage }
+            }
 
             while true {
                 if cancelling {
                     for task in running.values { task.stop.request() }
+                    // Claimed but never started: recorded as cancelled, without running.
+                    for task in ready {
+                        guard let stage = spec.stage(task.task.stage) else { continue }
+                        running[task.task.id] = (StopSignal(), stage.name)
+                        group.addTask {
+                            var attempt = AttemptRecord(taskID: task.task.id, runID: run.id, stage: stage.name, number: task.attempt,
+                                                        outcome: .cancelled, startedAt: task.startedAt, finishedAt: time.now(),
+                                                        message: "cancelled before it started", host: owner.host)
+                            attempt.pid = nil
+                            let ended = try await record(FinishedAttempt(attempt: attempt, event: "task.cancel", attrs: [:], result: nil),
+                                                         claimed: task, stage: stage, batcher: batcher)
+                            return .taskEnded(task.task.id, stageEnded: ended)
+                        }
+                    }
+                    ready.removeAll()
                 } else {
-                    try await plan(planner, run: run)
-                    let free = spec.concurrency - running.count
-                    if free > 0 {
+                    if needsPlan {
+                        needsPlan = false
+                        if try await plan(planner, run: run) { mayClaim = true }
+                    }
+                    if mayClaim && ready.count < prefetch {
                         var limits = stageLimits
-                        for task in running.values where limits[task.stage] != nil { limits[task.stage]! -= 1 }
-                        let claimed = try await store.claimTasks(run: runID, owner: owner, limit: free, stageLimits: limits,
+                        for (stage, limit) in stageLimits { limits[stage] = limit - runningCount(stage) }
+                        let want = prefetch - ready.count
+                        let claimed = try await store.claimTasks(run: runID, owner: owner, limit: want, stageLimits: limits,
                                                                  now: time.now(), leaseUntil: leaseExpiry())
-                        for task in claimed {
-                            guard let stage = spec.stage(task.task.stage) else { continue }
-                            let stop = StopSignal()
-                            running[task.task.id] = (stop, stage.name)
-                            let producer = producers.contains(stage.name)
-                            group.addTask {
-                                try await perform(task, stage: stage, run: run, stop: stop, producer: producer, nudge: nudge)
-                                return .taskEnded(task.task.id)
-                            }
+                        ready += claimed
+                        if claimed.count < want { mayClaim = false }
+                    }
+                    var index = 0
+                    while running.count < spec.concurrency, index < ready.count {
+                        let task = ready[index]
+                        guard let stage = spec.stage(task.task.stage) else { ready.remove(at: index); continue }
+                        if let limit = stage.concurrency, running.values.count(where: { $0.stage == stage.name }) >= limit {
+                            index += 1
+                            continue
+                        }
+                        ready.remove(at: index)
+                        let stop = StopSignal()
+                        running[task.task.id] = (stop, stage.name)
+                        let producer = producers.contains(stage.name)
+                        group.addTask {
+                            let ended = try await perform(task, stage: stage, run: run, stop: stop, producer: producer,
+                                                          nudge: nudge, batcher: batcher)
+                            return .taskEnded(task.task.id, stageEnded: ended)
                         }
                     }
                 }
-                if running.isEmpty {
+                if running.isEmpty && ready.isEmpty {
                     if cancelling {
                         let event = log.make("run.cancelling", "cancelled: stages that had not finished are recorded as cancelled")
                         try await store.cancelUnfinished(run: runID, now: time.now(), events: [event])
@@ -174,6 +217,7 @@ struct RunExecutor: Sendable {
                     if stages.allSatisfy(\.status.isTerminal) {
                         return RunOutcome.decide(stages: stages.map(\.status), cancelled: false)
                     }
+                    if mayClaim || needsPlan { continue }
                     // Waiting for a retry's backoff to pass.
                     if let waiting = try await store.nextRetryTime(run: runID) {
                         group.addTask {
@@ -183,12 +227,20 @@ struct RunExecutor: Sendable {
                     } else if try await store.taskCounts(run: runID).values.allSatisfy({ $0.pending == 0 }) {
                         throw EngineError(.io, "run \(runID) cannot make progress: stages \(stages.filter { !$0.status.isTerminal }.map(\.name)) are unfinished but have no task to run",
                                           hint: "this is a bug in Sluice; `sluice resume \(runID)` plans the run again")
+                    } else {
+                        mayClaim = true
+                        continue
                     }
                 }
                 guard let wake = try await group.next() else { continue }
                 switch wake {
-                case .taskEnded(let id): running[id] = nil
+                case .taskEnded(let id, let stageEnded):
+                    running[id] = nil
+                    // A retry puts a task back, a stage that ended lets others start.
+                    mayClaim = true
+                    if stageEnded { needsPlan = true }
                 case .nudged:
+                    mayClaim = true
                     group.addTask { await nudge.wait(); return .nudged }
                 case .cancelRequested:
                     cancelling = true
@@ -197,7 +249,8 @@ struct RunExecutor: Sendable {
                     for task in running.values { task.stop.request() }
                     throw EngineError(.runBusy, "this process lost its lease on run \(runID) (another process took it over)",
                                       hint: "`sluice show \(runID)` tells who runs it now")
-                case .timer: break
+                case .timer:
+                    mayClaim = true
                 }
             }
         }
@@ -216,7 +269,10 @@ struct RunExecutor: Sendable {
     }
 
     /// Plans until nothing changes: skips and failures cascade down the graph in one go.
-    private func plan(_ planner: Planner, run: RunRecord) async throws {
+    /// Returns whether a stage started.
+    @discardableResult
+    private func plan(_ planner: Planner, run: RunRecord) async throws -> Bool {
+        var started = false
         while true {
             let stages = try await store.stages(of: runID)
             let statuses = Dictionary(stages.map { ($0.name, $0.status) }, uniquingKeysWith: { a, _ in a })
@@ -229,6 +285,7 @@ struct RunExecutor: Sendable {
                 switch decision {
                 case .wait: continue
                 case .run:
+                    started = true
                     // A fan-out stage's tasks come from its producer's items.
                     transitions.append(.start(name, taskKeys: run.spec.stage(name)?.forEach == nil ? ["main"] : []))
                     events.append(log.make("stage.start", stage: name, "stage started"))
@@ -240,7 +297,7 @@ struct RunExecutor: Sendable {
                     events.append(log.make("stage.upstream_failed", stage: name, "not run: \(reason)", attrs: ["reason": reason]))
                 }
             }
-            if transitions.isEmpty { return }
+            if transitions.isEmpty { return started }
             try await store.applyStageTransitions(run: runID, transitions, now: time.now(), events: events)
             log.published(events)
         }
@@ -269,8 +326,9 @@ struct RunExecutor: Sendable {
 
     /// Runs one task's attempt and records how it ended, with the retry decision of the core. A producer's
     /// items are recorded while it runs (every 100 ms), and all of them before its attempt is recorded.
+    /// Returns whether the task's stage ended with it.
     private func perform(_ claimed: ClaimedTask, stage: StageSpec, run: RunRecord, stop: StopSignal,
-                         producer: Bool, nudge: Nudge) async throws {
+                         producer: Bool, nudge: Nudge, batcher: CompletionBatcher) async throws -> Bool {
         let sink = OutputSink(producer: producer)
         // Items leave the sink only once the store recorded them, so an interrupted write loses none.
         let flush: @Sendable () async throws -> Void = {
@@ -312,7 +370,7 @@ struct RunExecutor: Sendable {
         }
         finished.attempt.counters = sink.counters.attributes
         if producer { finished.attrs["items"] = String(sink.itemCount) }
-        try await record(finished, claimed: claimed, stage: stage)
+        return try await record(finished, claimed: claimed, stage: stage, batcher: batcher)
     }
 
     private func runCommand(_ command: CommandTask, stop: StopSignal, sink: OutputSink) async throws -> FinishedAttempt {
@@ -321,6 +379,7 @@ struct RunExecutor: Sendable {
         let task = claimed.task
         let report: ProcessReport
         var startTicks: Int64?
+        let startedAt = time.now()
         switch Result(catching: { () throws(EngineError) -> CommandInvocation in try command.invocation() }) {
         case .failure(let error):
             report = ProcessReport(ending: .spawnFailed(error.description), exitCode: nil, signal: nil, wallMs: 0,
@@ -349,7 +408,8 @@ struct RunExecutor: Sendable {
             startTicks = ticks.value
             if let itemsFile { sink.readItemsFile(itemsFile) }
         }
-        let (attempt, outcome, _) = command.attempt(from: report, finishedAt: time.now(), host: owner.host, startTicks: startTicks)
+        let (attempt, outcome, _) = command.attempt(from: report, startedAt: startedAt, finishedAt: time.now(), host: owner.host,
+                                                    startTicks: startTicks)
         var attrs: [String: String] = ["wall_ms": String(report.wallMs)]
         if let code = report.exitCode { attrs["exit_code"] = String(code) }
         if let sig = report.signal { attrs["signal"] = String(sig) }
@@ -383,7 +443,7 @@ struct RunExecutor: Sendable {
         let task = claimed.task
         let clock = ContinuousClock.now
         var attempt = AttemptRecord(taskID: task.id, runID: run.id, stage: stage.name, number: claimed.attempt,
-                                    outcome: .running, startedAt: claimed.startedAt, host: owner.host,
+                                    outcome: .running, startedAt: time.now(), host: owner.host,
                                     pid: owner.pid)
         guard let body = engine.inProcess.body(pipeline: run.pipeline, stage: stage.name) else {
             attempt.outcome = .spawnFailed
@@ -453,7 +513,7 @@ struct RunExecutor: Sendable {
         return FinishedAttempt(attempt: attempt, event: Self.eventName(attempt.outcome), attrs: attrs, result: result)
     }
 
-    private func record(_ finished: FinishedAttempt, claimed: ClaimedTask, stage: StageSpec) async throws {
+    private func record(_ finished: FinishedAttempt, claimed: ClaimedTask, stage: StageSpec, batcher: CompletionBatcher) async throws -> Bool {
         let attempt = finished.attempt
         let outcome = attempt.outcome
         let next: TaskNext
@@ -493,19 +553,22 @@ struct RunExecutor: Sendable {
             log.make("stage.\(stageRecord.status.rawValue)", stage: stageRecord.name,
                      "stage ended: \(stageRecord.status.rawValue)\(stageRecord.reason.map { " (\($0))" } ?? "")")
         }
-        let result = try await store.completeAttempt(attempt, result: finished.result, next: next, owner: owner, now: time.now(),
-                                                     events: events, stageEvent: stageEvent)
+        let result = try await batcher.submit(AttemptCompletion(attempt: attempt, result: finished.result, next: next,
+                                                                events: events, stageEvent: stageEvent))
         switch result {
         case .applied(let stageRecord):
             log.published(events)
             if let stageRecord {
                 // The store recorded this event in the same transaction; the files are rewritten from it at the end.
                 log.published([stageEvent(stageRecord)])
+                return true
             }
+            return false
         case .leaseLost:
             engine.logger.warning("result of a task was not recorded: another process holds its lease",
                                   metadata: ["sluice.run_id": "\(runID)", "sluice.stage": "\(stage.name)",
                                              "sluice.task_id": "\(claimed.task.id)", "sluice.attempt": "\(claimed.attempt)"])
+            return false
         }
     }
 

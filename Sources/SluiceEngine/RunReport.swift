@@ -44,6 +44,7 @@ public struct RunReport: Codable, Sendable {
         public var metrics: Metrics?
         /// Done / failed / running / expected, percent, rate (average since the stage started) and ETA.
         public var progress: StageProgress?
+        /// Every task; for a fan-out stage only those that did not succeed.
         public var tasks: [Task]
     }
 
@@ -92,17 +93,19 @@ public struct RunReport: Codable, Sendable {
         return Int64((b.timeIntervalSince(a) * 1000).rounded())
     }
 
-    public static func build(store: any StateStore, runID: RunID) async throws -> RunReport {
+    /// - Parameter allTasks: list a fan-out stage's successful tasks too.
+    public static func build(store: any StateStore, runID: RunID, allTasks: Bool = false) async throws -> RunReport {
         guard let run = try await store.run(runID) else {
             throw EngineError(.runNotFound, "run \(runID) does not exist")
         }
         let stages = try await store.stages(of: runID)
         let tasks = try await store.tasks(of: runID)
         let attempts = try await store.attempts(of: runID)
-        return build(run: run, stages: stages, tasks: tasks, attempts: attempts)
+        return build(run: run, stages: stages, tasks: tasks, attempts: attempts, allTasks: allTasks)
     }
 
-    public static func build(run: RunRecord, stages: [StageRecord], tasks: [TaskRecord], attempts: [AttemptRecord]) -> RunReport {
+    public static func build(run: RunRecord, stages: [StageRecord], tasks: [TaskRecord], attempts: [AttemptRecord],
+                             allTasks: Bool = false) -> RunReport {
         // Counters of successful attempts only: a retried attempt's counts would be counted twice.
         var counters: [StageName: [String: Int]] = [:]
         var rejected: [StageName: (Int, [String])] = [:]
@@ -125,7 +128,11 @@ public struct RunReport: Codable, Sendable {
         var counts: [String: Int] = [:]
         let stageReports = stages.map { stage -> Stage in
             counts[stage.status.rawValue, default: 0] += 1
-            let taskReports = (tasksByStage[stage.name] ?? []).map { task in
+            // A fan-out stage can have a million items: its successful ones are summed up in `metrics`
+            // and `progress`; the report lists the others, with their attempts.
+            let fanOut = run.spec.stage(stage.name)?.forEach != nil
+            let listed = (tasksByStage[stage.name] ?? []).filter { allTasks || !fanOut || $0.status != .success }
+            let taskReports = listed.map { task in
                 Task(id: task.id, key: task.key, status: task.status.rawValue,
                      attempts: (attemptsByTask[task.id] ?? []).map { a in
                          Attempt(number: a.number, outcome: a.outcome.rawValue, startedAt: a.startedAt, finishedAt: a.finishedAt,

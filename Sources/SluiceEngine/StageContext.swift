@@ -138,10 +138,9 @@ struct TaskLogHandler: LogHandler {
     var metadata: Logger.Metadata = [:]
     var logLevel: Logger.Level = .info
 
+    /// The file is created with the first line logged: most in-process tasks log nothing.
     init(path: String) {
         self.path = path
-        try? FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-        if !FileManager.default.fileExists(atPath: path) { _ = FileManager.default.createFile(atPath: path, contents: nil) }
     }
 
     subscript(metadataKey key: String) -> Logger.Metadata.Value? {
@@ -153,6 +152,9 @@ struct TaskLogHandler: LogHandler {
         let merged = metadata.merging(event.metadata ?? [:]) { _, b in b }.filter { !$0.key.hasPrefix("sluice.") }
         let extra = merged.isEmpty ? "" : " " + merged.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
         let line = "\(EventLog.timestamp(Date())) \(event.level) \(event.message)\(extra)\n"
+        if !FileManager.default.fileExists(atPath: path) {
+            try? FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        }
         EventLog.append(line, to: path)
     }
 }

@@ -60,12 +60,11 @@ public protocol StateStore: Sendable {
     /// Records the process that an attempt started, so it can be found again after a crash.
     func recordProcess(task: TaskID, attempt: Int, pid: Int32, startTicks: Int64?) async throws
 
-    /// Ends an attempt and moves its task on (`next`); when the task was the stage's last unfinished one,
-    /// the stage is rolled up in the same transaction and `stageEvent` is recorded with it. Applied only
-    /// while `owner` holds the task's lease; otherwise `.leaseLost` and nothing changes.
-    func completeAttempt(_ attempt: AttemptRecord, result: Data?, next: TaskNext, owner: LeaseOwner, now: Date,
-                         events: [EventRecord],
-                         stageEvent: @escaping @Sendable (StageRecord) -> EventRecord) async throws -> CompletionResult
+    /// Ends attempts and moves their tasks on, in one transaction (a batch of completions is one commit).
+    /// A stage whose last unfinished task ends here is rolled up in the same transaction, its
+    /// `stageEvent` recorded with it. A completion whose task `owner` no longer holds is `.leaseLost`
+    /// and changes nothing.
+    func completeAttempts(_ completions: [AttemptCompletion], owner: LeaseOwner, now: Date) async throws -> [CompletionResult]
 
     /// Records items a producer stage emitted (deduplicated by key) and, in the same transaction, creates
     /// a task per new item for every fan-out stage that is already taking that producer's items.
@@ -137,6 +136,35 @@ public enum TaskNext: Sendable, Hashable {
     case retry(notBefore: Date)
     case fail
     case cancel
+}
+
+/// How one attempt ended and where its task goes next.
+public struct AttemptCompletion: Sendable {
+    public var attempt: AttemptRecord
+    /// The task's encoded result (recorded when `next` is `.succeed`).
+    public var result: Data?
+    public var next: TaskNext
+    public var events: [EventRecord]
+    public var stageEvent: @Sendable (StageRecord) -> EventRecord
+
+    public init(attempt: AttemptRecord, result: Data?, next: TaskNext, events: [EventRecord],
+                stageEvent: @escaping @Sendable (StageRecord) -> EventRecord) {
+        self.attempt = attempt
+        self.result = result
+        self.next = next
+        self.events = events
+        self.stageEvent = stageEvent
+    }
+}
+
+extension StateStore {
+    /// One completion (see `completeAttempts`).
+    public func completeAttempt(_ attempt: AttemptRecord, result: Data?, next: TaskNext, owner: LeaseOwner, now: Date,
+                                events: [EventRecord],
+                                stageEvent: @escaping @Sendable (StageRecord) -> EventRecord) async throws -> CompletionResult {
+        try await completeAttempts([AttemptCompletion(attempt: attempt, result: result, next: next, events: events,
+                                                      stageEvent: stageEvent)], owner: owner, now: now)[0]
+    }
 }
 
 public enum CompletionResult: Sendable, Hashable {

@@ -9,17 +9,17 @@ extension SQLiteStateStore {
     public func createRun(_ run: RunRecord, overlap: OverlapPolicy, now: Date, events: [EventRecord]) async throws -> CreateRunResult {
         try await write { db in
             if let key = run.idempotencyKey,
-               let row = try Row.fetchOne(db, sql: "SELECT * FROM runs WHERE idempotency_key = ?", arguments: [key]) {
+               let row = try db.row(sql: "SELECT * FROM runs WHERE idempotency_key = ?", arguments: [key]) {
                 return .duplicate(try Self.runRecord(row))
             }
             if overlap != .allow {
-                let active = try Row.fetchAll(db, sql: """
+                let active = try db.rows(sql: """
                     SELECT * FROM runs WHERE pipeline = ? AND status IN ('pending', 'running')
                       AND (lease_expires_at IS NULL OR lease_expires_at > ?) ORDER BY id
                     """, arguments: [run.pipeline, now.timeIntervalSince1970]).map(Self.runRecord)
                 if !active.isEmpty { return .overlapping(active) }
             }
-            try db.execute(sql: """
+            try db.exec(sql: """
                 INSERT INTO runs (id, pipeline, spec, params, trigger, status, created_at, started_at, finished_at,
                   cancel_requested_at, lease_owner, lease_host, lease_pid, lease_expires_at, idempotency_key, run_dir)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?, ?, ?, ?, ?)
@@ -29,7 +29,7 @@ extension SQLiteStateStore {
                                  run.leaseOwner.map { Int64($0.pid) }, run.leaseExpiresAt?.timeIntervalSince1970,
                                  run.idempotencyKey, run.runDir])
             for (position, stage) in run.spec.stages.enumerated() {
-                try db.execute(sql: "INSERT INTO stages (run_id, name, position, status, producer, tolerance) VALUES (?, ?, ?, 'pending', ?, ?)",
+                try db.exec(sql: "INSERT INTO stages (run_id, name, position, status, producer, tolerance) VALUES (?, ?, ?, 'pending', ?, ?)",
                                arguments: [run.id.rawValue, stage.name, position, stage.forEach,
                                            stage.forEach == nil ? nil : try Self.json(stage.maxFailedItems)])
             }
@@ -40,13 +40,13 @@ extension SQLiteStateStore {
 
     public func run(_ id: RunID) async throws -> RunRecord? {
         try await read { db in
-            try Row.fetchOne(db, sql: "SELECT * FROM runs WHERE id = ?", arguments: [id.rawValue]).map(Self.runRecord)
+            try db.row(sql: "SELECT * FROM runs WHERE id = ?", arguments: [id.rawValue]).map(Self.runRecord)
         }
     }
 
     public func runs(idPrefix prefix: String, limit: Int) async throws -> [RunRecord] {
         try await read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM runs WHERE substr(id, 1, ?) = ? ORDER BY id DESC LIMIT ?",
+            try db.rows(sql: "SELECT * FROM runs WHERE substr(id, 1, ?) = ? ORDER BY id DESC LIMIT ?",
                              arguments: [prefix.count, prefix, limit]).map(Self.runRecord)
         }
     }
@@ -54,17 +54,17 @@ extension SQLiteStateStore {
     public func recentRuns(pipeline: String?, limit: Int) async throws -> [RunRecord] {
         try await read { db in
             if let pipeline {
-                return try Row.fetchAll(db, sql: "SELECT * FROM runs WHERE pipeline = ? ORDER BY created_at DESC, id DESC LIMIT ?",
+                return try db.rows(sql: "SELECT * FROM runs WHERE pipeline = ? ORDER BY created_at DESC, id DESC LIMIT ?",
                                         arguments: [pipeline, limit]).map(Self.runRecord)
             }
-            return try Row.fetchAll(db, sql: "SELECT * FROM runs ORDER BY created_at DESC, id DESC LIMIT ?",
+            return try db.rows(sql: "SELECT * FROM runs ORDER BY created_at DESC, id DESC LIMIT ?",
                                     arguments: [limit]).map(Self.runRecord)
         }
     }
 
     public func unfinishedRuns(pipeline: String) async throws -> [RunRecord] {
         try await read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM runs WHERE pipeline = ? AND status IN ('pending', 'running') ORDER BY id",
+            try db.rows(sql: "SELECT * FROM runs WHERE pipeline = ? AND status IN ('pending', 'running') ORDER BY id",
                              arguments: [pipeline]).map(Self.runRecord)
         }
     }
@@ -72,7 +72,7 @@ extension SQLiteStateStore {
     public func acquireRun(_ id: RunID, owner: LeaseOwner, until: Date, replacing: LeaseOwner?, now: Date,
                            events: [EventRecord]) async throws -> LeaseResult {
         try await write { db in
-            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM runs WHERE id = ?", arguments: [id.rawValue]) else {
+            guard let row = try db.row(sql: "SELECT * FROM runs WHERE id = ?", arguments: [id.rawValue]) else {
                 return .notFound
             }
             let run = try Self.runRecord(row)
@@ -81,7 +81,7 @@ extension SQLiteStateStore {
                 return .heldBy(holder, until: expires)
             }
             let status: RunStatus = .running
-            try db.execute(sql: """
+            try db.exec(sql: """
                 UPDATE runs SET status = ?, started_at = COALESCE(started_at, ?), finished_at = NULL,
                   lease_owner = ?, lease_host = ?, lease_pid = ?, lease_expires_at = ? WHERE id = ?
                 """, arguments: [status.rawValue, now.timeIntervalSince1970, owner.id, owner.host, Int64(owner.pid),
@@ -99,10 +99,10 @@ extension SQLiteStateStore {
 
     public func renewLeases(run: RunID, owner: LeaseOwner, until: Date) async throws -> Bool {
         try await write { db in
-            try db.execute(sql: "UPDATE runs SET lease_expires_at = ? WHERE id = ? AND lease_owner = ?",
+            try db.exec(sql: "UPDATE runs SET lease_expires_at = ? WHERE id = ? AND lease_owner = ?",
                            arguments: [until.timeIntervalSince1970, run.rawValue, owner.id])
             guard db.changesCount == 1 else { return false }
-            try db.execute(sql: "UPDATE tasks SET lease_expires_at = ? WHERE run_id = ? AND status = 'running' AND lease_owner = ?",
+            try db.exec(sql: "UPDATE tasks SET lease_expires_at = ? WHERE run_id = ? AND status = 'running' AND lease_owner = ?",
                            arguments: [until.timeIntervalSince1970, run.rawValue, owner.id])
             return true
         }
@@ -110,22 +110,22 @@ extension SQLiteStateStore {
 
     public func expireLease(run: RunID, owner: LeaseOwner, now: Date) async throws {
         try await write { db in
-            try db.execute(sql: "UPDATE runs SET lease_expires_at = ? WHERE id = ? AND lease_owner = ?",
+            try db.exec(sql: "UPDATE runs SET lease_expires_at = ? WHERE id = ? AND lease_owner = ?",
                            arguments: [now.timeIntervalSince1970, run.rawValue, owner.id])
-            try db.execute(sql: "UPDATE tasks SET lease_expires_at = ? WHERE run_id = ? AND lease_owner = ? AND status = 'running'",
+            try db.exec(sql: "UPDATE tasks SET lease_expires_at = ? WHERE run_id = ? AND lease_owner = ? AND status = 'running'",
                            arguments: [now.timeIntervalSince1970, run.rawValue, owner.id])
         }
     }
 
     public func requestCancel(_ id: RunID, now: Date, events: [EventRecord]) async throws -> CancelRequestResult {
         try await write { db in
-            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM runs WHERE id = ?", arguments: [id.rawValue]) else {
+            guard let row = try db.row(sql: "SELECT * FROM runs WHERE id = ?", arguments: [id.rawValue]) else {
                 return .notFound
             }
             var run = try Self.runRecord(row)
             if run.status.isTerminal { return .alreadyFinished(run) }
             if run.cancelRequestedAt == nil {
-                try db.execute(sql: "UPDATE runs SET cancel_requested_at = ? WHERE id = ?",
+                try db.exec(sql: "UPDATE runs SET cancel_requested_at = ? WHERE id = ?",
                                arguments: [now.timeIntervalSince1970, id.rawValue])
                 try Self.insert(events, db)
                 run.cancelRequestedAt = now
@@ -136,13 +136,13 @@ extension SQLiteStateStore {
 
     public func cancelRequested(_ id: RunID) async throws -> Bool {
         try await read { db in
-            try Bool.fetchOne(db, sql: "SELECT cancel_requested_at IS NOT NULL FROM runs WHERE id = ?", arguments: [id.rawValue]) ?? false
+            try db.one(Bool.self, sql: "SELECT cancel_requested_at IS NOT NULL FROM runs WHERE id = ?", arguments: [id.rawValue]) ?? false
         }
     }
 
     public func finishRun(_ id: RunID, outcome: RunOutcome, owner: LeaseOwner, now: Date, events: [EventRecord]) async throws -> Bool {
         try await write { db in
-            try db.execute(sql: """
+            try db.exec(sql: """
                 UPDATE runs SET status = ?, finished_at = ?, lease_owner = NULL, lease_host = NULL, lease_pid = NULL,
                   lease_expires_at = NULL WHERE id = ? AND lease_owner = ?
                 """, arguments: [outcome.runStatus.rawValue, now.timeIntervalSince1970, id.rawValue, owner.id])
@@ -156,16 +156,16 @@ extension SQLiteStateStore {
                                        events: [EventRecord]) async throws -> [AttemptRecord] {
         try await write { db in
             let t = now.timeIntervalSince1970
-            let lost = try Row.fetchAll(db, sql: "SELECT * FROM attempts WHERE run_id = ? AND outcome = 'running'",
+            let lost = try db.rows(sql: "SELECT * FROM attempts WHERE run_id = ? AND outcome = 'running'",
                                         arguments: [id.rawValue]).map(Self.attemptRecord)
-            try db.execute(sql: """
+            try db.exec(sql: """
                 UPDATE attempts SET outcome = 'lost', finished_at = ?,
                   message = 'the process running this attempt ended before recording a result'
                 WHERE run_id = ? AND outcome = 'running'
                 """, arguments: [t, id.rawValue])
             // A lost attempt does not use the retry budget, but a task that keeps losing its process
             // (it may be what kills it) fails after `maxLostAttempts`.
-            try db.execute(sql: """
+            try db.exec(sql: """
                 UPDATE tasks SET status = CASE WHEN lost_attempts + 1 >= ? THEN 'failed' ELSE 'pending' END,
                   finished_at = CASE WHEN lost_attempts + 1 >= ? THEN ? ELSE NULL END,
                   lease_owner = NULL, lease_expires_at = NULL, not_before = NULL,
@@ -187,7 +187,7 @@ extension SQLiteStateStore {
     public func prepareResume(_ id: RunID, retryFailed: Bool, now: Date, events: [EventRecord]) async throws {
         try await write { db in
             let statuses = retryFailed ? "('failed', 'cancelled')" : "('cancelled')"
-            try db.execute(sql: """
+            try db.exec(sql: """
                 UPDATE tasks SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL, not_before = NULL,
                   retry_base = attempts, finished_at = NULL
                 WHERE run_id = ? AND status IN \(statuses)
@@ -197,17 +197,17 @@ extension SQLiteStateStore {
             // stage whose tasks failed keeps its failure, and so do the stages it blocked.
             let reopen = retryFailed ? "status NOT IN ('success', 'skipped')"
                 : "(status IN ('cancelled', 'pending', 'running') OR EXISTS (SELECT 1 FROM tasks WHERE tasks.run_id = stages.run_id AND tasks.stage = stages.name AND tasks.status IN ('pending', 'running')))"
-            try db.execute(sql: """
+            try db.exec(sql: """
                 UPDATE stages SET status = CASE WHEN EXISTS (SELECT 1 FROM tasks WHERE tasks.run_id = stages.run_id
                     AND tasks.stage = stages.name) THEN 'running' ELSE 'pending' END,
                   reason = NULL, finished_at = NULL
                 WHERE run_id = ? AND \(reopen)
                 """, arguments: [id.rawValue])
-            try db.execute(sql: "UPDATE runs SET cancel_requested_at = NULL, finished_at = NULL WHERE id = ?", arguments: [id.rawValue])
+            try db.exec(sql: "UPDATE runs SET cancel_requested_at = NULL, finished_at = NULL WHERE id = ?", arguments: [id.rawValue])
             try Self.insert(events, db)
             // A reopened stage whose tasks are all done (e.g. a fan-out stage whose producer finished) ends again at once.
             let t = now.timeIntervalSince1970
-            for stage in try String.fetchAll(db, sql: "SELECT name FROM stages WHERE run_id = ? AND status = 'running' ORDER BY position", arguments: [id.rawValue]) {
+            for stage in try db.all(String.self, sql: "SELECT name FROM stages WHERE run_id = ? AND status = 'running' ORDER BY position", arguments: [id.rawValue]) {
                 if let ended = try Self.rollUp(run: id, stage: stage, now: t, db) {
                     try Self.insert([Self.stageEndEvent(ended, pipeline: events.first?.pipeline ?? "", now: now)], db)
                 }
@@ -219,21 +219,21 @@ extension SQLiteStateStore {
 
     public func stages(of run: RunID) async throws -> [StageRecord] {
         try await read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM stages WHERE run_id = ? ORDER BY position", arguments: [run.rawValue])
+            try db.rows(sql: "SELECT * FROM stages WHERE run_id = ? ORDER BY position", arguments: [run.rawValue])
                 .map(Self.stageRecord)
         }
     }
 
     public func tasks(of run: RunID) async throws -> [TaskRecord] {
         try await read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM tasks WHERE run_id = ? ORDER BY id", arguments: [run.rawValue])
+            try db.rows(sql: "SELECT * FROM tasks WHERE run_id = ? ORDER BY id", arguments: [run.rawValue])
                 .map(Self.taskRecord)
         }
     }
 
     public func attempts(of run: RunID) async throws -> [AttemptRecord] {
         try await read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM attempts WHERE run_id = ? ORDER BY task_id, number", arguments: [run.rawValue])
+            try db.rows(sql: "SELECT * FROM attempts WHERE run_id = ? ORDER BY task_id, number", arguments: [run.rawValue])
                 .map(Self.attemptRecord)
         }
     }
@@ -244,7 +244,7 @@ extension SQLiteStateStore {
             for transition in transitions {
                 switch transition {
                 case .start(let stage, let keys):
-                    try db.execute(sql: "UPDATE stages SET status = 'running', started_at = ?, reason = NULL WHERE run_id = ? AND name = ? AND status = 'pending'",
+                    try db.exec(sql: "UPDATE stages SET status = 'running', started_at = ?, reason = NULL WHERE run_id = ? AND name = ? AND status = 'pending'",
                                    arguments: [t, run.rawValue, stage])
                     guard db.changesCount == 1 else { continue }
                     let insert = try db.cachedStatement(sql: """
@@ -252,10 +252,10 @@ extension SQLiteStateStore {
                         ON CONFLICT (run_id, stage, key) DO NOTHING
                         """)
                     for key in keys { try insert.execute(arguments: [run.rawValue, stage, key, t]) }
-                    if let producer = try String.fetchOne(db, sql: "SELECT producer FROM stages WHERE run_id = ? AND name = ?",
+                    if let producer = try db.one(String.self, sql: "SELECT producer FROM stages WHERE run_id = ? AND name = ?",
                                                           arguments: [run.rawValue, stage]) {
                         // A fan-out stage takes every item its producer emitted so far; later ones arrive with emitItems.
-                        try db.execute(sql: """
+                        try db.exec(sql: """
                             INSERT INTO tasks (run_id, stage, key, status, created_at, item)
                             SELECT run_id, ?, key, 'pending', ?, value FROM items WHERE run_id = ? AND stage = ? ORDER BY seq
                             ON CONFLICT (run_id, stage, key) DO NOTHING
@@ -265,7 +265,7 @@ extension SQLiteStateStore {
                         }
                     }
                 case .finish(let stage, let status, let reason):
-                    try db.execute(sql: "UPDATE stages SET status = ?, reason = ?, finished_at = ? WHERE run_id = ? AND name = ? AND status = 'pending'",
+                    try db.exec(sql: "UPDATE stages SET status = ?, reason = ?, finished_at = ? WHERE run_id = ? AND name = ? AND status = 'pending'",
                                    arguments: [status.rawValue, reason, t, run.rawValue, stage])
                 }
             }
@@ -283,7 +283,7 @@ extension SQLiteStateStore {
             let exclusion = full.isEmpty ? "" : " AND stage NOT IN (\(full.map { _ in "?" }.joined(separator: ",")))"
             var remaining = stageLimits
             var rows: [Row] = []
-            let candidates = try Row.fetchAll(db, sql: """
+            let candidates = try db.rows(sql: """
                 SELECT * FROM tasks WHERE run_id = ? AND status = 'pending' AND (not_before IS NULL OR not_before <= ?)\(exclusion)
                 ORDER BY id LIMIT ?
                 """, arguments: StatementArguments([run.rawValue, t] + full.map { $0 as any DatabaseValueConvertible } + [limit * 4]))
@@ -320,53 +320,67 @@ extension SQLiteStateStore {
 
     public func recordProcess(task: TaskID, attempt: Int, pid: Int32, startTicks: Int64?) async throws {
         try await write { db in
-            try db.execute(sql: "UPDATE attempts SET pid = ?, start_ticks = ? WHERE task_id = ? AND number = ?",
+            try db.exec(sql: "UPDATE attempts SET pid = ?, start_ticks = ? WHERE task_id = ? AND number = ?",
                            arguments: [Int64(pid), startTicks, task, attempt])
         }
     }
 
-    public func completeAttempt(_ attempt: AttemptRecord, result: Data?, next: TaskNext, owner: LeaseOwner, now: Date,
-                                events: [EventRecord],
-                                stageEvent: @escaping @Sendable (StageRecord) -> EventRecord) async throws -> CompletionResult {
-        try await write { db in
+    public func completeAttempts(_ completions: [AttemptCompletion], owner: LeaseOwner, now: Date) async throws -> [CompletionResult] {
+        guard !completions.isEmpty else { return [] }
+        return try await write { db in
             let t = now.timeIntervalSince1970
-            guard let owned = try String.fetchOne(db, sql: "SELECT lease_owner FROM tasks WHERE id = ? AND status = 'running' AND attempts = ?",
-                                                  arguments: [attempt.taskID, attempt.number]),
-                  owned == owner.id else {
-                return .leaseLost
+            var results: [CompletionResult] = []
+            var touched: [(RunID, StageName, Int)] = [] // stage, index of its last completion in this batch
+            for (index, completion) in completions.enumerated() {
+                let attempt = completion.attempt
+                guard let owned = try db.one(String.self, sql: "SELECT lease_owner FROM tasks WHERE id = ? AND status = 'running' AND attempts = ?",
+                                             arguments: [attempt.taskID, attempt.number]),
+                      owned == owner.id else {
+                    results.append(.leaseLost)
+                    continue
+                }
+                try db.exec(sql: """
+                    UPDATE attempts SET outcome = ?, started_at = ?, finished_at = ?, exit_code = ?, signal = ?, cpu_ms = ?, peak_rss = ?,
+                      stdout_bytes = ?, stderr_bytes = ?, stderr_tail = ?, message = ?,
+                      pid = COALESCE(?, pid), start_ticks = COALESCE(?, start_ticks), counters = ?
+                    WHERE task_id = ? AND number = ?
+                    """, arguments: [attempt.outcome.rawValue, attempt.startedAt.timeIntervalSince1970,
+                                     (attempt.finishedAt ?? now).timeIntervalSince1970,
+                                     attempt.exitCode.map { Int64($0) }, attempt.signal.map { Int64($0) }, attempt.cpuMs,
+                                     attempt.peakRSSBytes, attempt.stdoutBytes, attempt.stderrBytes, attempt.stderrTail,
+                                     attempt.message, attempt.pid.map { Int64($0) }, attempt.processStartTicks,
+                                     attempt.counters.isEmpty ? nil : try Self.json(attempt.counters),
+                                     attempt.taskID, attempt.number])
+                let lostDelta = attempt.outcome == .lost ? "lost_attempts + 1" : "0"
+                switch completion.next {
+                case .succeed, .fail, .cancel:
+                    let next = completion.next
+                    let status: TaskStatus = next == .succeed ? .success : (next == .fail ? .failed : .cancelled)
+                    try db.exec(sql: """
+                        UPDATE tasks SET status = ?, finished_at = ?, lease_owner = NULL, lease_expires_at = NULL,
+                          lost_attempts = \(lostDelta), result = ? WHERE id = ?
+                        """, arguments: [status.rawValue, t, next == .succeed ? completion.result : nil, attempt.taskID])
+                case .retry(let notBefore):
+                    try db.exec(sql: """
+                        UPDATE tasks SET status = 'pending', not_before = ?, lease_owner = NULL, lease_expires_at = NULL,
+                          lost_attempts = \(lostDelta) WHERE id = ?
+                        """, arguments: [notBefore.timeIntervalSince1970, attempt.taskID])
+                }
+                try Self.insert(completion.events, db)
+                touched.removeAll { $0.0 == attempt.runID && $0.1 == attempt.stage }
+                touched.append((attempt.runID, attempt.stage, index))
+                results.append(.applied(stage: nil))
             }
-            try db.execute(sql: """
-                UPDATE attempts SET outcome = ?, finished_at = ?, exit_code = ?, signal = ?, cpu_ms = ?, peak_rss = ?,
-                  stdout_bytes = ?, stderr_bytes = ?, stderr_tail = ?, message = ?,
-                  pid = COALESCE(?, pid), start_ticks = COALESCE(?, start_ticks), counters = ?
-                WHERE task_id = ? AND number = ?
-                """, arguments: [attempt.outcome.rawValue, (attempt.finishedAt ?? now).timeIntervalSince1970,
-                                 attempt.exitCode.map { Int64($0) }, attempt.signal.map { Int64($0) }, attempt.cpuMs,
-                                 attempt.peakRSSBytes, attempt.stdoutBytes, attempt.stderrBytes, attempt.stderrTail,
-                                 attempt.message, attempt.pid.map { Int64($0) }, attempt.processStartTicks,
-                                 attempt.counters.isEmpty ? nil : try Self.json(attempt.counters),
-                                 attempt.taskID, attempt.number])
-            let lostDelta = attempt.outcome == .lost ? "lost_attempts + 1" : "0"
-            switch next {
-            case .succeed, .fail, .cancel:
-                let status: TaskStatus = next == .succeed ? .success : (next == .fail ? .failed : .cancelled)
-                try db.execute(sql: """
-                    UPDATE tasks SET status = ?, finished_at = ?, lease_owner = NULL, lease_expires_at = NULL,
-                      lost_attempts = \(lostDelta), result = ? WHERE id = ?
-                    """, arguments: [status.rawValue, t, next == .succeed ? result : nil, attempt.taskID])
-            case .retry(let notBefore):
-                try db.execute(sql: """
-                    UPDATE tasks SET status = 'pending', not_before = ?, lease_owner = NULL, lease_expires_at = NULL,
-                      lost_attempts = \(lostDelta) WHERE id = ?
-                    """, arguments: [notBefore.timeIntervalSince1970, attempt.taskID])
+            // Each stage is rolled up once per batch, after all its completions: decided here, once.
+            for (run, stageName, index) in touched {
+                guard let stage = try Self.rollUp(run: run, stage: stageName, now: t, db) else { continue }
+                let completion = completions[index]
+                try Self.insert([completion.stageEvent(stage)], db)
+                _ = try Self.rollUpConsumers(of: stage, pipeline: completion.events.first?.pipeline ?? completion.stageEvent(stage).pipeline,
+                                             now: now, db)
+                results[index] = .applied(stage: stage)
             }
-            try Self.insert(events, db)
-            let stage = try Self.rollUp(run: attempt.runID, stage: attempt.stage, now: t, db)
-            if let stage {
-                try Self.insert([stageEvent(stage)], db)
-                _ = try Self.rollUpConsumers(of: stage, pipeline: events.first?.pipeline ?? "", now: now, db)
-            }
-            return .applied(stage: stage)
+            return results
         }
     }
 
@@ -374,12 +388,12 @@ extension SQLiteStateStore {
     /// no more items): decided inside the caller's transaction, once. A stage that ends this way may
     /// end the fan-out stages that take its items too.
     static func rollUp(run: RunID, stage: StageName, now t: Double, _ db: Database) throws -> StageRecord? {
-        guard let row = try Row.fetchOne(db, sql: "SELECT producer, tolerance FROM stages WHERE run_id = ? AND name = ? AND status = 'running'",
+        guard let row = try db.row(sql: "SELECT producer, tolerance FROM stages WHERE run_id = ? AND name = ? AND status = 'running'",
                                          arguments: [run.rawValue, stage]) else { return nil }
         let producerName: String? = row["producer"]
         var producer = StageRollup.Producer.none
         if let producerName {
-            let status = try String.fetchOne(db, sql: "SELECT status FROM stages WHERE run_id = ? AND name = ?",
+            let status = try db.one(String.self, sql: "SELECT status FROM stages WHERE run_id = ? AND name = ?",
                                              arguments: [run.rawValue, producerName]).flatMap { StageStatus(rawValue: $0) }
             switch status {
             case .pending?, .running?, nil: producer = .running
@@ -387,22 +401,27 @@ extension SQLiteStateStore {
             default: producer = .stopped
             }
         }
+        if producer == .running { return nil }
+        // Cheap with the (run_id, stage, status) index: most completions leave work behind.
+        let unfinished = try db.one(Bool.self, sql: "SELECT EXISTS (SELECT 1 FROM tasks WHERE run_id = ? AND stage = ? AND status IN ('pending', 'running'))",
+                                           arguments: [run.rawValue, stage]) ?? false
+        if unfinished { return nil }
         let tolerance = (row["tolerance"] as String?).flatMap { try? JSONDecoder().decode(FailureTolerance.self, from: Data($0.utf8)) } ?? .count(0)
         let counts = try taskCounts(run: run, stage: stage, db)
         guard let stageStatus = StageRollup.status(of: counts, producer: producer, tolerance: tolerance) else { return nil }
-        try db.execute(sql: "UPDATE stages SET status = ?, finished_at = ?, reason = ? WHERE run_id = ? AND name = ? AND status = 'running'",
+        try db.exec(sql: "UPDATE stages SET status = ?, finished_at = ?, reason = ? WHERE run_id = ? AND name = ? AND status = 'running'",
                        arguments: [stageStatus.rawValue, t,
                                    stageStatus == .upstreamFailed ? "for_each stage '\(producerName ?? "")' did not succeed: its items are incomplete"
                                        : (stageStatus == .partialSuccess ? "\(counts.failed) of \(counts.total) items failed (tolerated)" : nil),
                                    run.rawValue, stage])
         guard db.changesCount == 1 else { return nil }
-        return try Row.fetchOne(db, sql: "SELECT * FROM stages WHERE run_id = ? AND name = ?",
+        return try db.row(sql: "SELECT * FROM stages WHERE run_id = ? AND name = ?",
                                 arguments: [run.rawValue, stage]).map(Self.stageRecord)
     }
 
     static func taskCounts(run: RunID, stage: StageName, _ db: Database) throws -> TaskCounts {
         var counts = TaskCounts()
-        for row in try Row.fetchAll(db, sql: "SELECT status, count(*) AS n FROM tasks WHERE run_id = ? AND stage = ? GROUP BY status",
+        for row in try db.rows(sql: "SELECT status, count(*) AS n FROM tasks WHERE run_id = ? AND stage = ? GROUP BY status",
                                     arguments: [run.rawValue, stage]) {
             if let status = TaskStatus(rawValue: row["status"]) { counts[status] = row["n"] }
         }
@@ -418,12 +437,12 @@ extension SQLiteStateStore {
     /// When it did not succeed, their pending tasks are cancelled first.
     static func rollUpConsumers(of producer: StageRecord, pipeline: String, now: Date, _ db: Database) throws -> [StageRecord] {
         let t = now.timeIntervalSince1970
-        let consumers = try String.fetchAll(db, sql: "SELECT name FROM stages WHERE run_id = ? AND producer = ? AND status = 'running'",
+        let consumers = try db.all(String.self, sql: "SELECT name FROM stages WHERE run_id = ? AND producer = ? AND status = 'running'",
                                             arguments: [producer.runID.rawValue, producer.name])
         var ended: [StageRecord] = []
         for consumer in consumers {
             if producer.status != .success && producer.status != .partialSuccess {
-                try db.execute(sql: "UPDATE tasks SET status = 'cancelled', finished_at = ? WHERE run_id = ? AND stage = ? AND status = 'pending'",
+                try db.exec(sql: "UPDATE tasks SET status = 'cancelled', finished_at = ? WHERE run_id = ? AND stage = ? AND status = 'pending'",
                                arguments: [t, producer.runID.rawValue, consumer])
             }
             if let stage = try rollUp(run: producer.runID, stage: consumer, now: t, db) {
@@ -441,7 +460,7 @@ extension SQLiteStateStore {
         guard !items.isEmpty else { return 0 }
         return try await write { db in
             let t = now.timeIntervalSince1970
-            var seq = try Int.fetchOne(db, sql: "SELECT COALESCE(MAX(seq), 0) FROM items WHERE run_id = ? AND stage = ?",
+            var seq = try db.one(Int.self, sql: "SELECT COALESCE(MAX(seq), 0) FROM items WHERE run_id = ? AND stage = ?",
                                        arguments: [run.rawValue, stage]) ?? 0
             let insertItem = try db.cachedStatement(sql: "INSERT INTO items (run_id, stage, key, seq, value, created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
             var fresh: [ItemRecord] = []
@@ -450,7 +469,7 @@ extension SQLiteStateStore {
                 try insertItem.execute(arguments: [run.rawValue, stage, item.key, seq, item.value, t])
                 if db.changesCount == 1 { fresh.append(item) }
             }
-            let consumers = try String.fetchAll(db, sql: "SELECT name FROM stages WHERE run_id = ? AND producer = ? AND status = 'running'",
+            let consumers = try db.all(String.self, sql: "SELECT name FROM stages WHERE run_id = ? AND producer = ? AND status = 'running'",
                                                 arguments: [run.rawValue, stage])
             let insertTask = try db.cachedStatement(sql: """
                 INSERT INTO tasks (run_id, stage, key, status, created_at, item) VALUES (?, ?, ?, 'pending', ?, ?)
@@ -465,14 +484,14 @@ extension SQLiteStateStore {
 
     public func items(run: RunID, stage: StageName) async throws -> [ItemRecord] {
         try await read { db in
-            try Row.fetchAll(db, sql: "SELECT key, value FROM items WHERE run_id = ? AND stage = ? ORDER BY seq",
+            try db.rows(sql: "SELECT key, value FROM items WHERE run_id = ? AND stage = ? ORDER BY seq",
                              arguments: [run.rawValue, stage]).map { ItemRecord(key: $0["key"], value: $0["value"]) }
         }
     }
 
     public func nextRetryTime(run: RunID) async throws -> Date? {
         try await read { db in
-            try Double.fetchOne(db, sql: "SELECT MIN(not_before) FROM tasks WHERE run_id = ? AND status = 'pending' AND not_before IS NOT NULL",
+            try db.one(Double.self, sql: "SELECT MIN(not_before) FROM tasks WHERE run_id = ? AND status = 'pending' AND not_before IS NOT NULL",
                                 arguments: [run.rawValue]).map { Date(timeIntervalSince1970: $0) }
         }
     }
@@ -480,7 +499,7 @@ extension SQLiteStateStore {
     public func taskCounts(run: RunID) async throws -> [StageName: TaskCounts] {
         try await read { db in
             var result: [StageName: TaskCounts] = [:]
-            for row in try Row.fetchAll(db, sql: "SELECT stage, status, count(*) AS n FROM tasks WHERE run_id = ? GROUP BY stage, status",
+            for row in try db.rows(sql: "SELECT stage, status, count(*) AS n FROM tasks WHERE run_id = ? GROUP BY stage, status",
                                         arguments: [run.rawValue]) {
                 if let status = TaskStatus(rawValue: row["status"]) { result[row["stage"], default: TaskCounts()][status] = row["n"] }
             }
@@ -491,7 +510,7 @@ extension SQLiteStateStore {
     public func results(run: RunID, stage: StageName) async throws -> [String: Data] {
         try await read { db in
             var results: [String: Data] = [:]
-            for row in try Row.fetchAll(db, sql: "SELECT key, result FROM tasks WHERE run_id = ? AND stage = ? AND status = 'success' AND result IS NOT NULL",
+            for row in try db.rows(sql: "SELECT key, result FROM tasks WHERE run_id = ? AND stage = ? AND status = 'success' AND result IS NOT NULL",
                                         arguments: [run.rawValue, stage]) {
                 results[row["key"]] = row["result"]
             }
@@ -502,9 +521,9 @@ extension SQLiteStateStore {
     public func cancelUnfinished(run: RunID, now: Date, events: [EventRecord]) async throws {
         try await write { db in
             let t = now.timeIntervalSince1970
-            try db.execute(sql: "UPDATE tasks SET status = 'cancelled', finished_at = ? WHERE run_id = ? AND status = 'pending'",
+            try db.exec(sql: "UPDATE tasks SET status = 'cancelled', finished_at = ? WHERE run_id = ? AND status = 'pending'",
                            arguments: [t, run.rawValue])
-            try db.execute(sql: """
+            try db.exec(sql: """
                 UPDATE stages SET status = 'cancelled', finished_at = ?, reason = COALESCE(reason, 'the run was cancelled')
                 WHERE run_id = ? AND status IN ('pending', 'running')
                 """, arguments: [t, run.rawValue])
@@ -521,7 +540,7 @@ extension SQLiteStateStore {
 
     public func events(run: RunID, afterID: Int64, limit: Int) async throws -> [EventRecord] {
         try await read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM events WHERE run_id = ? AND id > ? ORDER BY id LIMIT ?",
+            try db.rows(sql: "SELECT * FROM events WHERE run_id = ? AND id > ? ORDER BY id LIMIT ?",
                              arguments: [run.rawValue, afterID, limit]).map(Self.eventRecord)
         }
     }

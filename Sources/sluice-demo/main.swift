@@ -62,7 +62,30 @@ func pipelines() throws -> [Pipeline] {
         middle
         last
     }
-    return [inventory, resumable]
+    // fan-out: N integers, one in-process task each (x * 2), and a join that checks the sum (W1 of BENCHMARKS.md).
+    let numbers = Discover<Int>("numbers") { context, items in
+        let n = Int(context.param("n") ?? "1000") ?? 1000
+        for i in 0..<n { try items.emit(i) }
+    }
+    let double = ForEach("double", over: numbers) { _, x in x * 2 }
+    let sum = Stage("sum", needs: double) { context -> Int in
+        let total = try await context.results(of: double).values.reduce(0, +)
+        let n = Int(context.param("n") ?? "1000") ?? 1000
+        guard total == n * (n - 1) else { throw DemoError(message: "sum is \(total), expected \(n * (n - 1))") }
+        return total
+    }
+    let fanOut = try Pipeline("fan-out", description: "N in-process tasks and a join (benchmark W1)", concurrency: 2,
+                              params: ["n": "1000"]) {
+        numbers
+        double
+        sum
+    }
+    return [inventory, resumable, fanOut]
+}
+
+struct DemoError: Error, CustomStringConvertible {
+    var message: String
+    var description: String { message }
 }
 
 func append(_ file: String) throws {

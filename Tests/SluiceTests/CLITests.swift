@@ -67,7 +67,7 @@ struct CLI {
     }
 
     func show(_ id: String) throws -> [String: Any] {
-        let result = try run(["show", id, "--json"])
+        let result = try run(["show", id, "--json", "--all-tasks"])
         return (try? JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]) ?? [:]
     }
 
