@@ -1,48 +1,86 @@
 import Foundation
+import Logging
 import SluiceCore
 import SluiceStore
 import SluiceSupervisor
 import Synchronization
 
-/// Group commit for attempt completions: tasks hand in their completion and wait; one writer records
-/// everything handed in since its last write in one transaction. Under load a commit carries many
-/// completions; alone, a completion is written at once.
+/// Group commit for attempt completions. A finished task hands in its completion and frees its slot at
+/// once; one writer records everything handed in since its last write in one transaction, publishes
+/// the events, and tells the run loop what was recorded (how many, whether a stage ended). Under load
+/// a commit carries many completions; alone, a completion is written at once.
+///
+/// A completion not yet recorded when the process dies is simply not done: its task is found running
+/// on takeover, recorded as lost, and runs again (at-least-once).
 final class CompletionBatcher: Sendable {
-    typealias Waiter = CheckedContinuation<CompletionResult, any Error>
-    private let pending = Mutex<[(AttemptCompletion, Waiter)]>([])
-    private let signal = Nudge()
+    struct Recorded: Sendable {
+        var count = 0
+        var stageEnded = false
+        var failure: String?
+    }
+
+    private let pending = Mutex<[AttemptCompletion]>([])
+    private let work = Nudge()
+    /// Nudged after every commit; the loop then takes `takeRecorded()`.
+    let committed = Nudge()
+    private let recorded = Mutex(Recorded())
     let maxBatch: Int
 
-    init(maxBatch: Int = 512) { self.maxBatch = maxBatch }
+    init(maxBatch: Int = 1024) { self.maxBatch = maxBatch }
 
-    /// Returns once the completion is recorded (or the writer failed).
-    func submit(_ completion: AttemptCompletion) async throws -> CompletionResult {
-        try await withCheckedThrowingContinuation { (waiter: Waiter) in
-            pending.withLock { $0.append((completion, waiter)) }
-            signal.nudge()
+    func submit(_ completion: AttemptCompletion) {
+        pending.withLock { $0.append(completion) }
+        work.nudge()
+    }
+
+    func takeRecorded() -> Recorded {
+        recorded.withLock { r in
+            defer { r = Recorded(failure: r.failure) }
+            return r
         }
     }
 
-    /// The writer; runs until its task is cancelled, then fails whatever is still waiting.
-    func run(store: any StateStore, owner: LeaseOwner, time: any TimeSource) async {
+    /// The writer; runs until its task is cancelled or a write fails (the failure is reported to the loop).
+    func run(store: any StateStore, owner: LeaseOwner, time: any TimeSource, log: EventLog, logger: Logger) async {
         while !Task.isCancelled {
-            await signal.wait()
+            await work.wait()
             while true {
-                let batch = pending.withLock { p -> [(AttemptCompletion, Waiter)] in
+                let batch = pending.withLock { p -> [AttemptCompletion] in
                     let n = min(p.count, maxBatch)
                     defer { p.removeFirst(n) }
                     return Array(p.prefix(n))
                 }
                 if batch.isEmpty { break }
                 do {
-                    let results = try await store.completeAttempts(batch.map(\.0), owner: owner, now: time.now())
-                    for (entry, result) in zip(batch, results) { entry.1.resume(returning: result) }
+                    let results = try await store.completeAttempts(batch, owner: owner, now: time.now())
+                    var stageEnded = false
+                    var events: [EventRecord] = []
+                    for (completion, result) in zip(batch, results) {
+                        switch result {
+                        case .applied(let stage):
+                            events += completion.events
+                            if let stage {
+                                stageEnded = true
+                                events.append(completion.stageEvent(stage))
+                            }
+                        case .leaseLost:
+                            logger.warning("result of a task was not recorded: another process holds its lease",
+                                           metadata: ["sluice.run_id": "\(completion.attempt.runID)", "sluice.stage": "\(completion.attempt.stage)",
+                                                      "sluice.task_id": "\(completion.attempt.taskID)", "sluice.attempt": "\(completion.attempt.number)"])
+                        }
+                    }
+                    log.published(events)
+                    recorded.withLock { r in
+                        r.count += batch.count
+                        r.stageEnded = r.stageEnded || stageEnded
+                    }
                 } catch {
-                    for entry in batch { entry.1.resume(throwing: error) }
+                    recorded.withLock { $0.failure = "\(error)" }
+                    committed.nudge()
+                    return
                 }
+                committed.nudge()
             }
         }
-        let left = pending.withLock { p in defer { p.removeAll() }; return p }
-        for entry in left { entry.1.resume(throwing: CancellationError()) }
     }
 }

@@ -21,7 +21,8 @@ struct RunExecutor: Sendable {
     var owner: LeaseOwner { engine.owner }
 
     private enum Wake: Sendable {
-        case taskEnded(TaskID, stageEnded: Bool)
+        case taskEnded(TaskID)
+        case recorded
         case nudged
         case cancelRequested
         case leaseLost
@@ -136,16 +137,19 @@ struct RunExecutor: Sendable {
             group.addTask { try await watch(engine: engine, lookForCancel: true) }
             group.addTask { await nudge.wait(); return .nudged }
             let store = self.store, owner = self.owner, time = self.time
+            let log = self.log, logger = engine.logger
             group.addTask {
-                await batcher.run(store: store, owner: owner, time: time)
+                await batcher.run(store: store, owner: owner, time: time, log: log, logger: logger)
                 return .timer
             }
+            group.addTask { await batcher.committed.wait(); return .recorded }
             if let progress {
-                let log = self.log, runID = self.runID
+                let runID = self.runID
                 group.addTask { try await progress.run(store: store, log: log, runID: runID, spec: spec) }
             }
             var running: [TaskID: (stop: StopSignal, stage: StageName)] = [:]
             var ready: [ClaimedTask] = [] // claimed, waiting for a free slot
+            var unrecorded = 0            // completions handed to the batcher, not yet committed
             var mayClaim = true           // false after a claim found nothing, until something changes
             var needsPlan = true
             var cancelling = try await store.cancelRequested(runID)
@@ -161,16 +165,12 @@ struct RunExecutor: Sendable {
                     // Claimed but never started: recorded as cancelled, without running.
                     for task in ready {
                         guard let stage = spec.stage(task.task.stage) else { continue }
-                        running[task.task.id] = (StopSignal(), stage.name)
-                        group.addTask {
-                            var attempt = AttemptRecord(taskID: task.task.id, runID: run.id, stage: stage.name, number: task.attempt,
-                                                        outcome: .cancelled, startedAt: task.startedAt, finishedAt: time.now(),
-                                                        message: "cancelled before it started", host: owner.host)
-                            attempt.pid = nil
-                            let ended = try await record(FinishedAttempt(attempt: attempt, event: "task.cancel", attrs: [:], result: nil),
-                                                         claimed: task, stage: stage, batcher: batcher)
-                            return .taskEnded(task.task.id, stageEnded: ended)
-                        }
+                        let attempt = AttemptRecord(taskID: task.task.id, runID: run.id, stage: stage.name, number: task.attempt,
+                                                    outcome: .cancelled, startedAt: task.startedAt, finishedAt: time.now(),
+                                                    message: "cancelled before it started", host: owner.host)
+                        record(FinishedAttempt(attempt: attempt, event: "task.cancel", attrs: [:], result: nil),
+                               claimed: task, stage: stage, batcher: batcher)
+                        unrecorded += 1
                     }
                     ready.removeAll()
                 } else {
@@ -200,13 +200,13 @@ struct RunExecutor: Sendable {
                         running[task.task.id] = (stop, stage.name)
                         let producer = producers.contains(stage.name)
                         group.addTask {
-                            let ended = try await perform(task, stage: stage, run: run, stop: stop, producer: producer,
-                                                          nudge: nudge, batcher: batcher)
-                            return .taskEnded(task.task.id, stageEnded: ended)
+                            try await perform(task, stage: stage, run: run, stop: stop, producer: producer,
+                                              nudge: nudge, batcher: batcher)
+                            return .taskEnded(task.task.id)
                         }
                     }
                 }
-                if running.isEmpty && ready.isEmpty {
+                if running.isEmpty && ready.isEmpty && unrecorded == 0 {
                     if cancelling {
                         let event = log.make("run.cancelling", "cancelled: stages that had not finished are recorded as cancelled")
                         try await store.cancelUnfinished(run: runID, now: time.now(), events: [event])
@@ -234,11 +234,20 @@ struct RunExecutor: Sendable {
                 }
                 guard let wake = try await group.next() else { continue }
                 switch wake {
-                case .taskEnded(let id, let stageEnded):
+                case .taskEnded(let id):
                     running[id] = nil
+                    unrecorded += 1
+                case .recorded:
+                    let recorded = batcher.takeRecorded()
+                    if let failure = recorded.failure {
+                        throw EngineError(.io, "recording task results failed: \(failure)",
+                                          hint: "the run is unfinished; `sluice resume \(runID)` continues it once the store works")
+                    }
+                    unrecorded -= recorded.count
                     // A retry puts a task back, a stage that ended lets others start.
                     mayClaim = true
-                    if stageEnded { needsPlan = true }
+                    if recorded.stageEnded { needsPlan = true }
+                    group.addTask { await batcher.committed.wait(); return .recorded }
                 case .nudged:
                     mayClaim = true
                     group.addTask { await nudge.wait(); return .nudged }
@@ -326,9 +335,8 @@ struct RunExecutor: Sendable {
 
     /// Runs one task's attempt and records how it ended, with the retry decision of the core. A producer's
     /// items are recorded while it runs (every 100 ms), and all of them before its attempt is recorded.
-    /// Returns whether the task's stage ended with it.
     private func perform(_ claimed: ClaimedTask, stage: StageSpec, run: RunRecord, stop: StopSignal,
-                         producer: Bool, nudge: Nudge, batcher: CompletionBatcher) async throws -> Bool {
+                         producer: Bool, nudge: Nudge, batcher: CompletionBatcher) async throws {
         let sink = OutputSink(producer: producer)
         // Items leave the sink only once the store recorded them, so an interrupted write loses none.
         let flush: @Sendable () async throws -> Void = {
@@ -370,7 +378,7 @@ struct RunExecutor: Sendable {
         }
         finished.attempt.counters = sink.counters.attributes
         if producer { finished.attrs["items"] = String(sink.itemCount) }
-        return try await record(finished, claimed: claimed, stage: stage, batcher: batcher)
+        record(finished, claimed: claimed, stage: stage, batcher: batcher)
     }
 
     private func runCommand(_ command: CommandTask, stop: StopSignal, sink: OutputSink) async throws -> FinishedAttempt {
@@ -513,7 +521,8 @@ struct RunExecutor: Sendable {
         return FinishedAttempt(attempt: attempt, event: Self.eventName(attempt.outcome), attrs: attrs, result: result)
     }
 
-    private func record(_ finished: FinishedAttempt, claimed: ClaimedTask, stage: StageSpec, batcher: CompletionBatcher) async throws -> Bool {
+    /// Decides where the task goes (the core's retry rules) and hands the completion to the batcher.
+    private func record(_ finished: FinishedAttempt, claimed: ClaimedTask, stage: StageSpec, batcher: CompletionBatcher) {
         let attempt = finished.attempt
         let outcome = attempt.outcome
         let next: TaskNext
@@ -553,23 +562,8 @@ struct RunExecutor: Sendable {
             log.make("stage.\(stageRecord.status.rawValue)", stage: stageRecord.name,
                      "stage ended: \(stageRecord.status.rawValue)\(stageRecord.reason.map { " (\($0))" } ?? "")")
         }
-        let result = try await batcher.submit(AttemptCompletion(attempt: attempt, result: finished.result, next: next,
-                                                                events: events, stageEvent: stageEvent))
-        switch result {
-        case .applied(let stageRecord):
-            log.published(events)
-            if let stageRecord {
-                // The store recorded this event in the same transaction; the files are rewritten from it at the end.
-                log.published([stageEvent(stageRecord)])
-                return true
-            }
-            return false
-        case .leaseLost:
-            engine.logger.warning("result of a task was not recorded: another process holds its lease",
-                                  metadata: ["sluice.run_id": "\(runID)", "sluice.stage": "\(stage.name)",
-                                             "sluice.task_id": "\(claimed.task.id)", "sluice.attempt": "\(claimed.attempt)"])
-            return false
-        }
+        batcher.submit(AttemptCompletion(attempt: attempt, result: finished.result, next: next, events: events,
+                                         stageEvent: stageEvent))
     }
 
     static func display(_ argv: [String]) -> String {
