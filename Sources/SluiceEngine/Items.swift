@@ -26,7 +26,14 @@ public enum Items {
 
     /// A key derived from content: the first 16 bytes of its SHA-256, in hex.
     public static func contentKey(_ data: Data) -> String {
-        SHA256.hash(data: data).prefix(16).map { String(format: "%02x", $0) }.joined()
+        let digits = Array("0123456789abcdef".utf8)
+        var hex = [UInt8]()
+        hex.reserveCapacity(32)
+        for byte in SHA256.hash(data: data).prefix(16) {
+            hex.append(digits[Int(byte >> 4)])
+            hex.append(digits[Int(byte & 0x0f)])
+        }
+        return String(decoding: hex, as: UTF8.self)
     }
 
     /// The values of `{{item}}` and `{{item.field}}` (nested fields as `item.a.b`) for an item's JSON:

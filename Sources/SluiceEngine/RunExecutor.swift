@@ -130,8 +130,11 @@ struct RunExecutor: Sendable {
         let nudge = Nudge()
         let producers = Set(spec.stages.compactMap(\.forEach))
         let stageLimits = Dictionary(spec.stages.compactMap { s in s.concurrency.map { (s.name, $0) } }, uniquingKeysWith: { a, _ in a })
-        // Tasks are claimed a few at a time ahead of free slots, so a claim is one transaction per batch.
-        let prefetch = min(64, max(8, spec.concurrency * 2))
+        // Tasks are claimed a batch ahead of free slots, so a claim is one transaction per batch: a large
+        // batch when the run has in-process fan-out (tasks of microseconds), a small one for commands
+        // (a crash records the claimed-but-unstarted ones as lost attempts).
+        let inProcessFanOut = spec.stages.contains { $0.forEach != nil && $0.command == .swift }
+        let prefetch = inProcessFanOut ? 512 : min(64, max(16, spec.concurrency * 4))
         let batcher = CompletionBatcher()
         return try await withThrowingTaskGroup(of: Wake.self) { group in
             group.addTask { try await watch(engine: engine, lookForCancel: true) }
