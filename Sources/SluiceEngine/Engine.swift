@@ -121,8 +121,9 @@ public struct Engine: Sendable {
     }
 
     static func isDead(_ holder: LeaseOwner) -> Bool {
+        // A zombie (killed, not yet reaped by its parent) is as dead as a process that is gone.
         holder.host == ProcessInfo.processInfo.hostName && holder.pid != ProcessInfo.processInfo.processIdentifier
-            && kill(holder.pid, 0) != 0 && errno == ESRCH
+            && !ProcFS.isAlive(holder.pid, startTicks: nil)
     }
 
     /// Finds a run by id, unique id prefix, or `latest`.

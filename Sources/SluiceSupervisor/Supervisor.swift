@@ -217,6 +217,8 @@ public struct Supervisor: Sendable {
             ) { execution in
                 let pid = execution.processIdentifier.value
                 let startTicks = ProcFS.startTicks(pid)
+                // One sample at once: a process that ends before the watcher's first tick is measured too.
+                state.sample(pid: pid, group: false)
                 await onStart(pid, startTicks)
                 await withTaskGroup(of: Void.self) { group in
                     group.addTask {

@@ -207,6 +207,20 @@ struct CLITests {
         #expect(try cli.run(["resume", id]).stdout.contains("nothing to resume"))
     }
 
+    @Test func cancellingARunWhoseProcessDiedCompletesItsRecord() async throws {
+        try writeCrashPipeline()
+        let process = try cli.start(["run", "crash.yml", "--no-tty"])
+        try await cli.wait { FileManager.default.fileExists(atPath: cli.dir.file("orphan.pid")) }
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        let orphan = try #require(Int32(try String(contentsOfFile: cli.dir.file("orphan.pid"), encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines)))
+        let cancel = try cli.run(["cancel", "latest"])
+        #expect(cancel.stdout.contains("cancelled (its process was gone"), "\(cancel.output)")
+        #expect(try cli.show("latest")["status"] as? String == "cancelled")
+        try await cli.wait(seconds: 5) { !ProcFS.isAlive(orphan, startTicks: nil) }
+    }
+
     @Test func cancelFromAnotherProcessStopsTheRun() async throws {
         try cli.dir.write("long.yml", """
             name: long

@@ -46,7 +46,7 @@ struct FanOutTests {
         let find = Discover<Doc>("find") { _, items in
             for i in 0..<6 {
                 try items.emit(Doc(id: "d\(i)", words: i))
-                try await Task.sleep(for: .milliseconds(150))
+                try await Task.sleep(for: .milliseconds(300))
             }
         }
         let process = ForEach("process", over: find, concurrency: 2) { _, doc in doc.words * 2 }

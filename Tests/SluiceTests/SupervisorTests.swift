@@ -76,7 +76,7 @@ struct SupervisorTests {
 
     @Test func steadyOutputIsNotAHang() async throws {
         let script = "for i in 1 2 3 4 5 6; do echo tick $i; sleep 0.2; done"
-        let report = await Supervisor().run(invocation(["sh", "-c", script], hang: .milliseconds(900)), stop: StopSignal())
+        let report = await Supervisor().run(invocation(["sh", "-c", script], hang: .seconds(3)), stop: StopSignal())
         #expect(report.ending == .exited(0))
     }
 
