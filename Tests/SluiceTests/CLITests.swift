@@ -173,18 +173,24 @@ struct CLITests {
             """)
     }
 
-    func lines(_ file: String) -> Int {
-        ((try? String(contentsOfFile: cli.dir.file(file), encoding: .utf8)) ?? "").split(separator: "\n").count
-    }
-
-    @Test func aKilledRunIsResumedAndOnlyUnfinishedWorkRunsAgain() async throws {
+    /// Starts the crash pipeline, SIGKILLs `sluice run` while `middle` runs, and returns the pid of the
+    /// background process that `middle` left behind.
+    func startAndKillCrashRun() async throws -> Int32 {
         try writeCrashPipeline()
         let process = try cli.start(["run", "crash.yml", "--no-tty"])
         try await cli.wait { FileManager.default.fileExists(atPath: cli.dir.file("orphan.pid")) }
         kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
-        let orphan = try #require(Int32(try String(contentsOfFile: cli.dir.file("orphan.pid"), encoding: .utf8)
+        return try #require(Int32(try String(contentsOfFile: cli.dir.file("orphan.pid"), encoding: .utf8)
             .trimmingCharacters(in: .whitespacesAndNewlines)))
+    }
+
+    func lines(_ file: String) -> Int {
+        ((try? String(contentsOfFile: cli.dir.file(file), encoding: .utf8)) ?? "").split(separator: "\n").count
+    }
+
+    @Test func aKilledRunIsResumedAndOnlyUnfinishedWorkRunsAgain() async throws {
+        let orphan = try await startAndKillCrashRun()
 
         let runs = try cli.run(["runs", "--json"])
         let id = try #require(((try JSONSerialization.jsonObject(with: Data(runs.stdout.utf8)) as? [[String: String]])?.first)?["run_id"])
@@ -208,13 +214,7 @@ struct CLITests {
     }
 
     @Test func cancellingARunWhoseProcessDiedCompletesItsRecord() async throws {
-        try writeCrashPipeline()
-        let process = try cli.start(["run", "crash.yml", "--no-tty"])
-        try await cli.wait { FileManager.default.fileExists(atPath: cli.dir.file("orphan.pid")) }
-        kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
-        let orphan = try #require(Int32(try String(contentsOfFile: cli.dir.file("orphan.pid"), encoding: .utf8)
-            .trimmingCharacters(in: .whitespacesAndNewlines)))
+        let orphan = try await startAndKillCrashRun()
         let cancel = try cli.run(["cancel", "latest"])
         #expect(cancel.stdout.contains("cancelled (its process was gone"), "\(cancel.output)")
         #expect(try cli.show("latest")["status"] as? String == "cancelled")
