@@ -330,3 +330,30 @@ struct FanOutCrashTests {
         #expect(try cli.stageStatuses("latest") == ["find": "success", "work": "success", "join": "success"])
     }
 }
+
+@Suite("Benchmarks: the quick mode stays runnable")
+struct BenchmarkSmokeTests {
+    /// Runs every workload at small N. It checks the answers (the join's sum, every task recorded, every
+    /// log captured), never the speed: speed is measured with `swift run -c release sluice-bench`.
+    @Test func quickModeRunsEveryWorkloadCorrectly() throws {
+        let bench = CLI.executable.replacingOccurrences(of: "/sluice", with: "/sluice-bench", options: .backwards)
+        let dir = try TemporaryDirectory(prefix: "bench")
+        let cli = CLI(dir: dir)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: bench)
+        process.arguments = ["--quick", "--json"]
+        let out = dir.file("bench.json")
+        _ = FileManager.default.createFile(atPath: out, contents: nil)
+        process.standardOutput = FileHandle(forWritingAtPath: out)
+        process.standardError = FileHandle(forWritingAtPath: "/dev/null")
+        try process.run()
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0)
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out))) as? [String: Any])
+        let rows = try #require(json["rows"] as? [[String: Any]])
+        #expect(Set(rows.compactMap { $0["workload"] as? String }) == ["W1", "W2", "W4", "W5", "W6"])
+        let w1 = try #require(rows.first { $0["workload"] as? String == "W1" })
+        #expect((w1["check"] as? String)?.contains("sum 249500 = n(n-1), 500 tasks recorded") == true)
+        _ = cli
+    }
+}

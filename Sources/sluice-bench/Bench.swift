@@ -1,0 +1,270 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Runs the workloads and prints the table (or JSON).
+enum Bench {
+    struct Options {
+        var quick = false
+        var json = false
+        var repetitions = 3
+        var workloads: [String] = []
+        var million = false
+    }
+
+    struct Figure: Codable {
+        var seconds: Double
+        var spread: Double
+        var rssBytes: Int64?
+    }
+
+    struct Row: Codable {
+        var workload: String
+        var n: Int
+        var sluice: Figure
+        var perTaskMicroseconds: Double
+        var baseline: String
+        var baselineFigure: Figure
+        var ratio: Double
+        var check: String
+        var note: String?
+    }
+
+    static let all = ["W1", "W2", "W3", "W4", "W5", "W6", "R1"]
+
+    static func main(_ args: [String]) async throws {
+        var options = Options()
+        for arg in args {
+            switch arg {
+            case "--quick": options.quick = true; options.repetitions = 1
+            case "--json": options.json = true
+            case "--million": options.million = true
+            case "-h", "--help":
+                print("usage: sluice-bench [--quick] [--json] [--million] [W1 W2 W3 W4 W5 W6 R1]")
+                return
+            default:
+                guard all.contains(arg.uppercased()) else { throw BenchError("unknown workload or option '\(arg)'") }
+                options.workloads.append(arg.uppercased())
+            }
+        }
+        if options.workloads.isEmpty { options.workloads = all }
+        var rows: [Row] = []
+        var skipped: [String: String] = [:]
+        for workload in options.workloads {
+            switch workload {
+            case "W1": rows.append(try w1(n: options.quick ? 500 : 10_000, options))
+            case "W2": rows.append(try w2(n: options.quick ? 40 : 500, options))
+            case "W4": rows.append(try w4(n: options.quick ? 20 : 100, options))
+            case "W5": rows.append(try w5(options))
+            case "W6":
+                var sizes = options.quick ? [200, 2_000] : [1_000, 10_000, 100_000]
+                if options.million && !options.quick { sizes.append(1_000_000) }
+                for n in sizes { rows.append(try w1(n: n, options, name: "W6")) }
+            case "W3": skipped["W3"] = "needs the PostgreSQL store and `sluice worker` (not built yet)"
+            case "R1": skipped["R1"] = "not measured yet: the crash/resume correctness checks run in the test suite (CLI fan-out crash tests)"
+            default: break
+            }
+        }
+        if options.json {
+            let encoder = JSONEncoder()
+            encoder.keyEncodingStrategy = .convertToSnakeCase
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            struct Output: Codable { var machine: String; var rows: [Row]; var skipped: [String: String] }
+            FileHandle.standardOutput.write(try encoder.encode(Output(machine: machine(), rows: rows, skipped: skipped)))
+            print()
+        } else {
+            print(table(rows))
+            for (w, why) in skipped.sorted(by: { $0.key < $1.key }) { print("\(w): skipped — \(why)") }
+            print("\n\(machine()); medians of \(options.repetitions) run\(options.repetitions == 1 ? "" : "s"), spread = max − min")
+        }
+    }
+
+    // MARK: workloads
+
+    static func w1(n: Int, _ o: Options, name: String = "W1") throws -> Row {
+        let sluice = try repeatMeasure(["w1", String(n)], o)
+        let group = try repeatMeasure(["w1-taskgroup", String(n)], o)
+        let floor = try repeatMeasure(["store-floor", String(n)], o)
+        return Row(workload: name, n: n, sluice: sluice.figure, perTaskMicroseconds: sluice.figure.seconds / Double(n) * 1e6,
+                   baseline: "store floor", baselineFigure: floor.figure, ratio: sluice.figure.seconds / floor.figure.seconds,
+                   check: sluice.check,
+                   note: String(format: "no-store task group: %.4f s (%.0fx)", group.figure.seconds, sluice.figure.seconds / max(group.figure.seconds, 1e-9)))
+    }
+
+    static func w4(n: Int, _ o: Options) throws -> Row {
+        let sluice = try repeatMeasure(["w4", String(n)], o)
+        let plain = try repeatMeasure(["w4-plain", String(n)], o)
+        return Row(workload: "W4", n: n, sluice: sluice.figure, perTaskMicroseconds: sluice.figure.seconds / Double(n) * 1e6,
+                   baseline: "plain calls (same process setup)", baselineFigure: plain.figure,
+                   ratio: sluice.figure.seconds / max(plain.figure.seconds, 1e-9), check: sluice.check,
+                   note: String(format: "engine overhead per stage: %.3f ms", (sluice.figure.seconds - plain.figure.seconds) / Double(n) * 1000))
+    }
+
+    static func w2(n: Int, _ o: Options) throws -> Row {
+        let dir = try scratch()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let yaml = """
+            name: w2
+            concurrency: 4
+            stages:
+              items: { run: [sh, -c, 'seq 1 \(n) | sed "s/.*/{\\"key\\": \\"&\\"}/"'] }
+              echo:
+                for_each: items
+                concurrency: 4
+                run: [sh, -c, 'echo out-$1; echo err-$1 >&2', sh, "{{item.key}}"]
+            """
+        try yaml.write(toFile: dir + "/w2.yml", atomically: true, encoding: .utf8)
+        let sluice = try repeatRun(o) {
+            try? FileManager.default.removeItem(atPath: dir + "/.sluice")
+            return try spawn([sluiceExecutable(), "run", "w2.yml", "--no-tty"], in: dir)
+        }
+        // Check: every task's stdout and stderr were captured.
+        let logs = (try? FileManager.default.contentsOfDirectory(atPath: dir + "/.sluice/runs").first).map { dir + "/.sluice/runs/\($0)/logs/echo" }
+        let captured = logs.flatMap { try? FileManager.default.contentsOfDirectory(atPath: $0) }?.count ?? 0
+        guard captured == 2 * n else { throw BenchError("W2 captured \(captured) log files, expected \(2 * n)") }
+        let xargs = try repeatRun(o) {
+            try? FileManager.default.removeItem(atPath: dir + "/out")
+            try FileManager.default.createDirectory(atPath: dir + "/out", withIntermediateDirectories: true)
+            return try spawn(["/bin/sh", "-c", "seq \(n) | xargs -P4 -I{} sh -c 'sh -c \"echo out-{}; echo err-{} >&2\" > out/{}.out 2> out/{}.err'"], in: dir)
+        }
+        return Row(workload: "W2", n: n, sluice: sluice, perTaskMicroseconds: sluice.seconds / Double(n) * 1e6,
+                   baseline: "xargs -P4, a file per task", baselineFigure: xargs, ratio: sluice.seconds / xargs.seconds,
+                   check: "\(n) tasks, \(captured) log files", note: nil)
+    }
+
+    static func w5(_ o: Options) throws -> Row {
+        let dir = try scratch()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try "name: w5\nstages:\n  one: { run: [\"true\"] }\n".write(toFile: dir + "/w5.yml", atomically: true, encoding: .utf8)
+        let reps = max(o.repetitions, o.quick ? 3 : 10)
+        var opts = o
+        opts.repetitions = reps
+        let sluice = try repeatRun(opts) { try spawn([sluiceExecutable(), "run", "w5.yml", "--no-tty"], in: dir) }
+        let direct = try repeatRun(opts) { try spawn(["/bin/true"], in: dir) }
+        return Row(workload: "W5", n: 1, sluice: sluice, perTaskMicroseconds: sluice.seconds * 1e6,
+                   baseline: "running `true` directly", baselineFigure: direct, ratio: sluice.seconds / max(direct.seconds, 1e-9),
+                   check: "exit 0", note: String(format: "%.1f ms beyond the command", (sluice.seconds - direct.seconds) * 1000))
+    }
+
+    // MARK: running
+
+    struct Spawned {
+        var seconds: Double
+        var rssBytes: Int64
+        var status: Int32
+        var stdout: String
+    }
+
+    /// posix_spawn + wait4: wall time and the child's own peak RSS.
+    static func spawn(_ argv: [String], in dir: String) throws -> Spawned {
+        var pipe: [Int32] = [0, 0]
+        guard Glibc.pipe(&pipe) == 0 else { throw BenchError("pipe failed") }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_adddup2(&actions, pipe[1], 1)
+        posix_spawn_file_actions_addclose(&actions, pipe[0])
+        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        // `cd` then `exec`: the measured program keeps the pid, so wait4 reports its own resources.
+        let argv = ["/bin/sh", "-c", "cd \"$0\" && exec \"$@\"", dir] + argv
+        let cArgs = argv.map { strdup($0) } + [nil]
+        defer { for p in cArgs { free(p) } }
+        var pid: pid_t = 0
+        let start = ContinuousClock.now
+        let rc = posix_spawn(&pid, argv[0], &actions, nil, cArgs, environ)
+        close(pipe[1])
+        guard rc == 0 else { close(pipe[0]); throw BenchError("cannot start \(argv[0]): \(String(cString: strerror(rc)))") }
+        var output = Data()
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = read(pipe[0], &buffer, buffer.count)
+            if n <= 0 { break }
+            output.append(contentsOf: buffer[0..<n])
+        }
+        close(pipe[0])
+        var status: Int32 = 0
+        var usage = rusage()
+        _ = wait4(pid, &status, 0, &usage)
+        let seconds = (ContinuousClock.now - start).seconds
+        let exit = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+        return Spawned(seconds: seconds, rssBytes: Int64(usage.ru_maxrss) * 1024, status: exit,
+                       stdout: String(decoding: output, as: UTF8.self))
+    }
+
+    static func repeatRun(_ o: Options, _ body: () throws -> Spawned) throws -> Figure {
+        var runs: [Spawned] = []
+        for _ in 0..<o.repetitions {
+            let r = try body()
+            guard r.status == 0 else { throw BenchError("a measured command exited \(r.status)") }
+            runs.append(r)
+        }
+        return figure(runs.map(\.seconds), rss: runs.map(\.rssBytes).max())
+    }
+
+    static func repeatMeasure(_ what: [String], _ o: Options) throws -> (figure: Figure, check: String) {
+        var seconds: [Double] = []
+        var rss: [Int64] = []
+        var check = ""
+        for _ in 0..<o.repetitions {
+            let r = try spawn([selfExecutable(), "--measure"] + what, in: FileManager.default.currentDirectoryPath)
+            guard r.status == 0, let line = r.stdout.split(separator: "\n").last,
+                  let result = try? decoder.decode(Measure.Result.self, from: Data(line.utf8)) else {
+                throw BenchError("measurement \(what.joined(separator: " ")) failed (exit \(r.status)): \(r.stdout.suffix(500))")
+            }
+            seconds.append(result.seconds)
+            rss.append(result.rssBytes)
+            check = result.check
+        }
+        return (figure(seconds, rss: rss.max()), check)
+    }
+
+    static let decoder: JSONDecoder = {
+        let d = JSONDecoder()
+        d.keyDecodingStrategy = .convertFromSnakeCase
+        return d
+    }()
+
+    static func figure(_ seconds: [Double], rss: Int64?) -> Figure {
+        let sorted = seconds.sorted()
+        return Figure(seconds: sorted[sorted.count / 2], spread: (sorted.last ?? 0) - (sorted.first ?? 0), rssBytes: rss)
+    }
+
+    static func selfExecutable() -> String {
+        URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL.path
+    }
+
+    /// The `sluice` executable built beside this one.
+    static func sluiceExecutable() throws -> String {
+        let path = URL(fileURLWithPath: selfExecutable()).deletingLastPathComponent().appendingPathComponent("sluice").path
+        guard FileManager.default.isExecutableFile(atPath: path) else {
+            throw BenchError("\(path) is not built; run `swift build -c release` first")
+        }
+        return path
+    }
+
+    static func scratch() throws -> String {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-bench-\(UUID().uuidString.prefix(8))").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        return dir
+    }
+
+    static func machine() -> String {
+        let memory = ProcessInfo.processInfo.physicalMemory / (1 << 30)
+        return "\(ProcessInfo.processInfo.activeProcessorCount) cores, \(memory) GiB, \(ISO8601DateFormatter().string(from: Date()))"
+    }
+
+    static func table(_ rows: [Row]) -> String {
+        func mb(_ b: Int64?) -> String { b.map { String(format: "%.0f MB", Double($0) / 1_048_576) } ?? "-" }
+        func time(_ f: Figure) -> String { String(format: "%.3f s (±%.3f)", f.seconds, f.spread / 2) }
+        let header = ["workload", "N", "sluice wall", "per task", "peak RSS", "baseline", "baseline wall", "ratio", "note"]
+        let body = rows.map { r in
+            [r.workload, String(r.n), time(r.sluice), r.perTaskMicroseconds >= 1000 ? String(format: "%.2f ms", r.perTaskMicroseconds / 1000) : String(format: "%.1f µs", r.perTaskMicroseconds),
+             mb(r.sluice.rssBytes), r.baseline, time(r.baselineFigure), String(format: "%.2fx", r.ratio), r.note ?? ""]
+        }
+        let all = [header] + body
+        let widths = header.indices.map { i in all.map { $0[i].count }.max() ?? 0 }
+        return all.map { row in row.enumerated().map { i, c in c.padding(toLength: widths[i], withPad: " ", startingAt: 0) }.joined(separator: "  ") }
+            .joined(separator: "\n")
+    }
+}
