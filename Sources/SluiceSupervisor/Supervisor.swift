@@ -241,6 +241,7 @@ public struct Supervisor: Sendable {
                                 if let doneRegex, (try? doneRegex.firstMatch(in: rest)) != nil { state.complete(rest) }
                             }
                         } catch {}
+                        state.wake.nudge() // end of output: the process has most likely exited
                     }
                     group.addTask {
                         var lines = LineSplitter()
@@ -259,6 +260,7 @@ public struct Supervisor: Sendable {
                                 if let doneRegex, (try? doneRegex.firstMatch(in: rest)) != nil { state.complete(rest) }
                             }
                         } catch {}
+                        state.wake.nudge()
                     }
                     group.addTask {
                         await Self.watch(pid: pid, invocation: invocation, state: state, stop: stop, tick: tick, started: started)
@@ -338,7 +340,7 @@ public struct Supervisor: Sendable {
                 await terminateGroup(pid, grace: invocation.grace, tick: tick)
                 return
             }
-            try? await Task.sleep(for: tick)
+            await state.pause(tick)
         }
     }
 

@@ -16,6 +16,18 @@ final class WatchState: Sendable {
     }
 
     private let values = Mutex(Values())
+    /// Wakes the watcher before its next tick (output ended, a completion line was seen).
+    let wake = Nudge()
+
+    /// Sleeps one tick, or less when woken.
+    func pause(_ tick: Duration) async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.wake.wait() }
+            group.addTask { try? await Task.sleep(for: tick) }
+            await group.next()
+            group.cancelAll()
+        }
+    }
 
     func touch() { values.withLock { $0.lastOutput = ContinuousClock.now } }
     var lastOutput: ContinuousClock.Instant { values.withLock { $0.lastOutput } }
@@ -24,6 +36,7 @@ final class WatchState: Sendable {
 
     func complete(_ line: String) {
         values.withLock { if $0.completedLine == nil { $0.completedLine = line } }
+        wake.nudge()
     }
 
     func setStopReason(_ reason: ProcessEnding) {

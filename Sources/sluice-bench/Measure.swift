@@ -20,7 +20,9 @@ enum Measure {
         guard args.count >= 2, let n = Int(args[1]) else { throw BenchError("usage: --measure WHAT N") }
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-bench-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: folder) }
+        // SLUICE_BENCH_KEEP=1 keeps the state folder, to look at a run's events and timings afterwards.
+        let keep = ProcessInfo.processInfo.environment["SLUICE_BENCH_KEEP"] == "1"
+        defer { if keep { FileHandle.standardError.write(Data("kept \(folder.path)\n".utf8)) } else { try? FileManager.default.removeItem(at: folder) } }
         let clock = ContinuousClock()
         let start = clock.now
         let check: String
