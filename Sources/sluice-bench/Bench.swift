@@ -96,9 +96,9 @@ enum Bench {
         let sluice = try repeatMeasure(["w4", String(n)], o)
         let plain = try repeatMeasure(["w4-plain", String(n)], o)
         return Row(workload: "W4", n: n, sluice: sluice.figure, perTaskMicroseconds: sluice.figure.seconds / Double(n) * 1e6,
-                   baseline: "plain calls (same process setup)", baselineFigure: plain.figure,
+                   baseline: "plain calls", baselineFigure: plain.figure,
                    ratio: sluice.figure.seconds / max(plain.figure.seconds, 1e-9), check: sluice.check,
-                   note: String(format: "engine overhead per stage: %.3f ms", (sluice.figure.seconds - plain.figure.seconds) / Double(n) * 1000))
+                   note: String(format: "engine overhead per stage (store opening included): %.3f ms", (sluice.figure.seconds - plain.figure.seconds) / Double(n) * 1000))
     }
 
     static func w2(n: Int, _ o: Options) throws -> Row {
