@@ -139,7 +139,7 @@ struct Logs: AsyncParsableCommand {
                            hint: Suggest.hint(for: stage, in: run.spec.stages.map(\.name))
                             ?? "stages: \(run.spec.stages.map(\.name).joined(separator: ", "))", exitCode: ExitStatus.failure)
         }
-        let tasks = try await engine.store.tasks(of: run.id).filter { $0.stage == stage }
+        let tasks = try await engine.store.tasks(of: run.id, stage: stage, unsuccessfulOnly: false)
         guard let chosen = task.map({ key in tasks.first { $0.key == key || String($0.id) == key } }) ?? tasks.last else {
             throw CLIError(message: task.map { "stage '\(stage)' has no task '\($0)'" } ?? "stage '\(stage)' has not run in run \(run.id)",
                            exitCode: ExitStatus.failure)

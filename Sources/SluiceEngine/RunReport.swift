@@ -93,46 +93,28 @@ public struct RunReport: Codable, Sendable {
         return Int64((b.timeIntervalSince(a) * 1000).rounded())
     }
 
+    /// Builds the report from the store: aggregates are computed there, and only the tasks listed
+    /// (for a fan-out stage, those that did not succeed) are loaded.
     /// - Parameter allTasks: list a fan-out stage's successful tasks too.
     public static func build(store: any StateStore, runID: RunID, allTasks: Bool = false) async throws -> RunReport {
         guard let run = try await store.run(runID) else {
             throw EngineError(.runNotFound, "run \(runID) does not exist")
         }
         let stages = try await store.stages(of: runID)
-        let tasks = try await store.tasks(of: runID)
-        let attempts = try await store.attempts(of: runID)
-        return build(run: run, stages: stages, tasks: tasks, attempts: attempts, allTasks: allTasks)
-    }
-
-    public static func build(run: RunRecord, stages: [StageRecord], tasks: [TaskRecord], attempts: [AttemptRecord],
-                             allTasks: Bool = false) -> RunReport {
-        // Counters of successful attempts only: a retried attempt's counts would be counted twice.
-        var counters: [StageName: [String: Int]] = [:]
-        var rejected: [StageName: (Int, [String])] = [:]
-        for a in attempts where a.outcome == .success && !a.counters.isEmpty {
-            let stage = a.stage
-            for (k, v) in a.counters where k.hasPrefix("count.") {
-                counters[stage, default: [:]][String(k.dropFirst("count.".count)), default: 0] += Int(v) ?? 0
-            }
-            if let n = a.counters["rejected"].flatMap(Int.init) {
-                var entry = rejected[stage] ?? (0, [])
-                entry.0 += n
-                entry.1 += a.counters.filter { $0.key.hasPrefix("rejected.") }
-                    .sorted { (Int($0.key.dropFirst(9)) ?? 0) < (Int($1.key.dropFirst(9)) ?? 0) }.map(\.value)
-                rejected[stage] = entry
-            }
+        let summaries = try await store.stageSummaries(run: runID)
+        var listed: [StageName: [TaskRecord]] = [:]
+        for stage in stages {
+            let fanOut = run.spec.stage(stage.name)?.forEach != nil
+            listed[stage.name] = try await store.tasks(of: runID, stage: stage.name, unsuccessfulOnly: fanOut && !allTasks)
         }
+        let attempts = try await store.attempts(ofTasks: listed.values.flatMap { $0.map(\.id) })
         let attemptsByTask = Dictionary(grouping: attempts, by: \.taskID)
         let statusByName = Dictionary(stages.map { ($0.name, $0.status) }, uniquingKeysWith: { a, _ in a })
-        let tasksByStage = Dictionary(grouping: tasks, by: \.stage)
         var counts: [String: Int] = [:]
         let stageReports = stages.map { stage -> Stage in
             counts[stage.status.rawValue, default: 0] += 1
-            // A fan-out stage can have a million items: its successful ones are summed up in `metrics`
-            // and `progress`; the report lists the others, with their attempts.
-            let fanOut = run.spec.stage(stage.name)?.forEach != nil
-            let listed = (tasksByStage[stage.name] ?? []).filter { allTasks || !fanOut || $0.status != .success }
-            let taskReports = listed.map { task in
+            let summary = summaries[stage.name] ?? StageSummary()
+            let taskReports = (listed[stage.name] ?? []).map { task in
                 Task(id: task.id, key: task.key, status: task.status.rawValue,
                      attempts: (attemptsByTask[task.id] ?? []).map { a in
                          Attempt(number: a.number, outcome: a.outcome.rawValue, startedAt: a.startedAt, finishedAt: a.finishedAt,
@@ -142,40 +124,36 @@ public struct RunReport: Codable, Sendable {
                                  stderrTail: a.outcome == .success ? nil : a.stderrTail.map { $0.components(separatedBy: "\n") })
                      })
             }
-            let stageTasks = tasksByStage[stage.name] ?? []
-            let durations = stageTasks.compactMap { attemptsByTask[$0.id]?.last?.wallMs }.sorted()
-            let finished = stageTasks.filter { $0.status.isTerminal }.count
-            let succeeded = stageTasks.filter { $0.status == .success }.count
+            let c = summary.counts
             let wall = ms(stage.startedAt, stage.finishedAt)
-            let metrics = stageTasks.isEmpty ? nil : Metrics(
-                tasks: stageTasks.count, succeeded: succeeded, failed: stageTasks.filter { $0.status == .failed }.count,
-                successRate: finished == 0 ? 0 : (Double(succeeded) / Double(finished) * 1000).rounded() / 1000,
-                tasksPerSecond: wall.flatMap { $0 > 0 ? (Double(finished) * 1000 / Double($0) * 10).rounded() / 10 : nil },
-                meanTaskMs: durations.isEmpty ? nil : (Double(durations.reduce(0, +)) / Double(durations.count) * 10).rounded() / 10,
-                p95TaskMs: durations.isEmpty ? nil : durations[min(durations.count - 1, Int((Double(durations.count) * 0.95).rounded(.up)) - 1)],
-                peakRssBytes: stageTasks.flatMap { attemptsByTask[$0.id] ?? [] }.compactMap(\.peakRSSBytes).max())
+            let metrics = c.total == 0 ? nil : Metrics(
+                tasks: c.total, succeeded: c.success, failed: c.failed,
+                successRate: c.finished == 0 ? 0 : (Double(c.success) / Double(c.finished) * 1000).rounded() / 1000,
+                tasksPerSecond: wall.flatMap { $0 > 0 ? (Double(c.finished) * 1000 / Double($0) * 10).rounded() / 10 : nil },
+                meanTaskMs: summary.meanTaskMs, p95TaskMs: summary.p95TaskMs, peakRssBytes: summary.peakRSSBytes)
             return Stage(name: stage.name, status: stage.status.rawValue, reason: stage.reason, startedAt: stage.startedAt,
-                         finishedAt: stage.finishedAt, durationMs: ms(stage.startedAt, stage.finishedAt),
-                         counters: counters[stage.name], rejected: rejected[stage.name]?.0,
-                         rejectedRecords: rejected[stage.name].map { Array($0.1.prefix(100)) }, metrics: metrics,
-                         progress: progress(stage, stageTasks, run: run, statuses: statusByName), tasks: taskReports)
+                         finishedAt: stage.finishedAt, durationMs: wall,
+                         counters: summary.counters.isEmpty ? nil : summary.counters,
+                         rejected: summary.rejected == 0 ? nil : summary.rejected,
+                         rejectedRecords: summary.rejectedRecords.isEmpty ? nil : summary.rejectedRecords, metrics: metrics,
+                         progress: progress(stage, c, run: run, statuses: statusByName), tasks: taskReports)
         }
         let outcome = RunOutcome(run.status)
+        let all = summaries.values
         return RunReport(
             pipeline: run.pipeline, runId: run.id.rawValue, pipelineFile: run.spec.sourceFile, params: run.params,
             trigger: run.trigger, status: run.status.rawValue, outcome: outcome?.rawValue, exitCode: outcome?.exitCode,
             createdAt: run.createdAt, startedAt: run.startedAt, finishedAt: run.finishedAt,
             durationMs: ms(run.startedAt, run.finishedAt), stages: stageReports,
-            totals: Totals(stages: counts, attempts: attempts.count,
-                           bytesWritten: attempts.reduce(0) { $0 + $1.stdoutBytes + $1.stderrBytes },
-                           peakRssBytes: attempts.compactMap(\.peakRSSBytes).max(),
-                           cpuMs: attempts.reduce(0) { $0 + ($1.cpuMs ?? 0) }),
+            totals: Totals(stages: counts, attempts: all.reduce(0) { $0 + $1.attempts },
+                           bytesWritten: all.reduce(0) { $0 + $1.bytesWritten },
+                           peakRssBytes: all.compactMap(\.peakRSSBytes).max(),
+                           cpuMs: all.reduce(0) { $0 + $1.cpuMs }),
             enginePeakRssBytes: nil)
     }
 
-    static func progress(_ stage: StageRecord, _ tasks: [TaskRecord], run: RunRecord, statuses: [StageName: StageStatus]) -> StageProgress? {
-        guard !tasks.isEmpty else { return nil }
-        let counts = TaskCounts(tasks.map(\.status))
+    static func progress(_ stage: StageRecord, _ counts: TaskCounts, run: RunRecord, statuses: [StageName: StageStatus]) -> StageProgress? {
+        guard counts.total > 0 else { return nil }
         let end = stage.finishedAt ?? Date()
         let seconds = stage.startedAt.map { end.timeIntervalSince($0) } ?? 0
         let rate = seconds > 0 ? Double(counts.finished) / seconds : 0

@@ -80,6 +80,14 @@ public protocol StateStore: Sendable {
     /// The recorded results of a stage's successful tasks, by task key.
     func results(run: RunID, stage: StageName) async throws -> [String: Data]
 
+    /// Per-stage aggregates of tasks and attempts, computed in the store (a fan-out stage may have a
+    /// million tasks: nothing is loaded per task).
+    func stageSummaries(run: RunID) async throws -> [StageName: StageSummary]
+    /// A stage's tasks, or only those that did not succeed.
+    func tasks(of run: RunID, stage: StageName, unsuccessfulOnly: Bool) async throws -> [TaskRecord]
+    /// The attempts of these tasks.
+    func attempts(ofTasks ids: [TaskID]) async throws -> [AttemptRecord]
+
     /// After a cancel: pending tasks become cancelled, pending and running stages cancelled.
     func cancelUnfinished(run: RunID, now: Date, events: [EventRecord]) async throws
 
@@ -136,6 +144,25 @@ public enum TaskNext: Sendable, Hashable {
     case retry(notBefore: Date)
     case fail
     case cancel
+}
+
+/// What the report says of a stage's tasks as a whole.
+public struct StageSummary: Sendable, Hashable {
+    public var counts = TaskCounts()
+    public var attempts = 0
+    /// Mean and 95th percentile of each task's last attempt's wall time.
+    public var meanTaskMs: Double?
+    public var p95TaskMs: Int64?
+    public var peakRSSBytes: Int64?
+    public var bytesWritten: Int64 = 0
+    public var cpuMs: Int64 = 0
+    /// Business counters of successful attempts, summed.
+    public var counters: [String: Int] = [:]
+    public var rejected = 0
+    /// The first failed records with their reasons (at most 100).
+    public var rejectedRecords: [String] = []
+
+    public init() {}
 }
 
 /// How one attempt ended and where its task goes next.

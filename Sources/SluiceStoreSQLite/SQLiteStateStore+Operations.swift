@@ -518,6 +518,81 @@ extension SQLiteStateStore {
         }
     }
 
+    public func stageSummaries(run: RunID) async throws -> [StageName: StageSummary] {
+        try await read { db in
+            var summaries: [StageName: StageSummary] = [:]
+            for row in try db.rows(sql: "SELECT stage, status, count(*) AS n FROM tasks WHERE run_id = ? GROUP BY stage, status",
+                                   arguments: [run.rawValue]) {
+                if let status = TaskStatus(rawValue: row["status"]) { summaries[row["stage"], default: StageSummary()].counts[status] = row["n"] }
+            }
+            for row in try db.rows(sql: """
+                SELECT stage, count(*) AS n, COALESCE(sum(stdout_bytes + stderr_bytes), 0) AS bytes,
+                  COALESCE(sum(cpu_ms), 0) AS cpu, max(peak_rss) AS rss FROM attempts WHERE run_id = ? GROUP BY stage
+                """, arguments: [run.rawValue]) {
+                var summary = summaries[row["stage"], default: StageSummary()]
+                summary.attempts = row["n"]
+                summary.bytesWritten = row["bytes"]
+                summary.cpuMs = row["cpu"]
+                summary.peakRSSBytes = row["rss"]
+                summaries[row["stage"]] = summary
+            }
+            let lastAttempts = """
+                FROM tasks t JOIN attempts a ON a.task_id = t.id AND a.number = t.attempts
+                WHERE t.run_id = ? AND t.stage = ? AND a.finished_at IS NOT NULL
+                """
+            for stage in Array(summaries.keys) {
+                guard let row = try db.row(sql: "SELECT count(*) AS n, avg((a.finished_at - a.started_at) * 1000) AS mean \(lastAttempts)",
+                                           arguments: [run.rawValue, stage]), let n = row["n"] as Int?, n > 0 else { continue }
+                summaries[stage]?.meanTaskMs = (row["mean"] as Double?).map { ($0 * 10).rounded() / 10 }
+                let offset = max(0, Int((Double(n) * 0.95).rounded(.up)) - 1)
+                summaries[stage]?.p95TaskMs = try db.one(Double.self, sql: "SELECT (a.finished_at - a.started_at) * 1000 AS ms \(lastAttempts) ORDER BY ms LIMIT 1 OFFSET ?",
+                                                         arguments: [run.rawValue, stage, offset]).map { Int64($0.rounded()) }
+            }
+            // Counters of successful attempts only: a retried attempt's counts would be counted twice.
+            let cursor = try Row.fetchCursor(db.cachedStatement(sql: "SELECT stage, counters FROM attempts WHERE run_id = ? AND outcome = 'success' AND counters IS NOT NULL"),
+                                             arguments: [run.rawValue])
+            while let row = try cursor.next() {
+                let stage: String = row["stage"]
+                guard let text = row["counters"] as String?,
+                      let counters = try? JSONDecoder().decode([String: String].self, from: Data(text.utf8)) else { continue }
+                var summary = summaries[stage, default: StageSummary()]
+                for (k, v) in counters where k.hasPrefix("count.") {
+                    summary.counters[String(k.dropFirst("count.".count)), default: 0] += Int(v) ?? 0
+                }
+                if let n = counters["rejected"].flatMap({ Int($0) }) {
+                    summary.rejected += n
+                    if summary.rejectedRecords.count < 100 {
+                        summary.rejectedRecords += counters.filter { $0.key.hasPrefix("rejected.") }
+                            .sorted { (Int($0.key.dropFirst(9)) ?? 0) < (Int($1.key.dropFirst(9)) ?? 0) }.map(\.value)
+                        summary.rejectedRecords = Array(summary.rejectedRecords.prefix(100))
+                    }
+                }
+                summaries[stage] = summary
+            }
+            return summaries
+        }
+    }
+
+    public func tasks(of run: RunID, stage: StageName, unsuccessfulOnly: Bool) async throws -> [TaskRecord] {
+        try await read { db in
+            try db.rows(sql: "SELECT * FROM tasks WHERE run_id = ? AND stage = ?\(unsuccessfulOnly ? " AND status != 'success'" : "") ORDER BY id",
+                        arguments: [run.rawValue, stage]).map(Self.taskRecord)
+        }
+    }
+
+    public func attempts(ofTasks ids: [TaskID]) async throws -> [AttemptRecord] {
+        guard !ids.isEmpty else { return [] }
+        return try await read { db in
+            var attempts: [AttemptRecord] = []
+            for chunk in stride(from: 0, to: ids.count, by: 500).map({ Array(ids[$0..<min(ids.count, $0 + 500)]) }) {
+                let marks = chunk.map { _ in "?" }.joined(separator: ",")
+                attempts += try db.rows(sql: "SELECT * FROM attempts WHERE task_id IN (\(marks)) ORDER BY task_id, number",
+                                        arguments: StatementArguments(chunk)).map(Self.attemptRecord)
+            }
+            return attempts
+        }
+    }
+
     public func cancelUnfinished(run: RunID, now: Date, events: [EventRecord]) async throws {
         try await write { db in
             let t = now.timeIntervalSince1970
