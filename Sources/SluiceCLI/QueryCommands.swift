@@ -153,7 +153,9 @@ struct Logs: AsyncParsableCommand {
         if follow {
             let path = stderr ? files.stderr(stage: stage, task: fileKey, attempt: number)
                               : files.stdout(stage: stage, task: fileKey, attempt: number)
-            return try await tail(path, until: { try await engine.store.tasks(of: run.id).first { $0.id == chosen.id }?.status.isTerminal ?? true })
+            return try await tail(path, until: {
+                try await engine.store.tasks(of: run.id, stage: stage, unsuccessfulOnly: false).first { $0.id == chosen.id }?.status.isTerminal ?? true
+            })
         }
         let paths = stderr ? [files.stderr(stage: stage, task: fileKey, attempt: number)]
                            : [files.stdout(stage: stage, task: fileKey, attempt: number), files.stderr(stage: stage, task: fileKey, attempt: number)]
