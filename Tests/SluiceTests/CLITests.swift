@@ -297,7 +297,7 @@ struct CLITests {
 struct FanOutCrashTests {
     /// SIGKILLs `sluice run` at random moments of a 60-item fan-out, resumes, and checks that no item
     /// recorded as done runs again, every item finishes, and the join runs once.
-    @Test(arguments: [0.4, 0.9, 1.6])
+    @Test(arguments: [0.3, 0.6, 0.9])
     func killedFanOutResumesWithoutRedoingCompletedItems(_ delay: Double) async throws {
         let cli = CLI(dir: try TemporaryDirectory(prefix: "fan-crash"))
         try cli.dir.write("fan.yml", #"""
@@ -326,7 +326,16 @@ struct FanOutCrashTests {
         let after = ran.dropFirst(ranBefore)
         #expect(Set(after).isDisjoint(with: done), "items recorded as done before the crash ran again")
         #expect(Set(ran) == Set((1...60).map { "k\($0)" }), "every item ran")
-        #expect(try String(contentsOfFile: cli.dir.file("join.log"), encoding: .utf8) == "joined\n")
+        // The join succeeded exactly once in the record. Its command ran once per attempt: a kill while the
+        // join itself ran (before its result was recorded) loses that attempt, and it runs again.
+        let final = try cli.show("latest")
+        let join = (final["stages"] as? [[String: Any]])?.first { $0["name"] as? String == "join" }
+        let attempts = ((join?["tasks"] as? [[String: Any]])?.first?["attempts"] as? [[String: Any]]) ?? []
+        #expect(attempts.filter { $0["outcome"] as? String == "success" }.count == 1)
+        #expect(attempts.allSatisfy { ["success", "lost"].contains($0["outcome"] as? String ?? "") })
+        let joins = try String(contentsOfFile: cli.dir.file("join.log"), encoding: .utf8).split(separator: "\n").count
+        // (A kill between the claim and the start records a lost attempt that never ran its command.)
+        #expect(joins >= 1 && joins <= attempts.count, "the join ran at most once per recorded attempt")
         #expect(try cli.stageStatuses("latest") == ["find": "success", "work": "success", "join": "success"])
     }
 }
