@@ -98,7 +98,11 @@ struct SupervisorTests {
         let stop = StopSignal()
         let script = "echo $$ > pids; sleep 30 & echo $! >> pids; wait"
         async let report = Supervisor().run(invocation(["sh", "-c", script]), stop: stop)
-        try await Task.sleep(for: .milliseconds(300))
+        // Stop once both processes exist (the shell wrote both pids).
+        func written() -> Int {
+            ((try? String(contentsOfFile: dir.file("pids"), encoding: .utf8)) ?? "").split(separator: "\n").count
+        }
+        for _ in 0..<400 where written() < 2 { try await Task.sleep(for: .milliseconds(25)) }
         stop.request()
         let result = await report
         #expect(result.ending == .stopped)
