@@ -3,7 +3,7 @@ import Testing
 @testable import SluiceSupervisor
 import SluiceTesting
 
-@Suite("Supervisor: real processes")
+@Suite("Supervisor: real processes", .serialized)
 struct SupervisorTests {
     let dir: TemporaryDirectory
     init() throws { dir = try TemporaryDirectory(prefix: "supervisor") }
@@ -51,8 +51,8 @@ struct SupervisorTests {
 
     @Test func timeoutStopsTheWholeProcessGroup() async throws {
         // The shell starts a grandchild that would outlive it; both must be gone afterwards.
-        let script = "sleep 60 & echo $! > pids; echo $$ >> pids; wait"
-        let report = await Supervisor().run(invocation(["sh", "-c", script], timeout: .milliseconds(500)), stop: StopSignal())
+        let script = "echo $$ > pids; sleep 60 & echo $! >> pids; wait"
+        let report = await Supervisor().run(invocation(["sh", "-c", script], timeout: .seconds(2)), stop: StopSignal())
         #expect(report.ending == .timedOut)
         #expect(report.wallMs < 10_000)
         #expect(try alive("pids").isEmpty)
@@ -60,7 +60,7 @@ struct SupervisorTests {
 
     @Test func termIgnoredMeansKillAfterGrace() async throws {
         let script = "trap '' TERM; echo $$ > pids; while true; do sleep 0.1; done"
-        let report = await Supervisor().run(invocation(["sh", "-c", script], timeout: .milliseconds(300),
+        let report = await Supervisor().run(invocation(["sh", "-c", script], timeout: .seconds(2),
                                                        grace: .milliseconds(500)), stop: StopSignal())
         #expect(report.ending == .timedOut)
         #expect(report.signal == SIGKILL)
@@ -69,7 +69,7 @@ struct SupervisorTests {
 
     @Test func hangIsDetectedWhenOutputStops() async throws {
         let script = "echo $$ > pids; echo started; sleep 30 & echo $! >> pids; wait"
-        let report = await Supervisor().run(invocation(["sh", "-c", script], hang: .milliseconds(600)), stop: StopSignal())
+        let report = await Supervisor().run(invocation(["sh", "-c", script], hang: .seconds(2)), stop: StopSignal())
         #expect(report.ending == .hung)
         #expect(try alive("pids").isEmpty)
     }
