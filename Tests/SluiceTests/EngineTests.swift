@@ -246,7 +246,7 @@ struct EngineTests {
         guard case .started(let run) = try await f.engine.start(spec) else { Issue.record("not started"); return }
         async let outcome = f.engine.execute(run)
         // Wait for the process to be running, then cancel as `sluice cancel` would.
-        for _ in 0..<100 where !FileManager.default.fileExists(atPath: f.dir.file("pid")) {
+        for _ in 0..<400 where !FileManager.default.fileExists(atPath: f.dir.file("pid")) {
             try await Task.sleep(for: .milliseconds(50))
         }
         _ = try await f.engine.cancel(run)

@@ -103,7 +103,7 @@ struct SwiftAPITests {
         let engine = f.engine([pipeline])
         guard case .started(let run) = try await engine.start(pipeline.spec) else { Issue.record("not started"); return }
         async let outcome = engine.execute(run)
-        for _ in 0..<200 where !started.withLock({ $0 }) { try await Task.sleep(for: .milliseconds(10)) }
+        for _ in 0..<2000 where !started.withLock({ $0 }) { try await Task.sleep(for: .milliseconds(10)) }
         _ = try await engine.cancel(run)
         #expect(try await outcome == .cancelled)
         #expect(sawCancellation.withLock { $0 })
