@@ -140,8 +140,6 @@ public struct Conditions: Sendable, Codable, Hashable {
         self.noFiles = noFiles
         self.upstream = upstream
     }
-
-    public var isEmpty: Bool { files.isEmpty && noFiles.isEmpty && upstream.isEmpty }
 }
 
 /// The outcome of an upstream stage as `proceed_if` and `when.upstream` name it.

@@ -7,7 +7,6 @@ public struct EngineError: HintedError, Sendable {
         case runNotFound
         case ambiguousRun
         case runBusy
-        case nothingToResume
         case overlap
         case invalidInput
         case io

@@ -208,7 +208,6 @@ public struct StoreError: HintedError, Sendable {
         case newerSchema
         case corrupt
         case io
-        case notFound
     }
 
     public var code: Code
