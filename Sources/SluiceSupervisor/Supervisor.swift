@@ -316,14 +316,19 @@ public struct Supervisor: Sendable {
     /// main process is gone, stops what is left of its group so no grandchild outlives the task.
     static func watch(pid: Int32, invocation: CommandInvocation, state: WatchState, stop: StopSignal,
                       tick: Duration, started: ContinuousClock.Instant) async {
-        var lastGroupSample = ContinuousClock.now - .seconds(10)
+        // Resources are sampled at spawn and then every 200 ms (the group's members once a second):
+        // reading /proc every tick was a large share of a short command's cost.
+        var lastSample = ContinuousClock.now
+        var lastGroupSample = ContinuousClock.now
         while true {
             let now = ContinuousClock.now
             let procState = ProcFS.state(pid)
             let mainGone = procState == nil || procState == "Z"
-            if !mainGone {
-                state.sample(pid: pid, group: now - lastGroupSample >= .seconds(1))
-                if now - lastGroupSample >= .seconds(1) { lastGroupSample = now }
+            if !mainGone && now - lastSample >= .milliseconds(200) {
+                let group = now - lastGroupSample >= .seconds(1)
+                state.sample(pid: pid, group: group)
+                lastSample = now
+                if group { lastGroupSample = now }
             }
             if mainGone {
                 // Leftover members of the group (daemons, background jobs) are stopped with the task.
