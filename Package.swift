@@ -54,7 +54,7 @@ let package = Package(
         .target(name: "SluiceTesting", dependencies: ["SluiceCore"], swiftSettings: upcoming),
         .executableTarget(name: "sluice", dependencies: ["SluiceCLI"], swiftSettings: upcoming),
         .executableTarget(name: "sluice-bench",
-                          dependencies: ["Sluice", "SluiceEngine", "SluiceStore", "SluiceStoreSQLite", "SluiceDefinition",
+                          dependencies: ["Sluice", "SluiceCore", "SluiceEngine", "SluiceStore", "SluiceStoreSQLite", "SluiceDefinition",
                                          .product(name: "GRDB", package: "GRDB.swift")],
                           swiftSettings: upcoming),
         .executableTarget(name: "sluice-demo", dependencies: ["Sluice", "SluiceCLI"], swiftSettings: upcoming),

@@ -274,7 +274,6 @@ struct SpecReader {
         guard let entries = mapping(node, what) else { return nil }
         checkKeys(entries, allowed: Self.stageKeys, in: what)
         let byKey = Dictionary(entries.map { ($0.0, ($0.1, $0.2)) }, uniquingKeysWith: { a, _ in a })
-        var ok = true
         let stageKnown = known
 
         var forEach: StageName?
@@ -292,10 +291,8 @@ struct SpecReader {
         case (nil, nil):
             error("\(what) has neither `run:` nor `shell:`", keyNode,
                   hint: "add `run: [program, arg, ...]` (or `shell: \"...\"` to run a shell script)")
-            ok = false
         case (.some, .some(let (shellKey, _))):
             error("\(what) has both `run:` and `shell:`", shellKey, hint: "keep one: `run:` is an argv list, `shell:` a script for /bin/sh")
-            ok = false
         case (.some(let (_, runNode)), nil):
             if case .sequence(let seq) = runNode {
                 var argv: [String] = []
@@ -303,34 +300,29 @@ struct SpecReader {
                     if let s = string(item, "each argument of \(what).run") {
                         checkPlaceholders(s, item, known: stageKnown, what: "\(what).run", items: items)
                         argv.append(s)
-                    } else { ok = false }
+                    }
                 }
                 if argv.isEmpty {
                     error("\(what).run is an empty list", runNode, hint: "name the program to run first, e.g. run: [python3, script.py]")
-                    ok = false
                 } else if argv[0].isEmpty {
                     error("\(what).run starts with an empty program name", runNode)
-                    ok = false
                 }
                 command = .argv(argv)
             } else if case .scalar(let s) = runNode {
                 let words = s.string.split(separator: " ").map { "\"\($0)\"" }.joined(separator: ", ")
                 error("\(what).run must be a list of arguments (argv), got the text '\(s.string)'", runNode,
                       hint: "write `run: [\(words)]`, or `shell: \"\(s.string)\"` if you need a shell")
-                ok = false
             } else {
                 error("\(what).run must be a list of arguments (argv), got \(Self.kind(runNode))", runNode)
-                ok = false
             }
         case (nil, .some(let (_, shellNode))):
             if let s = string(shellNode, "\(what).shell") {
                 if s.contains("{{") {
                     error("\(what).shell may not hold {{placeholders}}: values are never spliced into a shell script", shellNode,
                           hint: "read params from the environment instead, e.g. \"$SLUICE_PARAM_INPUT\" for {{params.input}}")
-                    ok = false
                 }
                 command = .shell(s)
-            } else { ok = false }
+            }
         }
 
         var needs: [StageName] = []
@@ -393,7 +385,6 @@ struct SpecReader {
 
         // A stage with a bad command is still returned, so its needs are checked too; the errors
         // already recorded keep the pipeline from being used.
-        _ = ok
         return StageSpec(name: name, description: byKey["description"].flatMap { string($0.1, "\(what).description") },
                          needs: needs, command: command ?? .argv([]), env: env, workdir: workdir, timeout: timeout,
                          hangAfter: hangAfter, doneWhen: doneWhen, grace: grace, retry: retry, when: when,

@@ -1,4 +1,5 @@
 import Foundation
+import SluiceCore
 import Subprocess
 import Synchronization
 #if canImport(Glibc)
@@ -368,9 +369,3 @@ public struct Supervisor: Sendable {
     }
 }
 
-extension Duration {
-    var milliseconds: Int64 {
-        let (s, atto) = components
-        return s * 1000 + atto / 1_000_000_000_000_000
-    }
-}

@@ -1,4 +1,5 @@
 import Foundation
+import SluiceCore
 #if canImport(Glibc)
 import Glibc
 #endif

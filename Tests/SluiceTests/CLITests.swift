@@ -347,7 +347,6 @@ struct BenchmarkSmokeTests {
     @Test func quickModeRunsEveryWorkloadCorrectly() throws {
         let bench = CLI.executable.replacingOccurrences(of: "/sluice", with: "/sluice-bench", options: .backwards)
         let dir = try TemporaryDirectory(prefix: "bench")
-        let cli = CLI(dir: dir)
         let process = Process()
         process.executableURL = URL(fileURLWithPath: bench)
         process.arguments = ["--quick", "--json"]
@@ -363,6 +362,5 @@ struct BenchmarkSmokeTests {
         #expect(Set(rows.compactMap { $0["workload"] as? String }) == ["W1", "W2", "W4", "W5", "W6"])
         let w1 = try #require(rows.first { $0["workload"] as? String == "W1" })
         #expect((w1["check"] as? String)?.contains("sum 249500 = n(n-1), 500 tasks recorded") == true)
-        _ = cli
     }
 }
