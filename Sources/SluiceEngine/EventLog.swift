@@ -50,11 +50,11 @@ public final class EventLog: Sendable {
         }
     }
 
+    /// Opened with O_APPEND: another process (`sluice cancel`) may append to the same file while this
+    /// one holds it open, and every write must land at the end rather than at a remembered offset.
     static func openForAppend(_ path: String) -> FileHandle? {
-        if !FileManager.default.fileExists(atPath: path) { _ = FileManager.default.createFile(atPath: path, contents: nil) }
-        let handle = FileHandle(forWritingAtPath: path)
-        _ = try? handle?.seekToEnd()
-        return handle
+        let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o644)
+        return fd < 0 ? nil : FileHandle(fileDescriptor: fd, closeOnDealloc: true)
     }
 
     /// Rewrites both files from the store's complete record.
@@ -71,12 +71,8 @@ public final class EventLog: Sendable {
     }
 
     static func append(_ text: String, to path: String) {
-        guard let handle = FileHandle(forWritingAtPath: path) ?? {
-            _ = FileManager.default.createFile(atPath: path, contents: nil)
-            return FileHandle(forWritingAtPath: path)
-        }() else { return }
+        guard let handle = openForAppend(path) else { return }
         defer { try? handle.close() }
-        _ = try? handle.seekToEnd()
         try? handle.write(contentsOf: Data(text.utf8))
     }
 
