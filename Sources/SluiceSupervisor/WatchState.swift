@@ -76,27 +76,35 @@ final class WatchState: Sendable {
     }
 }
 
-/// Splits a byte stream into lines (for completion patterns and the stderr tail).
+/// Splits a byte stream into lines (for the line protocol, completion patterns and the stderr tail).
+/// Lines are read from a moving start index and the consumed bytes dropped once per chunk, so a chunk
+/// of many lines costs linear time.
 struct LineSplitter {
     private var buffer: [UInt8] = []
+    private var start = 0
 
     mutating func append(_ bytes: UnsafeRawBufferPointer) {
+        if start > 0 {
+            buffer.removeFirst(start)
+            start = 0
+        }
         buffer.append(contentsOf: bytes)
+        // A line longer than 1 MiB is cut: only its last 4 KiB are kept.
         if buffer.count > 1 << 20 && !buffer.contains(10) { buffer.removeFirst(buffer.count - 4096) }
     }
 
     mutating func next() -> String? {
-        guard let newline = buffer.firstIndex(of: 10) else { return nil }
-        var lineBytes = buffer[..<newline]
-        if lineBytes.last == 13 { lineBytes = lineBytes.dropLast() }
-        let line = String(decoding: lineBytes, as: UTF8.self)
-        buffer.removeSubrange(...newline)
+        guard let newline = buffer[start...].firstIndex(of: 10) else { return nil }
+        var end = newline
+        if end > start && buffer[end - 1] == 13 { end -= 1 }
+        let line = String(decoding: buffer[start..<end], as: UTF8.self)
+        start = newline + 1
         return line
     }
 
     mutating func rest() -> String? {
-        defer { buffer.removeAll() }
-        return buffer.isEmpty ? nil : String(decoding: buffer, as: UTF8.self)
+        defer { buffer.removeAll(); start = 0 }
+        return start >= buffer.count ? nil : String(decoding: buffer[start...], as: UTF8.self)
     }
 }
 

@@ -130,3 +130,18 @@ struct SupervisorTests {
         #expect((report.peakRSSBytes ?? 0) > 100_000)
     }
 }
+
+@Suite("Supervisor: line splitting")
+struct LineSplitterTests {
+    @Test func linesAcrossChunksCarriageReturnsAndARest() {
+        var splitter = LineSplitter()
+        var lines: [String] = []
+        for chunk in ["one\ntw", "o\r\nthree\n\nfo", "ur"] {
+            Array(chunk.utf8).withUnsafeBytes { splitter.append($0) }
+            while let line = splitter.next() { lines.append(line) }
+        }
+        #expect(lines == ["one", "two", "three", ""])
+        #expect(splitter.rest() == "four")
+        #expect(splitter.rest() == nil)
+    }
+}
