@@ -17,7 +17,7 @@ struct Validate: AsyncParsableCommand {
         try await guarded {
             var failed = false
             for file in files {
-                if !FileManager.default.fileExists(atPath: file), let pipeline = CLIContext.pipelines.first(where: { $0.name == file }) {
+                if let pipeline = builtInPipeline(file) {
                     print("ok: pipeline '\(pipeline.name)' (defined in Swift), \(pipeline.spec.stages.count) stages")
                     continue
                 }
@@ -36,12 +36,16 @@ struct Validate: AsyncParsableCommand {
     }
 }
 
+/// The pipeline built into this executable that `argument` names, unless a file of that name exists.
+func builtInPipeline(_ argument: String) -> Pipeline? {
+    guard !FileManager.default.fileExists(atPath: argument) else { return nil }
+    return CLIContext.pipelines.first { $0.name == argument }
+}
+
 /// Loads a pipeline file — or finds a pipeline built into this executable by name — or exits with
 /// its diagnostics (exit code 2).
 func loadPipeline(_ file: String) throws -> PipelineSpec {
-    if !FileManager.default.fileExists(atPath: file), let pipeline = CLIContext.pipelines.first(where: { $0.name == file }) {
-        return pipeline.spec
-    }
+    if let pipeline = builtInPipeline(file) { return pipeline.spec }
     let loaded = PipelineLoader.load(file: file)
     for d in loaded.diagnostics { FileHandle.standardError.write(Data((d.description + "\n").utf8)) }
     guard let spec = loaded.spec else {
