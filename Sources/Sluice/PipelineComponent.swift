@@ -68,6 +68,9 @@ extension PipelineComponent {
     public func workdir(_ path: String) -> Self { with { $0.workdir = path } }
 
     public func description(_ text: String) -> Self { with { $0.description = text } }
+
+    /// The queue the stage's tasks are claimed from (`sluice worker --queues NAME`); default `default`.
+    public func queue(_ name: String) -> Self { with { $0.queue = name } }
 }
 
 func specNeeds(_ needs: [any StageReference]) -> [StageName] {

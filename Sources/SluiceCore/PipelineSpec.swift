@@ -86,12 +86,25 @@ public struct StageSpec: Sendable, Codable, Hashable {
     /// Fan-out: one task per item that this stage emits. The stage starts as soon as the producer
     /// runs, and takes items while they arrive.
     public var forEach: StageName?
-    /// At most this many tasks of this stage at once (within the run's `concurrency`).
+    /// At most this many tasks of this stage at once, across every process working on the run
+    /// (and within each process's own concurrency).
     public var concurrency: Int?
     /// How many failed items the stage tolerates: within it, the stage ends `partial_success`.
     public var maxFailedItems: FailureTolerance
+    /// The queue its tasks are claimed from: a `sluice worker --queues` serves only the queues it names.
+    /// `nil` is the `default` queue.
+    public var queue: String?
     /// Where each field was written, for messages at run time.
     public var location: SourceLocation?
+
+    /// The queue its tasks are claimed from.
+    public var queueName: String { queue ?? StageSpec.defaultQueue }
+    public static let defaultQueue = "default"
+
+    /// Letters, digits, '-', '_' and '.' (ASCII), not empty.
+    public static func isQueueName(_ text: String) -> Bool {
+        !text.isEmpty && text.unicodeScalars.allSatisfy { $0.isASCII && (CharacterSet.alphanumerics.contains($0) || "-_.".unicodeScalars.contains($0)) }
+    }
 
     /// Every stage this one depends on: `needs` and, for a fan-out stage, its producer.
     public var dependencies: [StageName] {
@@ -105,7 +118,7 @@ public struct StageSpec: Sendable, Codable, Hashable {
                 grace: Duration = .seconds(10), retry: RetryPolicy = .none,
                 when: Conditions = Conditions(), proceedIf: Set<UpstreamOutcome> = [.success],
                 forEach: StageName? = nil, concurrency: Int? = nil, maxFailedItems: FailureTolerance = .count(0),
-                location: SourceLocation? = nil) {
+                queue: String? = nil, location: SourceLocation? = nil) {
         self.name = name
         self.description = description
         self.needs = needs
@@ -122,6 +135,7 @@ public struct StageSpec: Sendable, Codable, Hashable {
         self.forEach = forEach
         self.concurrency = concurrency
         self.maxFailedItems = maxFailedItems
+        self.queue = queue
         self.location = location
     }
 }

@@ -238,6 +238,15 @@ public struct TaskCounts: Sendable, Hashable, Codable {
     }
 
     public var total: Int { pending + running + success + failed + cancelled }
+
+    /// Adds another set of counts to these.
+    public mutating func add(_ other: TaskCounts) {
+        pending += other.pending
+        running += other.running
+        success += other.success
+        failed += other.failed
+        cancelled += other.cancelled
+    }
     public var finished: Int { success + failed + cancelled }
 }
 

@@ -21,6 +21,9 @@ public enum SpecValidation {
             if stage.name.isEmpty || stage.name.contains("/") {
                 problems.append("stage name '\(stage.name)' must be non-empty and hold no '/'")
             }
+            if let queue = stage.queue, !StageSpec.isQueueName(queue) {
+                problems.append("\(what) has queue '\(queue)', which is not a queue name (letters, digits, '-', '_' or '.')")
+            }
             for need in stage.needs {
                 if need == stage.name {
                     problems.append("\(what) needs itself")

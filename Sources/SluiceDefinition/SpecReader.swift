@@ -10,7 +10,7 @@ struct SpecReader {
 
     static let pipelineKeys = ["name", "description", "schedule", "overlap", "concurrency", "params", "env", "stages"]
     static let stageKeys = ["description", "needs", "run", "shell", "env", "workdir", "timeout", "hang_after",
-                            "done_when", "grace", "retries", "when", "proceed_if", "for_each", "concurrency",
+                            "done_when", "grace", "retries", "when", "proceed_if", "for_each", "concurrency", "queue",
                             "max_failed_items"]
     static let retryKeys = ["attempts", "backoff", "initial", "max", "jitter", "exit_codes"]
     static let whenKeys = ["files", "no_files", "upstream"]
@@ -377,6 +377,15 @@ struct SpecReader {
             }
         }
         if let forEach { needs.removeAll { $0 == forEach } }
+        var queue: String?
+        if let (_, v) = byKey["queue"], let q = string(v, "\(what).queue") {
+            if !StageSpec.isQueueName(q) {
+                error("\(what).queue '\(q)' is not a queue name", v,
+                      hint: "use letters, digits, '-', '_' or '.', e.g. queue: gpu")
+            } else {
+                queue = q
+            }
+        }
 
         var proceedIf: Set<UpstreamOutcome> = [.success]
         if let (_, v) = byKey["proceed_if"], let list = stringList(v, "\(what).proceed_if") {
@@ -389,7 +398,7 @@ struct SpecReader {
                          needs: needs, command: command ?? .argv([]), env: env, workdir: workdir, timeout: timeout,
                          hangAfter: hangAfter, doneWhen: doneWhen, grace: grace, retry: retry, when: when,
                          proceedIf: proceedIf, forEach: forEach, concurrency: stageConcurrency, maxFailedItems: tolerance,
-                         location: location(keyNode))
+                         queue: queue, location: location(keyNode))
     }
 
     mutating func positiveDuration(_ node: Node, _ what: String) -> Duration? {

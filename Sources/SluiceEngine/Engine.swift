@@ -15,6 +15,9 @@ public struct Engine: Sendable {
         public var cancelPoll: Duration = .milliseconds(200)
         /// How long `overlap: queue` waits between looks at the active run.
         public var queuePoll: Duration = .seconds(1)
+        /// How long an idle process waits for other processes' tasks before looking again (when the store
+        /// cannot notify it).
+        public var othersPoll: Duration = .seconds(1)
         /// Lost attempts in a row after which a task fails instead of being tried again.
         public var maxLostAttempts: Int = 3
         public init() {}

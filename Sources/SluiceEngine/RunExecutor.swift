@@ -27,6 +27,7 @@ struct RunExecutor: Sendable {
         case cancelRequested
         case leaseLost
         case timer
+        case idleWake
     }
 
     /// Records events in the store, then mirrors them to the run's files.
@@ -73,7 +74,7 @@ struct RunExecutor: Sendable {
 
         if let previous, previous.id != owner.id {
             let event = log.make("run.abandoned", "pid \(previous.pid) on \(previous.host) no longer holds the run (it is gone or its lease expired); its running attempts are recorded as lost")
-            let lost = try await store.abandonRunningAttempts(runID, maxLostAttempts: engine.configuration.maxLostAttempts,
+            let lost = try await store.abandonRunningAttempts(runID, heldBy: previous.id, maxLostAttempts: engine.configuration.maxLostAttempts,
                                                                now: time.now(), events: [event])
             log.published([event])
             var lostEvents: [EventRecord] = []
@@ -129,7 +130,6 @@ struct RunExecutor: Sendable {
         let engine = self.engine
         let nudge = Nudge()
         let producers = Set(spec.stages.compactMap(\.forEach))
-        let stageLimits = Dictionary(spec.stages.compactMap { s in s.concurrency.map { (s.name, $0) } }, uniquingKeysWith: { a, _ in a })
         // Tasks are claimed a batch ahead of free slots, so a claim is one transaction per batch: a large
         // batch when the run has in-process fan-out (tasks of microseconds), a small one for commands
         // (a crash records the claimed-but-unstarted ones as lost attempts).
@@ -155,12 +155,10 @@ struct RunExecutor: Sendable {
             var unrecorded = 0            // completions handed to the batcher, not yet committed
             var mayClaim = true           // false after a claim found nothing, until something changes
             var needsPlan = true
+            var waiting = false           // an idle wait is in the group
+            var lastReclaim = ContinuousClock.now
             var cancelling = try await store.cancelRequested(runID)
             defer { group.cancelAll() }
-
-            func runningCount(_ stage: StageName) -> Int {
-                running.values.count { $0.stage == stage } + ready.count { $0.task.stage == stage }
-            }
 
             while true {
                 if cancelling {
@@ -182,10 +180,8 @@ struct RunExecutor: Sendable {
                         if try await plan(planner, run: run) { mayClaim = true }
                     }
                     if mayClaim && ready.count < prefetch {
-                        var limits = stageLimits
-                        for (stage, limit) in stageLimits { limits[stage] = limit - runningCount(stage) }
                         let want = prefetch - ready.count
-                        let claimed = try await store.claimTasks(run: runID, owner: owner, limit: want, stageLimits: limits,
+                        let claimed = try await store.claimTasks(run: runID, owner: owner, limit: want, filter: .everything,
                                                                  now: time.now(), leaseUntil: leaseExpiry())
                         ready += claimed
                         if claimed.count < want { mayClaim = false }
@@ -209,30 +205,40 @@ struct RunExecutor: Sendable {
                         }
                     }
                 }
-                if running.isEmpty && ready.isEmpty && unrecorded == 0 {
+                if running.isEmpty && ready.isEmpty && unrecorded == 0 && !waiting {
+                    // Nothing of ours in flight. Other processes (workers) may still hold tasks of the run.
+                    let counts = try await store.taskCounts(run: runID).values.reduce(into: TaskCounts()) { $0.add($1) }
                     if cancelling {
-                        let event = log.make("run.cancelling", "cancelled: stages that had not finished are recorded as cancelled")
-                        try await store.cancelUnfinished(run: runID, now: time.now(), events: [event])
-                        log.published([event])
-                        return .cancelled
-                    }
-                    let stages = try await store.stages(of: runID)
-                    if stages.allSatisfy(\.status.isTerminal) {
-                        return RunOutcome.decide(stages: stages.map(\.status), cancelled: false)
-                    }
-                    if mayClaim || needsPlan { continue }
-                    // Waiting for a retry's backoff to pass.
-                    if let waiting = try await store.nextRetryTime(run: runID) {
-                        group.addTask {
-                            try await time.sleep(until: waiting)
-                            return .timer
+                        if counts.running == 0 {
+                            let event = log.make("run.cancelling", "cancelled: stages that had not finished are recorded as cancelled")
+                            try await store.cancelUnfinished(run: runID, now: time.now(), events: [event])
+                            log.published([event])
+                            return .cancelled
                         }
-                    } else if try await store.taskCounts(run: runID).values.allSatisfy({ $0.pending == 0 }) {
-                        throw EngineError(.io, "run \(runID) cannot make progress: stages \(stages.filter { !$0.status.isTerminal }.map(\.name)) are unfinished but have no task to run",
-                                          hint: "this is a bug in Sluice; `sluice resume \(runID)` plans the run again")
                     } else {
-                        mayClaim = true
-                        continue
+                        let stages = try await store.stages(of: runID)
+                        if stages.allSatisfy(\.status.isTerminal) {
+                            return RunOutcome.decide(stages: stages.map(\.status), cancelled: false)
+                        }
+                        if mayClaim || needsPlan { continue }
+                        if counts.pending == 0 && counts.running == 0 {
+                            throw EngineError(.io, "run \(runID) cannot make progress: stages \(stages.filter { !$0.status.isTerminal }.map(\.name)) are unfinished but have no task to run",
+                                              hint: "this is a bug in Sluice; `sluice resume \(runID)` plans the run again")
+                        }
+                    }
+                    // Waiting for a retry's backoff, or for tasks other processes hold: woken when work
+                    // appears (or at the retry time, or after a short poll).
+                    let retryAt = cancelling ? nil : try await store.nextRetryTime(run: runID)
+                    waiting = true
+                    let poll = engine.configuration.othersPoll
+                    let othersBusy = counts.running > 0
+                    group.addTask {
+                        if let retryAt, !othersBusy || retryAt.timeIntervalSince(time.now()) < poll.seconds {
+                            try await time.sleep(until: retryAt)
+                        } else {
+                            await store.waitForWork(timeout: poll)
+                        }
+                        return .idleWake
                     }
                 }
                 guard let wake = try await group.next() else { continue }
@@ -263,9 +269,31 @@ struct RunExecutor: Sendable {
                                       hint: "`sluice show \(runID)` tells who runs it now")
                 case .timer:
                     mayClaim = true
+                case .idleWake:
+                    waiting = false
+                    mayClaim = true
+                    needsPlan = true
+                    if ContinuousClock.now - lastReclaim >= engine.configuration.heartbeat {
+                        lastReclaim = ContinuousClock.now
+                        try await reclaimExpired(run)
+                    }
                 }
             }
         }
+    }
+
+    /// Tasks of the run whose holder's lease expired (a worker that died or lost its network) go back to
+    /// the queue; their attempts are recorded as lost.
+    func reclaimExpired(_ run: RunRecord) async throws {
+        let event = log.make("run.reclaim", "tasks whose lease expired are taken back (their process is gone or unreachable)")
+        let lost = try await store.abandonRunningAttempts(runID, heldBy: nil, maxLostAttempts: engine.configuration.maxLostAttempts,
+                                                           now: time.now(), events: [event])
+        guard !lost.isEmpty else { return }
+        log.published([event])
+        try await emit(lost.map { attempt in
+            log.make("task.lost", stage: attempt.stage, task: attempt.taskID, attempt: attempt.number,
+                     "attempt \(attempt.number) was lost: the lease of \(attempt.host ?? "its process") expired before it recorded a result")
+        })
     }
 
     /// The spec with `{{...}}` in file conditions replaced by this run's values, so decisions and

@@ -32,6 +32,10 @@ public struct LeaseOwner: Hashable, Sendable, Codable {
         self.pid = pid
     }
 
+    /// The holder of a run recorded for workers (`sluice run --detach`): every worker that holds one
+    /// of its tasks renews it, so it expires only when no worker works on it.
+    public static let workerPool = LeaseOwner(id: "worker-pool", host: "", pid: 0)
+
     public static func currentProcess() -> LeaseOwner {
         LeaseOwner(host: ProcessInfo.processInfo.hostName, pid: ProcessInfo.processInfo.processIdentifier)
     }

@@ -19,6 +19,8 @@ public protocol StateStore: Sendable {
     func recentRuns(pipeline: String?, limit: Int) async throws -> [RunRecord]
     /// Runs of `pipeline` that are pending or running, whatever their lease.
     func unfinishedRuns(pipeline: String) async throws -> [RunRecord]
+    /// Every pending or running run, oldest first (what workers look at for work).
+    func openRuns(limit: Int) async throws -> [RunRecord]
 
     /// Takes the run's lease when it is free, expired, or still held by `replacing` (an owner the caller
     /// proved dead). A pending or terminal run becomes `running`.
@@ -31,13 +33,18 @@ public protocol StateStore: Sendable {
     /// Records a cancel request; the process executing the run notices it and stops.
     func requestCancel(_ id: RunID, now: Date, events: [EventRecord]) async throws -> CancelRequestResult
     func cancelRequested(_ id: RunID) async throws -> Bool
-    /// Sets the outcome, releases the lease. Applied only while `owner` holds the lease.
+    /// Sets the outcome and releases the lease, once: applied only while the run is unfinished and its
+    /// lease is held by `owner`, by nobody, or expired. False when another process finished it first.
     func finishRun(_ id: RunID, outcome: RunOutcome, owner: LeaseOwner, now: Date, events: [EventRecord]) async throws -> Bool
 
-    /// After taking over a run from a process that is gone: its running attempts are recorded as `lost`
-    /// and their tasks go back to pending without using their retry budget — or fail, once a task has
-    /// lost `maxLostAttempts` attempts. Returns those attempts (their processes may need stopping).
-    func abandonRunningAttempts(_ id: RunID, maxLostAttempts: Int, now: Date, events: [EventRecord]) async throws -> [AttemptRecord]
+    /// Running attempts whose process is gone are recorded as `lost` and their tasks go back to pending
+    /// without using their retry budget — or fail, once a task has lost `maxLostAttempts` attempts.
+    /// Those are the attempts of tasks leased to `heldBy` (an owner the caller proved gone, e.g. after a
+    /// takeover) and of tasks whose lease expired before `now` (a worker that died or lost its network).
+    /// Stages that end because of it are rolled up in the same transaction. Returns the attempts (their
+    /// processes may need stopping).
+    func abandonRunningAttempts(_ id: RunID, heldBy: String?, maxLostAttempts: Int, now: Date,
+                                events: [EventRecord]) async throws -> [AttemptRecord]
 
     /// For `resume`: cancelled and unfinished tasks go back to pending — failed ones too when
     /// `retryFailed` — with a fresh retry budget; their stages go back to running (or pending when they
@@ -53,10 +60,17 @@ public protocol StateStore: Sendable {
     /// `.finish` ends a pending stage without running it. Stages no longer pending are left alone.
     func applyStageTransitions(run: RunID, _ transitions: [StageTransition], now: Date, events: [EventRecord]) async throws
 
-    /// Claims up to `limit` pending tasks of the run whose `notBefore` has passed, oldest first — at most
-    /// `stageLimits[stage]` of a stage listed there — and starts one attempt for each under `owner`'s lease.
-    func claimTasks(run: RunID, owner: LeaseOwner, limit: Int, stageLimits: [StageName: Int], now: Date,
+    /// Claims up to `limit` pending tasks of the run whose `notBefore` has passed, oldest first, of the
+    /// stages `filter` lets through, and starts one attempt for each under `owner`'s lease. A stage's
+    /// `concurrency` holds across every process: its running tasks, whoever holds them, count against it.
+    /// Claims nothing from a run whose cancel was requested. Claimers of one run never block each other
+    /// on the same rows (PostgreSQL: `FOR UPDATE SKIP LOCKED`).
+    func claimTasks(run: RunID, owner: LeaseOwner, limit: Int, filter: ClaimFilter, now: Date,
                     leaseUntil: Date) async throws -> [ClaimedTask]
+    /// Extends the lease of every task `owner` holds (in any run), and the worker-pool lease of their runs.
+    /// Returns how many tasks it holds.
+    @discardableResult
+    func renewTaskLeases(owner: LeaseOwner, until: Date) async throws -> Int
     /// Records the process that an attempt started, so it can be found again after a crash.
     func recordProcess(task: TaskID, attempt: Int, pid: Int32, startTicks: Int64?) async throws
 
@@ -92,6 +106,11 @@ public protocol StateStore: Sendable {
     func cancelUnfinished(run: RunID, now: Date, events: [EventRecord]) async throws
 
     // MARK: events
+    /// Returns when work may have appeared (tasks created, retried or released, stages or runs ended,
+    /// runs created or cancelled), or after `timeout`. PostgreSQL wakes on LISTEN/NOTIFY; a store
+    /// that cannot be notified just waits the timeout, so callers must look for work either way.
+    func waitForWork(timeout: Duration) async
+
     func appendEvents(_ events: [EventRecord]) async throws
     /// Events of the run with id greater than `afterID`, oldest first.
     func events(run: RunID, afterID: Int64, limit: Int) async throws -> [EventRecord]
@@ -122,6 +141,21 @@ public enum StageTransition: Sendable, Hashable {
     case finish(StageName, StageStatus, reason: String)
 }
 
+/// Which of a run's stages a claimer takes tasks from.
+public struct ClaimFilter: Sendable, Hashable {
+    /// Stages of these queues only; every queue when nil.
+    public var queues: Set<String>?
+    /// Stages this process cannot execute (Swift stages it has no code for).
+    public var excludedStages: Set<StageName>
+
+    public init(queues: Set<String>? = nil, excludedStages: Set<StageName> = []) {
+        self.queues = queues
+        self.excludedStages = excludedStages
+    }
+
+    public static let everything = ClaimFilter()
+}
+
 public struct ClaimedTask: Sendable, Hashable {
     public var task: TaskRecord
     /// The attempt number just started (1-based, counting every attempt ever made).
@@ -144,6 +178,9 @@ public enum TaskNext: Sendable, Hashable {
     case retry(notBefore: Date)
     case fail
     case cancel
+    /// Back to pending at once without using the retry budget: the process gave the task back
+    /// (a worker draining on SIGTERM).
+    case release
 }
 
 /// What the report says of a stage's tasks as a whole.
@@ -185,6 +222,10 @@ public struct AttemptCompletion: Sendable {
 }
 
 extension StateStore {
+    public func waitForWork(timeout: Duration) async {
+        try? await Task.sleep(for: timeout)
+    }
+
     /// One completion (see `completeAttempts`).
     public func completeAttempt(_ attempt: AttemptRecord, result: Data?, next: TaskNext, owner: LeaseOwner, now: Date,
                                 events: [EventRecord],

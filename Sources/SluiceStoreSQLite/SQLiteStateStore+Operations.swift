@@ -29,9 +29,10 @@ extension SQLiteStateStore {
                                  run.leaseOwner.map { Int64($0.pid) }, run.leaseExpiresAt?.timeIntervalSince1970,
                                  run.idempotencyKey, run.runDir])
             for (position, stage) in run.spec.stages.enumerated() {
-                try db.exec(sql: "INSERT INTO stages (run_id, name, position, status, producer, tolerance) VALUES (?, ?, ?, 'pending', ?, ?)",
+                try db.exec(sql: "INSERT INTO stages (run_id, name, position, status, producer, tolerance, queue, max_running) VALUES (?, ?, ?, 'pending', ?, ?, ?, ?)",
                                arguments: [run.id.rawValue, stage.name, position, stage.forEach,
-                                           stage.forEach == nil ? nil : try Self.json(stage.maxFailedItems)])
+                                           stage.forEach == nil ? nil : try Self.json(stage.maxFailedItems),
+                                           stage.queueName, stage.concurrency])
             }
             try Self.insert(events, db)
             return .created(run)
@@ -66,6 +67,13 @@ extension SQLiteStateStore {
         try await read { db in
             try db.rows(sql: "SELECT * FROM runs WHERE pipeline = ? AND status IN ('pending', 'running') ORDER BY id",
                              arguments: [pipeline]).map(Self.runRecord)
+        }
+    }
+
+    public func openRuns(limit: Int) async throws -> [RunRecord] {
+        try await read { db in
+            try db.rows(sql: "SELECT * FROM runs WHERE status IN ('pending', 'running') ORDER BY created_at, id LIMIT ?",
+                             arguments: [limit]).map(Self.runRecord)
         }
     }
 
@@ -144,40 +152,51 @@ extension SQLiteStateStore {
         try await write { db in
             try db.exec(sql: """
                 UPDATE runs SET status = ?, finished_at = ?, lease_owner = NULL, lease_host = NULL, lease_pid = NULL,
-                  lease_expires_at = NULL WHERE id = ? AND lease_owner = ?
-                """, arguments: [outcome.runStatus.rawValue, now.timeIntervalSince1970, id.rawValue, owner.id])
+                  lease_expires_at = NULL
+                WHERE id = ? AND status IN ('pending', 'running')
+                  AND (lease_owner IS NULL OR lease_owner = ? OR lease_expires_at < ?)
+                """, arguments: [outcome.runStatus.rawValue, now.timeIntervalSince1970, id.rawValue, owner.id,
+                                 now.timeIntervalSince1970])
             guard db.changesCount == 1 else { return false }
             try Self.insert(events, db)
             return true
         }
     }
 
-    public func abandonRunningAttempts(_ id: RunID, maxLostAttempts: Int, now: Date,
+    public func abandonRunningAttempts(_ id: RunID, heldBy: String?, maxLostAttempts: Int, now: Date,
                                        events: [EventRecord]) async throws -> [AttemptRecord] {
         try await write { db in
             let t = now.timeIntervalSince1970
-            let lost = try db.rows(sql: "SELECT * FROM attempts WHERE run_id = ? AND outcome = 'running'",
-                                        arguments: [id.rawValue]).map(Self.attemptRecord)
-            try db.exec(sql: """
-                UPDATE attempts SET outcome = 'lost', finished_at = ?,
-                  message = 'the process running this attempt ended before recording a result'
-                WHERE run_id = ? AND outcome = 'running'
-                """, arguments: [t, id.rawValue])
-            // A lost attempt does not use the retry budget, but a task that keeps losing its process
-            // (it may be what kills it) fails after `maxLostAttempts`.
-            try db.exec(sql: """
-                UPDATE tasks SET status = CASE WHEN lost_attempts + 1 >= ? THEN 'failed' ELSE 'pending' END,
-                  finished_at = CASE WHEN lost_attempts + 1 >= ? THEN ? ELSE NULL END,
-                  lease_owner = NULL, lease_expires_at = NULL, not_before = NULL,
-                  lost_attempts = lost_attempts + 1, retry_base = retry_base + 1
-                WHERE run_id = ? AND status = 'running'
-                """, arguments: [maxLostAttempts, maxLostAttempts, t, id.rawValue])
+            let lost = try db.rows(sql: """
+                SELECT a.* FROM attempts a JOIN tasks t ON t.id = a.task_id AND t.attempts = a.number
+                WHERE t.run_id = ? AND a.outcome = 'running' AND t.status = 'running'
+                  AND (t.lease_owner = ? OR t.lease_expires_at < ? OR t.lease_owner IS NULL)
+                """, arguments: [id.rawValue, heldBy, t]).map(Self.attemptRecord)
+            guard !lost.isEmpty else { return [] }
+            for attempt in lost {
+                try db.exec(sql: """
+                    UPDATE attempts SET outcome = 'lost', finished_at = ?,
+                      message = 'the process running this attempt ended before recording a result'
+                    WHERE task_id = ? AND number = ? AND outcome = 'running'
+                    """, arguments: [t, attempt.taskID, attempt.number])
+                // A lost attempt does not use the retry budget, but a task that keeps losing its process
+                // (it may be what kills it) fails after `maxLostAttempts`.
+                try db.exec(sql: """
+                    UPDATE tasks SET status = CASE WHEN lost_attempts + 1 >= ? THEN 'failed' ELSE 'pending' END,
+                      finished_at = CASE WHEN lost_attempts + 1 >= ? THEN ? ELSE NULL END,
+                      lease_owner = NULL, lease_expires_at = NULL, not_before = NULL,
+                      lost_attempts = lost_attempts + 1, retry_base = retry_base + 1
+                    WHERE id = ? AND status = 'running'
+                    """, arguments: [maxLostAttempts, maxLostAttempts, t, attempt.taskID])
+            }
             try Self.insert(events, db)
-            for stage in Set(lost.map(\.stage)) {
+            for stage in Set(lost.map(\.stage)).sorted() {
                 if let ended = try Self.rollUp(run: id, stage: stage, now: t, db) {
-                    try Self.insert([EventRecord(runID: id, pipeline: events.first?.pipeline ?? "", stage: stage,
-                                                 event: "stage.\(ended.status.rawValue)", time: now,
-                                                 message: "stage ended: \(ended.status.rawValue) (its task lost its process \(maxLostAttempts) times)")], db)
+                    let event = EventRecord(runID: id, pipeline: events.first?.pipeline ?? "", stage: stage,
+                                            event: "stage.\(ended.status.rawValue)", time: now,
+                                            message: "stage ended: \(ended.status.rawValue) (its task lost its process \(maxLostAttempts) times)")
+                    try Self.insert([event], db)
+                    _ = try Self.rollUpConsumers(of: ended, pipeline: event.pipeline, now: now, db)
                 }
             }
             return lost
@@ -247,6 +266,9 @@ extension SQLiteStateStore {
                     try db.exec(sql: "UPDATE stages SET status = 'running', started_at = ?, reason = NULL WHERE run_id = ? AND name = ? AND status = 'pending'",
                                    arguments: [t, run.rawValue, stage])
                     guard db.changesCount == 1 else { continue }
+                    // A run recorded for workers starts when the first of its stages does.
+                    try db.exec(sql: "UPDATE runs SET status = 'running', started_at = COALESCE(started_at, ?) WHERE id = ? AND status = 'pending'",
+                                arguments: [t, run.rawValue])
                     let insert = try db.cachedStatement(sql: """
                         INSERT INTO tasks (run_id, stage, key, status, created_at) VALUES (?, ?, ?, 'pending', ?)
                         ON CONFLICT (run_id, stage, key) DO NOTHING
@@ -273,40 +295,50 @@ extension SQLiteStateStore {
         }
     }
 
-    public func claimTasks(run: RunID, owner: LeaseOwner, limit: Int, stageLimits: [StageName: Int], now: Date,
+    public func claimTasks(run: RunID, owner: LeaseOwner, limit: Int, filter: ClaimFilter, now: Date,
                            leaseUntil: Date) async throws -> [ClaimedTask] {
         guard limit > 0 else { return [] }
         return try await write { db in
             let t = now.timeIntervalSince1970
-            // Stages at their own limit are left out of the query, so the oldest claimable tasks come first.
-            let full = stageLimits.filter { $0.value <= 0 }.map(\.key)
-            let exclusion = full.isEmpty ? "" : " AND stage NOT IN (\(full.map { _ in "?" }.joined(separator: ",")))"
-            var remaining = stageLimits
-            var rows: [Row] = []
+            guard try db.one(Bool.self, sql: "SELECT cancel_requested_at IS NULL AND status IN ('pending', 'running') FROM runs WHERE id = ?",
+                             arguments: [run.rawValue]) == true else { return [] }
+            // Stages of other queues, and stages at their concurrency limit, are left out of the query, so
+            // the oldest claimable tasks come first.
+            var excluded: [String] = []
+            var remaining: [StageName: Int] = [:]
+            for row in try db.rows(sql: "SELECT name, queue, max_running FROM stages WHERE run_id = ? AND status = 'running'",
+                                   arguments: [run.rawValue]) {
+                let name: String = row["name"]
+                if filter.excludedStages.contains(name) || filter.queues.map({ !$0.contains(row["queue"] as String) }) == true {
+                    excluded.append(name)
+                    continue
+                }
+                guard let max = row["max_running"] as Int? else { continue }
+                let busy = try db.one(Int.self, sql: "SELECT count(*) FROM tasks WHERE run_id = ? AND stage = ? AND status = 'running'",
+                                      arguments: [run.rawValue, name]) ?? 0
+                if busy >= max { excluded.append(name) } else { remaining[name] = max - busy }
+            }
+            let exclusion = excluded.isEmpty ? "" : " AND stage NOT IN (\(excluded.map { _ in "?" }.joined(separator: ",")))"
             let candidates = try db.rows(sql: """
                 SELECT * FROM tasks WHERE run_id = ? AND status = 'pending' AND (not_before IS NULL OR not_before <= ?)\(exclusion)
                 ORDER BY id LIMIT ?
-                """, arguments: StatementArguments([run.rawValue, t] + full.map { $0 as any DatabaseValueConvertible } + [limit * 4]))
-            for row in candidates where rows.count < limit {
-                let stage: String = row["stage"]
-                if let left = remaining[stage] {
-                    guard left > 0 else { continue }
-                    remaining[stage] = left - 1
-                }
-                rows.append(row)
-            }
+                """, arguments: StatementArguments([run.rawValue, t] + excluded.map { $0 as any DatabaseValueConvertible } + [limit * 4]))
             var claimed: [ClaimedTask] = []
-            for row in rows {
+            for row in candidates where claimed.count < limit {
                 var task = try Self.taskRecord(row)
+                if let left = remaining[task.stage] {
+                    guard left > 0 else { continue }
+                    remaining[task.stage] = left - 1
+                }
                 let attempt = task.attempts + 1
-                try db.cachedStatement(sql: """
+                try db.exec(sql: """
                     UPDATE tasks SET status = 'running', attempts = ?, lease_owner = ?, lease_expires_at = ?, not_before = NULL
                     WHERE id = ?
-                    """).execute(arguments: [attempt, owner.id, leaseUntil.timeIntervalSince1970, task.id])
-                try db.cachedStatement(sql: """
+                    """, arguments: [attempt, owner.id, leaseUntil.timeIntervalSince1970, task.id])
+                try db.exec(sql: """
                     INSERT INTO attempts (task_id, number, run_id, stage, outcome, started_at, host, owner)
                     VALUES (?, ?, ?, ?, 'running', ?, ?, ?)
-                    """).execute(arguments: [task.id, attempt, run.rawValue, task.stage, t, owner.host, owner.id])
+                    """, arguments: [task.id, attempt, run.rawValue, task.stage, t, owner.host, owner.id])
                 let base = row["retry_base"] as Int? ?? 0
                 task.status = .running
                 task.attempts = attempt
@@ -314,7 +346,24 @@ extension SQLiteStateStore {
                 task.leaseExpiresAt = leaseUntil
                 claimed.append(ClaimedTask(task: task, attempt: attempt, attemptInBudget: attempt - base, startedAt: now))
             }
+            if !claimed.isEmpty {
+                try db.exec(sql: "UPDATE runs SET lease_expires_at = MAX(lease_expires_at, ?) WHERE id = ? AND lease_owner = ?",
+                            arguments: [leaseUntil.timeIntervalSince1970, run.rawValue, LeaseOwner.workerPool.id])
+            }
             return claimed
+        }
+    }
+
+    public func renewTaskLeases(owner: LeaseOwner, until: Date) async throws -> Int {
+        try await write { db in
+            let u = until.timeIntervalSince1970
+            try db.exec(sql: """
+                UPDATE runs SET lease_expires_at = MAX(COALESCE(lease_expires_at, 0), ?) WHERE lease_owner = ?
+                  AND id IN (SELECT DISTINCT run_id FROM tasks WHERE lease_owner = ? AND status = 'running')
+                """, arguments: [u, LeaseOwner.workerPool.id, owner.id])
+            try db.exec(sql: "UPDATE tasks SET lease_expires_at = ? WHERE lease_owner = ? AND status = 'running'",
+                        arguments: [u, owner.id])
+            return db.changesCount
         }
     }
 
@@ -365,6 +414,11 @@ extension SQLiteStateStore {
                         UPDATE tasks SET status = 'pending', not_before = ?, lease_owner = NULL, lease_expires_at = NULL,
                           lost_attempts = \(lostDelta) WHERE id = ?
                         """, arguments: [notBefore.timeIntervalSince1970, attempt.taskID])
+                case .release:
+                    try db.exec(sql: """
+                        UPDATE tasks SET status = 'pending', not_before = NULL, lease_owner = NULL, lease_expires_at = NULL,
+                          retry_base = retry_base + 1 WHERE id = ?
+                        """, arguments: [attempt.taskID])
                 }
                 try Self.insert(completion.events, db)
                 touched.removeAll { $0.0 == attempt.runID && $0.1 == attempt.stage }

@@ -127,6 +127,13 @@ public final class SQLiteStateStore: StateStore {
                 CREATE INDEX items_seq ON items(run_id, stage, seq);
                 """)
         }
+        m.registerMigration("v6-queues") { db in
+            // Workers claim the tasks of the queues they serve; a stage's concurrency holds across processes.
+            try db.execute(sql: """
+                ALTER TABLE stages ADD COLUMN queue TEXT NOT NULL DEFAULT 'default';
+                ALTER TABLE stages ADD COLUMN max_running INTEGER;
+                """)
+        }
         return m
     }
 

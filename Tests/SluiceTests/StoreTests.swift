@@ -6,76 +6,98 @@ import SluiceStore
 import SluiceStoreSQLite
 import SluiceTesting
 
-@Suite("SQLite store")
-struct StoreTests {
+/// The stores the contract tests run against. PostgreSQL needs a server (`SLUICE_TEST_POSTGRES`).
+enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
+    case sqlite
+
+    var testDescription: String { rawValue }
+}
+
+/// A fresh, empty store of one kind, with the records the contract tests use.
+struct StoreHarness: Sendable {
     let dir: TemporaryDirectory
-    let store: SQLiteStateStore
+    let store: any StateStore
     let now = Date(timeIntervalSince1970: 1_800_000_000)
     let me = LeaseOwner(id: "me", host: "h", pid: 1)
     let other = LeaseOwner(id: "other", host: "h2", pid: 2)
 
-    init() throws {
+    init(_ kind: StoreKind) async throws {
         dir = try TemporaryDirectory(prefix: "store")
-        store = try SQLiteStateStore.open(path: dir.file("state.sqlite"))
+        switch kind {
+        case .sqlite: store = try SQLiteStateStore.open(path: dir.file("state.sqlite"))
+        }
     }
 
-    func spec(overlap: OverlapPolicy = .skip) -> PipelineSpec {
-        PipelineSpec(name: "p", overlap: overlap, root: dir.path, stages: [
+    func spec(overlap: OverlapPolicy = .skip, stages: [StageSpec]? = nil) -> PipelineSpec {
+        PipelineSpec(name: "p", overlap: overlap, root: dir.path, stages: stages ?? [
             StageSpec(name: "a", command: .argv(["true"])),
             StageSpec(name: "b", needs: ["a"], command: .argv(["true"])),
         ])
     }
 
-    func newRun(_ id: String, overlap: OverlapPolicy = .skip, key: String? = nil, lease: Date? = nil) -> RunRecord {
-        RunRecord(id: RunID(id), pipeline: "p", spec: spec(overlap: overlap), params: ["x": "1"], trigger: "test",
-                  status: .pending, createdAt: now, leaseOwner: me, leaseExpiresAt: lease ?? now.addingTimeInterval(30),
+    func newRun(_ id: String, overlap: OverlapPolicy = .skip, key: String? = nil, lease: Date? = nil,
+                owner: LeaseOwner? = nil, stages: [StageSpec]? = nil) -> RunRecord {
+        RunRecord(id: RunID(id), pipeline: "p", spec: spec(overlap: overlap, stages: stages), params: ["x": "1"], trigger: "test",
+                  status: .pending, createdAt: now, leaseOwner: owner ?? me, leaseExpiresAt: lease ?? now.addingTimeInterval(30),
                   idempotencyKey: key, runDir: dir.file("runs/\(id)"))
     }
 
     func event(_ run: String, _ name: String) -> EventRecord {
         EventRecord(runID: RunID(run), pipeline: "p", event: name, time: now, message: name)
     }
+}
 
-    @Test func runsRoundTripWithTheirSpecAndStages() async throws {
-        guard case .created = try await store.createRun(newRun("r1"), overlap: .skip, now: now, events: [event("r1", "run.created")]) else {
+/// What every `StateStore` must do, checked against each store.
+@Suite("Store contract")
+struct StoreContractTests {
+    @Test(arguments: StoreKind.allCases) func runsRoundTripWithTheirSpecAndStages(kind: StoreKind) async throws {
+        let h = try await StoreHarness(kind)
+        let store = h.store, now = h.now
+        guard case .created = try await store.createRun(h.newRun("r1"), overlap: .skip, now: now, events: [h.event("r1", "run.created")]) else {
             Issue.record("not created"); return
         }
         let run = try #require(try await store.run(RunID("r1")))
-        #expect(run.spec == spec())
+        #expect(run.spec == h.spec())
         #expect(run.params == ["x": "1"])
         #expect(try await store.stages(of: RunID("r1")).map(\.status) == [.pending, .pending])
         #expect(try await store.events(run: RunID("r1"), afterID: 0, limit: 10).map(\.event) == ["run.created"])
         #expect(try await store.runs(idPrefix: "r", limit: 5).map(\.id.rawValue) == ["r1"])
     }
 
-    @Test func overlapSkipRefusesASecondActiveRunUntilTheLeaseExpires() async throws {
-        _ = try await store.createRun(newRun("r1"), overlap: .skip, now: now, events: [])
-        guard case .overlapping(let active) = try await store.createRun(newRun("r2"), overlap: .skip, now: now, events: []) else {
+    @Test(arguments: StoreKind.allCases) func overlapSkipRefusesASecondActiveRunUntilTheLeaseExpires(kind: StoreKind) async throws {
+        let h = try await StoreHarness(kind)
+        let store = h.store, now = h.now, me = h.me
+        _ = try await store.createRun(h.newRun("r1"), overlap: .skip, now: now, events: [])
+        guard case .overlapping(let active) = try await store.createRun(h.newRun("r2"), overlap: .skip, now: now, events: []) else {
             Issue.record("second run must overlap"); return
         }
         #expect(active.map(\.id.rawValue) == ["r1"])
-        guard case .created = try await store.createRun(newRun("r3"), overlap: .allow, now: now, events: []) else {
+        guard case .created = try await store.createRun(h.newRun("r3"), overlap: .allow, now: now, events: []) else {
             Issue.record("allow starts anyway"); return
         }
         // r1's lease expired (its process died): it no longer counts as active.
         try await store.expireLease(run: RunID("r1"), owner: me, now: now)
         try await store.expireLease(run: RunID("r3"), owner: me, now: now)
-        guard case .created = try await store.createRun(newRun("r4"), overlap: .skip, now: now.addingTimeInterval(1), events: []) else {
+        guard case .created = try await store.createRun(h.newRun("r4"), overlap: .skip, now: now.addingTimeInterval(1), events: []) else {
             Issue.record("expired leases are not active"); return
         }
     }
 
-    @Test func idempotencyKeyReturnsTheExistingRun() async throws {
-        _ = try await store.createRun(newRun("r1", key: "k"), overlap: .allow, now: now, events: [])
-        guard case .duplicate(let existing) = try await store.createRun(newRun("r2", key: "k"), overlap: .allow, now: now, events: []) else {
+    @Test(arguments: StoreKind.allCases) func idempotencyKeyReturnsTheExistingRun(kind: StoreKind) async throws {
+        let h = try await StoreHarness(kind)
+        let store = h.store, now = h.now
+        _ = try await store.createRun(h.newRun("r1", key: "k"), overlap: .allow, now: now, events: [])
+        guard case .duplicate(let existing) = try await store.createRun(h.newRun("r2", key: "k"), overlap: .allow, now: now, events: []) else {
             Issue.record("duplicate key must not create a run"); return
         }
         #expect(existing.id.rawValue == "r1")
         #expect(try await store.run(RunID("r2")) == nil)
     }
 
-    @Test func leasesAreExclusive() async throws {
-        _ = try await store.createRun(newRun("r1"), overlap: .skip, now: now, events: [])
+    @Test(arguments: StoreKind.allCases) func leasesAreExclusive(kind: StoreKind) async throws {
+        let h = try await StoreHarness(kind)
+        let store = h.store, now = h.now, me = h.me, other = h.other
+        _ = try await store.createRun(h.newRun("r1"), overlap: .skip, now: now, events: [])
         guard case .heldBy(let holder, _) = try await store.acquireRun(RunID("r1"), owner: other, until: now.addingTimeInterval(30),
                                                                           replacing: nil, now: now, events: []) else {
             Issue.record("a live lease must not be taken"); return
@@ -90,9 +112,11 @@ struct StoreTests {
         #expect(try await store.renewLeases(run: RunID("r1"), owner: other, until: now.addingTimeInterval(60)) == true)
     }
 
-    @Test func claimCompleteAndRollUpOnce() async throws {
+    @Test(arguments: StoreKind.allCases) func claimCompleteAndRollUpOnce(kind: StoreKind) async throws {
+        let h = try await StoreHarness(kind)
+        let store = h.store, now = h.now, me = h.me, other = h.other
         let id = RunID("r1")
-        _ = try await store.createRun(newRun("r1"), overlap: .skip, now: now, events: [])
+        _ = try await store.createRun(h.newRun("r1"), overlap: .skip, now: now, events: [])
         _ = try await store.acquireRun(id, owner: me, until: now.addingTimeInterval(30), replacing: nil, now: now, events: [])
         try await store.applyStageTransitions(run: id, [.start("a", taskKeys: ["main"]), .finish("b", .skipped, reason: "test")],
                                               now: now, events: [])
@@ -100,29 +124,29 @@ struct StoreTests {
         try await store.applyStageTransitions(run: id, [.finish("a", .skipped, reason: "late")], now: now, events: [])
         #expect(try await store.stages(of: id).map(\.status) == [.running, .skipped])
 
-        let claimed = try await store.claimTasks(run: id, owner: me, limit: 10, stageLimits: [:], now: now, leaseUntil: now.addingTimeInterval(30))
+        let claimed = try await store.claimTasks(run: id, owner: me, limit: 10, filter: .everything, now: now, leaseUntil: now.addingTimeInterval(30))
         #expect(claimed.count == 1)
         #expect(claimed.first?.attempt == 1)
-        #expect(try await store.claimTasks(run: id, owner: other, limit: 10, stageLimits: [:], now: now, leaseUntil: now).isEmpty)
+        #expect(try await store.claimTasks(run: id, owner: other, limit: 10, filter: .everything, now: now, leaseUntil: now).isEmpty)
 
         let task = try #require(claimed.first).task
         var attempt = AttemptRecord(taskID: task.id, runID: id, stage: "a", number: 1, outcome: .failed, startedAt: now,
                                     finishedAt: now.addingTimeInterval(1), exitCode: 1)
         // Someone else's result for this attempt is refused.
         #expect(try await store.completeAttempt(attempt, result: nil, next: .fail, owner: other, now: now, events: [],
-                                                stageEvent: { s in self.event("r1", "stage.\(s.status.rawValue)") }) == .leaseLost)
+                                                stageEvent: { s in h.event("r1", "stage.\(s.status.rawValue)") }) == .leaseLost)
         // Retry: back to pending, not claimable before its time.
         #expect(try await store.completeAttempt(attempt, result: nil, next: .retry(notBefore: now.addingTimeInterval(10)), owner: me,
-                                                now: now, events: [], stageEvent: { s in self.event("r1", "x") }) == .applied(stage: nil))
-        #expect(try await store.claimTasks(run: id, owner: me, limit: 10, stageLimits: [:], now: now.addingTimeInterval(5), leaseUntil: now).isEmpty)
-        let second = try await store.claimTasks(run: id, owner: me, limit: 10, stageLimits: [:], now: now.addingTimeInterval(10),
+                                                now: now, events: [], stageEvent: { s in h.event("r1", "x") }) == .applied(stage: nil))
+        #expect(try await store.claimTasks(run: id, owner: me, limit: 10, filter: .everything, now: now.addingTimeInterval(5), leaseUntil: now).isEmpty)
+        let second = try await store.claimTasks(run: id, owner: me, limit: 10, filter: .everything, now: now.addingTimeInterval(10),
                                                 leaseUntil: now.addingTimeInterval(40))
         #expect(second.first?.attempt == 2)
         attempt.number = 2
         attempt.outcome = .success
         attempt.exitCode = 0
         let result = try await store.completeAttempt(attempt, result: nil, next: .succeed, owner: me, now: now, events: [],
-                                                     stageEvent: { s in self.event("r1", "stage.\(s.status.rawValue)") })
+                                                     stageEvent: { s in h.event("r1", "stage.\(s.status.rawValue)") })
         guard case .applied(let stage?) = result else { Issue.record("the stage must roll up"); return }
         #expect(stage.status == .success)
         #expect(try await store.events(run: id, afterID: 0, limit: 10).map(\.event) == ["stage.success"])
@@ -132,42 +156,137 @@ struct StoreTests {
         #expect(try await store.run(id)?.status == .success)
     }
 
-    @Test func abandonedAttemptsAreLostAndResumeResetsFailures() async throws {
+    @Test(arguments: StoreKind.allCases) func abandonedAttemptsAreLostAndResumeResetsFailures(kind: StoreKind) async throws {
+        let h = try await StoreHarness(kind)
+        let store = h.store, now = h.now, me = h.me, other = h.other
         let id = RunID("r1")
-        _ = try await store.createRun(newRun("r1"), overlap: .skip, now: now, events: [])
+        _ = try await store.createRun(h.newRun("r1"), overlap: .skip, now: now, events: [])
         try await store.applyStageTransitions(run: id, [.start("a", taskKeys: ["main"])], now: now, events: [])
-        let claimed = try await store.claimTasks(run: id, owner: me, limit: 1, stageLimits: [:], now: now, leaseUntil: now.addingTimeInterval(30))
+        let claimed = try await store.claimTasks(run: id, owner: me, limit: 1, filter: .everything, now: now, leaseUntil: now.addingTimeInterval(30))
         try await store.recordProcess(task: claimed[0].task.id, attempt: 1, pid: 4242, startTicks: 99)
-        let lost = try await store.abandonRunningAttempts(id, maxLostAttempts: 3, now: now, events: [])
+        let lost = try await store.abandonRunningAttempts(id, heldBy: me.id, maxLostAttempts: 3, now: now, events: [])
         #expect(lost.map(\.pid) == [4242])
         #expect(lost.map(\.processStartTicks) == [99])
         #expect(try await store.attempts(of: id).map(\.outcome) == [.lost])
-        let again = try await store.claimTasks(run: id, owner: other, limit: 1, stageLimits: [:], now: now, leaseUntil: now.addingTimeInterval(30))
+        let again = try await store.claimTasks(run: id, owner: other, limit: 1, filter: .everything, now: now, leaseUntil: now.addingTimeInterval(30))
         #expect(again.first?.attempt == 2)
         #expect(again.first?.attemptInBudget == 1, "a lost attempt does not use the retry budget")
 
         var attempt = AttemptRecord(taskID: again[0].task.id, runID: id, stage: "a", number: 2, outcome: .failed, startedAt: now)
         attempt.finishedAt = now
-        _ = try await store.completeAttempt(attempt, result: nil, next: .fail, owner: other, now: now, events: [], stageEvent: { _ in self.event("r1", "s") })
+        _ = try await store.completeAttempt(attempt, result: nil, next: .fail, owner: other, now: now, events: [], stageEvent: { _ in h.event("r1", "s") })
         #expect(try await store.stages(of: id).map(\.status) == [.failed, .pending])
         try await store.prepareResume(id, retryFailed: true, now: now, events: [])
         #expect(try await store.stages(of: id).map(\.status) == [.running, .pending])
-        let third = try await store.claimTasks(run: id, owner: other, limit: 1, stageLimits: [:], now: now, leaseUntil: now.addingTimeInterval(30))
+        let third = try await store.claimTasks(run: id, owner: other, limit: 1, filter: .everything, now: now, leaseUntil: now.addingTimeInterval(30))
         #expect(third.first?.attempt == 3)
         #expect(third.first?.attemptInBudget == 1, "resume gives a fresh retry budget")
     }
 
-    @Test func aTaskThatKeepsLosingItsProcessFails() async throws {
+    @Test(arguments: StoreKind.allCases) func aTaskThatKeepsLosingItsProcessFails(kind: StoreKind) async throws {
+        let h = try await StoreHarness(kind)
+        let store = h.store, now = h.now, me = h.me
         let id = RunID("r1")
-        _ = try await store.createRun(newRun("r1"), overlap: .skip, now: now, events: [])
+        _ = try await store.createRun(h.newRun("r1"), overlap: .skip, now: now, events: [])
         try await store.applyStageTransitions(run: id, [.start("a", taskKeys: ["main"])], now: now, events: [])
         for round in 1...2 {
-            _ = try await store.claimTasks(run: id, owner: me, limit: 1, stageLimits: [:], now: now, leaseUntil: now)
-            _ = try await store.abandonRunningAttempts(id, maxLostAttempts: 2, now: now, events: [event("r1", "takeover")])
+            _ = try await store.claimTasks(run: id, owner: me, limit: 1, filter: .everything, now: now, leaseUntil: now)
+            _ = try await store.abandonRunningAttempts(id, heldBy: me.id, maxLostAttempts: 2, now: now, events: [h.event("r1", "takeover")])
             #expect(try await store.tasks(of: id).first?.status == (round == 1 ? .pending : .failed))
         }
         #expect(try await store.stages(of: id).first?.status == .failed)
         #expect(try await store.events(run: id, afterID: 0, limit: 10).last?.message.contains("lost its process 2 times") == true)
+    }
+
+
+    @Test(arguments: StoreKind.allCases) func claimsHonourQueuesExcludedStagesAndStageConcurrencyAcrossOwners(kind: StoreKind) async throws {
+        let h = try await StoreHarness(kind)
+        let store = h.store, now = h.now, me = h.me, other = h.other
+        let id = RunID("r1")
+        let stages = [StageSpec(name: "cpu", command: .argv(["true"]), concurrency: 2),
+                      StageSpec(name: "gpu", command: .argv(["true"]), queue: "gpu"),
+                      StageSpec(name: "swift", command: .swift)]
+        _ = try await store.createRun(h.newRun("r1", owner: .workerPool, stages: stages), overlap: .allow, now: now, events: [])
+        try await store.applyStageTransitions(run: id, [.start("cpu", taskKeys: ["1", "2", "3"]), .start("gpu", taskKeys: ["1", "2"]),
+                                                        .start("swift", taskKeys: ["main"])], now: now, events: [])
+        #expect(try await store.run(id)?.status == .running, "a run recorded for workers starts with its first stage")
+        let later = now.addingTimeInterval(30)
+        let gpu = try await store.claimTasks(run: id, owner: me, limit: 10, filter: ClaimFilter(queues: ["gpu"]), now: now, leaseUntil: later)
+        #expect(gpu.map(\.task.stage) == ["gpu", "gpu"])
+        let first = try await store.claimTasks(run: id, owner: me, limit: 1, filter: ClaimFilter(queues: ["default"], excludedStages: ["swift"]),
+                                               now: now, leaseUntil: later)
+        #expect(first.map(\.task.stage) == ["cpu"])
+        // The stage allows two at once, whoever holds them: the other owner gets one more, not two.
+        let second = try await store.claimTasks(run: id, owner: other, limit: 10, filter: ClaimFilter(excludedStages: ["swift"]),
+                                                now: now, leaseUntil: later)
+        #expect(second.map(\.task.stage) == ["cpu"])
+        #expect(try await store.taskCounts(run: id)["cpu"]?.pending == 1)
+        // Every task another owner holds has its lease renewed, and only those.
+        #expect(try await store.renewTaskLeases(owner: other, until: now.addingTimeInterval(90)) == 1)
+        let leases = try await store.tasks(of: id).filter { $0.status == .running }.map { ($0.leaseOwner ?? "", $0.leaseExpiresAt) }
+        #expect(leases.filter { $0.0 == "other" }.allSatisfy { $0.1 == now.addingTimeInterval(90) })
+        #expect(try await store.run(id)?.leaseExpiresAt == now.addingTimeInterval(90), "the worker-pool lease follows its workers")
+        // A cancel request stops every claim.
+        _ = try await store.requestCancel(id, now: now, events: [])
+        #expect(try await store.claimTasks(run: id, owner: me, limit: 10, filter: .everything, now: now, leaseUntil: later).isEmpty)
+    }
+
+    @Test(arguments: StoreKind.allCases) func expiredLeasesAreReclaimedAndALateResultIsRefused(kind: StoreKind) async throws {
+        let h = try await StoreHarness(kind)
+        let store = h.store, now = h.now, me = h.me, other = h.other
+        let id = RunID("r1")
+        _ = try await store.createRun(h.newRun("r1", owner: .workerPool), overlap: .allow, now: now, events: [])
+        try await store.applyStageTransitions(run: id, [.start("a", taskKeys: ["1", "2"])], now: now, events: [])
+        let mine = try await store.claimTasks(run: id, owner: me, limit: 1, filter: .everything, now: now, leaseUntil: now.addingTimeInterval(10))
+        let theirs = try await store.claimTasks(run: id, owner: other, limit: 1, filter: .everything, now: now, leaseUntil: now.addingTimeInterval(60))
+        // At 20 s my lease has expired, the other's has not: only mine is taken back.
+        let lost = try await store.abandonRunningAttempts(id, heldBy: nil, maxLostAttempts: 3, now: now.addingTimeInterval(20),
+                                                          events: [h.event("r1", "run.reclaim")])
+        #expect(lost.map(\.taskID) == mine.map(\.task.id))
+        #expect(try await store.tasks(of: id).map(\.status) == [.pending, .running])
+        let again = try await store.claimTasks(run: id, owner: other, limit: 5, filter: .everything, now: now.addingTimeInterval(20),
+                                               leaseUntil: now.addingTimeInterval(60))
+        #expect(again.map(\.attempt) == [2])
+        // The first holder wakes up and reports: refused, the new attempt is untouched.
+        var late = AttemptRecord(taskID: mine[0].task.id, runID: id, stage: "a", number: 1, outcome: .success, startedAt: now)
+        late.finishedAt = now.addingTimeInterval(21)
+        #expect(try await store.completeAttempt(late, result: nil, next: .succeed, owner: me, now: now.addingTimeInterval(21), events: [],
+                                                stageEvent: { _ in h.event("r1", "s") }) == .leaseLost)
+        #expect(try await store.attempts(of: id).map(\.outcome) == [.lost, .running, .running])
+        // A released task goes back at once, its retry budget untouched.
+        var released = AttemptRecord(taskID: theirs[0].task.id, runID: id, stage: "a", number: 1, outcome: .cancelled, startedAt: now)
+        released.finishedAt = now.addingTimeInterval(22)
+        #expect(try await store.completeAttempt(released, result: nil, next: .release, owner: other, now: now.addingTimeInterval(22), events: [],
+                                                stageEvent: { _ in h.event("r1", "s") }) == .applied(stage: nil))
+        let back = try await store.claimTasks(run: id, owner: me, limit: 5, filter: .everything, now: now.addingTimeInterval(22),
+                                              leaseUntil: now.addingTimeInterval(60))
+        #expect(back.map(\.attemptInBudget) == [1])
+    }
+
+    @Test(arguments: StoreKind.allCases) func aRunIsFinishedOnceByWhoeverMay(kind: StoreKind) async throws {
+        let h = try await StoreHarness(kind)
+        let store = h.store, now = h.now, me = h.me, other = h.other
+        _ = try await store.createRun(h.newRun("pool", owner: .workerPool), overlap: .allow, now: now, events: [])
+        _ = try await store.createRun(h.newRun("held", owner: me), overlap: .allow, now: now, events: [])
+        #expect(try await store.openRuns(limit: 10).map(\.id.rawValue).sorted() == ["held", "pool"])
+        // A live holder's run is finished by its holder only; the pool's by any worker, once.
+        #expect(try await store.finishRun(RunID("held"), outcome: .success, owner: other, now: now, events: []) == false)
+        #expect(try await store.finishRun(RunID("pool"), outcome: .success, owner: .workerPool, now: now, events: [h.event("pool", "run.success")]) == true)
+        #expect(try await store.finishRun(RunID("pool"), outcome: .failed, owner: .workerPool, now: now, events: [h.event("pool", "run.failed")]) == false)
+        #expect(try await store.run(RunID("pool"))?.status == .success)
+        #expect(try await store.events(run: RunID("pool"), afterID: 0, limit: 10).map(\.event) == ["run.success"])
+        // Once the holder's lease expired, anyone may finish its run.
+        #expect(try await store.finishRun(RunID("held"), outcome: .failed, owner: other, now: now.addingTimeInterval(31), events: []) == true)
+        #expect(try await store.openRuns(limit: 10).isEmpty)
+    }
+}
+
+@Suite("SQLite store")
+struct SQLiteStoreTests {
+    let dir: TemporaryDirectory
+
+    init() throws {
+        dir = try TemporaryDirectory(prefix: "store")
     }
 
     @Test func aStoreFromANewerVersionIsRefusedAndLeftUnchanged() async throws {
