@@ -14,7 +14,7 @@ struct Runs: AsyncParsableCommand {
 
     func run() async throws {
         try await guarded {
-            let engine = try state.engine()
+            let engine = try await state.engine()
             let runs = try await engine.store.recentRuns(pipeline: pipeline, limit: limit)
             if json {
                 let rows = runs.map { r -> [String: String] in
@@ -54,7 +54,7 @@ struct Show: AsyncParsableCommand {
 
     func run() async throws {
         try await guarded {
-            let engine = try state.engine()
+            let engine = try await state.engine()
             let run = try await engine.findRun(runID)
             let report = try await RunReport.build(store: engine.store, runID: run.id, allTasks: allTasks)
             if json {
@@ -111,7 +111,7 @@ struct Logs: AsyncParsableCommand {
 
     func run() async throws {
         try await guarded {
-            let engine = try state.engine()
+            let engine = try await state.engine()
             let run = try await engine.findRun(runID)
             if let stage {
                 return try await printOutput(run: run, stage: stage, engine: engine)

@@ -72,6 +72,7 @@ struct Run: AsyncParsableCommand {
     var p: [String] = []
     @Option(help: "Run at most N tasks at once (overrides the pipeline's concurrency).") var concurrency: Int?
     @Option(name: .customLong("idempotency-key"), help: "Start nothing if a run with this key exists.") var idempotencyKey: String?
+    @Flag(help: "Record the run and print its id; `sluice worker` processes execute it.") var detach = false
     @OptionGroup var display: DisplayOptions
     @OptionGroup var state: StateOptions
 
@@ -91,10 +92,10 @@ struct Run: AsyncParsableCommand {
                 }
                 params[String(pair[..<eq])] = String(pair[pair.index(after: eq)...])
             }
-            let engine = try state.engine()
+            let engine = try await state.engine()
             let view = LiveView(plain: display.noTTY || !Terminal.isTTY, toStderr: display.json)
             let name = spec.name
-            let started = try await engine.start(spec, params: params, idempotencyKey: idempotencyKey) { active in
+            let started = try await engine.start(spec, params: params, idempotencyKey: idempotencyKey, detached: detach) { active in
                 view.note("waiting: run \(active.map(\.id.rawValue).joined(separator: ", ")) of '\(name)' is active (overlap: queue)")
             }
             switch started {
@@ -103,6 +104,10 @@ struct Run: AsyncParsableCommand {
                 return 0
             case .duplicate(let run):
                 view.note("not started: run \(run.id) already has idempotency key '\(idempotencyKey ?? "")' (status \(run.status.rawValue))")
+                return 0
+            case .started(let run) where detach:
+                print(run.id.rawValue)
+                Terminal.note("run \(run.id) of '\(run.pipeline)' recorded for workers: `sluice worker\(state.location.map { _ in " --state …" } ?? "")` executes it; `sluice show \(run.id)` follows it")
                 return 0
             case .started(let run):
                 return try await execute(run, engine: engine, resume: false, view: view, json: display.json)
@@ -168,7 +173,7 @@ struct Resume: AsyncParsableCommand {
 
     func run() async throws {
         try await guarded {
-            let engine = try state.engine()
+            let engine = try await state.engine()
             let run = try await engine.findRun(runID)
             if run.status == .success {
                 print("run \(run.id) already succeeded; nothing to resume")
@@ -198,7 +203,7 @@ struct Cancel: AsyncParsableCommand {
 
     func run() async throws {
         try await guarded {
-            let engine = try state.engine()
+            let engine = try await state.engine()
             let run = try await engine.findRun(runID)
             switch try await engine.cancel(run) {
             case .notFound:

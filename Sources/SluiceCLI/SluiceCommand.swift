@@ -6,6 +6,9 @@ import SluiceCore
 import SluiceDefinition
 import SluiceEngine
 import SluiceStore
+#if canImport(SluiceStorePostgres)
+import SluiceStorePostgres
+#endif
 import SluiceStoreSQLite
 
 /// The `sluice` command tree. A library, so users' own executables can embed it.
@@ -14,11 +17,13 @@ public struct SluiceCommand: AsyncParsableCommand {
         commandName: "sluice",
         abstract: "Run data pipelines: every run recorded, failures retried, progress visible.",
         discussion: """
-            State lives in .sluice/ in the current folder (override with --state-dir or SLUICE_HOME).
+            State lives in .sluice/ in the current folder (override with --state-dir or SLUICE_HOME); with
+            --state postgres://… (or SLUICE_STATE) runs are recorded in PostgreSQL and `sluice worker`
+            processes on many machines execute them.
             Exit codes: 0 success, 1 partial success, 2 failure (or bad input), 3 internal error, 130 cancelled.
             """,
         subcommands: [Init.self, Validate.self, Run.self, Resume.self, Cancel.self, Runs.self, Show.self, Logs.self,
-                      Pipelines.self])
+                      WorkerCommand.self, Pipelines.self])
 
     public init() {}
 }
@@ -27,15 +32,27 @@ public struct SluiceCommand: AsyncParsableCommand {
 struct StateOptions: ParsableArguments {
     @Option(name: .customLong("state-dir"), help: "Folder holding state.sqlite and run records (default: $SLUICE_HOME or ./.sluice).")
     var stateDir: String?
+    @Option(name: .customLong("state"), help: ArgumentHelp(
+        "The state store: postgres://user@host:port/db for many machines (password from the URL, PGPASSWORD or $SLUICE_STATE_PASSWORD_FILE), or a SQLite file (default: $SLUICE_STATE, else state.sqlite in the state folder).",
+        valueName: "url"))
+    var state: String?
 
     var layout: StateLayout {
         StateLayout(directory: stateDir ?? ProcessInfo.processInfo.environment["SLUICE_HOME"] ?? ".sluice")
     }
 
-    func engine() throws -> Engine {
+    /// `--state`, else `$SLUICE_STATE`, else nil (the SQLite file in the state folder).
+    var location: String? {
+        state ?? ProcessInfo.processInfo.environment["SLUICE_STATE"].flatMap { $0.isEmpty ? nil : $0 }
+    }
+
+    /// Whether the store is a PostgreSQL server (shared by many machines).
+    var isPostgres: Bool { location.map(StoreLocation.isPostgres) ?? false }
+
+    func engine() async throws -> Engine {
         let layout = self.layout
         do {
-            let store = try SQLiteStateStore.open(path: layout.databasePath)
+            let store = try await StoreLocation.open(location, layout: layout)
             var logger = Logger(label: "sluice")
             logger.logLevel = .warning
             var inProcess = InProcessStages()
@@ -45,6 +62,26 @@ struct StateOptions: ParsableArguments {
             throw CLIError(message: error.message, hint: error.hint,
                            exitCode: error.code == .newerSchema || error.code == .cannotOpen ? ExitStatus.failure : ExitStatus.internalError)
         }
+    }
+}
+
+/// Where the state is: a PostgreSQL URL or a SQLite file.
+enum StoreLocation {
+    static func isPostgres(_ location: String) -> Bool {
+        location.hasPrefix("postgres://") || location.hasPrefix("postgresql://")
+    }
+
+    static func open(_ location: String?, layout: StateLayout) async throws(StoreError) -> any StateStore {
+        guard let location else { return try SQLiteStateStore.open(path: layout.databasePath) }
+        #if canImport(SluiceStorePostgres)
+        if isPostgres(location) { return try await PostgresStateStore.open(url: location) }
+        #endif
+        if let scheme = location.range(of: "://"), !location.hasPrefix("sqlite://") {
+            throw StoreError(.cannotOpen, "--state '\(location[..<scheme.lowerBound])://…' is not a store Sluice knows",
+                             hint: "use postgres://user@host:port/database, or the path of a SQLite file")
+        }
+        let path = location.hasPrefix("sqlite://") ? String(location.dropFirst("sqlite://".count)) : location
+        return try SQLiteStateStore.open(path: path)
     }
 }
 
@@ -88,6 +125,11 @@ enum Terminal {
         var text = "error: \(message)\n"
         if let hint { text += "    hint: \(hint)\n" }
         FileHandle.standardError.write(Data(text.utf8))
+    }
+
+    /// A line for people on stderr (stdout stays for what scripts read).
+    static func note(_ message: String) {
+        FileHandle.standardError.write(Data("\(message)\n".utf8))
     }
 
     static func warn(_ message: String) {

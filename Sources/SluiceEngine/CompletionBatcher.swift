@@ -41,7 +41,8 @@ final class CompletionBatcher: Sendable {
     }
 
     /// The writer; runs until its task is cancelled or a write fails (the failure is reported to the loop).
-    func run(store: any StateStore, owner: LeaseOwner, time: any TimeSource, log: EventLog, logger: Logger) async {
+    func run(store: any StateStore, owner: LeaseOwner, time: any TimeSource,
+             publish: @escaping @Sendable ([EventRecord]) -> Void, logger: Logger) async {
         while !Task.isCancelled {
             await work.wait()
             while true {
@@ -69,7 +70,7 @@ final class CompletionBatcher: Sendable {
                                                       "sluice.task_id": "\(completion.attempt.taskID)", "sluice.attempt": "\(completion.attempt.number)"])
                         }
                     }
-                    log.published(events)
+                    publish(events)
                     recorded.withLock { r in
                         r.count += batch.count
                         r.stageEnded = r.stageEnded || stageEnded

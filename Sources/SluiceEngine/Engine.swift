@@ -53,10 +53,11 @@ public struct Engine: Sendable {
         case duplicate(RunRecord)
     }
 
-    /// Records a new run of `spec` (applying its overlap policy), leased to this process.
+    /// Records a new run of `spec` (applying its overlap policy), leased to this process — or, when
+    /// `detached`, to the worker pool: `sluice worker` processes execute it.
     /// With `overlap: queue` it waits until the active run finished; `onWait` is told once.
     public func start(_ spec: PipelineSpec, params overrides: [String: String] = [:], trigger: String = "manual",
-                      idempotencyKey: String? = nil,
+                      idempotencyKey: String? = nil, detached: Bool = false,
                       onWait: @Sendable ([RunRecord]) -> Void = { _ in }) async throws -> StartResult {
         var params = spec.params
         for (k, v) in overrides {
@@ -74,7 +75,7 @@ public struct Engine: Sendable {
             let id = RunID.generate(at: now)
             let runDir = layout.runDirectory(id)
             let record = RunRecord(id: id, pipeline: spec.name, spec: spec, params: params, trigger: trigger,
-                                   status: .pending, createdAt: now, leaseOwner: owner,
+                                   status: .pending, createdAt: now, leaseOwner: detached ? .workerPool : owner,
                                    leaseExpiresAt: now.addingTimeInterval(configuration.leaseDuration.seconds),
                                    idempotencyKey: idempotencyKey, runDir: runDir)
             let created = EventRecord(runID: id, pipeline: spec.name, event: "run.created", time: now,

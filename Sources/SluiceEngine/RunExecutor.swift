@@ -94,11 +94,21 @@ struct RunExecutor: Sendable {
         }
 
         let outcome = try await loop(run)
+        if try await finish(outcome, as: owner) { return outcome }
+        // Another process finished the record first (its lease lets it): report what it recorded.
+        return try await store.run(runID).flatMap { RunOutcome($0.status) } ?? outcome
+    }
+
+    /// Records the run's outcome and writes its files, when this process is the one that may: true
+    /// when it did (once per run, whoever gets there first).
+    func finish(_ outcome: RunOutcome, as finisher: LeaseOwner) async throws -> Bool {
         let finishEvent = log.make("run.\(outcome.rawValue)", "run ended: \(outcome.rawValue)", attrs: ["outcome": outcome.rawValue])
-        _ = try await store.finishRun(runID, outcome: outcome, owner: owner, now: time.now(), events: [finishEvent])
+        guard try await store.finishRun(runID, outcome: outcome, owner: finisher, now: time.now(), events: [finishEvent]) else {
+            return false
+        }
         log.published([finishEvent])
         try await writeRecords()
-        return outcome
+        return true
     }
 
     /// This process's peak resident memory.
@@ -142,7 +152,7 @@ struct RunExecutor: Sendable {
             let store = self.store, owner = self.owner, time = self.time
             let log = self.log, logger = engine.logger
             group.addTask {
-                await batcher.run(store: store, owner: owner, time: time, log: log, logger: logger)
+                await batcher.run(store: store, owner: owner, time: time, publish: log.published, logger: logger)
                 return .timer
             }
             group.addTask { await batcher.committed.wait(); return .recorded }
@@ -290,6 +300,13 @@ struct RunExecutor: Sendable {
                                                            now: time.now(), events: [event])
         guard !lost.isEmpty else { return }
         log.published([event])
+        // A process of a lost attempt still running on this machine (its worker was killed or stopped)
+        // is stopped, so the task never runs twice at once.
+        for attempt in lost where attempt.host == owner.host {
+            if let pid = attempt.pid, ProcFS.isAlive(pid, startTicks: attempt.processStartTicks) {
+                await Supervisor.terminateGroup(pid, grace: run.spec.stage(attempt.stage)?.grace ?? .seconds(10))
+            }
+        }
         try await emit(lost.map { attempt in
             log.make("task.lost", stage: attempt.stage, task: attempt.taskID, attempt: attempt.number,
                      "attempt \(attempt.number) was lost: the lease of \(attempt.host ?? "its process") expired before it recorded a result")
@@ -311,7 +328,7 @@ struct RunExecutor: Sendable {
     /// Plans until nothing changes: skips and failures cascade down the graph in one go.
     /// Returns whether a stage started.
     @discardableResult
-    private func plan(_ planner: Planner, run: RunRecord) async throws -> Bool {
+    func plan(_ planner: Planner, run: RunRecord) async throws -> Bool {
         var started = false
         while true {
             let stages = try await store.stages(of: runID)
@@ -366,8 +383,11 @@ struct RunExecutor: Sendable {
 
     /// Runs one task's attempt and records how it ended, with the retry decision of the core. A producer's
     /// items are recorded while it runs (every 100 ms), and all of them before its attempt is recorded.
-    private func perform(_ claimed: ClaimedTask, stage: StageSpec, run: RunRecord, stop: StopSignal,
-                         producer: Bool, nudge: Nudge, batcher: CompletionBatcher) async throws {
+    /// `released` tells, once the attempt ended, whether its stop gave the task back (a draining worker)
+    /// rather than cancelled it.
+    func perform(_ claimed: ClaimedTask, stage: StageSpec, run: RunRecord, stop: StopSignal,
+                 producer: Bool, nudge: Nudge, batcher: CompletionBatcher,
+                 released: @escaping @Sendable () -> Bool = { false }) async throws {
         let sink = OutputSink(producer: producer)
         // Items leave the sink only once the store recorded them, so an interrupted write loses none.
         let flush: @Sendable () async throws -> Void = {
@@ -409,7 +429,7 @@ struct RunExecutor: Sendable {
         }
         finished.attempt.counters = sink.counters.attributes
         if producer { finished.attrs["items"] = String(sink.itemCount) }
-        record(finished, claimed: claimed, stage: stage, batcher: batcher)
+        record(finished, claimed: claimed, stage: stage, batcher: batcher, released: released())
     }
 
     private func runCommand(_ command: CommandTask, stop: StopSignal, sink: OutputSink) async throws -> FinishedAttempt {
@@ -553,7 +573,13 @@ struct RunExecutor: Sendable {
     }
 
     /// Decides where the task goes (the core's retry rules) and hands the completion to the batcher.
-    private func record(_ finished: FinishedAttempt, claimed: ClaimedTask, stage: StageSpec, batcher: CompletionBatcher) {
+    private func record(_ finished: FinishedAttempt, claimed: ClaimedTask, stage: StageSpec, batcher: CompletionBatcher,
+                        released: Bool = false) {
+        var finished = finished
+        if released && finished.attempt.outcome == .cancelled {
+            finished.attempt.message = "released: the worker shut down before it finished; the task goes back to the queue"
+            finished.event = "task.released"
+        }
         let attempt = finished.attempt
         let outcome = attempt.outcome
         let next: TaskNext
@@ -571,7 +597,7 @@ struct RunExecutor: Sendable {
         case .success:
             next = .succeed
         case .cancelled:
-            next = .cancel
+            next = released ? .release : .cancel
         default:
             switch stage.retry.decide(afterAttempt: claimed.attemptInBudget, outcome: outcome, exitCode: attempt.exitCode,
                                       random: Double.random(in: 0..<1)) {

@@ -19,6 +19,9 @@ public struct RunReport: Codable, Sendable {
         public var message: String?
         /// The last lines of stderr, for attempts that did not succeed.
         public var stderrTail: [String]?
+        /// The machine and process that ran it (a worker's, or the run's own).
+        public var host: String?
+        public var pid: Int32?
     }
 
     public struct Task: Codable, Sendable {
@@ -121,7 +124,8 @@ public struct RunReport: Codable, Sendable {
                                  durationMs: a.wallMs, exitCode: a.exitCode, signal: a.signal, cpuMs: a.cpuMs,
                                  peakRssBytes: a.peakRSSBytes, stdoutBytes: a.stdoutBytes, stderrBytes: a.stderrBytes,
                                  message: a.message,
-                                 stderrTail: a.outcome == .success ? nil : a.stderrTail.map { $0.components(separatedBy: "\n") })
+                                 stderrTail: a.outcome == .success ? nil : a.stderrTail.map { $0.components(separatedBy: "\n") },
+                                 host: a.host, pid: a.pid)
                      })
             }
             let c = summary.counts

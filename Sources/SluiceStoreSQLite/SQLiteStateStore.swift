@@ -44,12 +44,28 @@ public final class SQLiteStateStore: StateStore {
                 throw StoreError(.newerSchema, "the state store '\(path)' was written by a newer version of Sluice",
                                  hint: "upgrade sluice, or point this version at another state folder with --state-dir; the store was not changed")
             }
-            try migrator.migrate(pool)
+            try Self.migrate(pool, with: migrator)
         } catch let error as StoreError {
             throw error
         } catch {
             throw StoreError(.cannotOpen, "cannot prepare the state store '\(path)': \(Self.describe(error))",
                              hint: "check that the file is a Sluice state store (SQLite) and that the disk is not full")
+        }
+    }
+
+    /// Applies pending migrations. Several processes may open a new store at the same moment (a run and
+    /// its workers): each migration is one transaction, so one that lost the race to another process
+    /// failed without a trace and is simply looked at again.
+    static func migrate(_ pool: DatabasePool, with migrator: DatabaseMigrator) throws {
+        for attempt in 1... {
+            do {
+                try migrator.migrate(pool)
+                return
+            } catch {
+                if try pool.read({ try migrator.hasCompletedMigrations($0) }) { return }
+                if attempt >= 20 { throw error }
+                usleep(50_000)
+            }
         }
     }
 

@@ -1,0 +1,284 @@
+import Foundation
+import Logging
+import SluiceCore
+import SluiceStore
+import SluiceSupervisor
+import Synchronization
+
+/// A process that works on every open run of the store: it claims ready tasks of the queues it serves,
+/// executes them, plans the next stages and finishes runs nobody else is coordinating. Any number of
+/// workers, on any number of machines sharing one PostgreSQL store (or processes sharing one SQLite
+/// file), cooperate on the same runs; every transition that must happen once is decided by the store.
+///
+/// A worker holds leases on the tasks it runs and renews them every heartbeat; if it dies or loses
+/// its network, the leases expire and another process takes the tasks back (their attempts are
+/// recorded as lost). On shutdown it stops claiming, lets its tasks finish within a grace period, and
+/// gives back (releases) those still running, without using their retry budget.
+public struct Worker: Sendable {
+    public struct Options: Sendable {
+        /// The queues served; every queue when nil.
+        public var queues: Set<String>?
+        /// Tasks at once in this worker, across runs.
+        public var concurrency = 4
+        /// How long running tasks may take to finish after a shutdown request before they are released.
+        public var drainGrace: Duration = .seconds(30)
+        /// The safety-net poll; a store that notifies (PostgreSQL) wakes the worker sooner.
+        public var poll: Duration = .seconds(1)
+        /// Exit once no run is open (for batch jobs and tests).
+        public var exitWhenIdle = false
+
+        public init(queues: Set<String>? = nil, concurrency: Int = 4) {
+            self.queues = queues
+            self.concurrency = concurrency
+        }
+    }
+
+    public struct Summary: Sendable, Hashable {
+        public var attempts = 0
+        public var released = 0
+        public var runsFinished = 0
+    }
+
+    public let engine: Engine
+    public let options: Options
+
+    public init(engine: Engine, options: Options) {
+        self.engine = engine
+        self.options = options
+    }
+
+    var store: any StateStore { engine.store }
+    var time: any TimeSource { engine.time }
+    var owner: LeaseOwner { engine.owner }
+
+    private enum Wake: Sendable {
+        case taskEnded(TaskID)
+        case recorded
+        case work
+        case heartbeat
+        case shutdown
+        case drainTimeout
+    }
+
+    private struct Running {
+        var stop: StopSignal
+        var run: RunID
+    }
+
+    /// What the worker knows of a run it has looked at.
+    private struct Participation {
+        var record: RunRecord
+        var executor: RunExecutor
+        var planner: Planner
+        var lastReclaim: ContinuousClock.Instant?
+    }
+
+    /// Works until `shutdown` is requested (or, with `exitWhenIdle`, until no run is open), then drains.
+    public func run(shutdown: StopSignal, say: @escaping @Sendable (String) -> Void = { _ in }) async throws -> Summary {
+        let batcher = CompletionBatcher()
+        let logs = RunLogs()
+        let released = TaskIDs()
+        var summary = Summary()
+        var runs: [RunID: Participation] = [:]
+        var running: [TaskID: Running] = [:]
+        var unrecorded = 0
+        var draining = false
+        var look = true
+        var waiting = false
+        let nudge = Nudge()
+        say("worker \(owner.id) (pid \(owner.pid) on \(owner.host)) serves \(options.queues.map { $0.sorted().joined(separator: ", ") } ?? "every queue"), \(options.concurrency) at once")
+
+        return try await withThrowingTaskGroup(of: Wake.self) { group in
+            let store = self.store, owner = self.owner, time = self.time, logger = engine.logger
+            group.addTask {
+                await batcher.run(store: store, owner: owner, time: time, publish: logs.publish, logger: logger)
+                return .recorded
+            }
+            group.addTask { await batcher.committed.wait(); return .recorded }
+            group.addTask { await shutdown.wait(); return .shutdown }
+            let heartbeat = engine.configuration.heartbeat
+            group.addTask { try await Task.sleep(for: heartbeat); return .heartbeat }
+            defer { group.cancelAll() }
+
+            while true {
+                if draining && running.isEmpty && unrecorded == 0 { return summary }
+                if look && !draining {
+                    look = false
+                    let open = try await store.openRuns(limit: 500)
+                    if open.isEmpty && running.isEmpty && unrecorded == 0 && options.exitWhenIdle {
+                        say("no open runs: exiting")
+                        return summary
+                    }
+                    for record in open {
+                        var participation = runs[record.id] ?? participate(record, logs: logs)
+                        participation.record = record
+                        let (finished, started) = try await work(on: &participation, running: &running, batcher: batcher,
+                                                                 released: released, nudge: nudge, group: &group, say: say)
+                        summary.attempts += started
+                        if finished { summary.runsFinished += 1 }
+                        runs[record.id] = participation
+                        if running.count >= options.concurrency { break }
+                    }
+                    let openIDs = Set(open.map(\.id))
+                    for id in runs.keys where !openIDs.contains(id) && !running.values.contains(where: { $0.run == id }) {
+                        runs[id] = nil
+                        logs.forget(id)
+                    }
+                }
+                if !waiting && !draining {
+                    waiting = true
+                    let poll = options.poll
+                    group.addTask {
+                        await withTaskGroup(of: Void.self) { race in
+                            race.addTask { await store.waitForWork(timeout: poll) }
+                            race.addTask { await nudge.wait() }
+                            await race.next()
+                            race.cancelAll()
+                        }
+                        return .work
+                    }
+                }
+                guard let wake = try await group.next() else { continue }
+                switch wake {
+                case .taskEnded(let id):
+                    running[id] = nil
+                    unrecorded += 1
+                case .recorded:
+                    let recorded = batcher.takeRecorded()
+                    if let failure = recorded.failure {
+                        throw EngineError(.io, "recording task results failed: \(failure)",
+                                          hint: "the tasks' leases expire and other workers take them back; restart this worker once the store works")
+                    }
+                    unrecorded -= recorded.count
+                    summary.released = released.count
+                    look = true
+                    group.addTask { await batcher.committed.wait(); return .recorded }
+                case .work:
+                    waiting = false
+                    look = true
+                case .heartbeat:
+                    try await store.renewTaskLeases(owner: owner, until: time.now().addingTimeInterval(engine.configuration.leaseDuration.seconds))
+                    look = true
+                    group.addTask { try await Task.sleep(for: heartbeat); return .heartbeat }
+                case .shutdown:
+                    draining = true
+                    say("shutting down: no new tasks; \(running.count) running may finish within \(DurationText.format(options.drainGrace))")
+                    let grace = options.drainGrace
+                    group.addTask { try? await Task.sleep(for: grace); return .drainTimeout }
+                case .drainTimeout:
+                    if !running.isEmpty { say("grace period over: releasing \(running.count) task(s) back to the queue") }
+                    for (id, task) in running {
+                        released.insert(id)
+                        task.stop.request()
+                    }
+                }
+            }
+        }
+    }
+
+    private func participate(_ record: RunRecord, logs: RunLogs) -> Participation {
+        let files = RunFiles(directory: record.runDir)
+        let log = logs.log(for: record, files: files, time: time)
+        let executor = RunExecutor(engine: engine, runID: record.id, files: files, log: log, progress: nil)
+        return Participation(record: record, executor: executor, planner: Planner(spec: RunExecutor.renderConditions(of: record)))
+    }
+
+    /// One look at a run: stop our tasks of a cancelled run, take back expired leases, plan, finish it
+    /// when nobody else coordinates it, and claim what fits. Returns whether this worker finished the
+    /// run, and how many tasks it started.
+    private func work(on p: inout Participation, running: inout [TaskID: Running], batcher: CompletionBatcher,
+                      released: TaskIDs, nudge: Nudge, group: inout ThrowingTaskGroup<Wake, any Error>,
+                      say: @escaping @Sendable (String) -> Void) async throws -> (Bool, Int) {
+        let run = p.record
+        let executor = p.executor
+        let now = time.now()
+        // The run's holder, when it is alive, plans and finishes it; workers only help with its tasks.
+        let holder = run.leaseOwner
+        let coordinated = holder != nil && holder != .workerPool && (run.leaseExpiresAt.map { $0 > now } ?? false)
+            && !Engine.isDead(holder!)
+        let finisher = holder == .workerPool ? LeaseOwner.workerPool : owner
+        if p.lastReclaim.map({ ContinuousClock.now - $0 >= engine.configuration.heartbeat }) ?? true {
+            p.lastReclaim = ContinuousClock.now
+            try await executor.reclaimExpired(run)
+        }
+        if run.cancelRequestedAt != nil {
+            for task in running.values where task.run == run.id { task.stop.request() }
+            guard !coordinated, !running.values.contains(where: { $0.run == run.id }) else { return (false, 0) }
+            let counts = try await store.taskCounts(run: run.id).values.reduce(into: TaskCounts()) { $0.add($1) }
+            guard counts.running == 0 else { return (false, 0) }
+            let event = executor.log.make("run.cancelling", "cancelled: stages that had not finished are recorded as cancelled")
+            try await store.cancelUnfinished(run: run.id, now: time.now(), events: [event])
+            executor.log.published([event])
+            let finished = try await executor.finish(.cancelled, as: finisher)
+            if finished { say("run \(run.id) (\(run.pipeline)) cancelled") }
+            return (finished, 0)
+        }
+        if !coordinated {
+            if run.status == .pending {
+                try await executor.emit([executor.log.make("run.start", "run started by workers (first: pid \(owner.pid) on \(owner.host))",
+                                                           attrs: ["pid": String(owner.pid), "host": owner.host])])
+            }
+            try await executor.plan(p.planner, run: run)
+            let stages = try await store.stages(of: run.id)
+            if stages.allSatisfy(\.status.isTerminal) {
+                let outcome = RunOutcome.decide(stages: stages.map(\.status), cancelled: false)
+                let finished = try await executor.finish(outcome, as: finisher)
+                if finished { say("run \(run.id) (\(run.pipeline)) ended: \(outcome.rawValue)") }
+                return (finished, 0)
+            }
+        }
+        let free = options.concurrency - running.count
+        guard free > 0 else { return (false, 0) }
+        let cannotRun = Set(run.spec.stages.filter { $0.command == .swift && engine.inProcess.body(pipeline: run.pipeline, stage: $0.name) == nil }.map(\.name))
+        let claimed = try await store.claimTasks(run: run.id, owner: owner, limit: free,
+                                                 filter: ClaimFilter(queues: options.queues, excludedStages: cannotRun),
+                                                 now: time.now(), leaseUntil: time.now().addingTimeInterval(engine.configuration.leaseDuration.seconds))
+        let producers = Set(run.spec.stages.compactMap(\.forEach))
+        for task in claimed {
+            guard let stage = run.spec.stage(task.task.stage) else { continue }
+            let stop = StopSignal()
+            running[task.task.id] = Running(stop: stop, run: run.id)
+            let id = task.task.id
+            group.addTask {
+                try await executor.perform(task, stage: stage, run: run, stop: stop, producer: producers.contains(stage.name),
+                                           nudge: nudge, batcher: batcher, released: { released.contains(id) })
+                return .taskEnded(id)
+            }
+        }
+        return (false, claimed.count)
+    }
+}
+
+/// The event logs of the runs a worker works on, so a batch of completions from several runs is
+/// mirrored into each run's own files.
+final class RunLogs: Sendable {
+    private let logs = Mutex<[RunID: EventLog]>([:])
+
+    func log(for run: RunRecord, files: RunFiles, time: any TimeSource) -> EventLog {
+        logs.withLock { logs in
+            if let log = logs[run.id] { return log }
+            try? FileManager.default.createDirectory(atPath: files.directory, withIntermediateDirectories: true)
+            let log = EventLog(runID: run.id, pipeline: run.pipeline, files: files, time: time, observer: nil)
+            logs[run.id] = log
+            return log
+        }
+    }
+
+    func forget(_ id: RunID) {
+        _ = logs.withLock { $0.removeValue(forKey: id) }
+    }
+
+    func publish(_ events: [EventRecord]) {
+        let byRun = Dictionary(grouping: events, by: \.runID)
+        let logs = self.logs.withLock { $0 }
+        for (id, events) in byRun { logs[id]?.published(events) }
+    }
+}
+
+/// Ids of tasks, shared between a worker's loop and its tasks.
+final class TaskIDs: Sendable {
+    private let ids = Mutex<Set<TaskID>>([])
+    func insert(_ id: TaskID) { _ = ids.withLock { $0.insert(id) } }
+    func contains(_ id: TaskID) -> Bool { ids.withLock { $0.contains(id) } }
+    var count: Int { ids.withLock { $0.count } }
+}

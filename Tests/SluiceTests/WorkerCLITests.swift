@@ -1,0 +1,96 @@
+import Foundation
+import SluiceSupervisor
+import SluiceTesting
+import Testing
+
+/// `sluice worker` processes, stopped the ways processes are stopped on real machines.
+@Suite("CLI: sluice worker")
+struct WorkerCLITests {
+    /// The first attempt writes its number and blocks; later attempts finish at once.
+    static let pipeline = """
+        name: slow-first
+        stages:
+          only:
+            grace: 1s
+            run: ["sh", "-c", "echo $SLUICE_ATTEMPT >> started; if [ $SLUICE_ATTEMPT = 1 ]; then exec sleep 60; fi"]
+        """
+
+    func setUp() throws -> (CLI, String) {
+        let cli = CLI(dir: try TemporaryDirectory(prefix: "worker-cli"))
+        try Self.pipeline.write(toFile: cli.dir.file("p.yml"), atomically: true, encoding: .utf8)
+        let result = try cli.run(["run", "p.yml", "--detach"])
+        #expect(result.status == 0, "\(result.output)")
+        let id = result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(id.count > 10, "the run id is printed on stdout: \(result.output)")
+        return (cli, id)
+    }
+
+    func started(_ cli: CLI) -> [String] {
+        ((try? String(contentsOfFile: cli.dir.file("started"), encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+    }
+
+    func attempts(_ cli: CLI, _ id: String) throws -> [[String: Any]] {
+        let stages = (try cli.show(id)["stages"] as? [[String: Any]]) ?? []
+        let tasks = stages.flatMap { ($0["tasks"] as? [[String: Any]]) ?? [] }
+        return tasks.flatMap { ($0["attempts"] as? [[String: Any]]) ?? [] }
+    }
+
+    @Test func sigtermDrainsReleasesTheTaskAndExitsZero() async throws {
+        let (cli, id) = try setUp()
+        let worker = try cli.start(["worker", "--grace", "1s", "--poll", "100ms"])
+        try await cli.wait { started(cli) == ["1"] }
+        kill(worker.processIdentifier, SIGTERM)
+        try await cli.wait { !worker.isRunning }
+        #expect(worker.terminationStatus == 0, "a drained worker exits 0")
+        // The task went back to the queue with its budget untouched (the stage allows one attempt):
+        // the next worker runs it to success.
+        let second = try cli.run(["worker", "--exit-when-idle", "--poll", "100ms"])
+        #expect(second.status == 0, "\(second.output)")
+        #expect(try cli.stageStatuses(id) == ["only": "success"])
+        let outcomes = try attempts(cli, id).map { $0["outcome"] as? String ?? "" }
+        #expect(outcomes == ["cancelled", "success"])
+        #expect(try attempts(cli, id).first?["message"] as? String == "released: the worker shut down before it finished; the task goes back to the queue")
+    }
+
+    @Test func aKilledWorkersTaskIsTakenBackWhenItsLeaseExpires() async throws {
+        let (cli, id) = try setUp()
+        let worker = try cli.start(["worker", "--lease", "2s", "--poll", "100ms"])
+        try await cli.wait { started(cli) == ["1"] }
+        kill(worker.processIdentifier, SIGKILL)
+        worker.waitUntilExit()
+        let first = try attempts(cli, id).first
+        let orphan = try #require(first?["pid"] as? Int, "the attempt's process was recorded")
+        #expect(ProcFS.isAlive(Int32(orphan), startTicks: nil), "the killed worker's command outlives it")
+        let second = try cli.run(["worker", "--exit-when-idle", "--lease", "2s", "--poll", "100ms"])
+        #expect(second.status == 0, "\(second.output)")
+        #expect(try cli.stageStatuses(id) == ["only": "success"])
+        #expect(try attempts(cli, id).map { $0["outcome"] as? String ?? "" } == ["lost", "success"])
+        #expect(!ProcFS.isAlive(Int32(orphan), startTicks: nil), "the lost attempt's process was stopped before the task ran again")
+        #expect(started(cli) == ["1", "2"])
+    }
+
+    @Test func aRunAndAWorkerShareTheWorkAndTheRunProcessFinishesIt() async throws {
+        let cli = CLI(dir: try TemporaryDirectory(prefix: "worker-cli"))
+        try """
+            name: shared
+            concurrency: 2
+            stages:
+              discover:
+                shell: "for i in $(seq 1 20); do echo \\"{\\\\\\"id\\\\\\": $i}\\"; done"
+              process:
+                for_each: discover
+                run: ["sh", "-c", "sleep 0.1; echo $1 $PPID >> processed", "-", "{{item.id}}"]
+              join:
+                needs: [process]
+                run: ["sh", "-c", "echo join >> joins"]
+            """.write(toFile: cli.dir.file("p.yml"), atomically: true, encoding: .utf8)
+        let worker = try cli.start(["worker", "--poll", "50ms", "--concurrency", "2"])
+        defer { kill(worker.processIdentifier, SIGKILL) }
+        let run = try cli.run(["run", "p.yml", "--no-tty"])
+        #expect(run.status == 0, "\(run.output)")
+        let processed = try String(contentsOfFile: cli.dir.file("processed"), encoding: .utf8).split(separator: "\n")
+        #expect(processed.count == 20 && Set(processed.map { $0.split(separator: " ")[0] }).count == 20)
+        #expect(Set(processed.map { $0.split(separator: " ")[1] }).count == 2, "both processes ran items")
+        #expect(try String(contentsOfFile: cli.dir.file("joins"), encoding: .utf8) == "join\n")
+    }
+}
