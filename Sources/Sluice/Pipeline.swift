@@ -47,24 +47,20 @@ public struct Pipeline: Sendable {
     ///   - overlap: What happens when the pipeline is started while a run of it is active.
     ///   - params: Parameter defaults, overridable per run with `-p key=value`.
     ///   - environment: Environment variables for every command stage.
-    ///   - schedule: A cron expression, for `sluice serve`.
+    ///   - schedule: When `sluice serve` starts it: a cron expression (`"*/15 * * * *"`) or a `Schedule`.
+    ///   - onFiles: Files whose arrival starts it under `sluice serve`.
     ///   - root: The folder commands run in and paths are relative to (default: the current folder).
     ///   - stages: The stages, in a result-builder block.
     public init(_ name: String, description: String? = nil, concurrency: Int = 4, overlap: OverlapPolicy = .skip,
-                params: [String: String] = [:], environment: [String: String] = [:], schedule: String? = nil,
+                params: [String: String] = [:], environment: [String: String] = [:], schedule: Schedule? = nil, onFiles: FileTrigger? = nil,
                 root: String = FileManager.default.currentDirectoryPath,
                 @PipelineBuilder stages: () -> [any PipelineComponent]) throws(PipelineDefinitionError) {
         let components = stages()
-        let spec = PipelineSpec(name: name, description: description, schedule: schedule, overlap: overlap,
+        let spec = PipelineSpec(name: name, description: description, schedule: schedule, onFiles: onFiles, overlap: overlap,
                                 concurrency: concurrency, params: params, env: environment,
                                 root: URL(fileURLWithPath: root).standardizedFileURL.path, sourceFile: nil,
                                 stages: components.map(\.definition.spec))
-        var problems = SpecValidation.problems(in: spec)
-        if let schedule {
-            do throws(CronExpression.ParseError) { _ = try CronExpression(schedule) } catch {
-                problems.append("schedule '\(schedule)' is not a cron expression: \(error.message)")
-            }
-        }
+        let problems = SpecValidation.problems(in: spec)
         guard problems.isEmpty else { throw PipelineDefinitionError(pipeline: name, problems: problems) }
         self.spec = spec
         var bodies: [StageName: StageBody] = [:]

@@ -10,7 +10,10 @@ public typealias StageName = String
 public struct PipelineSpec: Sendable, Codable, Hashable {
     public var name: String
     public var description: String?
-    public var schedule: String?
+    /// When `sluice serve` starts it on its own.
+    public var schedule: Schedule?
+    /// Files whose arrival starts a run under `sluice serve`.
+    public var onFiles: FileTrigger?
     public var overlap: OverlapPolicy
     /// Maximum number of tasks running at once in one run.
     public var concurrency: Int
@@ -24,13 +27,14 @@ public struct PipelineSpec: Sendable, Codable, Hashable {
     /// Stages in file order.
     public var stages: [StageSpec]
 
-    public init(name: String, description: String? = nil, schedule: String? = nil,
+    public init(name: String, description: String? = nil, schedule: Schedule? = nil, onFiles: FileTrigger? = nil,
                 overlap: OverlapPolicy = .skip, concurrency: Int = 4,
                 params: [String: String] = [:], env: [String: String] = [:],
                 root: String, sourceFile: String? = nil, stages: [StageSpec]) {
         self.name = name
         self.description = description
         self.schedule = schedule
+        self.onFiles = onFiles
         self.overlap = overlap
         self.concurrency = concurrency
         self.params = params
@@ -41,6 +45,19 @@ public struct PipelineSpec: Sendable, Codable, Hashable {
     }
 
     public func stage(_ name: StageName) -> StageSpec? { stages.first { $0.name == name } }
+}
+
+/// Starts a run when new files matching `glob` (relative to the pipeline root) have stopped growing
+/// for `settle`. Each file starts one run, once; the run gets the paths as params `trigger_files`
+/// (one per line) and `trigger_file` (the first).
+public struct FileTrigger: Sendable, Hashable, Codable {
+    public var glob: String
+    public var settle: Duration
+
+    public init(glob: String, settle: Duration = .seconds(10)) {
+        self.glob = glob
+        self.settle = settle
+    }
 }
 
 /// What happens when a pipeline is started while another run of it is still active.

@@ -8,6 +8,22 @@ public enum SpecValidation {
         if spec.name.isEmpty { problems.append("the pipeline has no name") }
         if spec.concurrency < 1 { problems.append("concurrency must be at least 1, got \(spec.concurrency)") }
         if spec.stages.isEmpty { problems.append("pipeline '\(spec.name)' has no stages") }
+        if let schedule = spec.schedule {
+            switch schedule.rule {
+            case .cron(let text):
+                do throws(CronExpression.ParseError) { _ = try CronExpression(text) } catch {
+                    problems.append("schedule '\(text)' is not a cron expression: \(error.message)")
+                }
+            case .every(let d):
+                if d < .seconds(1) { problems.append("schedule every \(DurationText.format(d)) is shorter than 1s") }
+            }
+            if let zone = schedule.timeZone, TimeZone(identifier: zone) == nil {
+                problems.append("schedule time zone '\(zone)' is not an IANA time zone (e.g. Europe/Madrid)")
+            }
+        }
+        if let files = spec.onFiles, files.glob.hasPrefix("/") || files.glob.split(separator: "/").contains("..") {
+            problems.append("on_files glob '\(files.glob)' leaves the pipeline's folder; write it relative, without '..'")
+        }
         var seen: Set<StageName> = []
         for stage in spec.stages {
             if !seen.insert(stage.name).inserted {

@@ -8,7 +8,9 @@ struct SpecReader {
     let root: String
     var diagnostics: [Diagnostic] = []
 
-    static let pipelineKeys = ["name", "description", "schedule", "overlap", "concurrency", "params", "env", "stages"]
+    static let pipelineKeys = ["name", "description", "schedule", "on_files", "overlap", "concurrency", "params", "env", "stages"]
+    static let scheduleKeys = ["cron", "every", "timezone", "missed", "max_missed"]
+    static let fileTriggerKeys = ["glob", "settle"]
     static let stageKeys = ["description", "needs", "run", "shell", "env", "workdir", "timeout", "hang_after",
                             "done_when", "grace", "retries", "when", "proceed_if", "for_each", "concurrency", "queue",
                             "max_failed_items"]
@@ -175,16 +177,8 @@ struct SpecReader {
             error("the pipeline has no `name:`", document, hint: "add a line such as `name: market-data`")
         }
         let description = byKey["description"].flatMap { string($0.1, "description") }
-        var schedule: String?
-        if let (_, v) = byKey["schedule"], let s = string(v, "schedule") {
-            do throws(CronExpression.ParseError) {
-                _ = try CronExpression(s)
-                schedule = s
-            } catch {
-                self.error("schedule '\(s)' is not a cron expression: \(error.message)", v,
-                      hint: "use 5 fields (minute hour day-of-month month day-of-week), e.g. \"*/15 * * * *\", or @hourly, @daily, @weekly, @monthly")
-            }
-        }
+        let schedule = byKey["schedule"].flatMap { readSchedule($0.1) }
+        let onFiles = byKey["on_files"].flatMap { readFileTrigger($0.1) }
         var overlap = OverlapPolicy.skip
         if let (_, v) = byKey["overlap"], let s = string(v, "overlap") {
             if let o = OverlapPolicy(rawValue: s) { overlap = o } else {
@@ -240,7 +234,7 @@ struct SpecReader {
         }
 
         checkGraph(stages, nodes: stageNodes)
-        return PipelineSpec(name: name, description: description, schedule: schedule, overlap: overlap,
+        return PipelineSpec(name: name, description: description, schedule: schedule, onFiles: onFiles, overlap: overlap,
                             concurrency: concurrency, params: params, env: env, root: root,
                             sourceFile: file, stages: stages)
     }
@@ -399,6 +393,95 @@ struct SpecReader {
                          hangAfter: hangAfter, doneWhen: doneWhen, grace: grace, retry: retry, when: when,
                          proceedIf: proceedIf, forEach: forEach, concurrency: stageConcurrency, maxFailedItems: tolerance,
                          queue: queue, location: location(keyNode))
+    }
+
+    static let cronHint = "use 5 fields (minute hour day-of-month month day-of-week), e.g. \"*/15 * * * *\", or @hourly, @daily, @weekly, @monthly"
+
+    /// `schedule: "CRON"`, or a mapping with `cron:` or `every:`, `timezone:`, `missed:` and `max_missed:`.
+    mutating func readSchedule(_ node: Node) -> Schedule? {
+        if case .scalar = node {
+            guard let text = string(node, "schedule") else { return nil }
+            return cronRule(text, node).map { Schedule($0) }
+        }
+        guard let entries = mapping(node, "schedule") else { return nil }
+        checkKeys(entries, allowed: Self.scheduleKeys, in: "schedule")
+        let byKey = Dictionary(entries.map { ($0.0, ($0.1, $0.2)) }, uniquingKeysWith: { a, _ in a })
+        var rule: Schedule.Rule?
+        switch (byKey["cron"], byKey["every"]) {
+        case (let cron?, nil):
+            rule = string(cron.1, "schedule.cron").flatMap { cronRule($0, cron.1) }
+        case (nil, let every?):
+            if let d = positiveDuration(every.1, "schedule.every") {
+                if d < .seconds(1) { error("schedule.every must be at least 1s", every.1) } else { rule = .every(d) }
+            }
+        case (_?, _?):
+            error("schedule has both cron: and every:; give one", node)
+        case (nil, nil):
+            error("schedule needs cron: or every:", node, hint: "e.g. `cron: \"0 6 * * *\"` or `every: 15m`")
+        }
+        var zone: String?
+        if let (_, v) = byKey["timezone"], let name = string(v, "schedule.timezone") {
+            if TimeZone(identifier: name) == nil {
+                error("schedule.timezone '\(name)' is not a time zone", v,
+                      hint: Suggest.hint(for: name, in: TimeZone.knownTimeZoneIdentifiers) ?? "use an IANA name such as Europe/Madrid or America/New_York")
+            } else {
+                zone = name
+            }
+        }
+        var missed = MissedRuns.skip
+        var cap = 10
+        if let (_, v) = byKey["max_missed"], let n = positiveInt(v, "schedule.max_missed") { cap = n }
+        if let (_, v) = byKey["missed"], let text = string(v, "schedule.missed") {
+            switch text {
+            case "skip": missed = .skip
+            case "once": missed = .once
+            case "all": missed = .all(max: cap)
+            default: error("schedule.missed must be skip, once or all; got '\(text)'", v, hint: Suggest.hint(for: text, in: ["skip", "once", "all"]))
+            }
+        } else if byKey["max_missed"] != nil {
+            error("schedule.max_missed applies only with `missed: all`", byKey["max_missed"]?.0)
+        }
+        guard let rule else { return nil }
+        let schedule = Schedule(rule, timeZone: zone, missed: missed)
+        if case .cron = rule, schedule.nextFire(after: Date()) == nil {
+            error("schedule '\(schedule.summary)' never fires (no such date in the next five years)", node)
+            return nil
+        }
+        return schedule
+    }
+
+    mutating func cronRule(_ text: String, _ node: Node) -> Schedule.Rule? {
+        do throws(CronExpression.ParseError) {
+            let cron = try CronExpression(text)
+            if cron.next(after: Date(), in: TimeZone(identifier: "UTC")!) == nil {
+                error("schedule '\(text)' never fires (no such date in the next five years)", node)
+                return nil
+            }
+            return .cron(text)
+        } catch {
+            self.error("schedule '\(text)' is not a cron expression: \(error.message)", node, hint: Self.cronHint)
+            return nil
+        }
+    }
+
+    /// `on_files: {glob: "inbox/*.csv", settle: 10s}`; the glob stays inside the pipeline root.
+    mutating func readFileTrigger(_ node: Node) -> FileTrigger? {
+        guard let entries = mapping(node, "on_files") else { return nil }
+        checkKeys(entries, allowed: Self.fileTriggerKeys, in: "on_files")
+        let byKey = Dictionary(entries.map { ($0.0, ($0.1, $0.2)) }, uniquingKeysWith: { a, _ in a })
+        guard let (_, g) = byKey["glob"] else {
+            error("on_files needs glob:", node, hint: "e.g. `glob: \"inbox/*.csv\"` (relative to the pipeline's folder)")
+            return nil
+        }
+        guard let glob = string(g, "on_files.glob") else { return nil }
+        if glob.hasPrefix("/") || glob.split(separator: "/").contains("..") || glob.hasPrefix("~") {
+            error("on_files.glob '\(glob)' leaves the pipeline's folder", g,
+                  hint: "write it relative to the pipeline's folder, without '..' (e.g. inbox/*.csv)")
+            return nil
+        }
+        var settle: Duration = .seconds(10)
+        if let (_, v) = byKey["settle"], let d = duration(v, "on_files.settle") { settle = d }
+        return FileTrigger(glob: glob, settle: settle)
     }
 
     mutating func positiveDuration(_ node: Node, _ what: String) -> Duration? {

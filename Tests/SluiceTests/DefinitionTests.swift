@@ -84,7 +84,7 @@ struct DefinitionTests {
         #expect(spec.overlap == .queue)
         #expect(spec.concurrency == 3)
         #expect(spec.params == ["input": "data/raw", "n": "5"])
-        #expect(spec.schedule == "*/15 * * * *")
+        #expect(spec.schedule == Schedule(.cron("*/15 * * * *")))
         let a = try #require(spec.stage("a"))
         #expect(a.command == .argv(["python3", "a.py", "--in={{params.input}}"]))
         #expect(a.timeout == .seconds(1200))
