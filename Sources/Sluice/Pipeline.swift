@@ -56,6 +56,8 @@ public struct Pipeline: Sendable {
                 root: String = FileManager.default.currentDirectoryPath,
                 @PipelineBuilder stages: () -> [any PipelineComponent]) throws(PipelineDefinitionError) {
         let components = stages()
+        var params = params
+        if onFiles != nil { FileTrigger.declareParams(in: &params) }
         let spec = PipelineSpec(name: name, description: description, schedule: schedule, onFiles: onFiles, overlap: overlap,
                                 concurrency: concurrency, params: params, env: environment,
                                 root: URL(fileURLWithPath: root).standardizedFileURL.path, sourceFile: nil,

@@ -70,7 +70,10 @@ struct Show: AsyncParsableCommand {
                 print("params    \(report.params.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))")
             }
             print("started   \(Terminal.time(report.startedAt))   duration \(Terminal.duration(report.durationMs))")
-            if engine.isInterrupted(run) {
+            if run.leaseOwner == .workerPool && !run.status.isTerminal {
+                print(engine.isInterrupted(run) ? "          waiting for workers: none is working on it (start `sluice worker`)"
+                                                : "executing by workers")
+            } else if engine.isInterrupted(run) {
                 print("          interrupted: the process that ran it is gone; `sluice resume \(run.id)` finishes it")
             } else if let owner = run.leaseOwner, !run.status.isTerminal {
                 print("executing pid \(owner.pid) on \(owner.host)")

@@ -93,7 +93,8 @@ struct Run: AsyncParsableCommand {
                 params[String(pair[..<eq])] = String(pair[pair.index(after: eq)...])
             }
             let engine = try await state.engine()
-            let view = LiveView(plain: display.noTTY || !Terminal.isTTY, toStderr: display.json)
+            // With --detach, stdout carries only the run id (scripts capture it).
+            let view = LiveView(plain: display.noTTY || !Terminal.isTTY, toStderr: display.json || detach)
             let name = spec.name
             let started = try await engine.start(spec, params: params, idempotencyKey: idempotencyKey, detached: detach) { active in
                 view.note("waiting: run \(active.map(\.id.rawValue).joined(separator: ", ")) of '\(name)' is active (overlap: queue)")

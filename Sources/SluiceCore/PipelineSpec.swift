@@ -58,6 +58,15 @@ public struct FileTrigger: Sendable, Hashable, Codable {
         self.glob = glob
         self.settle = settle
     }
+
+    /// The params a file-triggered run receives: declared (empty by default) so stages may use them.
+    public static let fileParam = "trigger_file"
+    public static let filesParam = "trigger_files"
+
+    public static func declareParams(in params: inout [String: String]) {
+        if params[fileParam] == nil { params[fileParam] = "" }
+        if params[filesParam] == nil { params[filesParam] = "" }
+    }
 }
 
 /// What happens when a pipeline is started while another run of it is still active.

@@ -202,6 +202,7 @@ struct SpecReader {
                 }
             }
         }
+        if onFiles != nil { FileTrigger.declareParams(in: &params) }
         var envNames: [String: String] = [:]
         for name in params.keys.sorted() {
             let envName = "SLUICE_PARAM_" + name.uppercased()

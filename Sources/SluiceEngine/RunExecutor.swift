@@ -140,11 +140,12 @@ struct RunExecutor: Sendable {
         let engine = self.engine
         let nudge = Nudge()
         let producers = Set(spec.stages.compactMap(\.forEach))
-        // Tasks are claimed a batch ahead of free slots, so a claim is one transaction per batch: a large
-        // batch when the run has in-process fan-out (tasks of microseconds), a small one for commands
-        // (a crash records the claimed-but-unstarted ones as lost attempts).
+        // In-process fan-out tasks (microseconds each) are claimed a large batch ahead of free slots, so a
+        // claim is one transaction per batch; only a process with their code can run them anyway.
         let inProcessFanOut = spec.stages.contains { $0.forEach != nil && $0.command == .swift }
-        let prefetch = inProcessFanOut ? 512 : min(64, max(16, spec.concurrency * 4))
+        // Commands are claimed only for free slots: workers may be helping, and a task claimed here but
+        // not started would wait for this process while a worker sits idle.
+        let prefetch = inProcessFanOut ? 512 : spec.concurrency
         let batcher = CompletionBatcher()
         return try await withThrowingTaskGroup(of: Wake.self) { group in
             group.addTask { try await watch(engine: engine, lookForCancel: true) }

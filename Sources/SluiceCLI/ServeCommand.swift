@@ -1,0 +1,103 @@
+import ArgumentParser
+import Foundation
+import Logging
+import ServiceLifecycle
+import Sluice
+import SluiceCore
+import SluiceEngine
+import SluiceTriggers
+import UnixSignals
+
+/// The pipelines to serve: the files and folders named, plus the pipelines built into this executable.
+struct ServedPipelines: ParsableArguments {
+    @Argument(help: "Pipeline files, or folders of them (*.yml, *.yaml). Default: the current folder.")
+    var sources: [String] = []
+
+    func catalog() -> Catalog {
+        Catalog(sources: sources.isEmpty && CLIContext.pipelines.isEmpty ? ["."] : sources,
+                builtIn: CLIContext.pipelines.map(\.spec))
+    }
+}
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run pipelines on their own: schedules (cron, every) and file arrivals.",
+        discussion: """
+            Serves every pipeline file given (or every *.yml in the folders given): each `schedule:` and `on_files:`
+            trigger fires runs, executed here with the same engine as `sluice run`. A changed file is loaded again;
+            a file that no longer validates keeps its previous version in service. Every firing has an idempotency
+            key, so a restart or a second `serve` on the same store never starts the same run twice.
+            SIGTERM or Ctrl-C: no more firings, running runs may finish within --grace, the rest are cancelled.
+            """)
+
+    @OptionGroup var served: ServedPipelines
+    @Option(help: "On shutdown, how long running runs may take to finish before they are cancelled.") var grace: String = "60s"
+    @OptionGroup var state: StateOptions
+
+    func run() async throws {
+        try await guarded {
+            var options = Server.Options()
+            options.grace = try WorkerCommand.duration(grace, "--grace")
+            let engine = try await state.engine()
+            let server = Server(engine: engine, catalog: served.catalog(), options: options) { line in
+                Terminal.note("\(Date().formatted(.iso8601)) \(line)")
+            }
+            var logger = Logger(label: "sluice.serve")
+            logger.logLevel = .warning
+            let group = ServiceGroup(configuration: ServiceGroupConfiguration(
+                services: [server], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            try await group.run()
+            return 0
+        }
+    }
+}
+
+struct Schedules: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List every trigger of the pipelines `sluice serve` would serve, with the next fire time.")
+
+    @OptionGroup var served: ServedPipelines
+
+    func run() async throws {
+        try await guarded {
+            var catalog = served.catalog()
+            let changes = catalog.refresh()
+            for source in changes.missing { Terminal.warn("\(source) is neither a pipeline file nor a folder") }
+            for (_, diagnostics) in changes.rejected {
+                for d in diagnostics { FileHandle.standardError.write(Data((d.description + "\n").utf8)) }
+            }
+            let now = Date()
+            var rows: [[String]] = []
+            for spec in catalog.pipelines {
+                if let schedule = spec.schedule {
+                    let zone = schedule.timeZone.flatMap(TimeZone.init(identifier:)) ?? TimeZone(identifier: "UTC")!
+                    let next = schedule.nextFire(after: now).map { Self.local($0, zone) } ?? "never"
+                    rows.append([spec.name, schedule.summary, next, Self.missed(schedule.missed), spec.overlap.rawValue])
+                }
+                if let files = spec.onFiles {
+                    rows.append([spec.name, "files \(files.glob) (settle \(DurationText.format(files.settle)))", "on arrival", "-", spec.overlap.rawValue])
+                }
+            }
+            if rows.isEmpty {
+                print("no triggers: add `schedule:` or `on_files:` to a pipeline (see docs/serve.md)")
+            } else {
+                print(Terminal.table(["PIPELINE", "TRIGGER", "NEXT", "MISSED", "OVERLAP"], rows))
+            }
+            return changes.rejected.isEmpty ? 0 : ExitStatus.failure
+        }
+    }
+
+    static func local(_ date: Date, _ zone: TimeZone) -> String {
+        let f = DateFormatter()
+        f.timeZone = zone
+        f.dateFormat = "yyyy-MM-dd HH:mm zzz"
+        return f.string(from: date)
+    }
+
+    static func missed(_ policy: MissedRuns) -> String {
+        switch policy {
+        case .skip: "skip"
+        case .once: "once"
+        case .all(let max): "all (max \(max))"
+        }
+    }
+}

@@ -1,0 +1,247 @@
+import Foundation
+import ServiceLifecycle
+import SluiceCore
+import SluiceEngine
+import SluiceStore
+import Synchronization
+
+/// `sluice serve`: fires every trigger the served pipelines declare (schedules, file arrivals) and
+/// executes the runs they start with the same engine as `sluice run`.
+///
+/// Every firing carries an idempotency key — the pipeline and the scheduled time, or the pipeline and
+/// the file — so a restart, or a second `serve` on the same store, never starts the same run twice.
+/// On graceful shutdown (SIGTERM, SIGINT) it stops firing, lets running runs finish within the grace
+/// period, then cancels the rest and waits until their cancellation is recorded.
+public struct Server: Service {
+    public struct Options: Sendable {
+        /// How long running runs may take to finish after a shutdown request.
+        public var grace: Duration = .seconds(60)
+        /// How often triggers are looked at (file sizes, due schedules).
+        public var tick: Duration = .seconds(1)
+        /// How often pipeline files are looked at for changes.
+        public var reload: Duration = .seconds(2)
+        public init() {}
+    }
+
+    public let engine: Engine
+    public let options: Options
+    let say: @Sendable (String) -> Void
+    let catalog: SharedCatalog
+
+    public init(engine: Engine, catalog: Catalog, options: Options = Options(), say: @escaping @Sendable (String) -> Void) {
+        self.engine = engine
+        self.catalog = SharedCatalog(catalog)
+        self.options = options
+        self.say = say
+    }
+
+    var time: any TimeSource { engine.time }
+
+    public func run() async throws {
+        let active = ActiveRuns()
+        let files = FileLedger()
+        var next: [String: Date] = [:]        // next scheduled firing, by pipeline
+        var lastReload = ContinuousClock.now - options.reload
+        try await withThrowingDiscardingTaskGroup { runs in
+            while !Task.isShuttingDownGracefully && !Task.isCancelled {
+                if ContinuousClock.now - lastReload >= options.reload {
+                    lastReload = ContinuousClock.now
+                    let changes = catalog.withLock { $0.refresh() }
+                    report(changes)
+                    for name in changes.removed { next[name] = nil }
+                    for spec in changes.loaded {
+                        next[spec.name] = nil
+                        guard let schedule = spec.schedule else { continue }
+                        // Firings missed while nothing served this pipeline, by its policy.
+                        let now = time.now()
+                        for missed in schedule.missedFires(last: try await lastScheduled(spec.name), now: now) {
+                            runs.addTask { await fire(spec, scheduled: missed, catchUp: true, active: active) }
+                        }
+                        next[spec.name] = schedule.nextFire(after: now)
+                    }
+                }
+                let now = time.now()
+                for spec in catalog.withLock({ $0.pipelines }) {
+                    if let schedule = spec.schedule, var due = next[spec.name], due <= now {
+                        // Normally one firing is due; more only after a pause (a suspended machine): the
+                        // latest fires, the older ones follow the missed-run policy.
+                        var overdue: [Date] = []
+                        while let following = schedule.nextFire(after: due), following <= now { overdue.append(due); due = following }
+                        for missed in schedule.missedFires(last: overdue.first?.addingTimeInterval(-0.001), now: overdue.last ?? due)
+                            where overdue.contains(missed) {
+                            runs.addTask { await fire(spec, scheduled: missed, catchUp: true, active: active) }
+                        }
+                        let scheduled = due
+                        runs.addTask { await fire(spec, scheduled: scheduled, catchUp: false, active: active) }
+                        next[spec.name] = schedule.nextFire(after: due)
+                    }
+                    if let trigger = spec.onFiles {
+                        for file in files.ready(spec: spec, trigger: trigger, now: now) {
+                            runs.addTask { await fire(spec, file: file, files: files, active: active) }
+                        }
+                    }
+                }
+                let wake = next.values.min().map { min($0, time.now().addingTimeInterval(options.tick.seconds)) }
+                    ?? time.now().addingTimeInterval(options.tick.seconds)
+                try? await cancelWhenGracefulShutdown { try await time.sleep(until: wake) }
+            }
+            say("shutting down: no more triggers; \(active.count) running run(s) may finish within \(DurationText.format(options.grace))")
+            let deadline = ContinuousClock.now + options.grace
+            while active.count > 0 && ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(100)) }
+            for run in active.all {
+                say("grace period over: cancelling run \(run.id) of '\(run.pipeline)'")
+                _ = try? await engine.store.requestCancel(run.id, now: time.now(), events: [
+                    EventRecord(runID: run.id, pipeline: run.pipeline, event: "run.cancel_requested", time: time.now(),
+                                message: "cancel requested: sluice serve shut down and the grace period ended")])
+            }
+        }
+        say("stopped")
+    }
+
+    func report(_ changes: Catalog.Changes) {
+        for source in changes.missing { say("warning: \(source) is neither a pipeline file nor a folder") }
+        for spec in changes.loaded {
+            var triggers: [String] = []
+            if let schedule = spec.schedule { triggers.append(schedule.summary) }
+            if let files = spec.onFiles { triggers.append("files \(files.glob) (settle \(DurationText.format(files.settle)))") }
+            say("serving '\(spec.name)'\(spec.sourceFile.map { " from \($0)" } ?? ""): \(triggers.isEmpty ? "no triggers" : triggers.joined(separator: "; "))")
+        }
+        for name in changes.removed { say("no longer serving '\(name)' (its file is gone or renamed)") }
+        for (file, diagnostics) in changes.rejected {
+            say("error: \(file) does not validate; the version loaded before (if any) stays in service:")
+            for d in diagnostics { say("  \(d.description)") }
+        }
+    }
+
+    /// The time of the last scheduled firing recorded for `pipeline` (by this server or any other).
+    func lastScheduled(_ pipeline: String) async throws -> Date? {
+        let prefix = Self.scheduleKeyPrefix(pipeline)
+        return try await engine.store.recentRuns(pipeline: pipeline, limit: 200)
+            .compactMap { $0.idempotencyKey.flatMap { $0.hasPrefix(prefix) ? Self.date(String($0.dropFirst(prefix.count))) : nil } }
+            .max()
+    }
+
+    static func scheduleKeyPrefix(_ pipeline: String) -> String { "schedule:\(pipeline):" }
+
+    static func stamp(_ date: Date) -> String { date.formatted(.iso8601) }
+    static func date(_ stamp: String) -> Date? { try? Date(stamp, strategy: .iso8601) }
+
+    func fire(_ spec: PipelineSpec, scheduled: Date, catchUp: Bool, active: ActiveRuns) async {
+        let stamp = Self.stamp(scheduled)
+        await start(spec, trigger: "schedule \(stamp)\(catchUp ? " (catch-up)" : "")", key: Self.scheduleKeyPrefix(spec.name) + stamp,
+                    params: [:], active: active) { _ in }
+    }
+
+    func fire(_ spec: PipelineSpec, file: FileLedger.File, files: FileLedger, active: ActiveRuns) async {
+        await start(spec, trigger: "file \(file.relativePath)", key: file.key(pipeline: spec.name),
+                    params: [FileTrigger.fileParam: file.relativePath, FileTrigger.filesParam: file.relativePath],
+                    active: active) { started in files.finished(file, started: started) }
+    }
+
+    /// Starts a run (applying the pipeline's overlap policy) and executes it. `done` is told whether the
+    /// firing is settled (a run was recorded, now or before) or should be tried again (overlap skip).
+    func start(_ spec: PipelineSpec, trigger: String, key: String, params: [String: String], active: ActiveRuns,
+               done: @Sendable (Bool) -> Void) async {
+        do {
+            let started = try await engine.start(spec, params: params, trigger: trigger, idempotencyKey: key) { running in
+                say("'\(spec.name)' (\(trigger)) waits: run \(running.map(\.id.rawValue).joined(separator: ", ")) is active (overlap: queue)")
+            }
+            switch started {
+            case .skipped(let running):
+                say("'\(spec.name)' (\(trigger)) not started: run \(running.map(\.id.rawValue).joined(separator: ", ")) is active (overlap: skip)")
+                done(false)
+            case .duplicate(let run):
+                done(true)
+                _ = run
+            case .started(let run):
+                done(true)
+                say("run \(run.id) of '\(spec.name)' started (\(trigger))")
+                active.insert(run)
+                defer { active.remove(run.id) }
+                let outcome = try await engine.execute(run)
+                say("run \(run.id) of '\(spec.name)' ended: \(outcome.rawValue)")
+            }
+        } catch {
+            done(false)
+            say("error: '\(spec.name)' (\(trigger)): \(error)")
+        }
+    }
+}
+
+/// The catalog, shared between the trigger loop and `sluice schedules`-style readers.
+final class SharedCatalog: Sendable {
+    private let catalog: Mutex<Catalog>
+    init(_ catalog: Catalog) { self.catalog = Mutex(catalog) }
+    func withLock<T>(_ body: (inout Catalog) -> T) -> T { catalog.withLock { body(&$0) } }
+}
+
+/// The runs this server is executing.
+final class ActiveRuns: Sendable {
+    private let runs = Mutex<[RunID: RunRecord]>([:])
+    func insert(_ run: RunRecord) { runs.withLock { $0[run.id] = run } }
+    func remove(_ id: RunID) { _ = runs.withLock { $0.removeValue(forKey: id) } }
+    var count: Int { runs.withLock { $0.count } }
+    var all: [RunRecord] { runs.withLock { Array($0.values) } }
+}
+
+/// What the file triggers have seen: each file's size and time while it grows, and whether it started
+/// its run. A file is ready once it stopped changing for the trigger's settle time; it starts one run
+/// (its idempotency key — pipeline, path, size and modification time — makes that hold across restarts).
+final class FileLedger: Sendable {
+    struct File: Sendable, Hashable {
+        var relativePath: String
+        var size: Int64
+        var modified: Double
+
+        func key(pipeline: String) -> String { "file:\(pipeline):\(relativePath):\(size):\(Int64(modified * 1000))" }
+    }
+
+    private struct Watch {
+        var file: File
+        var stableSince: Date
+        var state: State
+    }
+
+    private enum State { case growing, starting, done }
+
+    private let watched = Mutex<[String: Watch]>([:]) // by pipeline + path
+
+    func ready(spec: PipelineSpec, trigger: FileTrigger, now: Date) -> [File] {
+        let root = URL(fileURLWithPath: spec.root).resolvingSymlinksInPath().path
+        var ready: [File] = []
+        let found: [File] = FileProbe.paths(trigger.glob, root: spec.root).compactMap { path in
+            // Paths stay inside the pipeline's folder, symbolic links included.
+            let resolved = URL(fileURLWithPath: path).resolvingSymlinksInPath().path
+            guard resolved.hasPrefix(root + "/"),
+                  let attributes = try? FileManager.default.attributesOfItem(atPath: path),
+                  let size = (attributes[.size] as? NSNumber)?.int64Value,
+                  let modified = (attributes[.modificationDate] as? Date)?.timeIntervalSince1970 else { return nil }
+            let relative = String(path.dropFirst((spec.root.hasSuffix("/") ? spec.root : spec.root + "/").count))
+            return File(relativePath: relative, size: size, modified: modified)
+        }
+        watched.withLock { watched in
+            for file in found {
+                let id = spec.name + "\u{0}" + file.relativePath
+                if var watch = watched[id], watch.file == file {
+                    if watch.state == .growing && now.timeIntervalSince(watch.stableSince) >= trigger.settle.seconds {
+                        watch.state = .starting
+                        ready.append(file)
+                    }
+                    watched[id] = watch
+                } else {
+                    watched[id] = Watch(file: file, stableSince: now, state: .growing)
+                }
+            }
+        }
+        return ready
+    }
+
+    /// After a firing: settled files are done; others (overlap skip) are tried again later.
+    func finished(_ file: File, started: Bool) {
+        watched.withLock { watched in
+            for (id, watch) in watched where watch.file == file {
+                watched[id]?.state = started ? .done : .growing
+            }
+        }
+    }
+}

@@ -1,0 +1,139 @@
+import Foundation
+import SluiceTesting
+import Testing
+
+/// `sluice serve` as a user runs it: real processes, real files, real time (short intervals).
+@Suite("CLI: sluice serve")
+struct ServeCLITests {
+    /// Starts `sluice serve` with its stderr (the server's log) in `log`.
+    func serve(_ cli: CLI, _ arguments: [String], log: String) throws -> Process {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: CLI.executable)
+        process.arguments = ["serve"] + arguments + ["--state-dir", cli.dir.file(".sluice")]
+        process.currentDirectoryURL = URL(fileURLWithPath: cli.dir.path)
+        _ = FileManager.default.createFile(atPath: cli.dir.file(log), contents: nil)
+        process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
+        process.standardError = FileHandle(forWritingAtPath: cli.dir.file(log))
+        try process.run()
+        return process
+    }
+
+    func stop(_ process: Process) async throws {
+        kill(process.processIdentifier, SIGTERM)
+        let deadline = Date().addingTimeInterval(20)
+        while process.isRunning && Date() < deadline { try await Task.sleep(for: .milliseconds(50)) }
+        #expect(!process.isRunning && process.terminationStatus == 0, "serve exits 0 after SIGTERM")
+    }
+
+    func text(_ cli: CLI, _ file: String) -> String { (try? String(contentsOfFile: cli.dir.file(file), encoding: .utf8)) ?? "" }
+
+    func runs(_ cli: CLI) throws -> [(trigger: String, status: String)] {
+        try cli.run(["runs", "--limit", "200"]).stdout.split(separator: "\n").dropFirst().map { line in
+            let cols = line.split(separator: " ", omittingEmptySubsequences: true).map(String.init)
+            return (cols.count > 6 ? cols[6...].joined(separator: " ") : "", cols.count > 2 ? cols[2] : "")
+        }
+    }
+
+    @Test func twoServersOnOneStoreStartEachScheduledRunOnce() async throws {
+        let cli = CLI(dir: try TemporaryDirectory(prefix: "serve"))
+        try """
+            name: tick
+            overlap: allow
+            schedule:
+              every: 1s
+            stages:
+              hello:
+                run: ["sh", "-c", "echo tick >> ticks.txt"]
+            """.write(toFile: cli.dir.file("tick.yml"), atomically: true, encoding: .utf8)
+        let a = try serve(cli, ["tick.yml"], log: "a.log"), b = try serve(cli, ["tick.yml"], log: "b.log")
+        try await cli.wait { text(cli, "ticks.txt").split(separator: "\n").count >= 4 }
+        try await stop(a)
+        try await stop(b)
+        let triggers = try runs(cli).map(\.trigger)
+        #expect(triggers.count >= 4)
+        #expect(Set(triggers).count == triggers.count, "no scheduled time started twice: \(triggers)")
+        #expect(triggers.allSatisfy { $0.hasPrefix("schedule ") })
+        #expect(text(cli, "ticks.txt").split(separator: "\n").count == triggers.count)
+    }
+
+    @Test func missedFiringsAreMadeUpByPolicyAfterADowntime() async throws {
+        let cli = CLI(dir: try TemporaryDirectory(prefix: "serve"))
+        try """
+            name: catchup
+            overlap: allow
+            schedule:
+              every: 1s
+              missed: all
+              max_missed: 2
+            stages:
+              hello:
+                run: ["true"]
+            """.write(toFile: cli.dir.file("p.yml"), atomically: true, encoding: .utf8)
+        let first = try serve(cli, ["p.yml"], log: "first.log")
+        try await cli.wait { (try? runs(cli).count) ?? 0 >= 1 }
+        try await stop(first)
+        try await Task.sleep(for: .seconds(4))
+        let second = try serve(cli, ["p.yml"], log: "second.log")
+        try await cli.wait { (try? runs(cli).filter { $0.trigger.hasSuffix("(catch-up)") }.count) ?? 0 >= 2 }
+        try await Task.sleep(for: .milliseconds(500))
+        try await stop(second)
+        #expect(try runs(cli).filter { $0.trigger.hasSuffix("(catch-up)") }.count == 2, "at most max_missed catch-up runs")
+    }
+
+    @Test func aFileStartsOneRunOnceItSettledAndNeverAgain() async throws {
+        let cli = CLI(dir: try TemporaryDirectory(prefix: "serve"))
+        try FileManager.default.createDirectory(atPath: cli.dir.file("inbox"), withIntermediateDirectories: true)
+        try """
+            name: inbox
+            overlap: allow
+            on_files:
+              glob: "inbox/*.csv"
+              settle: 2s
+            stages:
+              load:
+                run: ["sh", "-c", "echo \\"$0\\" >> loaded.txt", "{{params.trigger_file}}"]
+            """.write(toFile: cli.dir.file("p.yml"), atomically: true, encoding: .utf8)
+        let server = try serve(cli, ["p.yml"], log: "serve.log")
+        try await cli.wait { text(cli, "serve.log").contains("serving 'inbox'") }
+        try "a,b\n".write(toFile: cli.dir.file("inbox/one.csv"), atomically: true, encoding: .utf8)
+        try "ignored".write(toFile: cli.dir.file("inbox/notes.txt"), atomically: true, encoding: .utf8)
+        let written = try #require(try FileManager.default.attributesOfItem(atPath: cli.dir.file("inbox/one.csv"))[.modificationDate] as? Date)
+        try await cli.wait { text(cli, "loaded.txt") == "inbox/one.csv\n" }
+        // Judged from the record, not from this test's timing: the run was created after the settle time.
+        let id = try #require(try cli.run(["runs"]).stdout.split(separator: "\n").dropFirst().first?.split(separator: " ").first.map(String.init))
+        let created = try #require(try cli.show(id)["created_at"] as? String).flatMap { try? Date($0, strategy: .iso8601) }
+        #expect(try #require(created).timeIntervalSince(written) >= 2, "nothing starts before the file settled")
+        try await stop(server)
+        // A restart sees the same file: its run is recorded, so nothing starts again.
+        let again = try serve(cli, ["p.yml"], log: "again.log")
+        try "c,d\n".write(toFile: cli.dir.file("inbox/two.csv"), atomically: true, encoding: .utf8)
+        try await cli.wait { text(cli, "loaded.txt").contains("inbox/two.csv") }
+        try await Task.sleep(for: .seconds(1))
+        try await stop(again)
+        #expect(text(cli, "loaded.txt") == "inbox/one.csv\ninbox/two.csv\n")
+        #expect(try runs(cli).count == 2)
+    }
+
+    @Test func aBrokenEditKeepsThePreviousVersionAndShutdownCancelsWhatOutlivesTheGrace() async throws {
+        let cli = CLI(dir: try TemporaryDirectory(prefix: "serve"))
+        let valid = """
+            name: slow
+            schedule:
+              every: 1s
+            stages:
+              wait:
+                grace: 1s
+                run: ["sleep", "60"]
+            """
+        try valid.write(toFile: cli.dir.file("p.yml"), atomically: true, encoding: .utf8)
+        let server = try serve(cli, ["p.yml", "--grace", "1s"], log: "serve.log")
+        try await cli.wait { text(cli, "serve.log").contains("of 'slow' started") }
+        try (valid + "\n    retries: lots\n").write(toFile: cli.dir.file("p.yml"), atomically: true, encoding: .utf8)
+        try await cli.wait { text(cli, "serve.log").contains("does not validate") }
+        #expect(text(cli, "serve.log").contains("p.yml:8:"), "the error names file:line: \(text(cli, "serve.log"))")
+        try await stop(server)
+        let log = text(cli, "serve.log")
+        #expect(log.contains("grace period over: cancelling run"))
+        #expect(try runs(cli).map(\.status) == ["cancelled"], "one run (overlap skip), cancelled and recorded")
+    }
+}
