@@ -5,6 +5,8 @@ import ServiceLifecycle
 import Sluice
 import SluiceCore
 import SluiceEngine
+import SluiceHTTP
+import SluiceStore
 import SluiceTriggers
 import UnixSignals
 
@@ -32,6 +34,8 @@ struct Serve: AsyncParsableCommand {
 
     @OptionGroup var served: ServedPipelines
     @Option(help: "On shutdown, how long running runs may take to finish before they are cancelled.") var grace: String = "60s"
+    @Option(help: ArgumentHelp("Serve the HTTP API here (POST /api/pipelines/NAME/runs with a token from `sluice token create`).",
+                               valueName: "host:port")) var http: String?
     @OptionGroup var state: StateOptions
 
     func run() async throws {
@@ -44,8 +48,17 @@ struct Serve: AsyncParsableCommand {
             }
             var logger = Logger(label: "sluice.serve")
             logger.logLevel = .warning
+            var services: [any Service] = [server]
+            if let http {
+                guard let colon = http.lastIndex(of: ":"), let port = Int(http[http.index(after: colon)...]), (0...65535).contains(port) else {
+                    throw CLIError(message: "--http '\(http)' is not host:port", hint: "e.g. --http 127.0.0.1:8080", exitCode: ExitStatus.failure)
+                }
+                let host = String(http[..<colon])
+                services.append(APIServer.application(server: server, host: host.isEmpty ? "127.0.0.1" : host, port: port, logger: logger))
+                Terminal.note("\(Date().formatted(.iso8601)) HTTP API on http://\(host.isEmpty ? "127.0.0.1" : host):\(port)/api (tokens: `sluice token create NAME`)")
+            }
             let group = ServiceGroup(configuration: ServiceGroupConfiguration(
-                services: [server], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+                services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
             try await group.run()
             return 0
         }
@@ -98,6 +111,66 @@ struct Schedules: AsyncParsableCommand {
         case .skip: "skip"
         case .once: "once"
         case .all(let max): "all (max \(max))"
+        }
+    }
+}
+
+struct TokenCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "token", abstract: "Create, list and revoke tokens for the HTTP API.",
+        subcommands: [Create.self, List.self, Revoke.self])
+
+    struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create a token; it is printed once (the store keeps only its hash).")
+        @Argument(help: "A name for the token (who or what uses it).") var name: String
+        @OptionGroup var state: StateOptions
+
+        func run() async throws {
+            try await guarded {
+                guard !name.isEmpty, name.count <= 100, name.allSatisfy({ $0.isLetter || $0.isNumber || "-_.@".contains($0) }) else {
+                    throw CLIError(message: "token name '\(name)' is not allowed", hint: "use letters, digits, '-', '_', '.', '@' (at most 100)",
+                                   exitCode: ExitStatus.failure)
+                }
+                let engine = try await state.engine()
+                let (secret, hash) = APITokens.generate()
+                guard try await engine.store.createToken(APIToken(name: name, hash: hash, createdAt: Date())) else {
+                    throw CLIError(message: "a token named '\(name)' exists", hint: "choose another name, or `sluice token revoke \(name)` first",
+                                   exitCode: ExitStatus.failure)
+                }
+                print(secret)
+                Terminal.note("token '\(name)' created; it is shown only now. Send it as: Authorization: Bearer <token>")
+                return 0
+            }
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List tokens (names and dates, never secrets).")
+        @OptionGroup var state: StateOptions
+
+        func run() async throws {
+            try await guarded {
+                let tokens = try await state.engine().store.tokens()
+                if tokens.isEmpty { print("no tokens; create one with `sluice token create NAME`"); return 0 }
+                print(Terminal.table(["NAME", "CREATED", "REVOKED"], tokens.map { [$0.name, Terminal.time($0.createdAt), $0.revokedAt.map(Terminal.time) ?? "-"] }))
+                return 0
+            }
+        }
+    }
+
+    struct Revoke: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Revoke a token: requests with it are refused from now on.")
+        @Argument(help: "The token's name.") var name: String
+        @OptionGroup var state: StateOptions
+
+        func run() async throws {
+            try await guarded {
+                guard try await state.engine().store.revokeToken(name: name, now: Date()) else {
+                    throw CLIError(message: "no active token named '\(name)'", hint: "`sluice token list` shows them", exitCode: ExitStatus.failure)
+                }
+                print("token '\(name)' revoked")
+                return 0
+            }
         }
     }
 }

@@ -64,7 +64,7 @@ public struct Engine: Sendable {
             guard params[k] != nil else {
                 let hint = Suggest.hint(for: k, in: params.keys)
                     ?? (params.isEmpty ? "the pipeline declares no params" : "declared params: \(params.keys.sorted().joined(separator: ", "))")
-                throw EngineError(.invalidInput, "-p \(k)=…: pipeline '\(spec.name)' has no param '\(k)'", hint: hint)
+                throw EngineError(.invalidInput, "pipeline '\(spec.name)' has no param '\(k)'", hint: hint)
             }
             params[k] = v
         }

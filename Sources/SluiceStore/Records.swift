@@ -232,3 +232,19 @@ public struct ItemRecord: Sendable, Hashable, Codable {
         self.value = value
     }
 }
+
+/// A credential for the HTTP API. The secret itself is shown once, when created; the store keeps
+/// only its SHA-256 (hex), so a copy of the store gives no access.
+public struct APIToken: Sendable, Codable, Hashable {
+    public var name: String
+    public var hash: String
+    public var createdAt: Date
+    public var revokedAt: Date?
+
+    public init(name: String, hash: String, createdAt: Date, revokedAt: Date? = nil) {
+        self.name = name
+        self.hash = hash
+        self.createdAt = createdAt
+        self.revokedAt = revokedAt
+    }
+}

@@ -105,6 +105,16 @@ public protocol StateStore: Sendable {
     /// After a cancel: pending tasks become cancelled, pending and running stages cancelled.
     func cancelUnfinished(run: RunID, now: Date, events: [EventRecord]) async throws
 
+    // MARK: API tokens
+    /// Records a token (only its SHA-256 is stored). False when a token of that name exists.
+    func createToken(_ token: APIToken) async throws -> Bool
+    /// The token whose secret hashes to `hash`, if it exists and is not revoked.
+    func token(hash: String) async throws -> APIToken?
+    /// Every token, by name (revoked ones too).
+    func tokens() async throws -> [APIToken]
+    /// Revokes the token named `name`. False when there is none (or it was revoked already).
+    func revokeToken(name: String, now: Date) async throws -> Bool
+
     // MARK: events
     /// Returns when work may have appeared (tasks created, retried or released, stages or runs ended,
     /// runs created or cancelled), or after `timeout`. PostgreSQL wakes on LISTEN/NOTIFY; a store

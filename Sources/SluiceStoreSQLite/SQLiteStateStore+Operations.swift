@@ -660,6 +660,39 @@ extension SQLiteStateStore {
         }
     }
 
+    // MARK: API tokens
+
+    public func createToken(_ token: APIToken) async throws -> Bool {
+        try await write { db in
+            try db.exec(sql: "INSERT INTO api_tokens (name, hash, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                        arguments: [token.name, token.hash, token.createdAt.timeIntervalSince1970])
+            return db.changesCount == 1
+        }
+    }
+
+    public func token(hash: String) async throws -> APIToken? {
+        try await read { db in
+            try db.row(sql: "SELECT * FROM api_tokens WHERE hash = ? AND revoked_at IS NULL", arguments: [hash]).map(Self.tokenRecord)
+        }
+    }
+
+    public func tokens() async throws -> [APIToken] {
+        try await read { db in try db.rows(sql: "SELECT * FROM api_tokens ORDER BY name").map(Self.tokenRecord) }
+    }
+
+    public func revokeToken(name: String, now: Date) async throws -> Bool {
+        try await write { db in
+            try db.exec(sql: "UPDATE api_tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
+                        arguments: [now.timeIntervalSince1970, name])
+            return db.changesCount == 1
+        }
+    }
+
+    static func tokenRecord(_ row: Row) -> APIToken {
+        APIToken(name: row["name"], hash: row["hash"], createdAt: date(row, "created_at") ?? Date(timeIntervalSince1970: 0),
+                 revokedAt: date(row, "revoked_at"))
+    }
+
     // MARK: events
 
     public func appendEvents(_ events: [EventRecord]) async throws {

@@ -150,6 +150,12 @@ public final class SQLiteStateStore: StateStore {
                 ALTER TABLE stages ADD COLUMN max_running INTEGER;
                 """)
         }
+        m.registerMigration("v7-api-tokens") { db in
+            try db.execute(sql: """
+                CREATE TABLE api_tokens (
+                  name TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, created_at REAL NOT NULL, revoked_at REAL);
+                """)
+        }
         return m
     }
 

@@ -3,6 +3,7 @@ import ServiceLifecycle
 import SluiceCore
 import SluiceEngine
 import SluiceStore
+import SluiceSupervisor
 import Synchronization
 
 /// `sluice serve`: fires every trigger the served pipelines declare (schedules, file arrivals) and
@@ -36,6 +37,37 @@ public struct Server: Service {
     }
 
     var time: any TimeSource { engine.time }
+    let manual = ManualStarts()
+
+    /// A pipeline this server serves.
+    public func pipeline(named name: String) -> PipelineSpec? { catalog.withLock { $0.entries[name]?.spec } }
+
+    public enum TriggerResult: Sendable {
+        case started(RunRecord)
+        /// `overlap: queue` and these runs are active: the run starts when they ended.
+        case queued(active: [RunRecord])
+        /// `overlap: skip` and these runs are active: nothing started.
+        case skipped(active: [RunRecord])
+        /// A run with this idempotency key exists.
+        case duplicate(RunRecord)
+    }
+
+    /// Starts a run of a served pipeline now (an HTTP trigger); this server executes it.
+    public func trigger(_ spec: PipelineSpec, params: [String: String], idempotencyKey: String?, trigger: String) async throws -> TriggerResult {
+        var probe = spec
+        if spec.overlap == .queue { probe.overlap = .skip }
+        switch try await engine.start(probe, params: params, trigger: trigger, idempotencyKey: idempotencyKey) {
+        case .started(let run):
+            manual.push(.execute(run))
+            return .started(run)
+        case .duplicate(let run):
+            return .duplicate(run)
+        case .skipped(let active):
+            guard spec.overlap == .queue else { return .skipped(active: active) }
+            manual.push(.start(spec, params: params, key: idempotencyKey, trigger: trigger))
+            return .queued(active: active)
+        }
+    }
 
     public func run() async throws {
         let active = ActiveRuns()
@@ -44,6 +76,14 @@ public struct Server: Service {
         var lastReload = ContinuousClock.now - options.reload
         try await withThrowingDiscardingTaskGroup { runs in
             while !Task.isShuttingDownGracefully && !Task.isCancelled {
+                for job in manual.drain() {
+                    switch job {
+                    case .execute(let run):
+                        runs.addTask { await execute(run, trigger: run.trigger, active: active) }
+                    case .start(let spec, let params, let key, let trigger):
+                        runs.addTask { await start(spec, trigger: trigger, key: key, params: params, active: active) { _ in } }
+                    }
+                }
                 if ContinuousClock.now - lastReload >= options.reload {
                     lastReload = ContinuousClock.now
                     let changes = catalog.withLock { $0.refresh() }
@@ -83,7 +123,15 @@ public struct Server: Service {
                 }
                 let wake = next.values.min().map { min($0, time.now().addingTimeInterval(options.tick.seconds)) }
                     ?? time.now().addingTimeInterval(options.tick.seconds)
-                try? await cancelWhenGracefulShutdown { try await time.sleep(until: wake) }
+                let manual = self.manual
+                await cancelWhenGracefulShutdown {
+                    await withTaskGroup(of: Void.self) { race in
+                        race.addTask { try? await time.sleep(until: wake) }
+                        race.addTask { await manual.nudge.wait() }
+                        await race.next()
+                        race.cancelAll()
+                    }
+                }
             }
             say("shutting down: no more triggers; \(active.count) running run(s) may finish within \(DurationText.format(options.grace))")
             let deadline = ContinuousClock.now + options.grace
@@ -140,7 +188,7 @@ public struct Server: Service {
 
     /// Starts a run (applying the pipeline's overlap policy) and executes it. `done` is told whether the
     /// firing is settled (a run was recorded, now or before) or should be tried again (overlap skip).
-    func start(_ spec: PipelineSpec, trigger: String, key: String, params: [String: String], active: ActiveRuns,
+    func start(_ spec: PipelineSpec, trigger: String, key: String?, params: [String: String], active: ActiveRuns,
                done: @Sendable (Bool) -> Void) async {
         do {
             let started = try await engine.start(spec, params: params, trigger: trigger, idempotencyKey: key) { running in
@@ -155,15 +203,23 @@ public struct Server: Service {
                 _ = run
             case .started(let run):
                 done(true)
-                say("run \(run.id) of '\(spec.name)' started (\(trigger))")
-                active.insert(run)
-                defer { active.remove(run.id) }
-                let outcome = try await engine.execute(run)
-                say("run \(run.id) of '\(spec.name)' ended: \(outcome.rawValue)")
+                await execute(run, trigger: trigger, active: active)
             }
         } catch {
             done(false)
             say("error: '\(spec.name)' (\(trigger)): \(error)")
+        }
+    }
+
+    func execute(_ run: RunRecord, trigger: String, active: ActiveRuns) async {
+        say("run \(run.id) of '\(run.pipeline)' started (\(trigger))")
+        active.insert(run)
+        defer { active.remove(run.id) }
+        do {
+            let outcome = try await engine.execute(run)
+            say("run \(run.id) of '\(run.pipeline)' ended: \(outcome.rawValue)")
+        } catch {
+            say("error: run \(run.id) of '\(run.pipeline)': \(error)")
         }
     }
 }
@@ -173,6 +229,24 @@ final class SharedCatalog: Sendable {
     private let catalog: Mutex<Catalog>
     init(_ catalog: Catalog) { self.catalog = Mutex(catalog) }
     func withLock<T>(_ body: (inout Catalog) -> T) -> T { catalog.withLock { body(&$0) } }
+}
+
+/// Runs started by hand (the HTTP trigger), handed to the server's loop to execute.
+final class ManualStarts: Sendable {
+    enum Job: Sendable {
+        case execute(RunRecord)
+        case start(PipelineSpec, params: [String: String], key: String?, trigger: String)
+    }
+
+    private let jobs = Mutex<[Job]>([])
+    let nudge = Nudge()
+
+    func push(_ job: Job) {
+        jobs.withLock { $0.append(job) }
+        nudge.nudge()
+    }
+
+    func drain() -> [Job] { jobs.withLock { jobs in defer { jobs = [] }; return jobs } }
 }
 
 /// The runs this server is executing.

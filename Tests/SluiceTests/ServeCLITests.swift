@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
 import SluiceTesting
 import Testing
 
@@ -135,5 +138,52 @@ struct ServeCLITests {
         let log = text(cli, "serve.log")
         #expect(log.contains("grace period over: cancelling run"))
         #expect(try runs(cli).map(\.status) == ["cancelled"], "one run (overlap skip), cancelled and recorded")
+    }
+}
+
+@Suite("CLI: HTTP trigger")
+struct HTTPTriggerTests {
+    @Test func onlyAValidTokenStartsARunAndTheAnswerIsItsID() async throws {
+        let cli = CLI(dir: try TemporaryDirectory(prefix: "http"))
+        try """
+            name: hook
+            overlap: allow
+            params:
+              who: nobody
+            stages:
+              greet:
+                run: ["sh", "-c", "echo hello $0 >> greetings.txt", "{{params.who}}"]
+            """.write(toFile: cli.dir.file("hook.yml"), atomically: true, encoding: .utf8)
+        let token = try cli.run(["token", "create", "tests"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(token.hasPrefix("slc_"))
+        let port = 20_000 + Int.random(in: 0..<20_000)
+        let server = try ServeCLITests().serve(cli, ["hook.yml", "--http", "127.0.0.1:\(port)"], log: "serve.log")
+        defer { kill(server.processIdentifier, SIGKILL) }
+        let url = URL(string: "http://127.0.0.1:\(port)/api/pipelines/hook/runs")!
+        func post(_ body: String, token: String?, to target: URL = url) async throws -> (Int, [String: Any]) {
+            var request = URLRequest(url: target)
+            request.httpMethod = "POST"
+            request.httpBody = Data(body.utf8)
+            if let token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
+            let (data, response) = try await URLSession.shared.data(for: request)
+            return ((response as? HTTPURLResponse)?.statusCode ?? 0,
+                    (try? JSONSerialization.jsonObject(with: data) as? [String: Any]) ?? [:])
+        }
+        try await cli.wait { (try? Data(contentsOf: URL(string: "http://127.0.0.1:\(port)/api/health")!)) != nil }
+        #expect(try await post(#"{"params": {"who": "mallory"}}"#, token: nil).0 == 401)
+        #expect(try await post(#"{"params": {"who": "mallory"}}"#, token: "slc_wrong").0 == 401)
+        #expect(try await post(#"{"params": {"whom": "x"}}"#, token: token).0 == 400)
+        #expect(try await post("{not json", token: token).0 == 400)
+        #expect(try await post("{}", token: token, to: URL(string: "http://127.0.0.1:\(port)/api/pipelines/nope/runs")!).0 == 404)
+        let (status, created) = try await post(#"{"params": {"who": "alice"}, "idempotency_key": "k1"}"#, token: token)
+        #expect(status == 201)
+        let id = try #require(created["run_id"] as? String)
+        let (again, replay) = try await post(#"{"params": {"who": "alice"}, "idempotency_key": "k1"}"#, token: token)
+        #expect(again == 200 && replay["run_id"] as? String == id, "the same key answers the same run")
+        try await cli.wait { (try? String(contentsOfFile: cli.dir.file("greetings.txt"), encoding: .utf8)) == "hello alice\n" }
+        try await cli.wait { (try? cli.stageStatuses(id)) == ["greet": "success"] }
+        #expect(try cli.run(["runs"]).stdout.split(separator: "\n").count == 2, "one run: the refused requests started nothing")
+        #expect(try cli.run(["token", "revoke", "tests"]).status == 0)
+        #expect(try await post("{}", token: token).0 == 401, "a revoked token is refused")
     }
 }

@@ -279,6 +279,19 @@ struct StoreContractTests {
         #expect(try await store.finishRun(RunID("held"), outcome: .failed, owner: other, now: now.addingTimeInterval(31), events: []) == true)
         #expect(try await store.openRuns(limit: 10).isEmpty)
     }
+
+    @Test(arguments: StoreKind.allCases) func tokensAreStoredHashedAndCanBeRevoked(kind: StoreKind) async throws {
+        let h = try await StoreHarness(kind)
+        let store = h.store, now = h.now
+        #expect(try await store.createToken(APIToken(name: "ci", hash: "abc", createdAt: now)) == true)
+        #expect(try await store.createToken(APIToken(name: "ci", hash: "def", createdAt: now)) == false, "names are unique")
+        #expect(try await store.token(hash: "abc")?.name == "ci")
+        #expect(try await store.token(hash: "zzz") == nil)
+        #expect(try await store.revokeToken(name: "ci", now: now) == true)
+        #expect(try await store.revokeToken(name: "ci", now: now) == false)
+        #expect(try await store.token(hash: "abc") == nil, "a revoked token no longer authenticates")
+        #expect(try await store.tokens().map(\.revokedAt) == [now])
+    }
 }
 
 @Suite("SQLite store")
