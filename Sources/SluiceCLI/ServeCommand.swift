@@ -91,7 +91,7 @@ struct Schedules: AsyncParsableCommand {
                 }
             }
             if rows.isEmpty {
-                print("no triggers: add `schedule:` or `on_files:` to a pipeline (see docs/serve.md)")
+                if changes.rejected.isEmpty { print("no triggers: add `schedule:` or `on_files:` to a pipeline (see docs/serve.md)") }
             } else {
                 print(Terminal.table(["PIPELINE", "TRIGGER", "NEXT", "MISSED", "OVERLAP"], rows))
             }
@@ -102,8 +102,8 @@ struct Schedules: AsyncParsableCommand {
     static func local(_ date: Date, _ zone: TimeZone) -> String {
         let f = DateFormatter()
         f.timeZone = zone
-        f.dateFormat = "yyyy-MM-dd HH:mm zzz"
-        return f.string(from: date)
+        f.dateFormat = "yyyy-MM-dd HH:mm:ss"
+        return f.string(from: date) + " " + zone.identifier
     }
 
     static func missed(_ policy: MissedRuns) -> String {

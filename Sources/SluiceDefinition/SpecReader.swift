@@ -460,7 +460,8 @@ struct SpecReader {
             }
             return .cron(text)
         } catch {
-            self.error("schedule '\(text)' is not a cron expression: \(error.message)", node, hint: Self.cronHint)
+            self.error("schedule '\(text)' is not a cron expression: \(error.message)", node,
+                       hint: error.message.hasPrefix("it has") || error.message.hasPrefix("unknown shortcut") ? Self.cronHint : nil)
             return nil
         }
     }

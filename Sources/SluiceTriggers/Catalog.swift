@@ -15,6 +15,8 @@ public struct Catalog: Sendable {
 
     public let sources: [String]
     public private(set) var entries: [String: Entry] = [:]
+    /// Files that did not validate, at the modification time they had: reported once per change.
+    var rejected: [String: Date?] = [:]
 
     public init(sources: [String], builtIn: [PipelineSpec] = []) {
         self.sources = sources
@@ -61,18 +63,21 @@ public struct Catalog: Sendable {
             seen.insert(path)
             let modified = (try? FileManager.default.attributesOfItem(atPath: path)[.modificationDate]) as? Date
             if let current = entries.values.first(where: { $0.file == path }), current.modified == modified { continue }
+            // A broken file is reported once per change, not at every look.
+            if let seen = rejected[path], seen == modified { continue }
             let result = PipelineLoader.load(file: path)
             guard let spec = result.spec else {
                 changes.rejected.append((path, result.diagnostics))
-                // Remember the attempt, so a broken file is reported once per change, not every look.
-                if let name = entries.first(where: { $0.value.file == path })?.key { entries[name]?.modified = modified }
+                rejected[path] = modified
                 continue
             }
             if let clash = entries[spec.name], clash.file != path {
                 changes.rejected.append((path, [.error("pipeline '\(spec.name)' is also defined in \(clash.file ?? "this executable"); names must be unique",
                                                        at: SourceLocation(file: path, line: 1, column: 1))]))
+                rejected[path] = modified
                 continue
             }
+            rejected[path] = nil
             for (name, entry) in entries where entry.file == path && name != spec.name { entries[name] = nil; changes.removed.append(name) }
             entries[spec.name] = Entry(spec: spec, file: path, modified: modified)
             changes.loaded.append(spec)

@@ -74,6 +74,7 @@ public struct Server: Service {
         let files = FileLedger()
         var next: [String: Date] = [:]        // next scheduled firing, by pipeline
         var lastReload = ContinuousClock.now - options.reload
+        var firstLook = true
         try await withThrowingDiscardingTaskGroup { runs in
             while !Task.isShuttingDownGracefully && !Task.isCancelled {
                 for job in manual.drain() {
@@ -88,14 +89,20 @@ public struct Server: Service {
                     lastReload = ContinuousClock.now
                     let changes = catalog.withLock { $0.refresh() }
                     report(changes)
+                    if firstLook && catalog.withLock({ $0.entries.isEmpty }) {
+                        say("warning: no pipeline to serve in \(catalog.withLock { $0.sources }.joined(separator: ", ")); waiting for pipeline files to appear")
+                    }
+                    firstLook = false
                     for name in changes.removed { next[name] = nil }
                     for spec in changes.loaded {
                         next[spec.name] = nil
                         guard let schedule = spec.schedule else { continue }
                         // Firings missed while nothing served this pipeline, by its policy.
                         let now = time.now()
-                        for missed in schedule.missedFires(last: try await lastScheduled(spec.name), now: now) {
-                            runs.addTask { await fire(spec, scheduled: missed, catchUp: true, active: active) }
+                        let missed = schedule.missedFires(last: try await lastScheduled(spec.name), now: now)
+                        if !missed.isEmpty {
+                            // In time order: each catch-up is started before the next one is tried.
+                            runs.addTask { await catchUp(spec, missed, active: active) }
                         }
                         next[spec.name] = schedule.nextFire(after: now)
                     }
@@ -107,10 +114,9 @@ public struct Server: Service {
                         // latest fires, the older ones follow the missed-run policy.
                         var overdue: [Date] = []
                         while let following = schedule.nextFire(after: due), following <= now { overdue.append(due); due = following }
-                        for missed in schedule.missedFires(last: overdue.first?.addingTimeInterval(-0.001), now: overdue.last ?? due)
-                            where overdue.contains(missed) {
-                            runs.addTask { await fire(spec, scheduled: missed, catchUp: true, active: active) }
-                        }
+                        let missed = schedule.missedFires(last: overdue.first?.addingTimeInterval(-0.001), now: overdue.last ?? due)
+                            .filter { overdue.contains($0) }
+                        if !missed.isEmpty { runs.addTask { await catchUp(spec, missed, active: active) } }
                         let scheduled = due
                         runs.addTask { await fire(spec, scheduled: scheduled, catchUp: false, active: active) }
                         next[spec.name] = schedule.nextFire(after: due)
@@ -174,6 +180,39 @@ public struct Server: Service {
     static func stamp(_ date: Date) -> String { date.formatted(.iso8601) }
     static func date(_ stamp: String) -> Date? { try? Date(stamp, strategy: .iso8601) }
 
+    /// Catch-up firings, oldest first; each run executes in its own task once started.
+    func catchUp(_ spec: PipelineSpec, _ times: [Date], active: ActiveRuns) async {
+        await withDiscardingTaskGroup { group in
+            for time in times {
+                guard let run = await startOnly(spec, trigger: "schedule \(Self.stamp(time)) (catch-up)",
+                                                key: Self.scheduleKeyPrefix(spec.name) + Self.stamp(time), params: [:]) else { continue }
+                group.addTask { await execute(run, trigger: run.trigger, active: active) }
+            }
+        }
+    }
+
+    /// Starts a run and returns it when started (nil when skipped, a duplicate, or refused).
+    func startOnly(_ spec: PipelineSpec, trigger: String, key: String?, params: [String: String]) async -> RunRecord? {
+        do {
+            let started = try await cancelWhenGracefulShutdown {
+                try await engine.start(spec, params: params, trigger: trigger, idempotencyKey: key) { running in
+                    say("'\(spec.name)' (\(trigger)) waits: run \(running.map(\.id.rawValue).joined(separator: ", ")) is active (overlap: queue)")
+                }
+            }
+            switch started {
+            case .started(let run): return run
+            case .skipped(let running):
+                say("'\(spec.name)' (\(trigger)) not started: run \(running.map(\.id.rawValue).joined(separator: ", ")) is active (overlap: skip)")
+            case .duplicate: break
+            }
+        } catch is CancellationError {
+            say("'\(spec.name)' (\(trigger)) not started: shutting down")
+        } catch {
+            say("error: '\(spec.name)' (\(trigger)): \(error)")
+        }
+        return nil
+    }
+
     func fire(_ spec: PipelineSpec, scheduled: Date, catchUp: Bool, active: ActiveRuns) async {
         let stamp = Self.stamp(scheduled)
         await start(spec, trigger: "schedule \(stamp)\(catchUp ? " (catch-up)" : "")", key: Self.scheduleKeyPrefix(spec.name) + stamp,
@@ -181,22 +220,28 @@ public struct Server: Service {
     }
 
     func fire(_ spec: PipelineSpec, file: FileLedger.File, files: FileLedger, active: ActiveRuns) async {
+        // A file waiting for an active run (overlap: skip) is tried every tick: said once.
         await start(spec, trigger: "file \(file.relativePath)", key: file.key(pipeline: spec.name),
                     params: [FileTrigger.fileParam: file.relativePath, FileTrigger.filesParam: file.relativePath],
-                    active: active) { started in files.finished(file, started: started) }
+                    active: active, quietSkip: files.hasWaited(file)) { started in files.finished(file, started: started) }
     }
 
     /// Starts a run (applying the pipeline's overlap policy) and executes it. `done` is told whether the
     /// firing is settled (a run was recorded, now or before) or should be tried again (overlap skip).
     func start(_ spec: PipelineSpec, trigger: String, key: String?, params: [String: String], active: ActiveRuns,
-               done: @Sendable (Bool) -> Void) async {
+               quietSkip: Bool = false, done: @Sendable (Bool) -> Void) async {
         do {
-            let started = try await engine.start(spec, params: params, trigger: trigger, idempotencyKey: key) { running in
-                say("'\(spec.name)' (\(trigger)) waits: run \(running.map(\.id.rawValue).joined(separator: ", ")) is active (overlap: queue)")
+            // A run waiting for its turn (overlap: queue) gives up when serve shuts down.
+            let started = try await cancelWhenGracefulShutdown {
+                try await engine.start(spec, params: params, trigger: trigger, idempotencyKey: key) { running in
+                    say("'\(spec.name)' (\(trigger)) waits: run \(running.map(\.id.rawValue).joined(separator: ", ")) is active (overlap: queue)")
+                }
             }
             switch started {
             case .skipped(let running):
-                say("'\(spec.name)' (\(trigger)) not started: run \(running.map(\.id.rawValue).joined(separator: ", ")) is active (overlap: skip)")
+                if !quietSkip {
+                    say("'\(spec.name)' (\(trigger)) not started: run \(running.map(\.id.rawValue).joined(separator: ", ")) is active (overlap: skip)")
+                }
                 done(false)
             case .duplicate(let run):
                 done(true)
@@ -205,6 +250,9 @@ public struct Server: Service {
                 done(true)
                 await execute(run, trigger: trigger, active: active)
             }
+        } catch is CancellationError {
+            done(false)
+            say("'\(spec.name)' (\(trigger)) not started: shutting down")
         } catch {
             done(false)
             say("error: '\(spec.name)' (\(trigger)): \(error)")
@@ -274,7 +322,11 @@ final class FileLedger: Sendable {
         var file: File
         var stableSince: Date
         var state: State
+        var waited = false
     }
+
+    /// Whether the file was already turned away once (overlap: skip).
+    func hasWaited(_ file: File) -> Bool { watched.withLock { $0.values.contains { $0.file == file && $0.waited } } }
 
     private enum State { case growing, starting, done }
 
@@ -315,6 +367,7 @@ final class FileLedger: Sendable {
         watched.withLock { watched in
             for (id, watch) in watched where watch.file == file {
                 watched[id]?.state = started ? .done : .growing
+                if !started { watched[id]?.waited = true }
             }
         }
     }
