@@ -65,7 +65,8 @@ let package = Package(
         .executableTarget(name: "sluice-demo", dependencies: ["Sluice", "SluiceCLI"], swiftSettings: upcoming),
         .testTarget(name: "SluiceTests",
                     dependencies: ["Sluice", "SluiceCore", "SluiceDefinition", "SluiceStore", "SluiceStoreSQLite",
-                                   "SluiceStorePostgres", "SluiceSupervisor", "SluiceEngine", "SluiceCLI", "SluiceTesting"],
+                                   "SluiceStorePostgres", "SluiceSupervisor", "SluiceEngine", "SluiceCLI", "SluiceTesting",
+                                   .product(name: "PostgresNIO", package: "postgres-nio")],
                     resources: [.copy("Fixtures")],
                     swiftSettings: upcoming),
     ]

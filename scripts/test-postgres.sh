@@ -6,7 +6,8 @@
 #
 # Meant to be sourced (by .ci/run too), by root or by any user: as root the server runs as `postgres`.
 # It installs PostgreSQL with apt-get when no server binaries are found (root on Debian/Ubuntu only).
-# Trust authentication on 127.0.0.1: for tests, never for data you care about.
+# Trust authentication on 127.0.0.1 (except role sluice_pw_test, for the password tests): for tests, never
+# for data you care about.
 
 start_test_postgres() {
   local bin initdb
@@ -32,6 +33,8 @@ start_test_postgres() {
   [ "$(id -u)" -eq 0 ] && chown postgres: "$data"
   "${as[@]}" "$bin/initdb" -D "$data/db" -U postgres --auth=trust -E UTF8 --no-locale >"$data/initdb.log" 2>&1 \
     || { cat "$data/initdb.log" >&2; return 1; }
+  # Every login is trusted except the role the password tests use, which must give its password.
+  sed -i '1i host all sluice_pw_test 127.0.0.1/32 scram-sha-256' "$data/db/pg_hba.conf"
   # A test server: no durability needed, many parallel test connections.
   "${as[@]}" "$bin/pg_ctl" -D "$data/db" -l "$data/server.log" -w -t 60 start \
     -o "-c listen_addresses=127.0.0.1 -p $port -k $data -c max_connections=400 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \

@@ -499,7 +499,7 @@ extension PostgresStateStore {
     static func lockStages(_ stages: [(RunID, StageName)], _ tx: Tx) async throws {
         try await tx.exec("""
             WITH RECURSIVE s (run_id, name) AS (
-              SELECT * FROM unnest(\(stages.map(\.0.rawValue))::text[], \(stages.map(\.1))::text[])
+              SELECT r COLLATE "C", n COLLATE "C" FROM unnest(\(stages.map(\.0.rawValue))::text[], \(stages.map(\.1))::text[]) AS u (r, n)
               UNION SELECT st.run_id, st.name FROM stages st JOIN s ON st.run_id = s.run_id AND st.producer = s.name)
             SELECT name FROM stages WHERE (run_id, name) IN (SELECT run_id, name FROM s) ORDER BY run_id, name FOR UPDATE
             """)

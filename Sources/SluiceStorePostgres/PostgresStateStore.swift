@@ -46,6 +46,8 @@ public final class PostgresStateStore: StateStore, CustomStringConvertible {
             throw error
         }
         try? await first.close()
+        let client = PostgresClient(configuration: target.client, backgroundLogger: logger)
+        let runTask = Task { await client.run() }
         let signal = WorkSignal()
         let (ready, readyContinuation) = AsyncStream.makeStream(of: Void.self)
         let listenerTask = Task {
@@ -53,15 +55,16 @@ public final class PostgresStateStore: StateStore, CustomStringConvertible {
         }
         // Returns once LISTEN is active (or failed: then waiters just wait their timeout).
         for await _ in ready { break }
-        return PostgresStateStore(target: target, signal: signal, listenerTask: listenerTask, logger: logger)
+        return PostgresStateStore(target: target, client: client, runTask: runTask, signal: signal, listenerTask: listenerTask,
+                                  logger: logger)
     }
 
-    private init(target: Target, signal: WorkSignal, listenerTask: Task<Void, Never>, logger: Logger) {
+    private init(target: Target, client: PostgresClient, runTask: Task<Void, Never>, signal: WorkSignal,
+                 listenerTask: Task<Void, Never>, logger: Logger) {
         displayURL = target.display
         password = target.password
-        client = PostgresClient(configuration: target.client, backgroundLogger: logger)
-        let client = client
-        runTask = Task { await client.run() }
+        self.client = client
+        self.runTask = runTask
         self.signal = signal
         self.listenerTask = listenerTask
         self.logger = logger
@@ -165,7 +168,6 @@ public final class PostgresStateStore: StateStore, CustomStringConvertible {
         var connection: PostgresConnection.Configuration
         var client: PostgresClient.Configuration
         var display: String
-        var place: String
         var database: String
         var user: String
         var password: String?
@@ -209,8 +211,7 @@ public final class PostgresStateStore: StateStore, CustomStringConvertible {
             self.user = user
             self.database = database
             let hostText = host.contains(":") ? "[\(host)]" : host
-            place = "\(hostText):\(port)/\(database)"
-            display = "\(scheme)://\(user)\(password == nil ? "" : ":***")@\(place)"
+            display = "\(scheme)://\(user)\(password == nil ? "" : ":***")@\(hostText):\(port)/\(database)"
 
             let mode = parts.queryItems?.first { $0.name == "sslmode" }?.value ?? "disable"
             var tls = TLSConfiguration.makeClientConfiguration()
@@ -262,27 +263,27 @@ public final class PostgresStateStore: StateStore, CustomStringConvertible {
             let message: String, hint: String
             switch state {
             case "28P01", "28000":
-                message = "PostgreSQL at \(target.place) refused user '\(target.user)' (\(target.passwordSource)): \(reason)"
+                message = "PostgreSQL at \(target.display) refused user '\(target.user)' (\(target.passwordSource)): \(reason)"
                 hint = "check the user and password (in the URL, PGPASSWORD or SLUICE_STATE_PASSWORD_FILE)"
             case "3D000":
-                message = "the database '\(target.database)' does not exist on PostgreSQL at \(target.place)"
+                message = "the database '\(target.database)' does not exist on PostgreSQL at \(target.display)"
                 hint = "create the database with createdb \(target.database) (or CREATE DATABASE \(target.database)), or fix the URL"
             case "53300":
-                message = "PostgreSQL at \(target.place) has no connection left: \(reason)"
+                message = "PostgreSQL at \(target.display) has no connection left: \(reason)"
                 hint = "raise max_connections or run fewer processes against it"
             case .some:
-                message = "PostgreSQL at \(target.place) refused the connection: \(reason)"
-                hint = "check the URL \(target.display) and the server's log"
+                message = "PostgreSQL at \(target.display) refused the connection: \(reason)"
+                hint = "check the URL and the server's log"
             case nil:
                 if let psql = error as? PSQLError, psql.code == .authMechanismRequiresPassword {
-                    message = "PostgreSQL at \(target.place) asks user '\(target.user)' for a password and none was given"
+                    message = "PostgreSQL at \(target.display) asks user '\(target.user)' for a password and none was given"
                     hint = "put it in the URL, in PGPASSWORD or in a file named by SLUICE_STATE_PASSWORD_FILE"
                 } else if let psql = error as? PSQLError, psql.code == .sslUnsupported {
-                    message = "PostgreSQL at \(target.place) does not accept TLS connections"
+                    message = "PostgreSQL at \(target.display) does not accept TLS connections"
                     hint = "enable TLS on the server, or use sslmode=disable on a trusted network"
                 } else {
-                    message = "cannot connect to PostgreSQL at \(target.place): \(reason)"
-                    hint = "is the server running? check host and port (\(target.display))"
+                    message = "cannot connect to PostgreSQL at \(target.display): \(reason)"
+                    hint = "is the server running? check host and port"
                 }
             }
             throw StoreError(.cannotOpen, redact(message, target.password), hint: redact(hint, target.password))
