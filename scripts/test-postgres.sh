@@ -11,12 +11,12 @@
 
 start_test_postgres() {
   local bin initdb
-  initdb=$(ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null | sort -V | tail -n 1)
+  initdb=$(ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null | sort -V | tail -n 1 || true)
   if [ -z "$initdb" ]; then
     if [ "$(id -u)" -ne 0 ]; then echo "test-postgres: PostgreSQL is not installed (apt-get install postgresql)" >&2; return 1; fi
     DEBIAN_FRONTEND=noninteractive apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
-    initdb=$(ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null | sort -V | tail -n 1)
+    initdb=$(ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null | sort -V | tail -n 1 || true)
     [ -n "$initdb" ] || { echo "test-postgres: installing postgresql did not provide initdb" >&2; return 1; }
   fi
   bin=$(dirname "$initdb")
@@ -41,10 +41,10 @@ start_test_postgres() {
     >/dev/null || { cat "$data/server.log" >&2; return 1; }
   local i
   for i in $(seq 1 60); do
-    pg_isready -q -h 127.0.0.1 -p "$port" && break
+    "$bin/pg_isready" -q -h 127.0.0.1 -p "$port" && break
     sleep 0.5
   done
-  pg_isready -q -h 127.0.0.1 -p "$port" || { echo "test-postgres: the server did not become ready" >&2; cat "$data/server.log" >&2; return 1; }
+  "$bin/pg_isready" -q -h 127.0.0.1 -p "$port" || { echo "test-postgres: the server did not become ready" >&2; cat "$data/server.log" >&2; return 1; }
 
   export SLUICE_TEST_POSTGRES="postgres://postgres@127.0.0.1:$port/postgres"
   export SLUICE_TEST_POSTGRES_DATA="$data"
