@@ -95,6 +95,7 @@ public final class PostgresStateStore: StateStore, CustomStringConvertible {
     static func listen(_ configuration: PostgresConnection.Configuration, signal: WorkSignal,
                        ready: AsyncStream<Void>.Continuation, logger: Logger) async {
         var delay = Duration.seconds(1)
+        var connected = false
         while !Task.isCancelled {
             do {
                 let connection = try await PostgresConnection.connect(configuration: configuration, id: 0, logger: logger)
@@ -103,7 +104,8 @@ public final class PostgresStateStore: StateStore, CustomStringConvertible {
                         ready.yield()
                         ready.finish()
                         delay = .seconds(1)
-                        signal.wake() // work may have appeared while we were not listening
+                        if connected { signal.wake() } // work may have appeared while we were not listening
+                        connected = true
                         for try await _ in notifications { signal.wake() }
                     }
                 } catch {
@@ -419,20 +421,23 @@ public final class PostgresStateStore: StateStore, CustomStringConvertible {
         return "\(error)"
     }
 
+    /// A last guard (messages are built without the password): any occurrence of it becomes `***`.
+    /// Not for passwords of under 4 characters, which would mangle every message.
     static func redact(_ text: String, _ password: String?) -> String {
-        guard let password, !password.isEmpty else { return text }
+        guard let password, password.count >= 4 else { return text }
         return text.replacingOccurrences(of: password, with: "***")
     }
 }
 
 /// Wakes every task waiting for work at once; a waiter that is not woken returns after its timeout.
+/// A wake with nobody waiting is kept for the next waiter (work appeared while its caller was busy).
 final class WorkSignal: Sendable {
     private enum Waiter {
         case waiting(CheckedContinuation<Void, Never>)
         case cancelled
     }
 
-    private let state = Mutex<(next: UInt64, waiters: [UInt64: Waiter])>((0, [:]))
+    private let state = Mutex<(next: UInt64, pending: Bool, waiters: [UInt64: Waiter])>((0, false, [:]))
 
     func wake() {
         let woken = state.withLock { state -> [CheckedContinuation<Void, Never>] in
@@ -443,16 +448,22 @@ final class WorkSignal: Sendable {
                     state.waiters[id] = nil
                 }
             }
+            state.pending = woken.isEmpty
             return woken
         }
         for continuation in woken { continuation.resume() }
     }
 
     func wait(timeout: Duration) async {
-        let id = state.withLock { state -> UInt64 in
+        let id = state.withLock { state -> UInt64? in
+            if state.pending {
+                state.pending = false
+                return nil
+            }
             state.next += 1
             return state.next
         }
+        guard let id else { return }
         await withTaskGroup(of: Void.self) { group in
             group.addTask { try? await Task.sleep(for: timeout) }
             group.addTask { await self.waitForWake(id) }
