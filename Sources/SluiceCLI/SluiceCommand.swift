@@ -6,9 +6,7 @@ import SluiceCore
 import SluiceDefinition
 import SluiceEngine
 import SluiceStore
-#if canImport(SluiceStorePostgres)
 import SluiceStorePostgres
-#endif
 import SluiceStoreSQLite
 
 /// The `sluice` command tree. A library, so users' own executables can embed it.
@@ -73,9 +71,7 @@ enum StoreLocation {
 
     static func open(_ location: String?, layout: StateLayout) async throws(StoreError) -> any StateStore {
         guard let location else { return try SQLiteStateStore.open(path: layout.databasePath) }
-        #if canImport(SluiceStorePostgres)
         if isPostgres(location) { return try await PostgresStateStore.open(url: location) }
-        #endif
         if let scheme = location.range(of: "://"), !location.hasPrefix("sqlite://") {
             throw StoreError(.cannotOpen, "--state '\(location[..<scheme.lowerBound])://…' is not a store Sluice knows",
                              hint: "use postgres://user@host:port/database, or the path of a SQLite file")

@@ -157,7 +157,13 @@ public struct Worker: Sendable {
                     waiting = false
                     look = true
                 case .heartbeat:
-                    try await store.renewTaskLeases(owner: owner, until: time.now().addingTimeInterval(engine.configuration.leaseDuration.seconds))
+                    let held = try await store.renewTaskLeases(owner: owner, until: time.now().addingTimeInterval(engine.configuration.leaseDuration.seconds))
+                    // A task taken back by another process (this worker was stopped or cut off past its
+                    // lease) is stopped here: its result would be refused, and it may run elsewhere now.
+                    for (id, task) in running where !held.contains(id) && !task.stop.isRequested {
+                        say("task \(id) of run \(task.run) was taken back by another process (its lease expired): stopping it here")
+                        task.stop.request()
+                    }
                     look = true
                     group.addTask { try await Task.sleep(for: heartbeat); return .heartbeat }
                 case .shutdown:

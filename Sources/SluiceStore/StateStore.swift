@@ -68,9 +68,9 @@ public protocol StateStore: Sendable {
     func claimTasks(run: RunID, owner: LeaseOwner, limit: Int, filter: ClaimFilter, now: Date,
                     leaseUntil: Date) async throws -> [ClaimedTask]
     /// Extends the lease of every task `owner` holds (in any run), and the worker-pool lease of their runs.
-    /// Returns how many tasks it holds.
+    /// Returns the tasks it still holds (a task missing was taken back after its lease expired).
     @discardableResult
-    func renewTaskLeases(owner: LeaseOwner, until: Date) async throws -> Int
+    func renewTaskLeases(owner: LeaseOwner, until: Date) async throws -> Set<TaskID>
     /// Records the process that an attempt started, so it can be found again after a crash.
     func recordProcess(task: TaskID, attempt: Int, pid: Int32, startTicks: Int64?) async throws
 

@@ -354,16 +354,17 @@ extension SQLiteStateStore {
         }
     }
 
-    public func renewTaskLeases(owner: LeaseOwner, until: Date) async throws -> Int {
+    public func renewTaskLeases(owner: LeaseOwner, until: Date) async throws -> Set<TaskID> {
         try await write { db in
             let u = until.timeIntervalSince1970
+            let held = try db.all(Int64.self, sql: "SELECT id FROM tasks WHERE lease_owner = ? AND status = 'running'", arguments: [owner.id])
             try db.exec(sql: """
                 UPDATE runs SET lease_expires_at = MAX(COALESCE(lease_expires_at, 0), ?) WHERE lease_owner = ?
                   AND id IN (SELECT DISTINCT run_id FROM tasks WHERE lease_owner = ? AND status = 'running')
                 """, arguments: [u, LeaseOwner.workerPool.id, owner.id])
             try db.exec(sql: "UPDATE tasks SET lease_expires_at = ? WHERE lease_owner = ? AND status = 'running'",
                         arguments: [u, owner.id])
-            return db.changesCount
+            return Set(held)
         }
     }
 

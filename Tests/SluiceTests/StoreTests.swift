@@ -3,12 +3,14 @@ import GRDB
 import Testing
 import SluiceCore
 import SluiceStore
+import SluiceStorePostgres
 import SluiceStoreSQLite
 import SluiceTesting
 
 /// The stores the contract tests run against. PostgreSQL needs a server (`SLUICE_TEST_POSTGRES`).
 enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
     case sqlite
+    case postgres
 
     var testDescription: String { rawValue }
 }
@@ -16,6 +18,9 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
 /// A fresh, empty store of one kind, with the records the contract tests use.
 struct StoreHarness: Sendable {
     let dir: TemporaryDirectory
+    let kind: StoreKind
+    /// The SQLite file or the PostgreSQL URL the store was opened on.
+    let location: String
     let store: any StateStore
     let now = Date(timeIntervalSince1970: 1_800_000_000)
     let me = LeaseOwner(id: "me", host: "h", pid: 1)
@@ -23,8 +28,23 @@ struct StoreHarness: Sendable {
 
     init(_ kind: StoreKind) async throws {
         dir = try TemporaryDirectory(prefix: "store")
+        self.kind = kind
         switch kind {
-        case .sqlite: store = try SQLiteStateStore.open(path: dir.file("state.sqlite"))
+        case .sqlite: location = dir.file("state.sqlite")
+        case .postgres: location = try await TestPostgres.freshDatabase()
+        }
+        store = try await Self.open(kind, location)
+    }
+
+    /// Another store on the same data (another process, as far as the store can tell).
+    func another() async throws -> any StateStore {
+        try await Self.open(kind, location)
+    }
+
+    private static func open(_ kind: StoreKind, _ location: String) async throws -> any StateStore {
+        switch kind {
+        case .sqlite: try SQLiteStateStore.open(path: location)
+        case .postgres: try await PostgresStateStore.open(url: location)
         }
     }
 
@@ -222,7 +242,7 @@ struct StoreContractTests {
         #expect(second.map(\.task.stage) == ["cpu"])
         #expect(try await store.taskCounts(run: id)["cpu"]?.pending == 1)
         // Every task another owner holds has its lease renewed, and only those.
-        #expect(try await store.renewTaskLeases(owner: other, until: now.addingTimeInterval(90)) == 1)
+        #expect(try await store.renewTaskLeases(owner: other, until: now.addingTimeInterval(90)) == Set(second.map(\.task.id)))
         let leases = try await store.tasks(of: id).filter { $0.status == .running }.map { ($0.leaseOwner ?? "", $0.leaseExpiresAt) }
         #expect(leases.filter { $0.0 == "other" }.allSatisfy { $0.1 == now.addingTimeInterval(90) })
         #expect(try await store.run(id)?.leaseExpiresAt == now.addingTimeInterval(90), "the worker-pool lease follows its workers")
@@ -291,6 +311,49 @@ struct StoreContractTests {
         #expect(try await store.revokeToken(name: "ci", now: now) == false)
         #expect(try await store.token(hash: "abc") == nil, "a revoked token no longer authenticates")
         #expect(try await store.tokens().map(\.revokedAt) == [now])
+    }
+
+    @Test(arguments: StoreKind.allCases) func concurrentCompletionsOfAStagesLastTasksRollItUpOnce(kind: StoreKind) async throws {
+        let h = try await StoreHarness(kind)
+        var stores = [h.store]
+        for _ in 1..<8 { stores.append(try await h.another()) }
+        try await raceCompletions(h, stores: stores, rounds: 10)
+    }
+}
+
+/// Each round: a stage of as many tasks as `stores`, each claimed by a different owner through its own
+/// store, then all completed at once. Exactly one completion ends the stage, with one stage event.
+func raceCompletions(_ h: StoreHarness, stores: [any StateStore], rounds: Int) async throws {
+    let now = h.now
+    for round in 1...rounds {
+        let id = RunID("race-\(round)")
+        let run = h.newRun(id.rawValue, owner: .workerPool, stages: [StageSpec(name: "a", command: .argv(["true"]))])
+        _ = try await h.store.createRun(run, overlap: .allow, now: now, events: [])
+        try await h.store.applyStageTransitions(run: id, [.start("a", taskKeys: stores.indices.map { "\($0)" })], now: now, events: [])
+        var claims: [(any StateStore, LeaseOwner, ClaimedTask)] = []
+        for (i, store) in stores.enumerated() {
+            let owner = LeaseOwner(id: "w\(i)", host: "h", pid: Int32(i))
+            let claimed = try await store.claimTasks(run: id, owner: owner, limit: 1, filter: .everything, now: now,
+                                                     leaseUntil: now.addingTimeInterval(60))
+            try #require(claimed.count == 1)
+            claims.append((store, owner, claimed[0]))
+        }
+        let results = try await withThrowingTaskGroup(of: CompletionResult.self) { group in
+            for (store, owner, claim) in claims {
+                group.addTask {
+                    let attempt = AttemptRecord(taskID: claim.task.id, runID: id, stage: "a", number: claim.attempt, outcome: .success,
+                                                startedAt: now, finishedAt: now.addingTimeInterval(1), exitCode: 0)
+                    return try await store.completeAttempt(attempt, result: nil, next: .succeed, owner: owner, now: now, events: [],
+                                                           stageEvent: { s in h.event(id.rawValue, "stage.\(s.status.rawValue)") })
+                }
+            }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        let rolledUp = results.filter { if case .applied(let stage?) = $0 { stage.status == .success } else { false } }
+        #expect(rolledUp.count == 1, "round \(round): \(rolledUp.count) completions ended the stage")
+        #expect(results.allSatisfy { $0 != .leaseLost })
+        #expect(try await h.store.stages(of: id).map(\.status) == [.success])
+        #expect(try await h.store.events(run: id, afterID: 0, limit: 100).filter { $0.event.hasPrefix("stage.") }.count == 1)
     }
 }
 
