@@ -83,8 +83,8 @@ struct Show: AsyncParsableCommand {
             for stage in report.stages {
                 let attempts = stage.tasks.flatMap(\.attempts)
                 let last = attempts.last
-                var note = stage.reason ?? last?.message ?? ""
-                if note.count > 90 { note = String(note.prefix(89)) + "…" }
+                var note = stage.waiting ?? stage.reason ?? last?.message ?? ""
+                if note.count > 110 { note = String(note.prefix(109)) + "…" }
                 rows.append([stage.name, stage.status, Terminal.duration(stage.durationMs),
                              attempts.isEmpty ? "-" : String(attempts.count),
                              last?.exitCode.map(String.init) ?? (last?.signal.map { "sig \($0)" } ?? "-"), note])

@@ -310,7 +310,7 @@ struct RunExecutor: Sendable {
         }
         try await emit(lost.map { attempt in
             log.make("task.lost", stage: attempt.stage, task: attempt.taskID, attempt: attempt.number,
-                     "attempt \(attempt.number) was lost: the lease of \(attempt.host ?? "its process") expired before it recorded a result")
+                     "attempt \(attempt.number) was lost: the lease of the process running it (on \(attempt.host ?? "an unknown host")) expired before it recorded a result")
         })
     }
 

@@ -49,6 +49,8 @@ public struct RunReport: Codable, Sendable {
         public var progress: StageProgress?
         /// Every task; for a fan-out stage only those that did not succeed.
         public var tasks: [Task]
+        /// Why tasks wait with none running, when only some processes can run them (a queue, Swift code).
+        public var waiting: String?
     }
 
     public struct Metrics: Codable, Sendable {
@@ -140,7 +142,8 @@ public struct RunReport: Codable, Sendable {
                          counters: summary.counters.isEmpty ? nil : summary.counters,
                          rejected: summary.rejected == 0 ? nil : summary.rejected,
                          rejectedRecords: summary.rejectedRecords.isEmpty ? nil : summary.rejectedRecords, metrics: metrics,
-                         progress: progress(stage, c, run: run, statuses: statusByName), tasks: taskReports)
+                         progress: progress(stage, c, run: run, statuses: statusByName), tasks: taskReports,
+                         waiting: stage.status == .running && c.pending > 0 && c.running == 0 ? waiting(for: run.spec.stage(stage.name), run: run) : nil)
         }
         let outcome = RunOutcome(run.status)
         let all = summaries.values
@@ -154,6 +157,18 @@ public struct RunReport: Codable, Sendable {
                            peakRssBytes: all.compactMap(\.peakRSSBytes).max(),
                            cpuMs: all.reduce(0) { $0 + $1.cpuMs }),
             enginePeakRssBytes: nil)
+    }
+
+    /// Who can run a stage's tasks, when not every process can.
+    static func waiting(for stage: StageSpec?, run: RunRecord) -> String? {
+        guard let stage else { return nil }
+        if stage.command == .swift {
+            return "waiting for a process with pipeline '\(run.pipeline)''s Swift code (its executable's `worker` or `resume`)"
+        }
+        if stage.queueName != StageSpec.defaultQueue {
+            return "waiting for a worker serving queue '\(stage.queueName)' (`sluice worker --queues \(stage.queueName)`)"
+        }
+        return nil
     }
 
     static func progress(_ stage: StageRecord, _ counts: TaskCounts, run: RunRecord, statuses: [StageName: StageStatus]) -> StageProgress? {

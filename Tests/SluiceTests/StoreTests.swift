@@ -300,6 +300,26 @@ struct StoreContractTests {
         #expect(try await store.openRuns(limit: 10).isEmpty)
     }
 
+    /// Two processes start the same `overlap: skip` pipeline at the same moment: exactly one run.
+    @Test(arguments: StoreKind.allCases) func concurrentStartsUnderOverlapSkipCreateOneRun(kind: StoreKind) async throws {
+        let h = try await StoreHarness(kind)
+        let stores = [h.store, try await h.another(), try await h.another(), try await h.another()]
+        for round in 1...10 {
+            let results = try await withThrowingTaskGroup(of: CreateRunResult.self) { group in
+                for (i, store) in stores.enumerated() {
+                    group.addTask {
+                        var run = h.newRun("o\(round)-\(i)")
+                        run.pipeline = "p\(round)"
+                        return try await store.createRun(run, overlap: .skip, now: h.now, events: [])
+                    }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            let created = results.filter { if case .created = $0 { true } else { false } }.count
+            #expect(created == 1, "round \(round): \(created) runs created")
+        }
+    }
+
     @Test(arguments: StoreKind.allCases) func tokensAreStoredHashedAndCanBeRevoked(kind: StoreKind) async throws {
         let h = try await StoreHarness(kind)
         let store = h.store, now = h.now

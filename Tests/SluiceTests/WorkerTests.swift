@@ -148,6 +148,9 @@ struct WorkerTests {
         #expect(counts["gpu"]?.pending == 1, "the gpu queue is not served")
         #expect(counts["code"]?.pending == 1, "a Swift stage waits for a worker that has its code")
         #expect(try String(contentsOfFile: f.h.dir.file("ran.txt"), encoding: .utf8) == "cpu\n")
+        let report = try await RunReport.build(store: store, runID: run.id)
+        #expect(report.stages.first { $0.name == "gpu" }?.waiting?.contains("queue 'gpu'") == true, "show says why it waits")
+        #expect(report.stages.first { $0.name == "code" }?.waiting?.contains("Swift code") == true)
     }
 
     @Test(arguments: StoreKind.allCases) func aCancelledDetachedRunIsStoppedAndRecordedByItsWorkers(kind: StoreKind) async throws {
