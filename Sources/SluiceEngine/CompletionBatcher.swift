@@ -33,6 +33,21 @@ final class CompletionBatcher: Sendable {
         work.nudge()
     }
 
+    static func complete(_ batch: [AttemptCompletion], store: any StateStore, owner: LeaseOwner, time: any TimeSource,
+                         logger: Logger, retrying: Bool) async throws -> [CompletionResult] {
+        var pause: Duration = .milliseconds(500)
+        while true {
+            do {
+                return try await store.completeAttempts(batch, owner: owner, now: time.now())
+            } catch {
+                guard retrying, !Task.isCancelled else { throw error }
+                logger.warning("recording \(batch.count) task result(s) failed; trying again in \(DurationText.format(pause)): \(error)")
+                try await Task.sleep(for: pause)
+                pause = min(pause * 2, .seconds(10))
+            }
+        }
+    }
+
     func takeRecorded() -> Recorded {
         recorded.withLock { r in
             defer { r = Recorded(failure: r.failure) }
@@ -41,8 +56,11 @@ final class CompletionBatcher: Sendable {
     }
 
     /// The writer; runs until its task is cancelled or a write fails (the failure is reported to the loop).
+    /// With `retrying`, a failed write is tried again with a growing pause instead (the store restarts
+    /// or the network drops): a completion that was in fact recorded is refused the second time, so
+    /// nothing is applied twice.
     func run(store: any StateStore, owner: LeaseOwner, time: any TimeSource,
-             publish: @escaping @Sendable ([EventRecord]) -> Void, logger: Logger) async {
+             publish: @escaping @Sendable ([EventRecord]) -> Void, logger: Logger, retrying: Bool = false) async {
         while !Task.isCancelled {
             await work.wait()
             while true {
@@ -53,7 +71,7 @@ final class CompletionBatcher: Sendable {
                 }
                 if batch.isEmpty { break }
                 do {
-                    let results = try await store.completeAttempts(batch, owner: owner, now: time.now())
+                    let results = try await Self.complete(batch, store: store, owner: owner, time: time, logger: logger, retrying: retrying)
                     var stageEnded = false
                     var events: [EventRecord] = []
                     for (completion, result) in zip(batch, results) {

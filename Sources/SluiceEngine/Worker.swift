@@ -85,13 +85,15 @@ public struct Worker: Sendable {
         var draining = false
         var look = true
         var waiting = false
+        var storeFailures = 0
+        var backoffUntil = ContinuousClock.now
         let nudge = Nudge()
         say("worker \(owner.id) (pid \(owner.pid) on \(owner.host)) serves \(options.queues.map { $0.sorted().joined(separator: ", ") } ?? "every queue"), \(options.concurrency) at once")
 
         return try await withThrowingTaskGroup(of: Wake.self) { group in
             let store = self.store, owner = self.owner, time = self.time, logger = engine.logger
             group.addTask {
-                await batcher.run(store: store, owner: owner, time: time, publish: logs.publish, logger: logger)
+                await batcher.run(store: store, owner: owner, time: time, publish: logs.publish, logger: logger, retrying: true)
                 return .recorded
             }
             group.addTask { await batcher.committed.wait(); return .recorded }
@@ -102,27 +104,38 @@ public struct Worker: Sendable {
 
             while true {
                 if draining && running.isEmpty && unrecorded == 0 { return summary }
-                if look && !draining {
+                if look && !draining && ContinuousClock.now >= backoffUntil {
                     look = false
-                    let open = try await store.openRuns(limit: 500)
-                    if open.isEmpty && running.isEmpty && unrecorded == 0 && options.exitWhenIdle {
-                        say("no open runs: exiting")
-                        return summary
-                    }
-                    for record in open {
-                        var participation = runs[record.id] ?? participate(record, logs: logs)
-                        participation.record = record
-                        let (finished, started) = try await work(on: &participation, running: &running, batcher: batcher,
-                                                                 released: released, nudge: nudge, group: &group, say: say)
-                        summary.attempts += started
-                        if finished { summary.runsFinished += 1 }
-                        runs[record.id] = participation
-                        if running.count >= options.concurrency { break }
-                    }
-                    let openIDs = Set(open.map(\.id))
-                    for id in runs.keys where !openIDs.contains(id) && !running.values.contains(where: { $0.run == id }) {
-                        runs[id] = nil
-                        logs.forget(id)
+                    do {
+                        let open = try await store.openRuns(limit: 500)
+                        if open.isEmpty && running.isEmpty && unrecorded == 0 && options.exitWhenIdle {
+                            say("no open runs: exiting")
+                            return summary
+                        }
+                        for record in open {
+                            var participation = runs[record.id] ?? participate(record, logs: logs)
+                            participation.record = record
+                            let (finished, started) = try await work(on: &participation, running: &running, batcher: batcher,
+                                                                     released: released, nudge: nudge, group: &group, say: say)
+                            summary.attempts += started
+                            if finished { summary.runsFinished += 1 }
+                            runs[record.id] = participation
+                            if running.count >= options.concurrency { break }
+                        }
+                        let openIDs = Set(open.map(\.id))
+                        for id in runs.keys where !openIDs.contains(id) && !running.values.contains(where: { $0.run == id }) {
+                            runs[id] = nil
+                            logs.forget(id)
+                        }
+                        storeFailures = 0
+                    } catch let error where !(error is CancellationError) {
+                        // The store restarted or the network dropped: running tasks go on, new work waits.
+                        storeFailures += 1
+                        let pause = Duration.milliseconds(min(10_000, 250 << min(storeFailures, 6)))
+                        backoffUntil = ContinuousClock.now + pause
+                        look = true
+                        say("the store failed (\(error)); looking again in \(DurationText.format(pause))")
+                        group.addTask { try? await Task.sleep(for: pause); return .work }
                     }
                 }
                 if !waiting && !draining {
@@ -157,7 +170,11 @@ public struct Worker: Sendable {
                     waiting = false
                     look = true
                 case .heartbeat:
-                    let held = try await store.renewTaskLeases(owner: owner, until: time.now().addingTimeInterval(engine.configuration.leaseDuration.seconds))
+                    group.addTask { try await Task.sleep(for: heartbeat); return .heartbeat }
+                    guard let held = try? await store.renewTaskLeases(owner: owner, until: time.now().addingTimeInterval(engine.configuration.leaseDuration.seconds)) else {
+                        say("the store failed while renewing leases; trying again at the next heartbeat")
+                        continue
+                    }
                     // A task taken back by another process (this worker was stopped or cut off past its
                     // lease) is stopped here: its result would be refused, and it may run elsewhere now.
                     for (id, task) in running where !held.contains(id) && !task.stop.isRequested {
@@ -165,7 +182,6 @@ public struct Worker: Sendable {
                         task.stop.request()
                     }
                     look = true
-                    group.addTask { try await Task.sleep(for: heartbeat); return .heartbeat }
                 case .shutdown:
                     draining = true
                     say("shutting down: no new tasks; \(running.count) running may finish within \(DurationText.format(options.drainGrace))")
@@ -245,9 +261,23 @@ public struct Worker: Sendable {
             let stop = StopSignal()
             running[task.task.id] = Running(stop: stop, run: run.id)
             let id = task.task.id
+            let host = owner.host
             group.addTask {
-                try await executor.perform(task, stage: stage, run: run, stop: stop, producer: producers.contains(stage.name),
-                                           nudge: nudge, batcher: batcher, released: { released.contains(id) })
+                do {
+                    try await executor.perform(task, stage: stage, run: run, stop: stop, producer: producers.contains(stage.name),
+                                               nudge: nudge, batcher: batcher, released: { released.contains(id) })
+                } catch {
+                    // Not run, or not recorded (the store failed mid-way): the task goes back to the queue,
+                    // its retry budget untouched; the batcher records that once the store answers.
+                    say("task \(id) of run \(run.id) goes back to the queue: \(error)")
+                    let attempt = AttemptRecord(taskID: id, runID: run.id, stage: stage.name, number: task.attempt, outcome: .lost,
+                                                startedAt: task.startedAt, finishedAt: Date(),
+                                                message: "the worker could not run or record it: \(error)", host: host)
+                    let log = executor.log
+                    batcher.submit(AttemptCompletion(attempt: attempt, result: nil, next: .release, events: [], stageEvent: { s in
+                        log.make("stage.\(s.status.rawValue)", stage: s.name, "stage ended: \(s.status.rawValue)")
+                    }))
+                }
                 return .taskEnded(id)
             }
         }
