@@ -58,6 +58,8 @@ public struct Worker: Sendable {
         case heartbeat
         case shutdown
         case drainTimeout
+        /// The back-off after a store failure is over.
+        case retry
     }
 
     private struct Running {
@@ -135,7 +137,7 @@ public struct Worker: Sendable {
                         backoffUntil = ContinuousClock.now + pause
                         look = true
                         say("the store failed (\(error)); looking again in \(DurationText.format(pause))")
-                        group.addTask { try? await Task.sleep(for: pause); return .work }
+                        group.addTask { try? await Task.sleep(for: pause); return .retry }
                     }
                 }
                 if !waiting && !draining {
@@ -168,6 +170,8 @@ public struct Worker: Sendable {
                     group.addTask { await batcher.committed.wait(); return .recorded }
                 case .work:
                     waiting = false
+                    look = true
+                case .retry:
                     look = true
                 case .heartbeat:
                     group.addTask { try await Task.sleep(for: heartbeat); return .heartbeat }

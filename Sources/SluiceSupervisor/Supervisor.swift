@@ -125,38 +125,45 @@ public final class StopSignal: Sendable {
     }
 }
 
-/// Wakes one waiter when something happened (new items to claim); a nudge with nobody waiting is kept.
+/// Wakes its waiters when something happened (new items to claim); a nudge with nobody waiting is kept
+/// for the next one. Any number of tasks may wait at once; a cancelled waiter returns at once.
 public final class Nudge: Sendable {
-    private let state = Mutex<(pending: Bool, waiter: CheckedContinuation<Void, Never>?)>((false, nil))
+    private struct State {
+        var pending = false
+        var next: UInt64 = 0
+        var waiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
+    }
+
+    private let state = Mutex(State())
 
     public init() {}
 
     public func nudge() {
-        let waiter = state.withLock { s -> CheckedContinuation<Void, Never>? in
-            if let w = s.waiter { s.waiter = nil; return w }
-            s.pending = true
-            return nil
+        let waiters = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+            if s.waiters.isEmpty { s.pending = true; return [] }
+            defer { s.waiters = [:] }
+            return Array(s.waiters.values)
         }
-        waiter?.resume()
+        for waiter in waiters { waiter.resume() }
     }
 
     /// Returns at the next nudge (at once if one is pending), or when the calling task is cancelled.
     public func wait() async {
+        let id = state.withLock { s -> UInt64 in
+            s.next += 1
+            return s.next
+        }
         await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
                 let now = state.withLock { s -> Bool in
                     if s.pending || Task.isCancelled { s.pending = false; return true }
-                    s.waiter = continuation
+                    s.waiters[id] = continuation
                     return false
                 }
                 if now { continuation.resume() }
             }
         } onCancel: {
-            let waiter = state.withLock { s -> CheckedContinuation<Void, Never>? in
-                defer { s.waiter = nil }
-                return s.waiter
-            }
-            waiter?.resume()
+            state.withLock { $0.waiters.removeValue(forKey: id) }?.resume()
         }
     }
 }
