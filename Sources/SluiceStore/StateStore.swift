@@ -210,6 +210,21 @@ public struct StageSummary: Sendable, Hashable {
     public var rejectedRecords: [String] = []
 
     public init() {}
+
+    /// Adds the business counters and failed records one successful attempt reported (its `counters`,
+    /// as stored: `count.NAME`, `rejected`, `rejected.N`).
+    public mutating func add(attemptCounters counters: [String: String]) {
+        for (k, v) in counters where k.hasPrefix("count.") {
+            self.counters[String(k.dropFirst("count.".count)), default: 0] += Int(v) ?? 0
+        }
+        guard let n = counters["rejected"].flatMap({ Int($0) }) else { return }
+        rejected += n
+        if rejectedRecords.count < 100 {
+            rejectedRecords += counters.filter { $0.key.hasPrefix("rejected.") }
+                .sorted { (Int($0.key.dropFirst(9)) ?? 0) < (Int($1.key.dropFirst(9)) ?? 0) }.map(\.value)
+            rejectedRecords = Array(rejectedRecords.prefix(100))
+        }
+    }
 }
 
 /// How one attempt ended and where its task goes next.

@@ -610,19 +610,7 @@ extension SQLiteStateStore {
                 let stage: String = row["stage"]
                 guard let text = row["counters"] as String?,
                       let counters = try? JSONDecoder().decode([String: String].self, from: Data(text.utf8)) else { continue }
-                var summary = summaries[stage, default: StageSummary()]
-                for (k, v) in counters where k.hasPrefix("count.") {
-                    summary.counters[String(k.dropFirst("count.".count)), default: 0] += Int(v) ?? 0
-                }
-                if let n = counters["rejected"].flatMap({ Int($0) }) {
-                    summary.rejected += n
-                    if summary.rejectedRecords.count < 100 {
-                        summary.rejectedRecords += counters.filter { $0.key.hasPrefix("rejected.") }
-                            .sorted { (Int($0.key.dropFirst(9)) ?? 0) < (Int($1.key.dropFirst(9)) ?? 0) }.map(\.value)
-                        summary.rejectedRecords = Array(summary.rejectedRecords.prefix(100))
-                    }
-                }
-                summaries[stage] = summary
+                summaries[stage, default: StageSummary()].add(attemptCounters: counters)
             }
             return summaries
         }
