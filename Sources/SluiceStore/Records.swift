@@ -42,6 +42,17 @@ public struct LeaseOwner: Hashable, Sendable, Codable {
 }
 
 public struct RunRecord: Sendable, Codable, Hashable {
+    /// The record as `acquireRun` leaves it: running, leased to `owner` until `until`.
+    public func acquired(by owner: LeaseOwner, until: Date, now: Date) -> RunRecord {
+        var updated = self
+        updated.status = .running
+        updated.startedAt = startedAt ?? now
+        updated.finishedAt = nil
+        updated.leaseOwner = owner
+        updated.leaseExpiresAt = until
+        return updated
+    }
+
     public var id: RunID
     public var pipeline: String
     public var spec: PipelineSpec

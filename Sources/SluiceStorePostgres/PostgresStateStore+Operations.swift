@@ -97,13 +97,7 @@ extension PostgresStateStore {
                   lease_expires_at = \(until.timeIntervalSince1970) WHERE id = \(id.rawValue)
                 """)
             try await Self.insert(events, tx)
-            var updated = run
-            updated.status = .running
-            updated.startedAt = run.startedAt ?? now
-            updated.finishedAt = nil
-            updated.leaseOwner = owner
-            updated.leaseExpiresAt = until
-            return .acquired(updated)
+            return .acquired(run.acquired(by: owner, until: until, now: now))
         }
     }
 

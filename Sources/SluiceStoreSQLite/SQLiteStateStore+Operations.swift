@@ -95,13 +95,7 @@ extension SQLiteStateStore {
                 """, arguments: [status.rawValue, now.timeIntervalSince1970, owner.id, owner.host, Int64(owner.pid),
                                  until.timeIntervalSince1970, id.rawValue])
             try Self.insert(events, db)
-            var updated = run
-            updated.status = status
-            updated.startedAt = run.startedAt ?? now
-            updated.finishedAt = nil
-            updated.leaseOwner = owner
-            updated.leaseExpiresAt = until
-            return .acquired(updated)
+            return .acquired(run.acquired(by: owner, until: until, now: now))
         }
     }
 
