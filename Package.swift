@@ -80,7 +80,8 @@ let package = Package(
         .testTarget(name: "SluiceTests",
                     dependencies: ["Sluice", "SluiceCore", "SluiceDefinition", "SluiceStore", "SluiceStoreSQLite",
                                    "SluiceStorePostgres", "SluiceSupervisor", "SluiceEngine", "SluiceCLI", "SluiceTesting", "SluiceTriggers",
-                                   .product(name: "PostgresNIO", package: "postgres-nio")],
+                                   .product(name: "PostgresNIO", package: "postgres-nio"),
+                                   .product(name: "Subprocess", package: "swift-subprocess")],
                     resources: [.copy("Fixtures")],
                     swiftSettings: upcoming),
     ]

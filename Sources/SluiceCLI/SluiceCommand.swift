@@ -71,7 +71,13 @@ enum StoreLocation {
 
     static func open(_ location: String?, layout: StateLayout) async throws(StoreError) -> any StateStore {
         guard let location else { return try SQLiteStateStore.open(path: layout.databasePath) }
-        if isPostgres(location) { return try await PostgresStateStore.open(url: location) }
+        if isPostgres(location) {
+            // The driver's own log (connections, pool) goes to stderr at the level SLUICE_STORE_LOG names
+            // (trace, debug, info, …); warnings only by default. It never contains the password.
+            var logger = Logger(label: "sluice.store.postgres")
+            logger.logLevel = ProcessInfo.processInfo.environment["SLUICE_STORE_LOG"].flatMap { Logger.Level(rawValue: $0) } ?? .warning
+            return try await PostgresStateStore.open(url: location, logger: logger)
+        }
         if let scheme = location.range(of: "://"), !location.hasPrefix("sqlite://") {
             throw StoreError(.cannotOpen, "--state '\(location[..<scheme.lowerBound])://…' is not a store Sluice knows",
                              hint: "use postgres://user@host:port/database, or the path of a SQLite file")

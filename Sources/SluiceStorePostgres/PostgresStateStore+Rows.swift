@@ -10,19 +10,39 @@ struct Tx {
     let logger: Logger
 
     func rows(_ query: PostgresQuery) async throws -> [Row] {
-        try await connection.query(query, logger: logger).collect().map { Row(raw: $0.makeRandomAccess()) }
+        try await result(query).rows.map { Row(raw: $0.makeRandomAccess()) }
     }
 
     func exec(_ query: PostgresQuery) async throws {
-        _ = try await connection.query(query, logger: logger).collect()
+        _ = try await result(query)
     }
 
     /// The first column of the first row, nil when there is no row or it is NULL.
     func value<T: PostgresDecodable>(_ query: PostgresQuery, as type: T.Type) async throws -> T? {
-        guard let row = try await connection.query(query, logger: logger).collect().first, let cell = row.first,
-              cell.bytes != nil else { return nil }
+        guard let row = try await result(query).rows.first, let cell = row.first, cell.bytes != nil else { return nil }
         return try cell.decode(T.self)
     }
+
+    /// Runs `query` and collects its rows, handing it to the connection from the connection's own event
+    /// loop after checking that the connection is still open.
+    ///
+    /// postgres-nio (1.33.2) writes a query into the connection's channel without a way back: when the
+    /// channel closed just before (the server restarted), the write goes nowhere and the query's answer
+    /// never comes, so a store call waited forever and a worker stopped with tasks marked running.
+    /// On the event loop nothing can close the channel between the check and the write, and an open
+    /// channel's handler fails every query it holds when the connection drops later.
+    func result(_ query: PostgresQuery) async throws -> PostgresQueryResult {
+        let connection = self.connection, logger = self.logger
+        return try await connection.eventLoop.flatSubmit { () -> EventLoopFuture<PostgresQueryResult> in
+            guard !connection.isClosed else { return connection.eventLoop.makeFailedFuture(ConnectionClosed()) }
+            return connection.query(query, logger: logger)
+        }.get()
+    }
+}
+
+/// The connection closed before a query could be sent on it.
+struct ConnectionClosed: Error, CustomStringConvertible {
+    var description: String { "the connection to the server closed" }
 }
 
 /// A row read by column name.

@@ -134,11 +134,20 @@ public final class PostgresStateStore: StateStore, CustomStringConvertible {
         while true {
             attempt += 1
             do {
-                return try await client.withTransaction(logger: logger) { connection in
+                // Not `PostgresClient.withTransaction`: its BEGIN/COMMIT can be lost on a closing
+                // connection (see `Tx.result`); ours go through the same guarded path as every query.
+                return try await client.withConnection { connection in
                     let tx = Tx(connection: connection, logger: logger)
-                    let value = try await body(tx)
-                    if notify { try await tx.exec("NOTIFY sluice_work") }
-                    return value
+                    try await tx.exec("BEGIN")
+                    do {
+                        let value = try await body(tx)
+                        if notify { try await tx.exec("NOTIFY sluice_work") }
+                        try await tx.exec("COMMIT")
+                        return value
+                    } catch {
+                        if !connection.isClosed { try? await tx.exec("ROLLBACK") }
+                        throw error
+                    }
                 }
             } catch {
                 if let store = Self.storeError(in: error) { throw store }
@@ -419,6 +428,7 @@ public final class PostgresStateStore: StateStore, CustomStringConvertible {
             return "unexpected data in column '\(decoding.columnName)' (\(decoding.code))"
         }
         if error is CancellationError { return "cancelled" }
+        if error is ConnectionClosed { return "the connection to the server closed" }
         if String(describing: type(of: error)) == "ConnectionPoolError" {
             return "no connection to the server (\(error))"
         }

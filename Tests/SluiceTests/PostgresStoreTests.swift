@@ -6,6 +6,12 @@ import SluiceCore
 import SluiceStore
 @testable import SluiceStorePostgres
 import SluiceTesting
+import Subprocess
+#if canImport(System)
+import System
+#else
+import SystemPackage
+#endif
 
 /// The test server named by `SLUICE_TEST_POSTGRES` (see scripts/test-postgres.sh); tests skip without it.
 enum TestPostgres {
@@ -31,6 +37,69 @@ enum TestPostgres {
         if let password { parts.password = password }
         if let port { parts.port = port }
         return try #require(parts.string)
+    }
+
+    /// A PostgreSQL server of its own, for a test that restarts or stops it (the shared test server serves
+    /// every other test at the same time). Uses the binaries of scripts/test-postgres.sh.
+    struct PrivateServer {
+        let url: String
+        let data: String
+        let bin: String
+
+        static func start(_ name: String) async throws -> PrivateServer {
+            let environment = ProcessInfo.processInfo.environment
+            _ = try adminURL()
+            guard let bin = environment["SLUICE_TEST_POSTGRES_BIN"] else {
+                try Test.cancel("needs the PostgreSQL binaries scripts/test-postgres.sh names (SLUICE_TEST_POSTGRES_BIN)")
+            }
+            let data = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-\(name)-\(UUID().uuidString.prefix(8))").path
+            try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true,
+                                                    attributes: [.posixPermissions: 0o777])
+            let port = try freePort()
+            let server = PrivateServer(url: "postgres://postgres@127.0.0.1:\(port)/postgres", data: data, bin: bin)
+            try await server.ctl("initdb", ["-D", "\(data)/db", "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-locale"])
+            try await server.ctl("pg_ctl", ["-D", "\(data)/db", "-l", "\(data)/server.log", "-w", "-t", "60", "start", "-o",
+                                            "-c listen_addresses=127.0.0.1 -p \(port) -k \(data) -c fsync=off -c synchronous_commit=off"])
+            return server
+        }
+
+        /// Runs one of the server's programs (as the `postgres` user when the tests run as root).
+        /// With swift-subprocess, which closes every other descriptor in the child: the server started by
+        /// `pg_ctl` must not inherit the pipes Foundation's `Process` keeps open to see other tests'
+        /// processes end (their `waitUntilExit` would never return while the server runs).
+        func ctl(_ program: String, _ arguments: [String]) async throws {
+            let root = getuid() == 0
+            let executable = root ? "/usr/sbin/runuser" : "\(bin)/\(program)"
+            let result = try await Subprocess.run(.path(FilePath(executable)),
+                                                  arguments: Arguments((root ? ["-u", "postgres", "--", "\(bin)/\(program)"] : []) + arguments),
+                                                  output: .discarded, error: .discarded)
+            try #require(result.terminationStatus.isSuccess, "\(program) \(arguments.joined(separator: " ")) failed (see \(data))")
+        }
+
+        func restart() async throws { try await ctl("pg_ctl", ["-D", "\(data)/db", "-m", "fast", "-w", "restart"]) }
+
+        func stop() async {
+            try? await ctl("pg_ctl", ["-D", "\(data)/db", "-m", "immediate", "-w", "stop"])
+            try? FileManager.default.removeItem(atPath: data)
+        }
+
+        /// A TCP port nobody listens on now (the kernel's pick for a socket bound to port 0).
+        static func freePort() throws -> Int {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            defer { close(fd) }
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            address.sin_port = 0
+            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+            let bound = withUnsafeMutablePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer in
+                    bind(fd, pointer, length) == 0 && getsockname(fd, pointer, &length) == 0
+                }
+            }
+            try #require(bound, "no free port")
+            return Int(UInt16(bigEndian: address.sin_port))
+        }
     }
 
     /// Runs `sql` on its own connection; returns the first column of each row as text.
