@@ -115,6 +115,15 @@ public protocol StateStore: Sendable {
     /// Revokes the token named `name`. False when there is none (or it was revoked already).
     func revokeToken(name: String, now: Date) async throws -> Bool
 
+    // MARK: named leases (leader election)
+    /// Takes the lease `name` for `holder` until `until` when nobody holds it, its holder's time ran
+    /// out (`now` is past it), or `holder` holds it already (a renewal); returns whether `holder` holds
+    /// it now. One decision in one transaction, so among processes on any number of machines at most
+    /// one holds a lease at a time. `sluice serve` replicas elect the one that fires schedules this way.
+    func acquireLease(_ name: String, holder: String, until: Date, now: Date) async throws -> Bool
+    /// Gives the lease up when `holder` holds it, so another process may take it at once.
+    func releaseLease(_ name: String, holder: String) async throws
+
     // MARK: events
     /// Returns when work may have appeared (tasks created, retried or released, stages or runs ended,
     /// runs created or cancelled), or after `timeout`. PostgreSQL wakes on LISTEN/NOTIFY; a store

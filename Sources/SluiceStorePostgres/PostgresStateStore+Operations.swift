@@ -423,6 +423,23 @@ extension PostgresStateStore {
         }
     }
 
+    public func acquireLease(_ name: String, holder: String, until: Date, now: Date) async throws -> Bool {
+        try await transaction { tx in
+            try await tx.rows("""
+                INSERT INTO leases (name, holder, expires_at) VALUES (\(name), \(holder), \(until.timeIntervalSince1970))
+                ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+                WHERE leases.holder = excluded.holder OR leases.expires_at < \(now.timeIntervalSince1970)
+                RETURNING holder
+                """).count == 1
+        }
+    }
+
+    public func releaseLease(_ name: String, holder: String) async throws {
+        try await transaction { tx in
+            try await tx.exec("DELETE FROM leases WHERE name = \(name) AND holder = \(holder)")
+        }
+    }
+
     public func token(hash: String) async throws -> APIToken? {
         try await read { tx in
             try await tx.rows("SELECT * FROM api_tokens WHERE hash = \(hash) AND revoked_at IS NULL").first.map(Self.tokenRecord)

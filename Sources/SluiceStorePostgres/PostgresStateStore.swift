@@ -394,6 +394,9 @@ public final class PostgresStateStore: StateStore, CustomStringConvertible {
               revoked_at DOUBLE PRECISION)
             """,
         ]),
+        (3, "leases", [
+            "CREATE TABLE leases (name TEXT COLLATE \"C\" PRIMARY KEY, holder TEXT NOT NULL, expires_at DOUBLE PRECISION NOT NULL)",
+        ]),
     ]
 
     // MARK: errors

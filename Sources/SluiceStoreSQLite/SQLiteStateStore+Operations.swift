@@ -663,6 +663,23 @@ extension SQLiteStateStore {
         try await read { db in try db.rows(sql: "SELECT * FROM api_tokens ORDER BY name").map(Self.tokenRecord) }
     }
 
+    public func acquireLease(_ name: String, holder: String, until: Date, now: Date) async throws -> Bool {
+        try await write { db in
+            try db.exec(sql: """
+                INSERT INTO leases (name, holder, expires_at) VALUES (?, ?, ?)
+                ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+                WHERE leases.holder = excluded.holder OR leases.expires_at < ?
+                """, arguments: [name, holder, until.timeIntervalSince1970, now.timeIntervalSince1970])
+            return db.changesCount == 1
+        }
+    }
+
+    public func releaseLease(_ name: String, holder: String) async throws {
+        try await write { db in
+            try db.exec(sql: "DELETE FROM leases WHERE name = ? AND holder = ?", arguments: [name, holder])
+        }
+    }
+
     public func revokeToken(name: String, now: Date) async throws -> Bool {
         try await write { db in
             try db.exec(sql: "UPDATE api_tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",

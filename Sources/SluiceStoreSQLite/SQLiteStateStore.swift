@@ -156,6 +156,9 @@ public final class SQLiteStateStore: StateStore {
                   name TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, created_at REAL NOT NULL, revoked_at REAL);
                 """)
         }
+        m.registerMigration("v8-leases") { db in
+            try db.execute(sql: "CREATE TABLE leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at REAL NOT NULL)")
+        }
         return m
     }
 

@@ -12,6 +12,7 @@ enum Bench {
         var repetitions = 3
         var workloads: [String] = []
         var million = false
+        var postgres: String?
     }
 
     struct Figure: Codable {
@@ -36,13 +37,17 @@ enum Bench {
 
     static func main(_ args: [String]) async throws {
         var options = Options()
-        for arg in args {
+        var rest = args[...]
+        while let arg = rest.popFirst() {
             switch arg {
+            case "--postgres":
+                guard let url = rest.popFirst() else { throw BenchError("--postgres needs a URL (postgres://user@host:port/database)") }
+                options.postgres = url
             case "--quick": options.quick = true; options.repetitions = 1
             case "--json": options.json = true
             case "--million": options.million = true
             case "-h", "--help":
-                print("usage: sluice-bench [--quick] [--json] [--million] [W1 W2 W3 W4 W5 W6 R1]")
+                print("usage: sluice-bench [--quick] [--json] [--million] [--postgres URL] [W1 W2 W3 W4 W5 W6 R1]")
                 return
             default:
                 guard all.contains(arg.uppercased()) else { throw BenchError("unknown workload or option '\(arg)'") }
@@ -62,7 +67,12 @@ enum Bench {
                 var sizes = options.quick ? [200, 2_000] : [1_000, 10_000, 100_000]
                 if options.million && !options.quick { sizes.append(1_000_000) }
                 for n in sizes { rows.append(try w1(n: n, options, name: "W6")) }
-            case "W3": skipped["W3"] = "needs the PostgreSQL store and `sluice worker` (not built yet)"
+            case "W3":
+                if let admin = postgresURL(options) {
+                    rows.append(try await w3(n: options.quick ? 300 : 20_000, admin: admin, options))
+                } else {
+                    skipped["W3"] = "needs a PostgreSQL server: --postgres URL or SLUICE_BENCH_POSTGRES (`source scripts/test-postgres.sh` starts a throwaway one)"
+                }
             case "R1": skipped["R1"] = "not measured yet: the crash/resume correctness checks run in the test suite (CLI fan-out crash tests)"
             default: break
             }
@@ -236,8 +246,11 @@ enum Bench {
     }
 
     /// The `sluice` executable built beside this one.
-    static func sluiceExecutable() throws -> String {
-        let path = URL(fileURLWithPath: selfExecutable()).deletingLastPathComponent().appendingPathComponent("sluice").path
+    static func sluiceExecutable() throws -> String { try sibling("sluice") }
+
+    /// An executable of this package built beside this one.
+    static func sibling(_ name: String) throws -> String {
+        let path = URL(fileURLWithPath: selfExecutable()).deletingLastPathComponent().appendingPathComponent(name).path
         guard FileManager.default.isExecutableFile(atPath: path) else {
             throw BenchError("\(path) is not built; run `swift build -c release` first")
         }

@@ -333,6 +333,39 @@ struct StoreContractTests {
         #expect(try await store.tokens().map(\.revokedAt) == [now])
     }
 
+    @Test(arguments: StoreKind.allCases) func aNamedLeaseHasOneHolderUntilItExpiresOrIsReleased(kind: StoreKind) async throws {
+        let h = try await StoreHarness(kind)
+        let store = h.store, now = h.now
+        let later = now.addingTimeInterval(10)
+        #expect(try await store.acquireLease("scheduler", holder: "a", until: later, now: now))
+        #expect(try await store.acquireLease("scheduler", holder: "b", until: later, now: now) == false, "held by a")
+        #expect(try await store.acquireLease("other", holder: "b", until: later, now: now), "leases are independent")
+        #expect(try await store.acquireLease("scheduler", holder: "a", until: later.addingTimeInterval(10), now: now.addingTimeInterval(5)),
+                "the holder renews")
+        #expect(try await store.acquireLease("scheduler", holder: "b", until: later.addingTimeInterval(30), now: later.addingTimeInterval(5)) == false,
+                "the renewal moved the expiry")
+        #expect(try await store.acquireLease("scheduler", holder: "b", until: later.addingTimeInterval(30), now: later.addingTimeInterval(11)),
+                "an expired lease is taken over")
+        #expect(try await store.acquireLease("scheduler", holder: "a", until: later.addingTimeInterval(40), now: later.addingTimeInterval(12)) == false,
+                "the old holder lost it")
+        try await store.releaseLease("scheduler", holder: "a")
+        #expect(try await store.acquireLease("scheduler", holder: "c", until: later.addingTimeInterval(40), now: later.addingTimeInterval(12)) == false,
+                "a release by a non-holder changes nothing")
+        try await store.releaseLease("scheduler", holder: "b")
+        #expect(try await store.acquireLease("scheduler", holder: "c", until: later.addingTimeInterval(40), now: later.addingTimeInterval(12)),
+                "released: taken at once")
+        // Many processes racing for a free lease: exactly one wins.
+        var stores = [store]
+        for _ in 1..<6 { stores.append(try await h.another()) }
+        let wins = try await withThrowingTaskGroup(of: Bool.self) { group in
+            for (i, s) in stores.enumerated() {
+                group.addTask { try await s.acquireLease("race", holder: "p\(i)", until: later, now: now) }
+            }
+            return try await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+        }
+        #expect(wins == 1)
+    }
+
     @Test(arguments: StoreKind.allCases) func concurrentCompletionsOfAStagesLastTasksRollItUpOnce(kind: StoreKind) async throws {
         let h = try await StoreHarness(kind)
         var stores = [h.store]

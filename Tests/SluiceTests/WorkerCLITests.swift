@@ -95,18 +95,24 @@ struct WorkerCLITests {
     }
 }
 
-/// Workers against a PostgreSQL server that restarts in the middle of a run.
-@Suite("CLI: workers and a PostgreSQL restart")
-struct PostgresRestartTests {
+/// Workers against a PostgreSQL server that fails the ways servers and networks fail: nothing lost,
+/// nothing recorded twice.
+@Suite("CLI: workers and PostgreSQL faults")
+struct PostgresFaultTests {
     /// Fast restarts of the server in the middle of a run drop every connection, in the middle of claims
     /// and completions. The workers reconnect and the run completes: nothing lost, no transition twice.
     /// (Before the store sent queries from the connection's event loop, a query written to a connection
     /// that had just closed never answered and a worker stopped with tasks marked running.)
-    @Test
-    func workersReconnectAndTheRunCompletesWithNothingLostOrDoubled() async throws {
+    @Test func workersReconnectAfterServerRestartsAndTheRunCompletesWithNothingLostOrDoubled() async throws {
+        // A server of its own: restarting the shared one would disturb the other tests.
         let server = try await TestPostgres.PrivateServer.start("pg-restart")
         do {
-            try await restartsDuringARun(server)
+            try await fanOutSurvives(url: server.url) {
+                for pause in [0.3, 0.7, 0.0] {
+                    try await server.restart()
+                    try await Task.sleep(for: .seconds(pause))
+                }
+            }
         } catch {
             await server.stop()
             throw error
@@ -114,11 +120,28 @@ struct PostgresRestartTests {
         await server.stop()
     }
 
-    func restartsDuringARun(_ server: TestPostgres.PrivateServer) async throws {
-        let url = server.url
-        let cli = CLI(dir: try TemporaryDirectory(prefix: "pg-restart"))
+    /// The server ends the workers' connections (as a failover, a proxy or a network drop does), again
+    /// and again in the middle of the run.
+    @Test func workersRideOutDroppedConnections() async throws {
+        let url = try await TestPostgres.freshDatabase()
+        let database = String(try #require(URLComponents(string: url)).path.dropFirst())
+        try await fanOutSurvives(url: url) {
+            for _ in 0..<4 {
+                try await TestPostgres.execute(url, """
+                    SELECT pg_terminate_backend(pid)::text FROM pg_stat_activity
+                    WHERE datname = '\(database)' AND pid <> pg_backend_pid()
+                    """)
+                try await Task.sleep(for: .milliseconds(400))
+            }
+        }
+    }
+
+    /// A 40-item fan-out on two workers, disturbed by `disrupt` once a few items are done, completes with
+    /// every item processed, each stage and the run ended once, and the join run once.
+    func fanOutSurvives(url: String, disrupt: () async throws -> Void) async throws {
+        let cli = CLI(dir: try TemporaryDirectory(prefix: "pg-faults"))
         try """
-            name: restart
+            name: faults
             stages:
               discover:
                 shell: "for i in $(seq 1 40); do echo \\"{\\\\\\"id\\\\\\": $i}\\"; done"
@@ -136,12 +159,9 @@ struct PostgresRestartTests {
         try await cli.wait(seconds: 60) {
             ((try? String(contentsOfFile: cli.dir.file("processed"), encoding: .utf8)) ?? "").split(separator: "\n").count >= 8
         }
-        // Three fast restarts a moment apart: each drops every connection, in the middle of claims and completions.
-        for pause in [0.3, 0.7, 0.0] {
-            try await server.restart()
-            try await Task.sleep(for: .seconds(pause))
-        }
+        try await disrupt()
         try await cli.wait(seconds: 120) { workers.allSatisfy { !$0.isRunning } }
+        #expect(workers.allSatisfy { $0.terminationStatus == 0 }, "the workers exit 0 once the run is done")
         let show = try cli.run(["show", id, "--json", "--all-tasks", "--state", url])
         let report = try #require(try JSONSerialization.jsonObject(with: Data(show.stdout.utf8)) as? [String: Any], "\(show.output)")
         #expect(report["status"] as? String == "success")
@@ -155,5 +175,48 @@ struct PostgresRestartTests {
         #expect(try await TestPostgres.execute(url, "SELECT count(*)::text FROM events WHERE run_id = '\(id)' AND event = 'stage.success'") == ["3"],
                 "each stage ended once")
         #expect(try await TestPostgres.execute(url, "SELECT count(*)::text FROM events WHERE run_id = '\(id)' AND event = 'run.success'") == ["1"])
+    }
+
+    /// A worker paused (SIGSTOP) past its lease, as a partitioned or swapped-out machine is: another worker
+    /// takes the task over and finishes it; when the paused worker resumes, nothing it reports replaces
+    /// the attempt that replaced its own.
+    @Test func aPausedWorkersLateResultDoesNotOverwriteTheAttemptThatReplacedIt() async throws {
+        let url = try await TestPostgres.freshDatabase()
+        let cli = CLI(dir: try TemporaryDirectory(prefix: "pg-sigstop"))
+        try """
+            name: paused
+            stages:
+              only:
+                grace: 1s
+                run: ["sh", "-c", "echo $SLUICE_ATTEMPT >> started; if [ $SLUICE_ATTEMPT = 1 ]; then sleep 6; fi; echo $SLUICE_ATTEMPT >> finished"]
+            """.write(toFile: cli.dir.file("p.yml"), atomically: true, encoding: .utf8)
+        let id = try cli.run(["run", "p.yml", "--detach", "--state", url]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let paused = try cli.start(["worker", "--state", url, "--lease", "2s", "--poll", "100ms"])
+        defer { if paused.isRunning { kill(paused.processIdentifier, SIGKILL) } }
+        try await cli.wait { lines(cli, "started") == ["1"] }
+        kill(paused.processIdentifier, SIGSTOP)
+        // Its command keeps running (its own process group); the lease runs out.
+        let other = try cli.run(["worker", "--state", url, "--lease", "2s", "--poll", "100ms", "--exit-when-idle"])
+        #expect(other.status == 0, "\(other.output)")
+        kill(paused.processIdentifier, SIGCONT)
+        // The resumed worker finds it no longer holds the task; whatever it then reports is refused.
+        try await Task.sleep(for: .seconds(3))
+        kill(paused.processIdentifier, SIGTERM)
+        try await cli.wait { !paused.isRunning }
+        #expect(paused.terminationStatus == 0)
+        let show = try cli.run(["show", id, "--json", "--all-tasks", "--state", url])
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(show.stdout.utf8)) as? [String: Any], "\(show.output)")
+        #expect(report["status"] as? String == "success")
+        let stages = (report["stages"] as? [[String: Any]]) ?? []
+        let attempts = stages.flatMap { ($0["tasks"] as? [[String: Any]]) ?? [] }.flatMap { ($0["attempts"] as? [[String: Any]]) ?? [] }
+        #expect(attempts.map { $0["outcome"] as? String ?? "" } == ["lost", "success"], "the replacing attempt's success stands")
+        #expect(lines(cli, "started") == ["1", "2"])
+        #expect(lines(cli, "finished") == ["2"], "the first attempt's command was stopped when its task was taken over")
+        #expect(try await TestPostgres.execute(url, "SELECT count(*)::text FROM events WHERE run_id = '\(id)' AND event = 'stage.success'") == ["1"])
+        #expect(try await TestPostgres.execute(url, "SELECT outcome FROM attempts ORDER BY number") == ["lost", "success"])
+    }
+
+    func lines(_ cli: CLI, _ file: String) -> [String] {
+        ((try? String(contentsOfFile: cli.dir.file(file), encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
     }
 }
