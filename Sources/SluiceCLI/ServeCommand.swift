@@ -36,12 +36,15 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "On shutdown, how long running runs may take to finish before they are cancelled.") var grace: String = "60s"
     @Option(help: ArgumentHelp("Serve the HTTP API here (POST /api/pipelines/NAME/runs with a token from `sluice token create`).",
                                valueName: "host:port")) var http: String?
+    @Option(help: ArgumentHelp("Replicas sharing a store elect one to fire schedules; when it dies another takes over within this time.",
+                               valueName: "duration")) var leaderLease: String = "15s"
     @OptionGroup var state: StateOptions
 
     func run() async throws {
         try await guarded {
             var options = Server.Options()
             options.grace = try WorkerCommand.duration(grace, "--grace")
+            options.leaderLease = try WorkerCommand.duration(leaderLease, "--leader-lease")
             let engine = try await state.engine()
             let server = Server(engine: engine, catalog: served.catalog(), options: options) { line in
                 Terminal.note("\(Date().formatted(.iso8601)) \(line)")

@@ -21,6 +21,9 @@ public struct Server: Service {
         public var tick: Duration = .seconds(1)
         /// How often pipeline files are looked at for changes.
         public var reload: Duration = .seconds(2)
+        /// The schedule leader's lease: replicas sharing a store elect one to fire schedules; when it
+        /// dies, another takes over within this time. Renewed every third of it.
+        public var leaderLease: Duration = .seconds(15)
         public init() {}
     }
 
@@ -38,6 +41,9 @@ public struct Server: Service {
 
     var time: any TimeSource { engine.time }
     let manual = ManualStarts()
+    /// This replica's name in the schedule leader's lease.
+    let identity = "serve \(ProcessInfo.processInfo.hostName) pid \(getpid()) \(UUID().uuidString.prefix(8))"
+    static let leaderLeaseName = "serve.schedules"
 
     /// A pipeline this server serves.
     public func pipeline(named name: String) -> PipelineSpec? { catalog.withLock { $0.entries[name]?.spec } }
@@ -75,6 +81,8 @@ public struct Server: Service {
         var next: [String: Date] = [:]        // next scheduled firing, by pipeline
         var lastReload = ContinuousClock.now - options.reload
         var firstLook = true
+        var leader = false
+        var leaseDue = ContinuousClock.now
         try await withThrowingDiscardingTaskGroup { runs in
             while !Task.isShuttingDownGracefully && !Task.isCancelled {
                 for job in manual.drain() {
@@ -96,20 +104,30 @@ public struct Server: Service {
                     for name in changes.removed { next[name] = nil }
                     for spec in changes.loaded {
                         next[spec.name] = nil
-                        guard let schedule = spec.schedule else { continue }
-                        // Firings missed while nothing served this pipeline, by its policy.
-                        let now = time.now()
-                        let missed = schedule.missedFires(last: try await lastScheduled(spec.name), now: now)
-                        if !missed.isEmpty {
-                            // In time order: each catch-up is started before the next one is tried.
-                            runs.addTask { await catchUp(spec, missed, active: active) }
+                        if leader { try await arm(spec, next: &next, runs: &runs, active: active) }
+                    }
+                }
+                // One replica fires schedules: the holder of the leader's lease in the store.
+                if ContinuousClock.now >= leaseDue {
+                    leaseDue = ContinuousClock.now + options.leaderLease / 3
+                    let now = time.now()
+                    let held = (try? await engine.store.acquireLease(Self.leaderLeaseName, holder: identity,
+                                                                     until: now.addingTimeInterval(options.leaderLease.seconds), now: now)) ?? false
+                    if held != leader {
+                        leader = held
+                        next = [:]
+                        if leader {
+                            if scheduled { say("this replica fires the schedules now (it holds the leader's lease)") }
+                            // Taking over: what the previous leader missed follows each pipeline's missed-run policy.
+                            for spec in catalog.withLock({ $0.pipelines }) { try await arm(spec, next: &next, runs: &runs, active: active) }
+                        } else if scheduled {
+                            say("another replica fires the schedules (it holds the leader's lease); this one serves the other triggers")
                         }
-                        next[spec.name] = schedule.nextFire(after: now)
                     }
                 }
                 let now = time.now()
                 for spec in catalog.withLock({ $0.pipelines }) {
-                    if let schedule = spec.schedule, var due = next[spec.name], due <= now {
+                    if leader, let schedule = spec.schedule, var due = next[spec.name], due <= now {
                         // Normally one firing is due; more only after a pause (a suspended machine): the
                         // latest fires, the older ones follow the missed-run policy.
                         var overdue: [Date] = []
@@ -139,6 +157,7 @@ public struct Server: Service {
                     }
                 }
             }
+            if leader { try? await engine.store.releaseLease(Self.leaderLeaseName, holder: identity) }
             say("shutting down: no more triggers; \(active.count) running run(s) may finish within \(DurationText.format(options.grace))")
             let deadline = ContinuousClock.now + options.grace
             while active.count > 0 && ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(100)) }
@@ -165,6 +184,22 @@ public struct Server: Service {
             say("error: \(file) does not validate; the version loaded before (if any) stays in service:")
             for d in diagnostics { say("  \(d.description)") }
         }
+    }
+
+    /// Whether any served pipeline has a schedule (leadership is only worth mentioning then).
+    var scheduled: Bool { catalog.withLock { $0.pipelines.contains { $0.schedule != nil } } }
+
+    /// Sets the next firing of `spec`'s schedule, after starting the firings missed since the last one
+    /// recorded (by any replica), by its missed-run policy.
+    func arm(_ spec: PipelineSpec, next: inout [String: Date], runs: inout ThrowingDiscardingTaskGroup<any Error>, active: ActiveRuns) async throws {
+        guard let schedule = spec.schedule else { return }
+        let now = time.now()
+        let missed = schedule.missedFires(last: try await lastScheduled(spec.name), now: now)
+        if !missed.isEmpty {
+            // In time order: each catch-up is started before the next one is tried.
+            runs.addTask { await catchUp(spec, missed, active: active) }
+        }
+        next[spec.name] = schedule.nextFire(after: now)
     }
 
     /// The time of the last scheduled firing recorded for `pipeline` (by this server or any other).
