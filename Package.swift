@@ -54,7 +54,7 @@ let package = Package(
                 swiftSettings: upcoming),
         .target(name: "SluiceMail",
                 dependencies: [.product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
-                               .product(name: "NIOSSL", package: "swift-nio-ssl")],
+                               .product(name: "NIOConcurrencyHelpers", package: "swift-nio"), .product(name: "NIOSSL", package: "swift-nio-ssl")],
                 swiftSettings: upcoming),
         .target(name: "SluiceTriggers",
                 dependencies: ["SluiceCore", "SluiceStore", "SluiceEngine", "SluiceDefinition", "SluiceSupervisor", "SluiceMail",

@@ -1,4 +1,5 @@
 import Foundation
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import NIOSSL
@@ -77,6 +78,7 @@ public final class IMAPClient {
     let channel: any Channel
     private var events: AsyncThrowingStream<IMAPEvent, any Error>.AsyncIterator
     private let continuation: AsyncThrowingStream<IMAPEvent, any Error>.Continuation
+    private let forwarder: IMAPForwarder
     private var nextTag = 1
     private var timerID = 0
     /// What the server said it can do (uppercased), refreshed after STARTTLS and login.
@@ -84,9 +86,10 @@ public final class IMAPClient {
     /// Untagged responses that arrived between commands (EXISTS during IDLE, ...).
     private var pendingUntagged: [IMAPResponse] = []
 
-    private init(configuration: Configuration, channel: any Channel,
+    private init(configuration: Configuration, channel: any Channel, forwarder: IMAPForwarder,
                  events: AsyncThrowingStream<IMAPEvent, any Error>, continuation: AsyncThrowingStream<IMAPEvent, any Error>.Continuation) {
         self.configuration = configuration
+        self.forwarder = forwarder
         self.channel = channel
         self.events = events.makeAsyncIterator()
         self.continuation = continuation
@@ -99,6 +102,7 @@ public final class IMAPClient {
         let (stream, continuation) = AsyncThrowingStream<IMAPEvent, any Error>.makeStream()
         let sslContext: NIOSSLContext? = configuration.security == .none ? nil : try makeSSLContext(configuration)
         let hostname = isIPAddress(configuration.host) ? nil : configuration.host
+        let forwarder = IMAPForwarder(continuation)
         let channel: any Channel
         do {
             channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
@@ -109,14 +113,14 @@ public final class IMAPClient {
                             try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: sslContext, serverHostname: hostname))
                         }
                         try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(IMAPResponseDecoder()))
-                        try channel.pipeline.syncOperations.addHandler(IMAPForwarder(continuation))
+                        try channel.pipeline.syncOperations.addHandler(forwarder)
                     }
                 }
                 .connect(host: configuration.host, port: configuration.port).get()
         } catch {
             throw IMAPError(.connect, "cannot connect to the IMAP server \(configuration.server): \(describeConnect(error)); check the host and port in the mailbox address and that the server is running")
         }
-        let client = IMAPClient(configuration: configuration, channel: channel, events: stream, continuation: continuation)
+        let client = IMAPClient(configuration: configuration, channel: channel, forwarder: forwarder, events: stream, continuation: continuation)
         do {
             let greeting = try await client.nextResponse(timeout: configuration.commandTimeout)
             if greeting.status == "BYE" {
@@ -250,7 +254,8 @@ public final class IMAPClient {
         do {
             try await channel.writeAndFlush(buffer)
         } catch {
-            throw Self.classify(error, configuration)
+            // A write on a connection that TLS just closed: the TLS error says why.
+            throw Self.classify(forwarder.failure.withLockedValue { $0 } ?? error, configuration)
         }
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import NIOConcurrencyHelpers
 import NIOCore
 
 /// One response from an IMAP server: its text (literals shown as `{n}` where they stood) and the
@@ -97,6 +98,8 @@ final class IMAPForwarder: ChannelInboundHandler, Sendable {
     typealias InboundIn = IMAPResponse
 
     let continuation: AsyncThrowingStream<IMAPEvent, any Error>.Continuation
+    /// The error that ended the connection (a TLS handshake failure), for a write that failed after it.
+    let failure = NIOLockedValueBox<(any Error)?>(nil)
 
     init(_ continuation: AsyncThrowingStream<IMAPEvent, any Error>.Continuation) { self.continuation = continuation }
 
@@ -110,6 +113,7 @@ final class IMAPForwarder: ChannelInboundHandler, Sendable {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        failure.withLockedValue { if $0 == nil { $0 = error } }
         continuation.finish(throwing: error)
         context.close(promise: nil)
     }

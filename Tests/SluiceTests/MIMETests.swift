@@ -169,9 +169,20 @@ struct MIMETests {
                error: "base64 does not use"),
         Broken(name: "unknown transfer encoding", message: "Content-Transfer-Encoding: x-rot13\n\nuryyb\n", error: "unknown Content-Transfer-Encoding"),
         Broken(name: "nesting too deep",
-               message: "Content-Type: multipart/mixed; boundary=b\n\n" + String(repeating: "--b\nContent-Type: multipart/mixed; boundary=b\n\n", count: 30) + "--b--\n",
+               message: nested(30),
                error: "nest deeper"),
     ]
+
+    /// Multiparts nested `depth` deep, each well formed.
+    static func nested(_ depth: Int) -> String {
+        (0..<depth).reversed().reduce("Content-Type: text/plain\n\ninnermost") { inner, level in
+            "Content-Type: multipart/mixed; boundary=b\(level)\n\n--b\(level)\n\(inner)\n--b\(level)--\n"
+        }
+    }
+
+    @Test func nestingWithinTheLimitParses() throws {
+        #expect(try MIME.parse(Self.bytes(Self.nested(10))).text == "innermost")
+    }
 
     @Test(arguments: broken)
     func brokenStructureIsAnErrorNotACrash(_ c: Broken) {
