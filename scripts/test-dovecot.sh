@@ -86,8 +86,16 @@ service imap-login {
     ssl = yes
   }
 }
+# Tests log in often and in parallel from 127.0.0.1, some with a wrong password on purpose: no growing
+# penalty for failed logins (the first failure is still delayed 2 s), no cap on connections per user+IP.
 service anvil {
   chroot =
+  unix_listener anvil-auth-penalty {
+    mode = 0
+  }
+}
+protocol imap {
+  mail_max_userip_connections = 1000
 }
 service stats {
   unix_listener stats-reader {

@@ -94,7 +94,7 @@ struct Schedules: AsyncParsableCommand {
                 }
             }
             if rows.isEmpty {
-                if changes.rejected.isEmpty { print("no triggers: add `schedule:` or `on_files:` to a pipeline (see docs/serve.md)") }
+                if changes.rejected.isEmpty { print("no triggers: add `schedule:`, `on_files:` or `on_mail:` to a pipeline (see docs/serve.md)") }
             } else {
                 print(Terminal.table(["PIPELINE", "TRIGGER", "NEXT", "MISSED", "OVERLAP"], rows))
             }

@@ -264,7 +264,7 @@ public final class IMAPClient {
         return "S\(nextTag)"
     }
 
-    /// Sends a command and collects the untagged responses until its tagged answer; NO or BAD throw
+    /// Sends a command and collects the untagged responses and then its tagged OK; NO or BAD throw
     /// `failure` with the server's text. `display` replaces the command in messages (secrets).
     @discardableResult
     func run(_ command: String, display: String? = nil, failure: IMAPError.Code = .command) async throws -> [IMAPResponse] {
@@ -278,6 +278,7 @@ public final class IMAPClient {
                     let what = display ?? String(command.prefix { $0 != " " })
                     throw IMAPError(failure, "the IMAP server \(configuration.server) answered \(response.status ?? "?") to \(what): \(response.statusText)")
                 }
+                untagged.append(response)   // the tagged OK last: its [CODE] may matter (READ-ONLY)
                 return untagged
             }
             if response.tag == "*" && response.status == "BYE" {
