@@ -203,6 +203,29 @@ final class LogLines: Sendable {
     var all: [String] { lines.withLock { $0 } }
 }
 
+extension IMAPClientTests {
+    /// A 50 MB attachment through Dovecot: appended, fetched and decoded. Slow in debug builds, so it runs
+    /// only with SLUICE_TEST_LARGE_MAIL=1.
+    @Test func aFiftyMegabyteAttachmentArrivesWhole() async throws {
+        guard ProcessInfo.processInfo.environment["SLUICE_TEST_LARGE_MAIL"] == "1" else {
+            try Test.cancel("the 50 MB message test runs only with SLUICE_TEST_LARGE_MAIL=1")
+        }
+        let server = try TestIMAP.server()
+        let folder = try await server.folder()
+        let payload = (0..<(50 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 2654435761 >> 13) }
+        let encoded = Data(payload).base64EncodedString(options: [.lineLength76Characters, .endLineWithCarriageReturn, .endLineWithLineFeed])
+        var message = MIMETests.bytes("Subject: SI big\nMessage-ID: <big@example.com>\nContent-Type: multipart/mixed; boundary=zz\n\n--zz\nContent-Disposition: attachment; filename=big.bin\nContent-Transfer-Encoding: base64\n\n")
+        message += Array(encoded.utf8) + MIMETests.bytes("\n--zz--\n")
+        let client = try await server.client()
+        try await client.append(message, to: folder)
+        try await client.select(folder)
+        let uid = try #require(try await client.searchUnseen().first)
+        let parsed = try MIME.parse(try await client.fetchMessage(uid))
+        #expect(parsed.attachments.first?.data == payload)
+        await client.logout()
+    }
+}
+
 /// `sluice serve`'s mailbox trigger, in process, against Dovecot and a SQLite store.
 @Suite("Mailbox: serve routes messages to pipelines")
 struct MailServeTests {
