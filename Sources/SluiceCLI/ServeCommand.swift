@@ -23,9 +23,9 @@ struct ServedPipelines: ParsableArguments {
 
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Run pipelines on their own: schedules (cron, every) and file arrivals.",
+        abstract: "Run pipelines on their own: schedules (cron, every), file arrivals and mailboxes.",
         discussion: """
-            Serves every pipeline file given (or every *.yml in the folders given): each `schedule:` and `on_files:`
+            Serves every pipeline file given (or every *.yml in the folders given): each `schedule:`, `on_files:` and `on_mail:`
             trigger fires runs, executed here with the same engine as `sluice run`. A changed file is loaded again;
             a file that no longer validates keeps its previous version in service. Every firing has an idempotency
             key, so a restart or a second `serve` on the same store never starts the same run twice.
@@ -92,9 +92,12 @@ struct Schedules: AsyncParsableCommand {
                 if let files = spec.onFiles {
                     rows.append([spec.name, "files \(files.glob) (settle \(DurationText.format(files.settle)))", "on arrival", "-", spec.overlap.rawValue])
                 }
+                if let mail = spec.onMail {
+                    rows.append([spec.name, mail.summary, "on arrival", "-", spec.overlap.rawValue])
+                }
             }
             if rows.isEmpty {
-                if changes.rejected.isEmpty { print("no triggers: add `schedule:` or `on_files:` to a pipeline (see docs/serve.md)") }
+                if changes.rejected.isEmpty { print("no triggers: add `schedule:`, `on_files:` or `on_mail:` to a pipeline (see docs/serve.md)") }
             } else {
                 print(Terminal.table(["PIPELINE", "TRIGGER", "NEXT", "MISSED", "OVERLAP"], rows))
             }

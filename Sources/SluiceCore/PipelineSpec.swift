@@ -14,6 +14,8 @@ public struct PipelineSpec: Sendable, Codable, Hashable {
     public var schedule: Schedule?
     /// Files whose arrival starts a run under `sluice serve`.
     public var onFiles: FileTrigger?
+    /// Messages in a mailbox that start a run under `sluice serve`.
+    public var onMail: MailTrigger?
     public var overlap: OverlapPolicy
     /// Maximum number of tasks running at once in one run.
     public var concurrency: Int
@@ -28,13 +30,14 @@ public struct PipelineSpec: Sendable, Codable, Hashable {
     public var stages: [StageSpec]
 
     public init(name: String, description: String? = nil, schedule: Schedule? = nil, onFiles: FileTrigger? = nil,
-                overlap: OverlapPolicy = .skip, concurrency: Int = 4,
+                onMail: MailTrigger? = nil, overlap: OverlapPolicy = .skip, concurrency: Int = 4,
                 params: [String: String] = [:], env: [String: String] = [:],
                 root: String, sourceFile: String? = nil, stages: [StageSpec]) {
         self.name = name
         self.description = description
         self.schedule = schedule
         self.onFiles = onFiles
+        self.onMail = onMail
         self.overlap = overlap
         self.concurrency = concurrency
         self.params = params

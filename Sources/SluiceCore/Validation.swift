@@ -24,6 +24,12 @@ public enum SpecValidation {
         if let files = spec.onFiles, files.glob.hasPrefix("/") || files.glob.split(separator: "/").contains("..") {
             problems.append("on_files glob '\(files.glob)' leaves the pipeline's folder; write it relative, without '..'")
         }
+        if let mail = spec.onMail {
+            problems += MailTrigger.problems(subjectRegex: mail.subjectRegex, attachments: mail.attachments, auth: mail.auth)
+            if (mail.passwordEnv == nil) == (mail.passwordFile == nil) {
+                problems.append("on_mail needs exactly one of password_env and password_file")
+            }
+        }
         var seen: Set<StageName> = []
         for stage in spec.stages {
             if !seen.insert(stage.name).inserted {

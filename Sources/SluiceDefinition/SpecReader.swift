@@ -8,9 +8,11 @@ struct SpecReader {
     let root: String
     var diagnostics: [Diagnostic] = []
 
-    static let pipelineKeys = ["name", "description", "schedule", "on_files", "overlap", "concurrency", "params", "env", "stages"]
+    static let pipelineKeys = ["name", "description", "schedule", "on_files", "on_mail", "overlap", "concurrency", "params", "env", "stages"]
     static let scheduleKeys = ["cron", "every", "timezone", "missed", "max_missed"]
     static let fileTriggerKeys = ["glob", "settle"]
+    static let mailTriggerKeys = ["mailbox", "password_env", "password_file", "ca_file", "auth", "subject_contains",
+                                  "subject_regex", "from", "attachments", "poll", "max_size"]
     static let stageKeys = ["description", "needs", "run", "shell", "env", "workdir", "timeout", "hang_after",
                             "done_when", "grace", "retries", "when", "proceed_if", "for_each", "concurrency", "queue",
                             "max_failed_items"]
@@ -179,6 +181,7 @@ struct SpecReader {
         let description = byKey["description"].flatMap { string($0.1, "description") }
         let schedule = byKey["schedule"].flatMap { readSchedule($0.1) }
         let onFiles = byKey["on_files"].flatMap { readFileTrigger($0.1) }
+        let onMail = byKey["on_mail"].flatMap { readMailTrigger($0.1) }
         var overlap = OverlapPolicy.skip
         if let (_, v) = byKey["overlap"], let s = string(v, "overlap") {
             if let o = OverlapPolicy(rawValue: s) { overlap = o } else {
@@ -203,6 +206,7 @@ struct SpecReader {
             }
         }
         if onFiles != nil { FileTrigger.declareParams(in: &params) }
+        if onMail != nil { MailTrigger.declareParams(in: &params) }
         var envNames: [String: String] = [:]
         for name in params.keys.sorted() {
             let envName = "SLUICE_PARAM_" + name.uppercased()
@@ -235,7 +239,7 @@ struct SpecReader {
         }
 
         checkGraph(stages, nodes: stageNodes)
-        return PipelineSpec(name: name, description: description, schedule: schedule, onFiles: onFiles, overlap: overlap,
+        return PipelineSpec(name: name, description: description, schedule: schedule, onFiles: onFiles, onMail: onMail, overlap: overlap,
                             concurrency: concurrency, params: params, env: env, root: root,
                             sourceFile: file, stages: stages)
     }
@@ -484,6 +488,96 @@ struct SpecReader {
         var settle: Duration = .seconds(10)
         if let (_, v) = byKey["settle"], let d = duration(v, "on_files.settle") { settle = d }
         return FileTrigger(glob: glob, settle: settle)
+    }
+
+    mutating func readMailTrigger(_ node: Node) -> MailTrigger? {
+        guard let entries = mapping(node, "on_mail") else { return nil }
+        if let (_, keyNode, _) = entries.first(where: { $0.0 == "password" }) {
+            error("on_mail.password: a password never goes in a pipeline file", keyNode,
+                  hint: "put it in an environment variable (password_env: SLUICE_MAIL_PASSWORD) or a file readable only by you (password_file: /etc/sluice/mail-password)")
+            return nil
+        }
+        checkKeys(entries, allowed: Self.mailTriggerKeys, in: "on_mail")
+        let byKey = Dictionary(entries.map { ($0.0, ($0.1, $0.2)) }, uniquingKeysWith: { a, _ in a })
+        guard let (_, m) = byKey["mailbox"] else {
+            error("on_mail needs mailbox:", node, hint: "e.g. `mailbox: \"imaps://user@mail.example.com:993/INBOX\"`")
+            return nil
+        }
+        guard let text = string(m, "on_mail.mailbox") else { return nil }
+        let mailbox: MailboxAddress
+        do throws(MailboxAddress.ParseError) { mailbox = try MailboxAddress(parsing: text) } catch {
+            self.error("on_mail.mailbox '\(error == .password ? "(hidden)" : text)' \(error.message)", m,
+                  hint: "e.g. imaps://user@mail.example.com:993/INBOX (TLS) or imap://user@mail.example.com/INBOX (STARTTLS)")
+            return nil
+        }
+        var ok = true
+        var trigger = MailTrigger(mailbox: mailbox, location: location(node))
+        if let (_, v) = byKey["password_env"], let name = string(v, "on_mail.password_env") {
+            if name.isEmpty || !name.unicodeScalars.allSatisfy({ $0.isASCII && (CharacterSet.alphanumerics.contains($0) || $0 == "_") }) {
+                error("on_mail.password_env '\(name)' is not an environment variable name", v, hint: "e.g. SLUICE_MAIL_PASSWORD")
+                ok = false
+            }
+            trigger.passwordEnv = name
+        }
+        if let (_, v) = byKey["password_file"], let path = string(v, "on_mail.password_file") {
+            trigger.passwordFile = path.hasPrefix("/") ? path : (root as NSString).appendingPathComponent(path)
+        }
+        if trigger.passwordEnv == nil && trigger.passwordFile == nil {
+            error("on_mail needs password_env: or password_file:", node,
+                  hint: "name the environment variable that holds the password (password_env: SLUICE_MAIL_PASSWORD) or a file holding it")
+            ok = false
+        } else if trigger.passwordEnv != nil && trigger.passwordFile != nil {
+            error("on_mail has both password_env and password_file; give one", byKey["password_file"]?.1)
+            ok = false
+        }
+        if let (_, v) = byKey["ca_file"], let path = string(v, "on_mail.ca_file") {
+            trigger.caFile = path.hasPrefix("/") ? path : (root as NSString).appendingPathComponent(path)
+        }
+        if let (_, v) = byKey["auth"], let auth = string(v, "on_mail.auth") {
+            if ["auto", "plain", "login"].contains(auth) { trigger.auth = auth } else {
+                error("on_mail.auth must be auto, plain or login; got '\(auth)'", v, hint: Suggest.hint(for: auth, in: ["auto", "plain", "login"]))
+                ok = false
+            }
+        }
+        if let (_, v) = byKey["subject_contains"], let s = string(v, "on_mail.subject_contains") {
+            if s.isEmpty { error("on_mail.subject_contains is empty", v, hint: "leave it out to take every subject"); ok = false }
+            trigger.subjectContains = s
+        }
+        if let (_, v) = byKey["subject_regex"], let s = string(v, "on_mail.subject_regex") {
+            do { _ = try Regex(s) } catch {
+                self.error("on_mail.subject_regex '\(s)' is not a regular expression: \(error)", v,
+                           hint: "e.g. '^(?i)asegurados salud' ; quote it in YAML")
+                ok = false
+            }
+            trigger.subjectRegex = s
+        }
+        if let (_, v) = byKey["from"], let s = string(v, "on_mail.from") { trigger.from = s }
+        if let (_, v) = byKey["attachments"], let s = string(v, "on_mail.attachments") {
+            if s.isEmpty || s.hasPrefix("/") || s.hasPrefix("~") || s.split(separator: "/").contains("..") {
+                error("on_mail.attachments '\(s)' leaves the pipeline's folder", v, hint: "write a folder relative to the pipeline's folder, without '..' (e.g. mail)")
+                ok = false
+            }
+            trigger.attachments = s
+        }
+        if let (_, v) = byKey["poll"], let d = positiveDuration(v, "on_mail.poll") { trigger.poll = d }
+        if let (_, v) = byKey["max_size"], let s = string(v, "on_mail.max_size") {
+            if let size = Self.byteSize(s) { trigger.maxSize = size } else {
+                error("on_mail.max_size '\(s)' is not a size", v, hint: "e.g. 25MB, 500KB or a number of bytes")
+                ok = false
+            }
+        }
+        return ok ? trigger : nil
+    }
+
+    /// `25MB`, `500KB`, `1GB` or bytes.
+    static func byteSize(_ text: String) -> Int? {
+        let t = text.trimmingCharacters(in: .whitespaces).uppercased()
+        for (suffix, factor) in [("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10), ("B", 1)] where t.hasSuffix(suffix) {
+            guard let n = Int(t.dropLast(suffix.count).trimmingCharacters(in: .whitespaces)), n > 0 else { return nil }
+            return n * factor
+        }
+        guard let n = Int(t), n > 0 else { return nil }
+        return n
     }
 
     mutating func positiveDuration(_ node: Node, _ what: String) -> Duration? {

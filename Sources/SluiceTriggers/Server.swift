@@ -6,7 +6,7 @@ import SluiceStore
 import SluiceSupervisor
 import Synchronization
 
-/// `sluice serve`: fires every trigger the served pipelines declare (schedules, file arrivals) and
+/// `sluice serve`: fires every trigger the served pipelines declare (schedules, file arrivals, mailboxes) and
 /// executes the runs they start with the same engine as `sluice run`.
 ///
 /// Every firing carries an idempotency key — the pipeline and the scheduled time, or the pipeline and
@@ -78,6 +78,7 @@ public struct Server: Service {
     public func run() async throws {
         let active = ActiveRuns()
         let files = FileLedger()
+        let mailboxes = MailWatchers()
         var next: [String: Date] = [:]        // next scheduled firing, by pipeline
         var lastReload = ContinuousClock.now - options.reload
         var firstLook = true
@@ -105,6 +106,13 @@ public struct Server: Service {
                     for spec in changes.loaded {
                         next[spec.name] = nil
                         if leader { try await arm(spec, next: &next, runs: &runs, active: active) }
+                    }
+                    // One watcher per mailbox, however many pipelines route from it.
+                    for mailbox in Set(catalog.withLock { $0.pipelines }.compactMap(\.onMail?.mailbox)) where mailboxes.claim(mailbox) {
+                        runs.addTask {
+                            await watchMailbox(mailbox)
+                            mailboxes.release(mailbox)
+                        }
                     }
                 }
                 // One replica fires schedules: the holder of the leader's lease in the store.
@@ -177,6 +185,7 @@ public struct Server: Service {
             var triggers: [String] = []
             if let schedule = spec.schedule { triggers.append(schedule.summary) }
             if let files = spec.onFiles { triggers.append("files \(files.glob) (settle \(DurationText.format(files.settle)))") }
+            if let mail = spec.onMail { triggers.append(mail.summary) }
             say("serving '\(spec.name)'\(spec.sourceFile.map { " from \($0)" } ?? ""): \(triggers.isEmpty ? "no triggers" : triggers.joined(separator: "; "))")
         }
         for name in changes.removed { say("no longer serving '\(name)' (its file is gone or renamed)") }
