@@ -156,6 +156,16 @@ public final class SQLiteStateStore: StateStore {
                   name TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, created_at REAL NOT NULL, revoked_at REAL);
                 """)
         }
+        m.registerMigration("v8-artifact-versions") { db in
+            // Versioned outputs (C13): which run published which version with which hash.
+            try db.execute(sql: """
+                CREATE TABLE artifact_versions (
+                  pipeline TEXT NOT NULL, name TEXT NOT NULL, version INTEGER NOT NULL, sha256 TEXT NOT NULL,
+                  size INTEGER NOT NULL, created_at REAL NOT NULL, run_id TEXT, stage TEXT, root TEXT NOT NULL,
+                  file TEXT NOT NULL, annotations TEXT NOT NULL, PRIMARY KEY (pipeline, name, version));
+                CREATE INDEX artifact_versions_run ON artifact_versions (run_id);
+                """)
+        }
         return m
     }
 
