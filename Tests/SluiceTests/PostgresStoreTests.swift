@@ -57,7 +57,7 @@ struct PostgresStoreTests {
             async let a = PostgresStateStore.open(url: url)
             async let b = PostgresStateStore.open(url: url)
             let (first, second) = try await (a, b)
-            #expect(try await TestPostgres.execute(url, "SELECT version::text FROM sluice_schema_migrations ORDER BY version") == ["1", "2"], "each migration applied once")
+            #expect(try await TestPostgres.execute(url, "SELECT version::text FROM sluice_schema_migrations ORDER BY version") == ["1", "2", "3"], "each migration applied once")
             #expect(try await first.openRuns(limit: 1).isEmpty)
             #expect(try await second.openRuns(limit: 1).isEmpty)
             await first.close()
