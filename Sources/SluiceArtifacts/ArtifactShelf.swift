@@ -269,6 +269,7 @@ public struct ArtifactShelf: Sendable {
                     try FileIO.syncDirectory(newestDir)
                 }
                 CrashPoint.here("moved-old")
+                try CrashPoint.failure("moved-old", historicalDir)
                 let version = ArtifactVersion(version: number, file: Self.newest + "/" + fileName, sha256: copied.hash, size: copied.size,
                                               createdAt: now, pipeline: publisher.pipeline, stage: publisher.stage, runID: publisher.runID,
                                               source: output.path, annotations: publisher.annotations)

@@ -27,9 +27,17 @@ public enum CrashPoint {
     public static let variable = "SLUICE_ARTIFACTS_CRASH_AT"
     public static let all = ["copy-half", "temp-synced", "renamed", "moved-old", "index-temp-written", "index-renamed", "retention"]
     static let armed = ProcessInfo.processInfo.environment[variable]
+    /// `SLUICE_ARTIFACTS_FAIL_AT=<point>`: the write at that point fails as on a full disk (ENOSPC).
+    public static let failVariable = "SLUICE_ARTIFACTS_FAIL_AT"
+    public static let failurePoints = ["copy-half", "moved-old", "index-temp-written"]
+    static let failArmed = ProcessInfo.processInfo.environment[failVariable]
 
     static func here(_ point: String) {
         if armed == point { kill(getpid(), SIGKILL) }
+    }
+
+    static func failure(_ point: String, _ path: String) throws(IOFailure) {
+        if failArmed == point { throw IOFailure("write", path, ENOSPC) }
     }
 }
 
@@ -98,7 +106,10 @@ enum FileIO {
             }
             hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
             size += Int64(n)
-            if crashPoints { CrashPoint.here("copy-half") }
+            if crashPoints {
+                CrashPoint.here("copy-half")
+                try CrashPoint.failure("copy-half", temp)
+            }
         }
         guard fsync(output) == 0 else { throw IOFailure("fsync", temp) }
         closed = true
@@ -139,7 +150,10 @@ enum FileIO {
         if written < 0 { let code = errno; close(fd); throw IOFailure("write", temp, code) }
         if fsync(fd) != 0 { let code = errno; close(fd); throw IOFailure("fsync", temp, code) }
         guard close(fd) == 0 else { throw IOFailure("close", temp) }
-        if let crashPoint { CrashPoint.here(crashPoint) }
+        if let crashPoint {
+            CrashPoint.here(crashPoint)
+            try CrashPoint.failure(crashPoint, temp)
+        }
         try rename(temp, path)
         ok = true
         try syncDirectory(directory)

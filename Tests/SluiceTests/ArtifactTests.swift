@@ -163,8 +163,7 @@ struct ArtifactShelfTests {
         #expect(ArtifactFolder(root, "data.csv").files("historical").isEmpty)
     }
 
-    @Test func anUnwritableHistoricalFolderLeavesThePreviousVersion() throws {
-        guard getuid() != 0 else { return } // root ignores permissions
+    @Test func anUnreadableHistoricalFolderLeavesThePreviousVersion() throws {
         let root = try TemporaryDirectory(prefix: "artifacts")
         let shelf = ArtifactShelf(root: root.path)
         let output = OutputSpec(path: "data.csv", versioned: true)
@@ -172,18 +171,50 @@ struct ArtifactShelfTests {
         _ = try shelf.publish(output, by: publisher, now: Date())
         let folder = ArtifactFolder(root, "data.csv")
         let before = try folder.index()
-        try FileManager.default.setAttributes([.posixPermissions: 0o500], ofItemAtPath: folder.dir + "/historical")
-        defer { try? FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: folder.dir + "/historical") }
+        // Not a folder any more (root ignores permissions, so a file stands in for an unreadable folder).
+        try FileManager.default.removeItem(atPath: folder.dir + "/historical")
+        try Data("x".utf8).write(to: URL(fileURLWithPath: folder.dir + "/historical"))
         try root.write("data.csv", "2")
         do {
             _ = try shelf.publish(output, by: publisher, now: Date())
             Issue.record("publishing must fail")
         } catch {
-            #expect(error.message.contains("data.csv"))
+            #expect(error.message.contains("artifact 'data.csv'"), "\(error)")
         }
         #expect(try folder.index() == before)
         #expect(try folder.content(before.newest!.file) == "1")
-        #expect(folder.files("newest") == [before.newest!.fileName])
+        #expect(folder.all("newest") == [before.newest!.fileName])
+    }
+
+    /// A full disk (ENOSPC, injected) while copying, moving or writing the index: the publish fails naming
+    /// the artifact, and the previous version, its folder and its index are as they were.
+    @Test(arguments: CrashPoint.failurePoints) func aFullDiskWhilePublishingLeavesThePreviousVersion(point: String) throws {
+        let root = try TemporaryDirectory(prefix: "full")
+        try Data(repeating: 1, count: 1_500_000).write(to: URL(fileURLWithPath: root.file("db.bin")))
+        _ = try ArtifactShelf(root: root.path).publish(OutputSpec(path: "db.bin", versioned: true), by: publisher, now: Date())
+        let folder = ArtifactFolder(root, "db.bin")
+        let index = try Data(contentsOf: URL(fileURLWithPath: folder.dir + "/index.json"))
+        let newest = folder.all("newest")
+        try Data(repeating: 2, count: 1_500_000).write(to: URL(fileURLWithPath: root.file("db.bin")))
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: CLI.executable)
+        process.arguments = ["artifacts", "publish", "db.bin", "--root", root.path]
+        var env = ProcessInfo.processInfo.environment
+        env[CrashPoint.failVariable] = point
+        process.environment = env
+        let err = root.file(".err")
+        _ = FileManager.default.createFile(atPath: err, contents: nil)
+        process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
+        process.standardError = FileHandle(forWritingAtPath: err)
+        try process.run()
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 2)
+        let stderr = try String(contentsOfFile: err, encoding: .utf8)
+        #expect(stderr.contains("artifact 'db.bin'") && stderr.contains("No space left on device"), "\(stderr)")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: folder.dir + "/index.json")) == index)
+        #expect(folder.all("newest") == newest)
+        #expect(folder.all("historical").isEmpty)
+        #expect(try folder.isConsistent())
     }
 
     /// A child `sluice artifacts publish` kills itself (SIGKILL) at each step of publishing; afterwards the
