@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import Sluice
 import SluiceArtifacts
 import SluiceCore
 import SluiceDefinition
@@ -337,6 +338,22 @@ struct ArtifactDefinitionTests {
         #expect(text.contains("/p/pipeline.yml:6:") && text.contains("output '/etc/passwd' must be a path inside the pipeline's folder"))
         #expect(text.contains("stage 'other' has on_failure: rollback but no versioned output"))
         #expect(text.contains("stage 'load' has when: changed, but none of its needs has a versioned output"))
+    }
+
+    @Test func theSwiftAPIDeclaresOutputsRollbackChangedAndLifecycle() throws {
+        let build = Command("build", ["true"]).outputs(OutputSpec(path: "db/x.db", versioned: true, keep: 3)).onFailure(.rollback)
+        let load = Command("load", ["true"], needs: build).proceed(if: .success, .rolledBack).whenChanged()
+        let pipeline = try Pipeline("p", root: "/tmp", lifecycle: [LifecyclePolicy(files: "raw/*.csv", action: .delete, afterSuccessOf: ["load"])]) {
+            build
+            load
+        }
+        #expect(pipeline.spec.stage("build")?.onFailure == .rollback)
+        #expect(pipeline.spec.stage("build")?.versionedOutputs.map(\.name) == ["x.db"])
+        #expect(pipeline.spec.stage("load")?.when.changed == true)
+        #expect(pipeline.spec.lifecycle.first?.afterSuccessOf == ["load"])
+        #expect(throws: PipelineDefinitionError.self) {
+            try Pipeline("q", root: "/tmp") { Command("b", ["true"]).onFailure(.rollback) }
+        }
     }
 
     @Test func theSwiftAPISaysTheSame() throws {
