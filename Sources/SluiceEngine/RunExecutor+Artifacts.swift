@@ -159,8 +159,9 @@ enum Lifecycle {
             path.hasPrefix(prefix) ? String(path.dropFirst(prefix.count)) : nil
         }.filter { relative in
             let path = root + "/" + relative
+            // Symbolic links are kept so that acting on them is refused with a recorded reason.
             guard let attributes = try? FileManager.default.attributesOfItem(atPath: path),
-                  attributes[.type] as? FileAttributeType == .typeRegular,
+                  let type = attributes[.type] as? FileAttributeType, type == .typeRegular || type == .typeSymbolicLink,
                   let modified = attributes[.modificationDate] as? Date else { return false }
             return modified < before
         }

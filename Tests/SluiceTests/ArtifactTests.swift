@@ -449,6 +449,9 @@ struct ArtifactEngineTests {
         let f = try EngineFixture()
         try f.dir.write("data/raw/a.csv", "1")
         try f.dir.write("data/raw/b.csv", "2")
+        let outside = try TemporaryDirectory(prefix: "outside")
+        try outside.write("precious.csv", "keep me")
+        try FileManager.default.createSymbolicLink(atPath: f.dir.file("data/raw/link.csv"), withDestinationPath: outside.file("precious.csv"))
         let yaml = """
             name: market
             params:
@@ -474,6 +477,12 @@ struct ArtifactEngineTests {
         #expect(!FileManager.default.fileExists(atPath: f.dir.file("data/raw/b.csv")))
         let deleted = try await f.events(run2).filter { $0.event == "lifecycle.deleted" }.compactMap { $0.attrs["file"] }
         #expect(deleted == ["data/raw/a.csv", "data/raw/b.csv"])
+        // A match that is a symbolic link (here to a file outside the root) is refused, and says so.
+        #expect(FileManager.default.fileExists(atPath: outside.file("precious.csv")))
+        #expect(FileManager.default.fileExists(atPath: f.dir.file("data/raw/link.csv")))
+        let refused = try await f.events(run2).first { $0.event == "lifecycle.error" }
+        #expect(refused?.message.contains("lifecycle refused 'data/raw/link.csv'") == true, "\(String(describing: refused))")
+        #expect(refused?.message.contains("symbolic link") == true)
     }
 }
 
