@@ -50,10 +50,11 @@ public struct Pipeline: Sendable {
     ///   - schedule: When `sluice serve` starts it: a cron expression (`"*/15 * * * *"`) or a `Schedule`.
     ///   - onFiles: Files whose arrival starts it under `sluice serve`.
     ///   - root: The folder commands run in and paths are relative to (default: the current folder).
+    ///   - lifecycle: Files deleted or archived once named stages succeeded in the same run.
     ///   - stages: The stages, in a result-builder block.
     public init(_ name: String, description: String? = nil, concurrency: Int = 4, overlap: OverlapPolicy = .skip,
                 params: [String: String] = [:], environment: [String: String] = [:], schedule: Schedule? = nil, onFiles: FileTrigger? = nil,
-                root: String = FileManager.default.currentDirectoryPath,
+                root: String = FileManager.default.currentDirectoryPath, lifecycle: [LifecyclePolicy] = [],
                 @PipelineBuilder stages: () -> [any PipelineComponent]) throws(PipelineDefinitionError) {
         let components = stages()
         var params = params
@@ -61,7 +62,7 @@ public struct Pipeline: Sendable {
         let spec = PipelineSpec(name: name, description: description, schedule: schedule, onFiles: onFiles, overlap: overlap,
                                 concurrency: concurrency, params: params, env: environment,
                                 root: URL(fileURLWithPath: root).standardizedFileURL.path, sourceFile: nil,
-                                stages: components.map(\.definition.spec))
+                                stages: components.map(\.definition.spec), lifecycle: lifecycle)
         let problems = SpecValidation.problems(in: spec)
         guard problems.isEmpty else { throw PipelineDefinitionError(pipeline: name, problems: problems) }
         self.spec = spec

@@ -69,6 +69,17 @@ extension PipelineComponent {
 
     public func description(_ text: String) -> Self { with { $0.description = text } }
 
+    /// Files the stage produces (relative to the pipeline root); each must exist after it succeeded, and
+    /// `versioned` ones are published as artifacts (`outputs:` in YAML).
+    public func outputs(_ outputs: OutputSpec...) -> Self { with { $0.outputs += outputs } }
+
+    /// What happens when the stage fails for good: `.rollback` restores its versioned outputs' last
+    /// good versions and ends it `rolled_back` (`on_failure:` in YAML).
+    public func onFailure(_ action: FailureAction) -> Self { with { $0.onFailure = action } }
+
+    /// Runs the stage only when a versioned output of an upstream stage changed in this run (`when: changed`).
+    public func whenChanged() -> Self { with { $0.when.changed = true } }
+
     /// The queue the stage's tasks are claimed from (`sluice worker --queues NAME`); default `default`.
     public func queue(_ name: String) -> Self { with { $0.queue = name } }
 }

@@ -95,6 +95,12 @@ struct Show: AsyncParsableCommand {
                 print("\n\(stage.name): last lines of stderr")
                 for line in tail.suffix(10) { print("  | \(line)") }
             }
+            let shown = (report.artifacts ?? []).filter { $0.event != "artifact.unchanged" }
+            if !shown.isEmpty {
+                print("\nartifacts and files")
+                for action in shown { print("  \(action.message)") }
+            }
+            for notice in report.notices ?? [] { print("\nnotice: \(notice.message)") }
             return 0
         }
     }

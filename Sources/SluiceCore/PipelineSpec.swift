@@ -28,11 +28,24 @@ public struct PipelineSpec: Sendable, Codable, Hashable {
     public var sourceFile: String?
     /// Stages in file order.
     public var stages: [StageSpec]
+    /// Files deleted or archived once named stages succeeded (`lifecycle:`).
+    public var lifecycle: [LifecyclePolicy] {
+        get { lifecycleStorage ?? [] }
+        set { lifecycleStorage = newValue.isEmpty ? nil : newValue }
+    }
+    // Optional so runs recorded before lifecycle policies existed still decode.
+    var lifecycleStorage: [LifecyclePolicy]?
+
+    enum CodingKeys: String, CodingKey {
+        case name, description, schedule, onFiles, overlap, concurrency, params, env, root, sourceFile, stages
+        case lifecycleStorage = "lifecycle"
+    }
 
     public init(name: String, description: String? = nil, schedule: Schedule? = nil, onFiles: FileTrigger? = nil,
                 onMail: MailTrigger? = nil, overlap: OverlapPolicy = .skip, concurrency: Int = 4,
                 params: [String: String] = [:], env: [String: String] = [:],
-                root: String, sourceFile: String? = nil, stages: [StageSpec]) {
+                root: String, sourceFile: String? = nil, stages: [StageSpec], lifecycle: [LifecyclePolicy] = []) {
+        self.lifecycleStorage = lifecycle.isEmpty ? nil : lifecycle
         self.name = name
         self.description = description
         self.schedule = schedule
@@ -125,6 +138,29 @@ public struct StageSpec: Sendable, Codable, Hashable {
     public var queue: String?
     /// Where each field was written, for messages at run time.
     public var location: SourceLocation?
+    /// Files the stage produces (`outputs:`); versioned ones are published as artifacts.
+    public var outputs: [OutputSpec] {
+        get { outputsStorage ?? [] }
+        set { outputsStorage = newValue.isEmpty ? nil : newValue }
+    }
+    /// What happens when the stage fails for good (`on_failure:`).
+    public var onFailure: FailureAction {
+        get { onFailureStorage ?? .fail }
+        set { onFailureStorage = newValue == .fail ? nil : newValue }
+    }
+    // Optional so runs recorded before artifacts existed still decode.
+    var outputsStorage: [OutputSpec]?
+    var onFailureStorage: FailureAction?
+
+    enum CodingKeys: String, CodingKey {
+        case name, description, needs, command, env, workdir, timeout, hangAfter, doneWhen, grace, retry, when, proceedIf
+        case forEach, concurrency, maxFailedItems, queue, location
+        case outputsStorage = "outputs"
+        case onFailureStorage = "onFailure"
+    }
+
+    /// The outputs kept as artifacts.
+    public var versionedOutputs: [OutputSpec] { outputs.filter(\.versioned) }
 
     /// The queue its tasks are claimed from.
     public var queueName: String { queue ?? StageSpec.defaultQueue }
@@ -147,7 +183,10 @@ public struct StageSpec: Sendable, Codable, Hashable {
                 grace: Duration = .seconds(10), retry: RetryPolicy = .none,
                 when: Conditions = Conditions(), proceedIf: Set<UpstreamOutcome> = [.success],
                 forEach: StageName? = nil, concurrency: Int? = nil, maxFailedItems: FailureTolerance = .count(0),
-                queue: String? = nil, location: SourceLocation? = nil) {
+                queue: String? = nil, location: SourceLocation? = nil,
+                outputs: [OutputSpec] = [], onFailure: FailureAction = .fail) {
+        self.outputsStorage = outputs.isEmpty ? nil : outputs
+        self.onFailureStorage = onFailure == .fail ? nil : onFailure
         self.name = name
         self.description = description
         self.needs = needs
@@ -177,8 +216,21 @@ public struct Conditions: Sendable, Codable, Hashable {
     public var noFiles: [String]
     /// Upstream stages and the outcomes they must have had.
     public var upstream: [StageName: Set<UpstreamOutcome>]
+    /// `when: changed`: run only when a versioned output of an upstream stage changed in this run.
+    public var changed: Bool {
+        get { changedStorage ?? false }
+        set { changedStorage = newValue ? true : nil }
+    }
+    var changedStorage: Bool?
 
-    public init(files: [String] = [], noFiles: [String] = [], upstream: [StageName: Set<UpstreamOutcome>] = [:]) {
+    enum CodingKeys: String, CodingKey {
+        case files, noFiles, upstream
+        case changedStorage = "changed"
+    }
+
+    public init(files: [String] = [], noFiles: [String] = [], upstream: [StageName: Set<UpstreamOutcome>] = [:],
+                changed: Bool = false) {
+        self.changedStorage = changed ? true : nil
         self.files = files
         self.noFiles = noFiles
         self.upstream = upstream

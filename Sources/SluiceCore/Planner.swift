@@ -17,16 +17,17 @@ public struct Planner: Sendable {
     public init(spec: PipelineSpec) { self.spec = spec }
 
     /// Decisions for every `pending` stage in `statuses`.
-    public func decide(statuses: [StageName: StageStatus],
+    /// `changed` answers `when: changed`: the stages that published a new version of an artifact in this run.
+    public func decide(statuses: [StageName: StageStatus], changed: Set<StageName> = [],
                        fileProbe: (_ pattern: String) -> Bool) -> [(StageName, StageDecision)] {
         var decisions: [(StageName, StageDecision)] = []
         for stage in spec.stages where statuses[stage.name] == .pending {
-            decisions.append((stage.name, decide(stage, statuses: statuses, fileProbe: fileProbe)))
+            decisions.append((stage.name, decide(stage, statuses: statuses, changed: changed, fileProbe: fileProbe)))
         }
         return decisions
     }
 
-    public func decide(_ stage: StageSpec, statuses: [StageName: StageStatus],
+    public func decide(_ stage: StageSpec, statuses: [StageName: StageStatus], changed: Set<StageName> = [],
                        fileProbe: (_ pattern: String) -> Bool) -> StageDecision {
         var upstream: [(StageName, UpstreamOutcome)] = []
         if let producer = stage.forEach {
@@ -57,6 +58,12 @@ public struct Planner: Sendable {
             guard let outcome = statuses[name]?.asUpstream else { return .wait }
             if !wanted.contains(.always) && !wanted.contains(outcome) {
                 return .skip(reason: "when.upstream: '\(name)' ended \(outcome.rawValue), not \(Self.list(wanted))")
+            }
+        }
+        if stage.when.changed {
+            let producers = stage.dependencies.filter { name in spec.stage(name).map { !$0.versionedOutputs.isEmpty } ?? false }
+            if !producers.contains(where: changed.contains) {
+                return .skip(reason: "when: changed: no versioned output of \(producers.map { "'\($0)'" }.joined(separator: ", ")) changed in this run")
             }
         }
         for pattern in stage.when.files where !fileProbe(pattern) {

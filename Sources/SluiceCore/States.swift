@@ -19,7 +19,8 @@ public enum RunStatus: String, Sendable, Codable, CaseIterable {
 /// - `skipped`: a `when` condition was false, or an upstream was skipped and `proceed_if` does not allow that.
 /// - `upstream_failed`: an upstream outcome is not allowed by `proceed_if`; counts as a failure.
 /// - `cancelled`: the run was cancelled before the stage finished.
-/// - `rolled_back`: reserved for healing (a later capability).
+/// - `rolled_back`: failed for good, and `on_failure: rollback` restored its versioned outputs; decided by the
+///   store in the transaction that recorded the failure. Downstream `proceed_if: [rolled_back]` lets stages run.
 /// - `partial_success`: a fan-out stage whose failed items stayed within `max_failed_items`; downstream
 ///   stages see it as a success, the run ends `partial_success`.
 public enum StageStatus: String, Sendable, Codable, CaseIterable {

@@ -86,6 +86,7 @@ public enum SpecValidation {
                 problems.append("\(what): workdir '\(w)' must be a relative path inside the pipeline's folder")
             }
         }
+        problems += artifactProblems(in: spec)
         let withoutSelfNeeds = spec.stages.map { stage in
             var copy = stage
             copy.needs.removeAll { $0 == stage.name }
@@ -93,6 +94,65 @@ public enum SpecValidation {
         }
         if let cycle = DAG.findCycle(withoutSelfNeeds) {
             problems.append("stages depend on each other in a cycle: \(cycle.joined(separator: " → "))")
+        }
+        return problems
+    }
+
+    /// `outputs`, `on_failure`, `when: changed` and `lifecycle` rules.
+    public static func artifactProblems(in spec: PipelineSpec) -> [String] {
+        var problems: [String] = []
+        var artifactNames: [String: StageName] = [:]
+        for stage in spec.stages {
+            let what = "stage '\(stage.name)'"
+            for output in stage.outputs {
+                if let problem = RelativePath.problem(output.path) {
+                    problems.append("\(what): output '\(output.path)' must be a path inside the pipeline's folder, but \(problem)")
+                }
+                guard output.versioned else {
+                    if output.keep != nil || output.keepFor != nil {
+                        problems.append("\(what): output '\(output.path)' has keep/keep_for but is not versioned (add versioned: true)")
+                    }
+                    continue
+                }
+                if !OutputSpec.isArtifactName(output.name) {
+                    problems.append("\(what): artifact name '\(output.name)' may hold only letters, digits, '-', '_' and '.' (not first)")
+                }
+                if let other = artifactNames[output.name] {
+                    problems.append("\(what): artifact '\(output.name)' is also an output of stage '\(other)'; give one of them another name")
+                } else {
+                    artifactNames[output.name] = stage.name
+                }
+                if let keep = output.keep, keep < 1 { problems.append("\(what): output '\(output.path)' keep must be at least 1, got \(keep)") }
+                if let keepFor = output.keepFor, keepFor <= .zero { problems.append("\(what): output '\(output.path)' keep_for must be longer than zero") }
+            }
+            if !stage.outputs.isEmpty, stage.forEach != nil {
+                problems.append("\(what) has outputs and for_each; declare outputs on a stage that runs once (e.g. the join after the fan-out)")
+            }
+            if stage.onFailure == .rollback, stage.versionedOutputs.isEmpty {
+                problems.append("\(what) has on_failure: rollback but no versioned output to restore; add outputs with versioned: true")
+            }
+            if stage.when.changed {
+                let upstream = stage.dependencies.compactMap { spec.stage($0) }
+                if !upstream.contains(where: { !$0.versionedOutputs.isEmpty }) {
+                    problems.append("\(what) has when: changed, but none of its needs has a versioned output")
+                }
+            }
+        }
+        let names = Set(spec.stages.map(\.name))
+        for policy in spec.lifecycle {
+            if let problem = RelativePath.problem(policy.files) {
+                problems.append("lifecycle files '\(policy.files)' must stay inside the pipeline's folder, but \(problem)")
+            }
+            if case .archive(let folder) = policy.action, let problem = RelativePath.problem(folder) {
+                problems.append("lifecycle archive folder '\(folder)' must stay inside the pipeline's folder, but \(problem)")
+            }
+            if policy.afterSuccessOf.isEmpty {
+                problems.append("lifecycle '\(policy.files)' names no stage in after_success_of; name the stages that must succeed first")
+            }
+            for name in policy.afterSuccessOf where !names.contains(name) {
+                let hint = Suggest.hint(for: name, in: names).map { " (\($0))" } ?? ""
+                problems.append("lifecycle '\(policy.files)' waits for '\(name)', which is not a stage of pipeline '\(spec.name)'\(hint)")
+            }
         }
         return problems
     }

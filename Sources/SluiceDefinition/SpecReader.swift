@@ -8,16 +8,17 @@ struct SpecReader {
     let root: String
     var diagnostics: [Diagnostic] = []
 
-    static let pipelineKeys = ["name", "description", "schedule", "on_files", "on_mail", "overlap", "concurrency", "params", "env", "stages"]
+    static let pipelineKeys = ["name", "description", "schedule", "on_files", "on_mail", "overlap", "concurrency", "params", "env", "stages",
+                               "lifecycle"]
     static let scheduleKeys = ["cron", "every", "timezone", "missed", "max_missed"]
     static let fileTriggerKeys = ["glob", "settle"]
     static let mailTriggerKeys = ["mailbox", "password_env", "password_file", "ca_file", "auth", "subject_contains",
                                   "subject_regex", "from", "attachments", "poll", "max_size"]
     static let stageKeys = ["description", "needs", "run", "shell", "env", "workdir", "timeout", "hang_after",
                             "done_when", "grace", "retries", "when", "proceed_if", "for_each", "concurrency", "queue",
-                            "max_failed_items"]
+                            "max_failed_items", "outputs", "on_failure"]
     static let retryKeys = ["attempts", "backoff", "initial", "max", "jitter", "exit_codes"]
-    static let whenKeys = ["files", "no_files", "upstream"]
+    static let whenKeys = ["files", "no_files", "upstream", "changed"]
 
     init(file: String, root: String) {
         self.file = file
@@ -239,9 +240,11 @@ struct SpecReader {
         }
 
         checkGraph(stages, nodes: stageNodes)
+        let lifecycle = byKey["lifecycle"].map { readLifecycle($0.1, stages: Set(stageNodes.keys)) } ?? []
+        checkArtifacts(stages, nodes: stageNodes)
         return PipelineSpec(name: name, description: description, schedule: schedule, onFiles: onFiles, onMail: onMail, overlap: overlap,
                             concurrency: concurrency, params: params, env: env, root: root,
-                            sourceFile: file, stages: stages)
+                            sourceFile: file, stages: stages, lifecycle: lifecycle)
     }
 
     static func isParamName(_ s: String) -> Bool {
@@ -391,13 +394,33 @@ struct SpecReader {
             proceedIf = readOutcomes(list, what: "\(what).proceed_if")
         }
 
+        var outputs: [OutputSpec] = []
+        if let (_, v) = byKey["outputs"] { outputs = readOutputs(v, what: "\(what).outputs") }
+        if !outputs.isEmpty, forEach != nil, let (k, _) = byKey["outputs"] {
+            error("\(what) has outputs and for_each", k,
+                  hint: "declare outputs on a stage that runs once, such as a join stage after the fan-out")
+        }
+        var onFailure = FailureAction.fail
+        if let (k, v) = byKey["on_failure"], let text = string(v, "\(what).on_failure") {
+            if let action = FailureAction(rawValue: text) {
+                onFailure = action
+                if action == .rollback, !outputs.contains(where: \.versioned) {
+                    error("\(what) has on_failure: rollback but no versioned output to restore", k,
+                          hint: "declare the files it rebuilds under outputs: with versioned: true")
+                }
+            } else {
+                error("\(what).on_failure must be fail or rollback, got '\(text)'", v,
+                      hint: Suggest.hint(for: text, in: FailureAction.allCases.map(\.rawValue)))
+            }
+        }
+
         // A stage with a bad command is still returned, so its needs are checked too; the errors
         // already recorded keep the pipeline from being used.
         return StageSpec(name: name, description: byKey["description"].flatMap { string($0.1, "\(what).description") },
                          needs: needs, command: command ?? .argv([]), env: env, workdir: workdir, timeout: timeout,
                          hangAfter: hangAfter, doneWhen: doneWhen, grace: grace, retry: retry, when: when,
                          proceedIf: proceedIf, forEach: forEach, concurrency: stageConcurrency, maxFailedItems: tolerance,
-                         queue: queue, location: location(keyNode))
+                         queue: queue, location: location(keyNode), outputs: outputs, onFailure: onFailure)
     }
 
     static let cronHint = "use 5 fields (minute hour day-of-month month day-of-week), e.g. \"*/15 * * * *\", or @hourly, @daily, @weekly, @monthly"
@@ -652,6 +675,10 @@ struct SpecReader {
 
     mutating func readWhen(_ node: Node, what: String, known: Set<String>) -> Conditions {
         var when = Conditions()
+        if case .scalar(let s) = node, s.string == "changed" {
+            when.changed = true
+            return when
+        }
         guard let entries = mapping(node, what) else { return when }
         checkKeys(entries, allowed: Self.whenKeys, in: what)
         for (key, _, v) in entries {
@@ -665,6 +692,10 @@ struct SpecReader {
                               hint: "use * for any name, ? for one character, [abc] for a set, e.g. \"data/raw/*.csv\"")
                     } else if key == "files" { when.files.append(pattern) } else { when.noFiles.append(pattern) }
                 }
+            case "changed":
+                if let b = v.bool, case .scalar(let sc) = v, sc.style == .plain { when.changed = b } else {
+                    error("\(what).changed must be true or false, got \(Self.kind(v))", v)
+                }
             case "upstream":
                 guard let ue = mapping(v, "\(what).upstream") else { continue }
                 for (stage, _, ov) in ue {
@@ -675,6 +706,157 @@ struct SpecReader {
             }
         }
         return when
+    }
+
+    // MARK: - artifacts and lifecycle
+
+    static let outputKeys = ["path", "versioned", "name", "keep", "keep_for"]
+    static let lifecycleKeys = ["delete", "archive", "files", "after_success_of"]
+
+    /// `outputs:` — a list of paths, or of mappings `{path, versioned, name, keep, keep_for}`.
+    mutating func readOutputs(_ node: Node, what: String) -> [OutputSpec] {
+        let items: [Node]
+        if case .sequence(let seq) = node { items = Array(seq) } else if case .scalar = node { items = [node] } else {
+            error("\(what) must be a list of paths or of mappings with path:, got \(Self.kind(node))", node,
+                  hint: "e.g. outputs: [{ path: db/sales.sqlite, versioned: true, keep: 10 }]")
+            return []
+        }
+        var outputs: [OutputSpec] = []
+        for item in items {
+            var output: OutputSpec
+            var pathNode = item
+            if case .scalar = item {
+                guard let path = string(item, "each entry of \(what)") else { continue }
+                output = OutputSpec(path: path)
+            } else {
+                guard let entries = mapping(item, "each entry of \(what)") else { continue }
+                checkKeys(entries, allowed: Self.outputKeys, in: "an entry of \(what)")
+                let byKey = Dictionary(entries.map { ($0.0, ($0.1, $0.2)) }, uniquingKeysWith: { a, _ in a })
+                guard let (_, p) = byKey["path"] else {
+                    error("an entry of \(what) has no path:", item, hint: "e.g. { path: db/sales.sqlite, versioned: true }")
+                    continue
+                }
+                pathNode = p
+                guard let path = string(p, "\(what).path") else { continue }
+                output = OutputSpec(path: path)
+                if let (_, v) = byKey["versioned"] {
+                    if let b = v.bool, case .scalar(let sc) = v, sc.style == .plain { output.versioned = b } else {
+                        error("\(what).versioned must be true or false, got \(Self.kind(v))", v)
+                    }
+                }
+                if let (_, v) = byKey["name"], let n = string(v, "\(what).name") {
+                    if OutputSpec.isArtifactName(n) { output.name = n } else {
+                        error("artifact name '\(n)' may hold only letters, digits, '-', '_' and '.' (not first), at most 100 characters", v)
+                    }
+                }
+                if let (_, v) = byKey["keep"], let n = positiveInt(v, "\(what).keep") { output.keep = n }
+                if let (_, v) = byKey["keep_for"] { output.keepFor = positiveDuration(v, "\(what).keep_for") }
+                if !output.versioned, let (k, _) = byKey["keep"] ?? byKey["keep_for"] {
+                    error("\(what): keep and keep_for apply only to a versioned output", k, hint: "add versioned: true")
+                }
+            }
+            if let problem = RelativePath.problem(output.path) {
+                error("output '\(output.path)' must be a path inside the pipeline's folder, but \(problem)", pathNode,
+                      hint: "write it relative to the pipeline file's folder, without '..'")
+                continue
+            }
+            if Self.globProblem(output.path) == nil, output.path.contains(where: { "*?[".contains($0) }) {
+                error("output '\(output.path)' is a pattern; name one file per output", pathNode)
+                continue
+            }
+            if output.versioned, !OutputSpec.isArtifactName(output.name) {
+                error("artifact name '\(output.name)' (from the file name) is not allowed", pathNode,
+                      hint: "give it a name: made of letters, digits, '-', '_' and '.'")
+                continue
+            }
+            outputs.append(output)
+        }
+        return outputs
+    }
+
+    /// `lifecycle:` — one policy or a list: `{delete: GLOB, after_success_of: [...]}` or
+    /// `{archive: FOLDER, files: GLOB, after_success_of: [...]}`.
+    mutating func readLifecycle(_ node: Node, stages: Set<StageName>) -> [LifecyclePolicy] {
+        let items: [Node]
+        if case .sequence(let seq) = node { items = Array(seq) } else { items = [node] }
+        var policies: [LifecyclePolicy] = []
+        for item in items {
+            guard let entries = mapping(item, "lifecycle") else { continue }
+            checkKeys(entries, allowed: Self.lifecycleKeys, in: "lifecycle")
+            let byKey = Dictionary(entries.map { ($0.0, ($0.1, $0.2)) }, uniquingKeysWith: { a, _ in a })
+            var ok = true
+            func path(_ key: String) -> String? {
+                guard let (_, v) = byKey[key], let text = string(v, "lifecycle.\(key)") else { ok = false; return nil }
+                if let problem = RelativePath.problem(text) {
+                    error("lifecycle.\(key) '\(text)' must stay inside the pipeline's folder, but \(problem)", v,
+                          hint: "write it relative to the pipeline file's folder, without '..'")
+                    ok = false
+                    return nil
+                }
+                if key != "archive", let problem = Self.globProblem(text) {
+                    error("lifecycle.\(key) '\(text)' is not a valid glob: \(problem)", v)
+                    ok = false
+                    return nil
+                }
+                return text
+            }
+            var files: String?
+            var action = LifecyclePolicy.Action.delete
+            switch (byKey["delete"], byKey["archive"]) {
+            case (_?, nil):
+                files = path("delete")
+                if let (k, _) = byKey["files"] { error("lifecycle.files goes with archive:; delete: names the files itself", k) }
+            case (nil, _?):
+                if let folder = path("archive") { action = .archive(folder: folder) }
+                if byKey["files"] == nil {
+                    error("lifecycle with archive: needs files: (the glob of files to move)", item,
+                          hint: "e.g. { archive: data/archive, files: \"data/raw/*.csv\", after_success_of: [translate] }")
+                    ok = false
+                } else { files = path("files") }
+            case (_?, _?):
+                error("lifecycle has both delete: and archive:; give one", item)
+                ok = false
+            case (nil, nil):
+                error("lifecycle needs delete: GLOB or archive: FOLDER", item,
+                      hint: "e.g. { delete: \"data/raw/*.csv\", after_success_of: [translate, analyze] }")
+                ok = false
+            }
+            var after: [StageName] = []
+            if let (k, v) = byKey["after_success_of"], let list = stringList(v, "lifecycle.after_success_of") {
+                for (name, n) in list {
+                    if stages.contains(name) { if !after.contains(name) { after.append(name) } } else {
+                        error("lifecycle.after_success_of names unknown stage '\(name)'", n,
+                              hint: Suggest.hint(for: name, in: stages) ?? "stages in this file: \(stages.sorted().joined(separator: ", "))")
+                        ok = false
+                    }
+                }
+                if list.isEmpty { error("lifecycle.after_success_of is empty", k); ok = false }
+            } else if byKey["after_success_of"] == nil {
+                error("lifecycle needs after_success_of: the stages that must succeed before files are touched", item,
+                      hint: "e.g. after_success_of: [translate, analyze]")
+                ok = false
+            }
+            if ok, let files { policies.append(LifecyclePolicy(files: files, action: action, afterSuccessOf: after, location: location(item))) }
+        }
+        return policies
+    }
+
+    /// Cross-stage artifact rules: unique artifact names, `when: changed` needing a versioned upstream.
+    mutating func checkArtifacts(_ stages: [StageSpec], nodes: [StageName: (key: Node, value: Node)]) {
+        var owners: [String: StageName] = [:]
+        let byName = Dictionary(stages.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        for stage in stages {
+            for output in stage.versionedOutputs {
+                if let other = owners[output.name] {
+                    error("artifact '\(output.name)' of stage '\(stage.name)' is also an output of stage '\(other)'", nodes[stage.name]?.key,
+                          hint: "give one of them another name: (artifact names are unique in a pipeline)")
+                } else { owners[output.name] = stage.name }
+            }
+            if stage.when.changed, !stage.dependencies.contains(where: { !(byName[$0]?.versionedOutputs.isEmpty ?? true) }) {
+                error("stage '\(stage.name)' has when: changed, but none of its needs has a versioned output", nodes[stage.name]?.key,
+                      hint: "add the stage that publishes the artifacts to needs:")
+            }
+        }
     }
 
     // MARK: - graph

@@ -94,6 +94,7 @@ struct RunExecutor: Sendable {
         }
 
         let outcome = try await loop(run)
+        try await applyLifecycle(run, outcome: outcome)
         if try await finish(outcome, as: owner) { return outcome }
         // Another process finished the record first (its lease lets it): report what it recorded.
         return try await store.run(runID).flatMap { RunOutcome($0.status) } ?? outcome
@@ -334,7 +335,8 @@ struct RunExecutor: Sendable {
         while true {
             let stages = try await store.stages(of: runID)
             let statuses = Dictionary(stages.map { ($0.name, $0.status) }, uniquingKeysWith: { a, _ in a })
-            let decisions = planner.decide(statuses: statuses) { pattern in
+            let changed = try await changedStages(run.spec)
+            let decisions = planner.decide(statuses: statuses, changed: changed) { pattern in
                 FileProbe.matches(pattern, root: run.spec.root)
             }
             var transitions: [StageTransition] = []
@@ -428,9 +430,16 @@ struct RunExecutor: Sendable {
             finished.attempt.stderrTail = problem
             finished.event = "task.failure"
         }
+        if finished.attempt.outcome == .success, !stage.outputs.isEmpty,
+           let problem = try await publishOutputs(of: stage, run: run, claimed: claimed) {
+            finished.attempt.outcome = .failed
+            finished.attempt.message = "outputs: \(problem)"
+            finished.attempt.stderrTail = problem
+            finished.event = "task.failure"
+        }
         finished.attempt.counters = sink.counters.attributes
         if producer { finished.attrs["items"] = String(sink.itemCount) }
-        record(finished, claimed: claimed, stage: stage, batcher: batcher, released: released())
+        record(finished, claimed: claimed, stage: stage, batcher: batcher, released: released(), root: run.spec.root)
     }
 
     private func runCommand(_ command: CommandTask, stop: StopSignal, sink: OutputSink) async throws -> FinishedAttempt {
@@ -575,7 +584,7 @@ struct RunExecutor: Sendable {
 
     /// Decides where the task goes (the core's retry rules) and hands the completion to the batcher.
     private func record(_ finished: FinishedAttempt, claimed: ClaimedTask, stage: StageSpec, batcher: CompletionBatcher,
-                        released: Bool = false) {
+                        released: Bool = false, root: String? = nil) {
         var finished = finished
         if released && finished.attempt.outcome == .cancelled {
             finished.attempt.message = "released: the worker shut down before it finished; the task goes back to the queue"
@@ -585,6 +594,7 @@ struct RunExecutor: Sendable {
         let outcome = attempt.outcome
         let next: TaskNext
         var events: [EventRecord] = []
+        var rolledBack: String?
         // A fan-out task's success is counted in the progress events and kept in its attempt record; an
         // event is written when it has something to say (failures, counters).
         if stage.forEach == nil || outcome != .success {
@@ -613,6 +623,11 @@ struct RunExecutor: Sendable {
                     events.append(log.make("task.gave_up", stage: stage.name, task: claimed.task.id, attempt: claimed.attempt,
                                            "not retried: \(reason)"))
                 }
+                if stage.onFailure == .rollback, stage.forEach == nil, let root {
+                    let healing = rollBack(stage, root: root, claimed: claimed)
+                    events += healing.events
+                    rolledBack = healing.reason
+                }
             }
         }
         let log = self.log
@@ -621,7 +636,7 @@ struct RunExecutor: Sendable {
                      "stage ended: \(stageRecord.status.rawValue)\(stageRecord.reason.map { " (\($0))" } ?? "")")
         }
         batcher.submit(AttemptCompletion(attempt: attempt, result: finished.result, next: next, events: events,
-                                         stageEvent: stageEvent))
+                                         stageEvent: stageEvent, rolledBack: rolledBack))
     }
 
     static func display(_ argv: [String]) -> String {

@@ -92,6 +92,19 @@ public struct RunReport: Codable, Sendable {
     public var totals: Totals
     /// Peak resident memory of the Sluice process that finished the run (set in report.json).
     public var enginePeakRssBytes: Int64?
+    /// What happened to artifacts and files: `artifact.*`, `healing.*` and `lifecycle.*` events.
+    public var artifacts: [Action]?
+    /// Notices for people, such as `manual_review` after a rollback.
+    public var notices: [Action]?
+
+    /// One recorded action on artifacts or files, or a notice.
+    public struct Action: Codable, Sendable {
+        public var event: String
+        public var stage: String?
+        public var time: Date
+        public var message: String
+        public var attrs: [String: String]
+    }
 
     static func ms(_ a: Date?, _ b: Date?) -> Int64? {
         guard let a, let b else { return nil }
@@ -147,6 +160,22 @@ public struct RunReport: Codable, Sendable {
         }
         let outcome = RunOutcome(run.status)
         let all = summaries.values
+        var actions: [Action] = [], notices: [Action] = []
+        if run.spec.stages.contains(where: { !$0.outputs.isEmpty }) || !run.spec.lifecycle.isEmpty {
+            var after: Int64 = 0
+            while true {
+                let page = try await store.events(run: runID, afterID: after, limit: 10_000)
+                for e in page {
+                    let action = Action(event: e.event, stage: e.stage, time: e.time, message: e.message, attrs: e.attrs)
+                    if e.event.hasPrefix("notice.") { notices.append(action) }
+                    else if e.event.hasPrefix("artifact.") || e.event.hasPrefix("healing.") || e.event.hasPrefix("lifecycle.") {
+                        actions.append(action)
+                    }
+                }
+                guard page.count == 10_000, let last = page.last else { break }
+                after = last.id
+            }
+        }
         return RunReport(
             pipeline: run.pipeline, runId: run.id.rawValue, pipelineFile: run.spec.sourceFile, params: run.params,
             trigger: run.trigger, status: run.status.rawValue, outcome: outcome?.rawValue, exitCode: outcome?.exitCode,
@@ -156,7 +185,7 @@ public struct RunReport: Codable, Sendable {
                            bytesWritten: all.reduce(0) { $0 + $1.bytesWritten },
                            peakRssBytes: all.compactMap(\.peakRSSBytes).max(),
                            cpuMs: all.reduce(0) { $0 + $1.cpuMs }),
-            enginePeakRssBytes: nil)
+            enginePeakRssBytes: nil, artifacts: actions.isEmpty ? nil : actions, notices: notices.isEmpty ? nil : notices)
     }
 
     /// Who can run a stage's tasks, when not every process can.

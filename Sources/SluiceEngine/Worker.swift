@@ -248,6 +248,8 @@ public struct Worker: Sendable {
             let stages = try await store.stages(of: run.id)
             if stages.allSatisfy(\.status.isTerminal) {
                 let outcome = RunOutcome.decide(stages: stages.map(\.status), cancelled: false)
+                // Two workers may both get here: acting twice finds the files gone the second time.
+                try await executor.applyLifecycle(run, outcome: outcome)
                 let finished = try await executor.finish(outcome, as: finisher)
                 if finished { say("run \(run.id) (\(run.pipeline)) ended: \(outcome.rawValue)") }
                 return (finished, 0)

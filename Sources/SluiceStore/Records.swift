@@ -259,3 +259,37 @@ public struct APIToken: Sendable, Codable, Hashable {
         self.revokedAt = revokedAt
     }
 }
+
+/// One published version of an artifact (C13), as the store indexes it. The files and the JSON index
+/// beside them (`artifacts/<name>/index.json` under `root`) are what restores read; this record lets
+/// `sluice artifacts` list versions and `when: changed` know which stages published in a run.
+public struct ArtifactVersionRecord: Sendable, Codable, Hashable {
+    public var pipeline: String
+    public var name: String
+    public var version: Int
+    public var sha256: String
+    public var size: Int64
+    public var createdAt: Date
+    public var runID: RunID?
+    public var stage: StageName?
+    /// The pipeline root the artifact lives under (absolute).
+    public var root: String
+    /// The version's file, relative to `root/artifacts/<name>` (`newest/...` when published).
+    public var file: String
+    public var annotations: [String: String]
+
+    public init(pipeline: String, name: String, version: Int, sha256: String, size: Int64, createdAt: Date,
+                runID: RunID?, stage: StageName?, root: String, file: String, annotations: [String: String] = [:]) {
+        self.pipeline = pipeline
+        self.name = name
+        self.version = version
+        self.sha256 = sha256
+        self.size = size
+        self.createdAt = createdAt
+        self.runID = runID
+        self.stage = stage
+        self.root = root
+        self.file = file
+        self.annotations = annotations
+    }
+}

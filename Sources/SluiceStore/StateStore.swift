@@ -124,6 +124,13 @@ public protocol StateStore: Sendable {
     /// Gives the lease up when `holder` holds it, so another process may take it at once.
     func releaseLease(_ name: String, holder: String) async throws
 
+    // MARK: artifacts
+    /// Indexes a published artifact version, with `events` (e.g. `artifact.published`) in the same
+    /// transaction. A version already recorded (same pipeline, name and version) is left as it is.
+    func recordArtifactVersion(_ version: ArtifactVersionRecord, events: [EventRecord]) async throws
+    /// Recorded versions, newest first, filtered by any of pipeline, artifact name and run.
+    func artifactVersions(pipeline: String?, name: String?, run: RunID?) async throws -> [ArtifactVersionRecord]
+
     // MARK: events
     /// Returns when work may have appeared (tasks created, retried or released, stages or runs ended,
     /// runs created or cancelled), or after `timeout`. PostgreSQL wakes on LISTEN/NOTIFY; a store
@@ -244,9 +251,13 @@ public struct AttemptCompletion: Sendable {
     public var next: TaskNext
     public var events: [EventRecord]
     public var stageEvent: @Sendable (StageRecord) -> EventRecord
+    /// Healing (`on_failure: rollback`): when set and the stage rolls up `failed` in this transaction, it
+    /// ends `rolled_back` with this reason instead (its outputs were restored to their last good versions).
+    public var rolledBack: String?
 
     public init(attempt: AttemptRecord, result: Data?, next: TaskNext, events: [EventRecord],
-                stageEvent: @escaping @Sendable (StageRecord) -> EventRecord) {
+                stageEvent: @escaping @Sendable (StageRecord) -> EventRecord, rolledBack: String? = nil) {
+        self.rolledBack = rolledBack
         self.attempt = attempt
         self.result = result
         self.next = next

@@ -458,6 +458,37 @@ extension PostgresStateStore {
         }
     }
 
+    // MARK: artifacts
+
+    public func recordArtifactVersion(_ v: ArtifactVersionRecord, events: [EventRecord]) async throws {
+        let annotations = try Self.json(v.annotations)
+        try await transaction { tx in
+            try await tx.exec("""
+                INSERT INTO artifact_versions (pipeline, name, version, sha256, size, created_at, run_id, stage, root, file, annotations)
+                VALUES (\(v.pipeline), \(v.name), \(Int64(v.version)), \(v.sha256), \(v.size), \(v.createdAt.timeIntervalSince1970),
+                        \(v.runID?.rawValue), \(v.stage), \(v.root), \(v.file), \(annotations)) ON CONFLICT DO NOTHING
+                """)
+            try await Self.insert(events, tx)
+        }
+    }
+
+    public func artifactVersions(pipeline: String?, name: String?, run: RunID?) async throws -> [ArtifactVersionRecord] {
+        try await read { tx in
+            try await tx.rows("""
+                SELECT * FROM artifact_versions WHERE (\(pipeline)::text IS NULL OR pipeline = \(pipeline))
+                  AND (\(name)::text IS NULL OR name = \(name)) AND (\(run?.rawValue)::text IS NULL OR run_id = \(run?.rawValue))
+                ORDER BY created_at DESC, pipeline, name, version DESC
+                """).map { row in
+                ArtifactVersionRecord(pipeline: try row["pipeline"], name: try row["name"], version: Int(try row["version"] as Int64),
+                                      sha256: try row["sha256"], size: try row["size"],
+                                      createdAt: try row.date("created_at") ?? Date(timeIntervalSince1970: 0),
+                                      runID: (try row["run_id"] as String?).map { RunID($0) }, stage: try row["stage"],
+                                      root: try row["root"], file: try row["file"],
+                                      annotations: try Self.decode([String: String].self, try row["annotations"], what: "artifact annotation"))
+            }
+        }
+    }
+
     static func tokenRecord(_ row: Row) throws -> APIToken {
         APIToken(name: try row["name"], hash: try row["hash"], createdAt: try row.date("created_at") ?? Date(timeIntervalSince1970: 0),
                  revokedAt: try row.date("revoked_at"))
@@ -528,8 +559,15 @@ extension PostgresStateStore {
             }
             // Each stage is rolled up once per batch, after all its completions: decided here, once.
             for (run, stageName, index) in touched {
-                guard let stage = try await Self.rollUp(run: run, stage: stageName, now: t, tx) else { continue }
+                guard var stage = try await Self.rollUp(run: run, stage: stageName, now: t, tx) else { continue }
                 let completion = completions[index]
+                if stage.status == .failed, let reason = completion.rolledBack {
+                    try await tx.exec("""
+                        UPDATE stages SET status = 'rolled_back', reason = \(reason) WHERE run_id = \(run.rawValue) AND name = \(stageName)
+                        """)
+                    stage.status = .rolledBack
+                    stage.reason = reason
+                }
                 try await Self.insert([completion.stageEvent(stage)], tx)
                 _ = try await Self.rollUpConsumers(of: stage, pipeline: completion.events.first?.pipeline ?? completion.stageEvent(stage).pipeline,
                                                    now: now, tx)

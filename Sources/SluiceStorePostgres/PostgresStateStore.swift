@@ -397,6 +397,16 @@ public final class PostgresStateStore: StateStore, CustomStringConvertible {
         (3, "leases", [
             "CREATE TABLE leases (name TEXT COLLATE \"C\" PRIMARY KEY, holder TEXT NOT NULL, expires_at DOUBLE PRECISION NOT NULL)",
         ]),
+        (4, "artifact-versions", [
+            """
+            CREATE TABLE artifact_versions (
+              pipeline TEXT COLLATE "C" NOT NULL, name TEXT COLLATE "C" NOT NULL, version BIGINT NOT NULL,
+              sha256 TEXT NOT NULL, size BIGINT NOT NULL, created_at DOUBLE PRECISION NOT NULL, run_id TEXT COLLATE "C",
+              stage TEXT, root TEXT NOT NULL, file TEXT NOT NULL, annotations TEXT NOT NULL,
+              PRIMARY KEY (pipeline, name, version))
+            """,
+            "CREATE INDEX artifact_versions_run ON artifact_versions (run_id)",
+        ]),
     ]
 
     // MARK: errors

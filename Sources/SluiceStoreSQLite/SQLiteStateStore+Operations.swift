@@ -422,8 +422,14 @@ extension SQLiteStateStore {
             }
             // Each stage is rolled up once per batch, after all its completions: decided here, once.
             for (run, stageName, index) in touched {
-                guard let stage = try Self.rollUp(run: run, stage: stageName, now: t, db) else { continue }
+                guard var stage = try Self.rollUp(run: run, stage: stageName, now: t, db) else { continue }
                 let completion = completions[index]
+                if stage.status == .failed, let reason = completion.rolledBack {
+                    try db.exec(sql: "UPDATE stages SET status = 'rolled_back', reason = ? WHERE run_id = ? AND name = ?",
+                                arguments: [reason, run.rawValue, stageName])
+                    stage.status = .rolledBack
+                    stage.reason = reason
+                }
                 try Self.insert([completion.stageEvent(stage)], db)
                 _ = try Self.rollUpConsumers(of: stage, pipeline: completion.events.first?.pipeline ?? completion.stageEvent(stage).pipeline,
                                              now: now, db)
@@ -691,6 +697,35 @@ extension SQLiteStateStore {
     static func tokenRecord(_ row: Row) -> APIToken {
         APIToken(name: row["name"], hash: row["hash"], createdAt: date(row, "created_at") ?? Date(timeIntervalSince1970: 0),
                  revokedAt: date(row, "revoked_at"))
+    }
+
+    // MARK: artifacts
+
+    public func recordArtifactVersion(_ v: ArtifactVersionRecord, events: [EventRecord]) async throws {
+        let annotations = try Self.json(v.annotations)
+        try await write { db in
+            try db.exec(sql: """
+                INSERT INTO artifact_versions (pipeline, name, version, sha256, size, created_at, run_id, stage, root, file, annotations)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING
+                """, arguments: [v.pipeline, v.name, v.version, v.sha256, v.size, v.createdAt.timeIntervalSince1970,
+                                 v.runID?.rawValue, v.stage, v.root, v.file, annotations])
+            try Self.insert(events, db)
+        }
+    }
+
+    public func artifactVersions(pipeline: String?, name: String?, run: RunID?) async throws -> [ArtifactVersionRecord] {
+        try await read { db in
+            try db.rows(sql: """
+                SELECT * FROM artifact_versions WHERE (? IS NULL OR pipeline = ?) AND (? IS NULL OR name = ?) AND (? IS NULL OR run_id = ?)
+                ORDER BY created_at DESC, pipeline, name, version DESC
+                """, arguments: [pipeline, pipeline, name, name, run?.rawValue, run?.rawValue]).map { row in
+                ArtifactVersionRecord(pipeline: row["pipeline"], name: row["name"], version: row["version"], sha256: row["sha256"],
+                                      size: row["size"], createdAt: Self.date(row, "created_at") ?? Date(timeIntervalSince1970: 0),
+                                      runID: (row["run_id"] as String?).map { RunID($0) }, stage: row["stage"],
+                                      root: row["root"], file: row["file"],
+                                      annotations: (try? JSONDecoder().decode([String: String].self, from: Data((row["annotations"] as String).utf8))) ?? [:])
+            }
+        }
     }
 
     // MARK: events

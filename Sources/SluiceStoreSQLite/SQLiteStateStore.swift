@@ -159,6 +159,16 @@ public final class SQLiteStateStore: StateStore {
         m.registerMigration("v8-leases") { db in
             try db.execute(sql: "CREATE TABLE leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at REAL NOT NULL)")
         }
+        m.registerMigration("v9-artifact-versions") { db in
+            // Versioned outputs (C13): which run published which version with which hash.
+            try db.execute(sql: """
+                CREATE TABLE artifact_versions (
+                  pipeline TEXT NOT NULL, name TEXT NOT NULL, version INTEGER NOT NULL, sha256 TEXT NOT NULL,
+                  size INTEGER NOT NULL, created_at REAL NOT NULL, run_id TEXT, stage TEXT, root TEXT NOT NULL,
+                  file TEXT NOT NULL, annotations TEXT NOT NULL, PRIMARY KEY (pipeline, name, version));
+                CREATE INDEX artifact_versions_run ON artifact_versions (run_id);
+                """)
+        }
         return m
     }
 

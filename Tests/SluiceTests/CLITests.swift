@@ -280,16 +280,17 @@ struct CLITests {
         let first = try cli.run(["run", "market-data/pipeline.yml", "--no-tty"])
         #expect(first.status == 0, "\(first.output)")
         let id = try #require(cli.runID(first))
-        #expect(try cli.stageStatuses(id) == ["translate": "success", "cleanup-raw": "success", "analyze": "success", "merge": "success"])
+        #expect(try cli.stageStatuses(id) == ["translate": "success", "analyze": "success", "merge": "success"])
         #expect(first.stdout.contains("done_when matched"))
         #expect(FileManager.default.fileExists(atPath: copy + "/data/analyzer_runs/merged/summary.json"))
         #expect(((try? FileManager.default.contentsOfDirectory(atPath: copy + "/data/raw")) ?? []).filter { $0.hasSuffix(".csv") }.isEmpty,
-                "raw files are deleted after the translator succeeded")
-        // The next run finds no raw files: translate and its cleanup are skipped, analysis runs again.
+                "raw files are deleted by the lifecycle policy after translate and analyze succeeded")
+        #expect(try cli.run(["logs", id]).stdout.contains("lifecycle deleted data/raw/AAPL.csv"))
+        // The next run finds no raw files: translate is skipped, analysis runs again.
         let second = try cli.run(["run", "market-data/pipeline.yml", "--no-tty"])
         #expect(second.status == 0)
         let id2 = try #require(cli.runID(second))
-        #expect(try cli.stageStatuses(id2) == ["translate": "skipped", "cleanup-raw": "skipped", "analyze": "success", "merge": "success"])
+        #expect(try cli.stageStatuses(id2) == ["translate": "skipped", "analyze": "success", "merge": "success"])
     }
 }
 

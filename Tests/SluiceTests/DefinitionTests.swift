@@ -123,6 +123,7 @@ struct DefinitionTests {
         for _ in 0..<3 { root.deleteLastPathComponent() }
         let loaded = PipelineLoader.load(file: root.appendingPathComponent("examples/market-data/pipeline.yml").path)
         #expect(loaded.diagnostics.isEmpty, "\(loaded.diagnostics)")
-        #expect(loaded.spec?.stages.map(\.name) == ["translate", "cleanup-raw", "analyze", "merge"])
+        #expect(loaded.spec?.stages.map(\.name) == ["translate", "analyze", "merge"])
+        #expect(loaded.spec?.lifecycle.map(\.afterSuccessOf) == [["translate", "analyze"]])
     }
 }
