@@ -331,6 +331,11 @@ struct RunExecutor: Sendable {
     /// Returns whether a stage started.
     @discardableResult
     func plan(_ planner: Planner, run: RunRecord) async throws -> Bool {
+        try await planned(planner, run: run).started
+    }
+
+    /// Plans as `plan` does; also returns the stages as they are after planning (read once, not again).
+    func planned(_ planner: Planner, run: RunRecord) async throws -> (started: Bool, stages: [StageRecord]) {
         var started = false
         while true {
             let stages = try await store.stages(of: runID)
@@ -357,7 +362,7 @@ struct RunExecutor: Sendable {
                     events.append(log.make("stage.upstream_failed", stage: name, "not run: \(reason)", attrs: ["reason": reason]))
                 }
             }
-            if transitions.isEmpty { return started }
+            if transitions.isEmpty { return (started, stages) }
             try await store.applyStageTransitions(run: runID, transitions, now: time.now(), events: events)
             log.published(events)
         }

@@ -244,8 +244,7 @@ public struct Worker: Sendable {
                 try await executor.emit([executor.log.make("run.start", "run started by workers (first: pid \(owner.pid) on \(owner.host))",
                                                            attrs: ["pid": String(owner.pid), "host": owner.host])])
             }
-            try await executor.plan(p.planner, run: run)
-            let stages = try await store.stages(of: run.id)
+            let stages = try await executor.planned(p.planner, run: run).stages
             if stages.allSatisfy(\.status.isTerminal) {
                 let outcome = RunOutcome.decide(stages: stages.map(\.status), cancelled: false)
                 // Two workers may both get here: acting twice finds the files gone the second time.

@@ -365,21 +365,25 @@ extension PostgresStateStore {
                     remaining[task.stage] = left - 1
                 }
                 let attempt = task.attempts + 1
-                try await tx.exec("""
-                    UPDATE tasks SET status = 'running', attempts = \(attempt), lease_owner = \(owner.id),
-                      lease_expires_at = \(leaseUntil.timeIntervalSince1970), not_before = NULL
-                    WHERE id = \(task.id)
-                    """)
-                try await tx.exec("""
-                    INSERT INTO attempts (task_id, number, run_id, stage, outcome, started_at, host, owner)
-                    VALUES (\(task.id), \(attempt), \(run.rawValue), \(task.stage), 'running', \(t), \(owner.host), \(owner.id))
-                    """)
                 let base = try row["retry_base"] as Int? ?? 0
                 task.status = .running
                 task.attempts = attempt
                 task.leaseOwner = owner.id
                 task.leaseExpiresAt = leaseUntil
                 claimed.append(ClaimedTask(task: task, attempt: attempt, attemptInBudget: attempt - base, startedAt: now))
+            }
+            if !claimed.isEmpty {
+                // Two statements for the whole batch (not two per task): the tasks, then their attempts.
+                let ids = claimed.map(\.task.id)
+                try await tx.exec("""
+                    UPDATE tasks SET status = 'running', attempts = attempts + 1, lease_owner = \(owner.id),
+                      lease_expires_at = \(leaseUntil.timeIntervalSince1970), not_before = NULL
+                    WHERE id = ANY(\(ids))
+                    """)
+                try await tx.exec("""
+                    INSERT INTO attempts (task_id, number, run_id, stage, outcome, started_at, host, owner)
+                    SELECT id, attempts, run_id, stage, 'running', \(t), \(owner.host), \(owner.id) FROM tasks WHERE id = ANY(\(ids))
+                    """)
             }
             if !claimed.isEmpty {
                 try await tx.exec("""
@@ -511,52 +515,58 @@ extension PostgresStateStore {
             try await Self.lockStages(completions.map { ($0.attempt.runID, $0.attempt.stage) }, tx)
             var results: [CompletionResult] = []
             var touched: [(RunID, StageName, Int)] = [] // stage, index of its last completion in this batch
+            var events: [EventRecord] = []
+            // Which of these tasks this owner still holds, at the attempt the completion is for: one look
+            // for the whole batch, the rows locked.
+            var held: [TaskID: Int] = [:]
+            for row in try await tx.rows("""
+                SELECT id, attempts, lease_owner FROM tasks WHERE id = ANY(\(completions.map(\.attempt.taskID))) AND status = 'running'
+                ORDER BY id FOR UPDATE
+                """) where try row["lease_owner"] as String? == owner.id {
+                held[try row["id"] as Int64] = try row["attempts"] as Int
+            }
             for (index, completion) in completions.enumerated() {
                 let attempt = completion.attempt
-                guard let owned = try await tx.value("""
-                    SELECT lease_owner FROM tasks WHERE id = \(attempt.taskID) AND status = 'running' AND attempts = \(attempt.number) FOR UPDATE
-                    """, as: String.self), owned == owner.id else {
+                guard held[attempt.taskID] == attempt.number else {
                     results.append(.leaseLost)
                     continue
                 }
-                try await tx.exec("""
-                    UPDATE attempts SET outcome = \(attempt.outcome.rawValue), started_at = \(attempt.startedAt.timeIntervalSince1970),
-                      finished_at = \((attempt.finishedAt ?? now).timeIntervalSince1970),
-                      exit_code = \(attempt.exitCode.map { Int64($0) }), signal = \(attempt.signal.map { Int64($0) }),
-                      cpu_ms = \(attempt.cpuMs), peak_rss = \(attempt.peakRSSBytes),
-                      stdout_bytes = \(attempt.stdoutBytes), stderr_bytes = \(attempt.stderrBytes), stderr_tail = \(attempt.stderrTail),
-                      message = \(attempt.message), pid = COALESCE(\(attempt.pid.map { Int64($0) }), pid),
-                      start_ticks = COALESCE(\(attempt.processStartTicks), start_ticks),
-                      counters = \(attempt.counters.isEmpty ? nil : try Self.json(attempt.counters))
-                    WHERE task_id = \(attempt.taskID) AND number = \(attempt.number)
-                    """)
+                held[attempt.taskID] = nil // a second completion of the same attempt in one batch is refused
                 let lost = attempt.outcome == .lost
+                let status: TaskStatus, finishedAt: Double?, notBefore: Double?, release: Bool
                 switch completion.next {
-                case .succeed, .fail, .cancel:
-                    let next = completion.next
-                    let status: TaskStatus = next == .succeed ? .success : (next == .fail ? .failed : .cancelled)
-                    try await tx.exec("""
-                        UPDATE tasks SET status = \(status.rawValue), finished_at = \(t), lease_owner = NULL, lease_expires_at = NULL,
-                          lost_attempts = CASE WHEN \(lost) THEN lost_attempts + 1 ELSE 0 END,
-                          result = \(next == .succeed ? Self.bytes(completion.result) : nil) WHERE id = \(attempt.taskID)
-                        """)
-                case .retry(let notBefore):
-                    try await tx.exec("""
-                        UPDATE tasks SET status = 'pending', not_before = \(notBefore.timeIntervalSince1970), lease_owner = NULL,
-                          lease_expires_at = NULL, lost_attempts = CASE WHEN \(lost) THEN lost_attempts + 1 ELSE 0 END
-                        WHERE id = \(attempt.taskID)
-                        """)
-                case .release:
-                    try await tx.exec("""
-                        UPDATE tasks SET status = 'pending', not_before = NULL, lease_owner = NULL, lease_expires_at = NULL,
-                          retry_base = retry_base + 1 WHERE id = \(attempt.taskID)
-                        """)
+                case .succeed: (status, finishedAt, notBefore, release) = (.success, t, nil, false)
+                case .fail: (status, finishedAt, notBefore, release) = (.failed, t, nil, false)
+                case .cancel: (status, finishedAt, notBefore, release) = (.cancelled, t, nil, false)
+                case .retry(let at): (status, finishedAt, notBefore, release) = (.pending, nil, at.timeIntervalSince1970, false)
+                case .release: (status, finishedAt, notBefore, release) = (.pending, nil, nil, true)
                 }
-                try await Self.insert(completion.events, tx)
+                let result = completion.next == .succeed ? Self.bytes(completion.result) : nil
+                // The attempt and its task in one statement. A release gives the try back to the task's
+                // budget (retry_base) and does not count as a lost attempt.
+                try await tx.exec("""
+                    WITH finished_attempt AS (
+                      UPDATE attempts SET outcome = \(attempt.outcome.rawValue), started_at = \(attempt.startedAt.timeIntervalSince1970),
+                        finished_at = \((attempt.finishedAt ?? now).timeIntervalSince1970),
+                        exit_code = \(attempt.exitCode.map { Int64($0) }), signal = \(attempt.signal.map { Int64($0) }),
+                        cpu_ms = \(attempt.cpuMs), peak_rss = \(attempt.peakRSSBytes),
+                        stdout_bytes = \(attempt.stdoutBytes), stderr_bytes = \(attempt.stderrBytes), stderr_tail = \(attempt.stderrTail),
+                        message = \(attempt.message), pid = COALESCE(\(attempt.pid.map { Int64($0) }), pid),
+                        start_ticks = COALESCE(\(attempt.processStartTicks), start_ticks),
+                        counters = \(attempt.counters.isEmpty ? nil : try Self.json(attempt.counters))
+                      WHERE task_id = \(attempt.taskID) AND number = \(attempt.number))
+                    UPDATE tasks SET status = \(status.rawValue), finished_at = \(finishedAt), lease_owner = NULL, lease_expires_at = NULL,
+                      not_before = \(notBefore),
+                      lost_attempts = CASE WHEN \(release) THEN lost_attempts WHEN \(lost) THEN lost_attempts + 1 ELSE 0 END,
+                      retry_base = retry_base + \(release ? 1 : 0), result = \(result)
+                    WHERE id = \(attempt.taskID)
+                    """)
+                events += completion.events
                 touched.removeAll { $0.0 == attempt.runID && $0.1 == attempt.stage }
                 touched.append((attempt.runID, attempt.stage, index))
                 results.append(.applied(stage: nil))
             }
+            try await Self.insert(events, tx)
             // Each stage is rolled up once per batch, after all its completions: decided here, once.
             for (run, stageName, index) in touched {
                 guard var stage = try await Self.rollUp(run: run, stage: stageName, now: t, tx) else { continue }

@@ -7,7 +7,8 @@ import Glibc
 #endif
 
 /// W3: N trivial tasks (the `fan-out` pipeline of `sluice-demo`, in-process Swift tasks) recorded with
-/// `run --detach`, then processed by two `sluice-demo worker` processes against one PostgreSQL database.
+/// `run --detach`, then processed by two `sluice-demo worker --concurrency 32` processes against one
+/// PostgreSQL database (in-process tasks cost next to nothing, so a worker runs many at once).
 extension Bench {
     /// The PostgreSQL server W3 uses: `--postgres URL`, else `SLUICE_BENCH_POSTGRES`, else the tests'
     /// `SLUICE_TEST_POSTGRES`. Each repetition creates a database of its own on it.
@@ -32,7 +33,7 @@ extension Bench {
             }
             let start = ContinuousClock.now
             let workers = try (0..<2).map { _ in
-                try spawnDetached([demo, "worker", "--exit-when-idle", "--concurrency", "4", "--poll", "200ms"] + state, in: dir)
+                try spawnDetached([demo, "worker", "--exit-when-idle", "--concurrency", "32", "--poll", "200ms"] + state, in: dir)
             }
             var peak: Int64 = 0
             for pid in workers {
