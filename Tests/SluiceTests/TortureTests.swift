@@ -40,8 +40,17 @@ struct TortureTests {
         return Set(((work?["tasks"] as? [[String: Any]]) ?? []).filter { $0["status"] as? String == "success" }.compactMap { $0["key"] as? String })
     }
 
-    /// A random moment to kill at: early in a pass, or later, or while the join may be running.
-    func randomPause() -> Duration { .milliseconds(Int.random(in: 150...1_500)) }
+    /// Waits for a random moment to kill at: once a random share (up to half) of the items not yet run
+    /// has run, or the process ended. Tied to progress, not to time, so a kill lands mid-run on any machine.
+    func randomMoment(_ cli: CLI, while running: () -> Bool) async throws {
+        let now = lines(cli, "ran.log").count
+        guard now < Self.items else { return } // every item ran: kill now (the join may be running)
+        let target = now + Int.random(in: 1...max(1, (Self.items - now) / 2))
+        let deadline = ContinuousClock.now + .seconds(120)
+        while running() && lines(cli, "ran.log").count < target && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+    }
 
     /// What was recorded as done at one moment, and how many lines `ran.log` had then.
     struct Snapshot {
@@ -86,7 +95,7 @@ struct TortureTests {
         var id: String?
         var snapshots: [Snapshot] = []
         for _ in 1...Self.kills {
-            try await Task.sleep(for: randomPause())
+            try await randomMoment(cli) { process.isRunning }
             guard process.isRunning else { break }
             kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
@@ -116,7 +125,7 @@ struct TortureTests {
         defer { for w in workers where w.isRunning { kill(w.processIdentifier, SIGKILL) } }
         var snapshots: [Snapshot] = []
         for _ in 1...Self.kills {
-            try await Task.sleep(for: randomPause())
+            try await randomMoment(cli) { workers.allSatisfy(\.isRunning) }
             let victim = Int.random(in: 0..<2)
             guard workers[victim].isRunning else { break }
             snapshots.append(Snapshot(recorded: try done(cli, id), ranLines: lines(cli, "ran.log").count))
