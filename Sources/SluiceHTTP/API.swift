@@ -104,10 +104,8 @@ struct API: Sendable {
 
     static func date(_ request: Request, _ name: String) throws -> Date? {
         guard let text = request.uri.queryParameters[Substring(name)] else { return nil }
-        let parsed = (try? Date(String(text), strategy: .iso8601))
-            ?? (try? Date(String(text), strategy: Date.ISO8601FormatStyle(includingFractionalSeconds: true)))
-        guard let parsed else {
-            throw BadRequest(error: "invalid \(name)", detail: "'\(text)' is not an ISO 8601 time like 2026-11-25T17:00:00Z")
+        guard let parsed = RFC3339.date(String(text)) else {
+            throw BadRequest(error: "invalid \(name)", detail: "'\(text)' is not an RFC 3339 time like 2026-11-25T17:00:00Z")
         }
         return parsed
     }
@@ -161,7 +159,7 @@ struct API: Sendable {
             let limit = try Self.integer(request, "limit", default: 50, range: 1...Self.maxPageSize)
             var statuses: [RunStatus] = []
             if let text = q["status"] {
-                for part in text.split(separator: ",") {
+                for part in text.split(separator: ",", omittingEmptySubsequences: false) {
                     guard let status = RunStatus(rawValue: String(part)) else {
                         throw BadRequest(error: "invalid status", detail: "'\(part)' is not a run status (pending, running, success, partial_success, failed, cancelled)")
                     }

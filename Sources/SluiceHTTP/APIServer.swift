@@ -172,6 +172,12 @@ struct JSONErrors<Context: RequestContext>: RouterMiddleware {
         } catch let failure as HTTPError {
             switch failure.status {
             case .notFound:
+                if let allowed = Routes.methods(forPath: request.uri.path), !allowed.contains(request.method.rawValue) {
+                    var response = try APIServer.error(.methodNotAllowed, "method not allowed",
+                                                       "\(request.uri.path) answers \(allowed.sorted().joined(separator: ", "))")
+                    response.headers[.allow] = allowed.sorted().joined(separator: ", ")
+                    return response
+                }
                 return try APIServer.error(.notFound, "not found", "no route \(request.method.rawValue) \(request.uri.path); GET /api/openapi.json lists the API")
             case .contentTooLarge:
                 return try APIServer.error(failure.status, "body too large", "request bodies are limited to 1 MiB")
@@ -181,5 +187,30 @@ struct JSONErrors<Context: RequestContext>: RouterMiddleware {
         } catch let failure as StoreError {
             return try APIServer.error(.serviceUnavailable, "store unavailable", failure.message + (failure.hint.map { " (\($0))" } ?? ""))
         }
+    }
+}
+
+/// The routes the OpenAPI document lists, to tell an unknown path (404) from a known one asked with
+/// another method (405 with `Allow`).
+enum Routes {
+    static let table: [(pattern: [Substring], methods: Set<String>)] = {
+        guard let document = try? JSONSerialization.jsonObject(with: Data(OpenAPIDocument.json.utf8)) as? [String: Any],
+              let paths = document["paths"] as? [String: [String: Any]] else { return [] }
+        return paths.map { path, operations in
+            (path.split(separator: "/", omittingEmptySubsequences: false), Set(operations.keys.map { $0.uppercased() }))
+        }
+    }()
+
+    /// The methods of the route `path` matches, nil when it matches none.
+    static func methods(forPath path: String) -> Set<String>? {
+        let parts = path.split(separator: "/", omittingEmptySubsequences: false)
+        var found: Set<String>?
+        for route in table where route.pattern.count == parts.count {
+            let matches = zip(route.pattern, parts).allSatisfy { pattern, part in
+                (pattern.hasPrefix("{") && pattern.hasSuffix("}") && !part.isEmpty) || pattern == part
+            }
+            if matches { found = (found ?? []).union(route.methods) }
+        }
+        return found
     }
 }

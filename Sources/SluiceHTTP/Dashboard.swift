@@ -91,6 +91,7 @@ async function api(path, options = {}) {
 }
 function badge(s) { return el("span", { class: "badge s-" + s }, s.replace("_", " ")); }
 function dur(ms) { if (ms == null) return "–"; const s = Math.round(ms / 1000); if (s < 60) return (ms < 10000 ? (ms / 1000).toFixed(1) : s) + "s"; const m = Math.floor(s / 60); if (m < 60) return m + "m " + (s % 60) + "s"; return Math.floor(m / 60) + "h " + (m % 60) + "m"; }
+function elapsed(t) { return t ? Date.now() - Date.parse(t) : null; }
 function when(t) { return t ? new Date(t).toLocaleString() : "–"; }
 let timers = [];
 let aborter = null;
@@ -192,7 +193,7 @@ async function runPage(id) {
     head.replaceChildren(el("h1", {}, r.pipeline, " ", el("span", { class: "muted" }, r.run_id)),
       el("div", { class: "row" }, badge(r.status), r.cancel_requested ? el("span", { class: "muted" }, "cancel requested") : null,
         r.interrupted ? el("span", { class: "muted" }, "interrupted: nobody executes it") : null,
-        el("span", { class: "muted" }, "trigger " + r.trigger), el("span", { class: "muted" }, "started " + when(r.started_at)), el("span", { class: "muted" }, "duration " + dur(r.duration_ms))),
+        el("span", { class: "muted" }, "trigger " + r.trigger), el("span", { class: "muted" }, "started " + when(r.started_at)), el("span", { class: "muted" }, "duration " + dur(r.duration_ms ?? elapsed(r.started_at)))),
       el("div", { class: "row", style: "margin-top:.6rem" },
         el("button", { class: "danger", id: "cancel", disabled: terminal ? "" : null, onclick: () => { if (confirm("Cancel run " + id + "?")) act("cancel"); } }, "Cancel"),
         el("button", { id: "retry", disabled: (terminal && r.status !== "success") || r.interrupted ? null : "", onclick: () => act("retry") }, "Retry failed"),
@@ -202,15 +203,15 @@ async function runPage(id) {
       const bar = p ? el("div", { class: "bar", title: p.percent + "%" }, el("span", { style: `width:${Math.min(100, p.expected ? p.done * 100 / p.expected : 0)}%` }),
         el("span", { class: "fail", style: `left:${p.expected ? p.done * 100 / p.expected : 0}%;width:${p.expected ? p.failed * 100 / p.expected : 0}%` })) : null;
       const text = p ? `${p.done + p.failed}/${p.expected}${p.growing ? "+" : ""} · ${p.rate_per_second}/s` + (p.eta_seconds != null && !["success", "failed"].includes(s.status) ? ` · ETA ${p.growing ? "≥ " : ""}${dur(p.eta_seconds * 1000)}` : "") : "";
-      return el("tr", {}, el("td", {}, s.name), el("td", {}, badge(s.status)), el("td", {}, dur(s.duration_ms)), el("td", {}, bar, el("div", { class: "muted" }, text)),
+      return el("tr", {}, el("td", {}, s.name), el("td", {}, badge(s.status)), el("td", {}, dur(s.duration_ms ?? (s.status === "running" ? elapsed(s.started_at) : null))), el("td", {}, bar, el("div", { class: "muted" }, text)),
         el("td", { class: "wrap" }, s.waiting || s.reason || ""),
-        el("td", {}, s.tasks.slice(0, 20).map(t => el("button", { onclick: () => showLog(t, s.name), style: "margin:0 .3rem .2rem 0;padding:0 .4rem" }, (s.tasks.length > 1 ? t.key : "log"))), s.tasks.length > 20 ? el("span", { class: "muted" }, "…") : null));
+        el("td", {}, s.tasks.filter(t => t.attempts.length).slice(0, 8).map(t => el("button", { title: t.key, onclick: () => showLog(t, s.name), style: "margin:0 .3rem .2rem 0;padding:0 .4rem" }, (s.tasks.length > 1 ? t.key.slice(0, 10) : "log"))), s.tasks.length > 8 ? el("span", { class: "muted" }, "…") : null));
     });
     stages.replaceChildren(el("h2", {}, "Stages"), el("div", { class: "scroll" }, el("table", {}, el("thead", {}, el("tr", {}, ["Stage", "Status", "Duration", "Progress", "Note", "Logs"].map(t => el("th", {}, t)))), el("tbody", {}, rows))));
     drawTimeline(r);
     const all = r.stages.filter(s => s.counters || s.rejected);
     counters.style.display = all.length ? "" : "none";
-    counters.replaceChildren(el("h2", {}, "Counters"), all.map(s => el("div", {}, el("strong", {}, s.name + ": "),
+    counters.replaceChildren(el("h2", {}, "Counters"), ...all.map(s => el("div", {}, el("strong", {}, s.name + ": "),
       Object.entries(s.counters || {}).map(([k, v]) => k + " " + v).join(", "), s.rejected ? ` · rejected ${s.rejected}` : "")));
     return terminal;
   }
@@ -226,7 +227,7 @@ async function runPage(id) {
     const lanes = [];
     for (const s of r.stages) {
       if (s.started_at) lanes.push(lane(s.name, [[s.started_at, s.finished_at, s.status, s.name + " " + s.status]]));
-      for (const t of s.tasks.slice(0, 30)) if (s.tasks.length > 1 || t.attempts.length > 1)
+      for (const t of s.tasks.filter(t => t.attempts.length).slice(0, 30)) if (s.tasks.length > 1 || t.attempts.length > 1)
         lanes.push(lane("  " + s.name + "/" + t.key, t.attempts.map(a => [a.started_at, a.finished_at, a.outcome, `attempt ${a.number}: ${a.outcome}`])));
     }
     timeline.replaceChildren(el("h2", {}, "Timeline"), el("div", { class: "gantt" }, lanes.length ? lanes : el("p", { class: "muted" }, "Nothing started yet.")),

@@ -399,11 +399,22 @@ enum OpenAPIDocument {
         ],
         "responses": {
           "200": {
-            "description": "`id: N`, `event: NAME`, `data: Event` per event.",
+            "description": "`id: N`, `event: NAME`, `data: Event` (JSON) per event; last `event: end` with `data: {\"status\": …}`.",
             "content": {
               "text/event-stream": {
                 "schema": {
-                  "type": "string"
+                  "type": "object",
+                  "properties": {
+                    "id": {
+                      "type": "string"
+                    },
+                    "event": {
+                      "type": "string"
+                    },
+                    "data": {
+                      "type": "string"
+                    }
+                  }
                 }
               }
             }

@@ -170,9 +170,15 @@ struct APIServerTests {
             #expect((greet.json["runs"] as? [Any])?.count == 2)
             let future = try await APIHarness.request(base, "/api/runs?created_after=2999-01-01T00:00:00Z")
             #expect((future.json["runs"] as? [Any])?.count == 0)
+            let past = try await APIHarness.request(base, "/api/runs?created_after=2000-01-01T01:30:00.25%2B01:30&created_before=2999-01-01T00:00:00Z")
+            #expect((past.json["runs"] as? [Any])?.count == 3, "RFC 3339 with an offset and a fraction")
+            let wrongMethod = try await APIHarness.request(base, "/api/runs", method: "POST", body: "{}")
+            #expect(wrongMethod.status == 405 && wrongMethod.json["error"] as? String == "method not allowed")
+            #expect(try await APIHarness.request(base, "/api/runs/\(first.id)/cancel").status == 405)
 
             for bad in ["limit=0", "limit=201", "limit=-5", "limit=abc", "limit=99999999999999999999999", "status=bogus",
-                        "created_after=yesterday", "cursor=../../etc", "pipeline="] {
+                        "created_after=yesterday", "created_after=2026-13-01T00:00:00Z", "created_before=2026-01-01", "cursor=../../etc",
+                        "pipeline=", "status=", "status=failed,,success"] {
                 let answer = try await APIHarness.request(base, "/api/runs?\(bad)")
                 #expect(answer.status == 400, "\(bad)")
                 #expect(answer.json["error"] is String && answer.json["detail"] is String, "\(bad): JSON {error, detail}")
@@ -476,5 +482,28 @@ enum PrometheusText {
             samples.append(Sample(name: String(name), labels: labels, value: value))
         }
         return samples
+    }
+}
+
+@Suite("CLI: sluice ui")
+struct UICLITests {
+    @Test func uiServesTheDashboardAndAPIOverAStoreAndStopsOnSIGTERM() async throws {
+        let cli = CLI(dir: try TemporaryDirectory(prefix: "ui"))
+        try cli.dir.write("p.yml", "name: p\nstages:\n  a: { run: [\"true\"] }\n")
+        #expect(try cli.run(["run", "p.yml"]).status == 0)
+        let process = try ServeCLITests().serve(cli, [], log: "ui.log", command: "ui", extra: ["--http", "127.0.0.1:0"])
+        defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+        var port: Int?
+        try await cli.wait {
+            let log = ServeCLITests().text(cli, "ui.log")
+            port = log.range(of: "http://127.0.0.1:").flatMap { Int(log[$0.upperBound...].prefix { $0.isNumber }) }
+            return port != nil
+        }
+        let base = URL(string: "http://127.0.0.1:\(try #require(port))")!
+        let page = try await APIHarness.request(base, "/")
+        #expect(page.status == 200 && page.text.contains("Sluice"))
+        let runs = try await APIHarness.request(base, "/api/runs")
+        #expect((runs.json["runs"] as? [[String: Any]])?.first?["pipeline"] as? String == "p")
+        try await ServeCLITests().stop(process)
     }
 }
