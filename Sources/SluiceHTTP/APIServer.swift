@@ -186,6 +186,18 @@ struct JSONErrors<Context: RequestContext>: RouterMiddleware {
             }
         } catch let failure as StoreError {
             return try APIServer.error(.serviceUnavailable, "store unavailable", failure.message + (failure.hint.map { " (\($0))" } ?? ""))
+        } catch let failure as EngineError {
+            let status: HTTPResponse.Status = switch failure.code {
+            case .runNotFound: .notFound
+            case .runBusy, .overlap: .conflict
+            case .invalidInput: .badRequest
+            default: .internalServerError
+            }
+            return try APIServer.error(status, failure.code.rawValue, failure.message + (failure.hint.map { " (\($0))" } ?? ""))
+        } catch is CancellationError {
+            throw CancellationError()
+        } catch {
+            return try APIServer.error(.internalServerError, "internal error", "\(error)")
         }
     }
 }

@@ -91,6 +91,7 @@ async function api(path, options = {}) {
 }
 function badge(s) { return el("span", { class: "badge s-" + s }, s.replace("_", " ")); }
 function dur(ms) { if (ms == null) return "–"; const s = Math.round(ms / 1000); if (s < 60) return (ms < 10000 ? (ms / 1000).toFixed(1) : s) + "s"; const m = Math.floor(s / 60); if (m < 60) return m + "m " + (s % 60) + "s"; return Math.floor(m / 60) + "h " + (m % 60) + "m"; }
+function started(stage) { return stage.tasks.filter(t => t.attempts.length); }
 function elapsed(t) { return t ? Date.now() - Date.parse(t) : null; }
 function when(t) { return t ? new Date(t).toLocaleString() : "–"; }
 let timers = [];
@@ -202,10 +203,10 @@ async function runPage(id) {
       const p = s.progress;
       const bar = p ? el("div", { class: "bar", title: p.percent + "%" }, el("span", { style: `width:${Math.min(100, p.expected ? p.done * 100 / p.expected : 0)}%` }),
         el("span", { class: "fail", style: `left:${p.expected ? p.done * 100 / p.expected : 0}%;width:${p.expected ? p.failed * 100 / p.expected : 0}%` })) : null;
-      const text = p ? `${p.done + p.failed}/${p.expected}${p.growing ? "+" : ""} · ${p.rate_per_second}/s` + (p.eta_seconds != null && !["success", "failed"].includes(s.status) ? ` · ETA ${p.growing ? "≥ " : ""}${dur(p.eta_seconds * 1000)}` : "") : "";
+      const text = p ? `${p.done + p.failed}/${p.expected}${p.growing ? "+" : ""} · ${p.rate_per_second}/s` + (p.eta_seconds != null && s.status === "running" ? ` · ETA ${p.growing ? "≥ " : ""}${dur(p.eta_seconds * 1000)}` : "") : "";
       return el("tr", {}, el("td", {}, s.name), el("td", {}, badge(s.status)), el("td", {}, dur(s.duration_ms ?? (s.status === "running" ? elapsed(s.started_at) : null))), el("td", {}, bar, el("div", { class: "muted" }, text)),
         el("td", { class: "wrap" }, s.waiting || s.reason || ""),
-        el("td", {}, s.tasks.filter(t => t.attempts.length).slice(0, 8).map(t => el("button", { title: t.key, onclick: () => showLog(t, s.name), style: "margin:0 .3rem .2rem 0;padding:0 .4rem" }, (s.tasks.length > 1 ? t.key.slice(0, 10) : "log"))), s.tasks.length > 8 ? el("span", { class: "muted" }, "…") : null));
+        el("td", {}, started(s).slice(0, 8).map(t => el("button", { title: t.key, onclick: () => showLog(t, s.name), style: "margin:0 .3rem .2rem 0;padding:0 .4rem" }, (s.tasks.length > 1 ? t.key.slice(0, 10) : "log"))), started(s).length > 8 ? el("span", { class: "muted" }, "…") : null));
     });
     stages.replaceChildren(el("h2", {}, "Stages"), el("div", { class: "scroll" }, el("table", {}, el("thead", {}, el("tr", {}, ["Stage", "Status", "Duration", "Progress", "Note", "Logs"].map(t => el("th", {}, t)))), el("tbody", {}, rows))));
     drawTimeline(r);
