@@ -142,6 +142,50 @@ enum OpenAPIDocument {
                   "$ref": "#/components/schemas/RunPage"
                 }
               }
+            },
+            "links": {
+              "getRun": {
+                "operationId": "getRun",
+                "parameters": {
+                  "id": "$response.body#/runs/0/run_id"
+                }
+              },
+              "listEvents": {
+                "operationId": "listEvents",
+                "parameters": {
+                  "id": "$response.body#/runs/0/run_id"
+                }
+              },
+              "streamEvents": {
+                "operationId": "streamEvents",
+                "parameters": {
+                  "id": "$response.body#/runs/0/run_id"
+                }
+              },
+              "getProgress": {
+                "operationId": "getProgress",
+                "parameters": {
+                  "id": "$response.body#/runs/0/run_id"
+                }
+              },
+              "cancelRun": {
+                "operationId": "cancelRun",
+                "parameters": {
+                  "id": "$response.body#/runs/0/run_id"
+                }
+              },
+              "retryRun": {
+                "operationId": "retryRun",
+                "parameters": {
+                  "id": "$response.body#/runs/0/run_id"
+                }
+              },
+              "resumeRun": {
+                "operationId": "resumeRun",
+                "parameters": {
+                  "id": "$response.body#/runs/0/run_id"
+                }
+              }
             }
           },
           "400": {
@@ -215,6 +259,15 @@ enum OpenAPIDocument {
               "application/json": {
                 "schema": {
                   "$ref": "#/components/schemas/RunReport"
+                }
+              }
+            },
+            "links": {
+              "getTaskLog": {
+                "operationId": "getTaskLog",
+                "parameters": {
+                  "id": "$response.body#/run_id",
+                  "task": "$response.body#/stages/0/tasks/0/id"
                 }
               }
             }
@@ -671,6 +724,14 @@ enum OpenAPIDocument {
               "application/json": {
                 "schema": {
                   "$ref": "#/components/schemas/PipelineList"
+                }
+              }
+            },
+            "links": {
+              "triggerRun": {
+                "operationId": "triggerRun",
+                "parameters": {
+                  "name": "$response.body#/items/0/name"
                 }
               }
             }

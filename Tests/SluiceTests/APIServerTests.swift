@@ -290,6 +290,7 @@ struct APIServerTests {
         try h.fixture.dir.write("wait.yml", """
             name: wait
             overlap: allow
+            schedule: "0 0 1 1 *"
             params:
               who: nobody
             stages:
@@ -299,6 +300,11 @@ struct APIServerTests {
         let token = try await h.token()
         try await h.serving(server: server) { base in
             try await h.until { try await APIHarness.request(base, "/api/pipelines").json["items"].map { ($0 as? [Any])?.count == 1 } ?? false }
+            let schedules = try await APIHarness.request(base, "/api/schedules")
+            let schedule = try #require((schedules.json["items"] as? [[String: Any]])?.first)
+            #expect(schedules.json["serving"] as? Bool == true && schedule["pipeline"] as? String == "wait" && schedule["time_zone"] as? String == "UTC")
+            let year = Calendar(identifier: .gregorian).component(.year, from: Date()) + 1
+            #expect((schedule["next_fire_at"] as? String)?.hasPrefix("\(year)-01-01T00:00:00") == true, "the next firing: next new year, UTC")
             #expect(try await APIHarness.request(base, "/api/pipelines/wait/runs", method: "POST", body: "{not json", token: token).status == 400)
             #expect(try await APIHarness.request(base, "/api/pipelines/wait/runs", method: "POST", body: #"{"params": {"who": 5}}"#, token: token).status == 400)
             #expect(try await APIHarness.request(base, "/api/pipelines/wait/runs", method: "POST", body: #"{"params": {"whom": "x"}}"#, token: token).status == 400)
