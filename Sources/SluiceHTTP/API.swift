@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import NIOCore
+import ServiceLifecycle
 import SluiceCore
 import SluiceEngine
 import SluiceStore
@@ -277,6 +278,12 @@ struct API: Sendable {
                     }
                     // One more read after the run ended: events recorded with its finish.
                     if try await store.run(runID)?.status.isTerminal ?? true { finalRead = true; continue }
+                    // A stream of a live run would hold a graceful shutdown until the run ended: end it; the
+                    // client comes back with Last-Event-ID.
+                    if Task.isShuttingDownGracefully {
+                        try await writer.write(ByteBuffer(string: ": server shutting down\n\n"))
+                        break
+                    }
                     if ContinuousClock.now - lastWrite >= .seconds(15) {
                         try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
                         lastWrite = ContinuousClock.now
@@ -369,7 +376,7 @@ struct API: Sendable {
                         try await writer.write(ByteBuffer(bytes: chunk))
                         offset += UInt64(chunk.count)
                     }
-                    if done { break }
+                    if done || Task.isShuttingDownGracefully { break }
                     try await Task.sleep(for: poll)
                 }
                 try await writer.finish(nil)

@@ -136,6 +136,16 @@ final class RawHTTP: @unchecked Sendable {
     }
 }
 
+/// What a reading thread has seen so far.
+final class Seen: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = ""
+    var text: String {
+        get { lock.withLock { value } }
+        set { lock.withLock { value = newValue } }
+    }
+}
+
 @Suite("HTTP API")
 struct APIServerTests {
     @Test func readsPaginateValidateAndAnswer404AndLogsNeverLeaveTheRunFolder() async throws {
@@ -511,5 +521,37 @@ struct UICLITests {
         let runs = try await APIHarness.request(base, "/api/runs")
         #expect((runs.json["runs"] as? [[String: Any]])?.first?["pipeline"] as? String == "p")
         try await ServeCLITests().stop(process)
+    }
+
+    @Test func anOpenEventStreamOfALiveRunDoesNotHoldShutdown() async throws {
+        let cli = CLI(dir: try TemporaryDirectory(prefix: "ui-sse"))
+        try cli.dir.write("hold.yml", "name: hold\nstages:\n  wait: { run: [sh, -c, \"while [ ! -f go ]; do sleep 0.05; done\"] }\n")
+        let run = try cli.start(["run", "hold.yml"])
+        defer { if run.isRunning { kill(run.processIdentifier, SIGKILL) } }
+        let ui = try ServeCLITests().serve(cli, [], log: "ui.log", command: "ui", extra: ["--http", "127.0.0.1:0"])
+        defer { if ui.isRunning { kill(ui.processIdentifier, SIGKILL) } }
+        var port: Int?
+        try await cli.wait {
+            let log = ServeCLITests().text(cli, "ui.log")
+            port = log.range(of: "http://127.0.0.1:").flatMap { Int(log[$0.upperBound...].prefix { $0.isNumber }) }
+            return port != nil
+        }
+        let base = URL(string: "http://127.0.0.1:\(try #require(port))")!
+        var live: String?
+        try await cli.wait {
+            live = (try? Data(contentsOf: base.appendingPathComponent("api/runs")))
+                .flatMap { try? JSONSerialization.jsonObject(with: $0) as? [String: Any] }
+                .flatMap { ($0["runs"] as? [[String: Any]])?.first { $0["status"] as? String == "running" }?["run_id"] as? String }
+            return live != nil
+        }
+        let stream = try RawHTTP(port: try #require(port), path: "/api/runs/\(try #require(live))/events/stream")
+        let seen = Seen()
+        let reading = Task.detached { stream.read { seen.text = $0 } }
+        try await cli.wait { seen.text.contains("run.start") }   // the stream is open; nothing more comes while the run waits
+        try await ServeCLITests().stop(ui)   // exits 0 although the run goes on
+        #expect(await reading.value.contains(": server shutting down"))
+        try cli.dir.write("go", "")
+        run.waitUntilExit()
+        #expect(run.terminationStatus == 0)
     }
 }
