@@ -113,6 +113,14 @@ final class RawHTTP: @unchecked Sendable {
         return String(decoding: text, as: UTF8.self)
     }
 
+    /// `read` on a thread of its own: a blocking read must not hold one of the few threads Swift
+    /// concurrency runs every test's tasks on.
+    func readOnThread(_ seen: @escaping @Sendable (String) -> Void) async -> String {
+        await withCheckedContinuation { continuation in
+            Thread { continuation.resume(returning: self.read(seen)) }.start()
+        }
+    }
+
     deinit { close(fd) }
 
     /// The body of a chunked response, decoded (bytes, not characters: "\r\n" is one Character).
@@ -347,14 +355,12 @@ struct APIServerTests {
             let idle = try RawHTTP(port: port, path: "/api/runs/\(run.id)/events/stream")
             let client = try RawHTTP(port: port, path: "/api/runs/\(run.id)/events/stream")
             let go = h.fixture.dir.file("go")
-            let raw = await Task.detached {
-                client.read { text in
+            let raw = await client.readOnThread { text in
                     // Once the run's first events arrived, let it go on: what follows is recorded while streaming.
                     if text.contains("run.start") && !FileManager.default.fileExists(atPath: go) {
                         _ = FileManager.default.createFile(atPath: go, contents: nil)
                     }
-                }
-            }.value
+            }
             #expect(try await APIHarness.request(base, "/api/health").status == 200, "the idle client does not stop others")
             _ = idle
             let body = RawHTTP.dechunk(raw)
@@ -546,12 +552,12 @@ struct UICLITests {
         }
         let stream = try RawHTTP(port: try #require(port), path: "/api/runs/\(try #require(live))/events/stream")
         let seen = Seen()
-        let reading = Task.detached { stream.read { seen.text = $0 } }
+        let reading = Task { await stream.readOnThread { seen.text = $0 } }
         try await cli.wait { seen.text.contains("run.start") }   // the stream is open; nothing more comes while the run waits
         try await ServeCLITests().stop(ui)   // exits 0 although the run goes on
         #expect(await reading.value.contains(": server shutting down"))
         try cli.dir.write("go", "")
-        run.waitUntilExit()
+        while run.isRunning { try await Task.sleep(for: .milliseconds(50)) }
         #expect(run.terminationStatus == 0)
     }
 }
