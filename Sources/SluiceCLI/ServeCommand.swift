@@ -34,10 +34,11 @@ struct Serve: AsyncParsableCommand {
 
     @OptionGroup var served: ServedPipelines
     @Option(help: "On shutdown, how long running runs may take to finish before they are cancelled.") var grace: String = "60s"
-    @Option(help: ArgumentHelp("Serve the HTTP API here (POST /api/pipelines/NAME/runs with a token from `sluice token create`).",
+    @Option(help: ArgumentHelp("Serve the dashboard, the HTTP API and /metrics here (see docs/api.md).",
                                valueName: "host:port")) var http: String?
     @Option(help: ArgumentHelp("Replicas sharing a store elect one to fire schedules; when it dies another takes over within this time.",
                                valueName: "duration")) var leaderLease: String = "15s"
+    @OptionGroup var httpOptions: HTTPOptions
     @OptionGroup var state: StateOptions
 
     func run() async throws {
@@ -53,12 +54,10 @@ struct Serve: AsyncParsableCommand {
             logger.logLevel = .warning
             var services: [any Service] = [server]
             if let http {
-                guard let colon = http.lastIndex(of: ":"), let port = Int(http[http.index(after: colon)...]), (0...65535).contains(port) else {
-                    throw CLIError(message: "--http '\(http)' is not host:port", hint: "e.g. --http 127.0.0.1:8080", exitCode: ExitStatus.failure)
-                }
-                let host = String(http[..<colon])
-                services.append(APIServer.application(server: server, host: host.isEmpty ? "127.0.0.1" : host, port: port, logger: logger))
-                Terminal.note("\(Date().formatted(.iso8601)) HTTP API on http://\(host.isEmpty ? "127.0.0.1" : host):\(port)/api (tokens: `sluice token create NAME`)")
+                let configuration = try httpOptions.configuration(http)
+                services.append(APIServer.application(engine: engine, server: server, configuration: configuration, logger: logger) { port in
+                    HTTPOptions.announce(configuration, port: port)
+                })
             }
             let group = ServiceGroup(configuration: ServiceGroupConfiguration(
                 services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))

@@ -21,7 +21,7 @@ public struct SluiceCommand: AsyncParsableCommand {
             Exit codes: 0 success, 1 partial success, 2 failure (or bad input), 3 internal error, 130 cancelled.
             """,
         subcommands: [Init.self, Validate.self, Run.self, Resume.self, Cancel.self, Runs.self, Show.self, Logs.self,
-                      WorkerCommand.self, Serve.self, Schedules.self, TokenCommand.self, Pipelines.self, ArtifactsCommand.self])
+                      WorkerCommand.self, Serve.self, Schedules.self, TokenCommand.self, Pipelines.self, ArtifactsCommand.self, UICommand.self])
 
     public init() {}
 }

@@ -21,6 +21,10 @@ public protocol StateStore: Sendable {
     func unfinishedRuns(pipeline: String) async throws -> [RunRecord]
     /// Every pending or running run, oldest first (what workers look at for work).
     func openRuns(limit: Int) async throws -> [RunRecord]
+    /// Runs matching the query, newest first (creation time, then id): the HTTP API's runs list.
+    func runs(matching query: RunQuery) async throws -> [RunRecord]
+    /// Counts over every run, task and attempt (for `/metrics`); durations counted into `durationBounds` (seconds).
+    func statistics(durationBounds: [Double]) async throws -> StoreStatistics
 
     /// Takes the run's lease when it is free, expired, or still held by `replacing` (an owner the caller
     /// proved dead). A pending or terminal run becomes `running`.
@@ -55,6 +59,8 @@ public protocol StateStore: Sendable {
     func stages(of run: RunID) async throws -> [StageRecord]
     func tasks(of run: RunID) async throws -> [TaskRecord]
     func attempts(of run: RunID) async throws -> [AttemptRecord]
+    /// One task by id.
+    func task(_ id: TaskID) async throws -> TaskRecord?
 
     /// Applies planner decisions: `.start` moves a pending stage to running and creates its tasks;
     /// `.finish` ends a pending stage without running it. Stages no longer pending are left alone.

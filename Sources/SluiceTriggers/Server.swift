@@ -47,6 +47,8 @@ public struct Server: Service {
 
     /// A pipeline this server serves.
     public func pipeline(named name: String) -> PipelineSpec? { catalog.withLock { $0.entries[name]?.spec } }
+    /// Every pipeline this server serves now, by name.
+    public var pipelines: [PipelineSpec] { catalog.withLock { $0.pipelines } }
 
     public enum TriggerResult: Sendable {
         case started(RunRecord)

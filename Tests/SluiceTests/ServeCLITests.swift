@@ -9,10 +9,10 @@ import Testing
 @Suite("CLI: sluice serve")
 struct ServeCLITests {
     /// Starts `sluice serve` with its stderr (the server's log) in `log`.
-    func serve(_ cli: CLI, _ arguments: [String], log: String) throws -> Process {
+    func serve(_ cli: CLI, _ arguments: [String], log: String, command: String = "serve", extra: [String] = []) throws -> Process {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: CLI.executable)
-        process.arguments = ["serve"] + arguments + ["--state-dir", cli.dir.file(".sluice")]
+        process.arguments = [command] + arguments + extra + ["--state-dir", cli.dir.file(".sluice")]
         process.currentDirectoryURL = URL(fileURLWithPath: cli.dir.path)
         _ = FileManager.default.createFile(atPath: cli.dir.file(log), contents: nil)
         process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")

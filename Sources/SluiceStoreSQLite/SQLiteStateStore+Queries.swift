@@ -1,0 +1,74 @@
+import Foundation
+import GRDB
+import SluiceCore
+import SluiceStore
+
+/// Reads for the HTTP API and `/metrics`.
+extension SQLiteStateStore {
+    public func runs(matching query: RunQuery) async throws -> [RunRecord] {
+        var conditions: [String] = []
+        var arguments: [(any DatabaseValueConvertible)?] = []
+        if let pipeline = query.pipeline { conditions.append("pipeline = ?"); arguments.append(pipeline) }
+        if !query.statuses.isEmpty {
+            conditions.append("status IN (\(query.statuses.map { _ in "?" }.joined(separator: ",")))")
+            arguments += query.statuses.map(\.rawValue)
+        }
+        if let after = query.createdAfter { conditions.append("created_at >= ?"); arguments.append(after.timeIntervalSince1970) }
+        if let before = query.createdBefore { conditions.append("created_at < ?"); arguments.append(before.timeIntervalSince1970) }
+        if let cursor = query.beforeID {
+            conditions.append("(created_at, id) < (SELECT created_at, id FROM runs WHERE id = ?)")
+            arguments.append(cursor.rawValue)
+        }
+        arguments.append(query.limit)
+        let sql = "SELECT * FROM runs\(conditions.isEmpty ? "" : " WHERE " + conditions.joined(separator: " AND ")) ORDER BY created_at DESC, id DESC LIMIT ?"
+        let bound = StatementArguments(arguments)
+        return try await read { db in
+            try Row.fetchAll(db, sql: sql, arguments: bound).map(Self.runRecord)
+        }
+    }
+
+    public func task(_ id: TaskID) async throws -> TaskRecord? {
+        try await read { db in
+            try db.row(sql: "SELECT * FROM tasks WHERE id = ?", arguments: [id]).map(Self.taskRecord)
+        }
+    }
+
+    public func statistics(durationBounds: [Double]) async throws -> StoreStatistics {
+        let buckets = durationBounds.enumerated().map { i, bound in
+            "SUM(CASE WHEN a.finished_at - a.started_at <= \(bound) THEN 1 ELSE 0 END) AS b\(i)"
+        }
+        let durationsSQL = """
+            SELECT r.pipeline AS pipeline, count(*) AS n, SUM(a.finished_at - a.started_at) AS total\(buckets.isEmpty ? "" : ", " + buckets.joined(separator: ", "))
+            FROM attempts a JOIN runs r ON r.id = a.run_id WHERE a.finished_at IS NOT NULL GROUP BY r.pipeline
+            """
+        return try await read { db in
+            var stats = StoreStatistics()
+            for row in try db.rows(sql: "SELECT pipeline, status, count(*) AS n FROM runs GROUP BY pipeline, status") {
+                stats.runs[.init(row["pipeline"], row["status"])] = row["n"]
+            }
+            for row in try db.rows(sql: """
+                SELECT pipeline, CASE WHEN instr(trigger, ' ') > 0 THEN substr(trigger, 1, instr(trigger, ' ') - 1) ELSE trigger END AS kind,
+                count(*) AS n FROM runs GROUP BY 1, 2
+                """) {
+                stats.triggers[.init(row["pipeline"], row["kind"])] = row["n"]
+            }
+            for row in try db.rows(sql: "SELECT r.pipeline AS pipeline, t.status AS status, count(*) AS n FROM tasks t JOIN runs r ON r.id = t.run_id GROUP BY 1, 2") {
+                stats.tasks[.init(row["pipeline"], row["status"])] = row["n"]
+            }
+            for row in try db.rows(sql: """
+                SELECT r.pipeline AS pipeline, a.outcome AS outcome, count(*) AS n, SUM(CASE WHEN a.number > 1 THEN 1 ELSE 0 END) AS retries
+                FROM attempts a JOIN runs r ON r.id = a.run_id GROUP BY 1, 2
+                """) {
+                let pipeline: String = row["pipeline"]
+                stats.attempts[.init(pipeline, row["outcome"])] = row["n"]
+                stats.retries[pipeline, default: 0] += row["retries"] as Int
+            }
+            for row in try Row.fetchAll(db, sql: durationsSQL) {
+                stats.durations[row["pipeline"]] = .init(bounds: durationBounds,
+                                                         cumulative: durationBounds.indices.map { (row["b\($0)"] as Int?) ?? 0 },
+                                                         count: row["n"], sumSeconds: (row["total"] as Double?) ?? 0)
+            }
+            return stats
+        }
+    }
+}
