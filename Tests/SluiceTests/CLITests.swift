@@ -50,7 +50,7 @@ struct CLI {
     }
 
     /// Waits (up to `seconds`) until `condition` holds.
-    func wait(seconds: Double = 20, _ condition: () throws -> Bool) async throws {
+    func wait(seconds: Double = 60, _ condition: () throws -> Bool) async throws {
         let deadline = Date().addingTimeInterval(seconds)
         while Date() < deadline {
             if try condition() { return }
