@@ -35,6 +35,7 @@ struct API: Sendable {
         router.get("/api/runs/:id/tasks/:task/logs") { request, context in try await reading(request) { try await logs(request, context) } }
         router.get("/api/pipelines") { request, _ in try await reading(request) { try pipelines() } }
         router.get("/api/schedules") { request, _ in try await reading(request) { try schedules() } }
+        router.get("/api/artifacts") { request, _ in try await reading(request) { try await artifacts(request) } }
         router.post("/api/pipelines/:name/runs") { request, context in
             let response = try await APIServer.triggerRun(request, context: context, server: server, store: store)
             if response.status.code < 300 { metrics.action("trigger") }
@@ -450,6 +451,48 @@ struct API: Sendable {
     func schedules() throws -> Response {
         let now = engine.time.now()
         return try Self.encoded(.ok, Served(serving: server != nil, items: (server?.pipelines ?? []).compactMap { scheduleInfo($0, now: now) }))
+    }
+
+    // MARK: artifacts
+
+    struct ArtifactVersion: Encodable {
+        var pipeline: String
+        var name: String
+        var version: Int
+        var sha256: String
+        var size: Int64
+        var createdAt: Date
+        var runId: String?
+        var stage: String?
+        var file: String
+        var annotations: [String: String]
+    }
+
+    struct ArtifactList: Encodable {
+        var items: [ArtifactVersion]
+    }
+
+    /// `GET /api/artifacts`: recorded artifact versions, newest first, by pipeline, name and run.
+    func artifacts(_ request: Request) async throws -> Response {
+        try await answering { try await artifactList(request) }
+    }
+
+    func artifactList(_ request: Request) async throws -> Response {
+        func text(_ name: String) throws -> String? {
+            guard let value = request.uri.queryParameters[Substring(name)].map(String.init) else { return nil }
+            guard !value.isEmpty, value.count <= 200 else {
+                throw BadRequest(error: "invalid \(name)", detail: "'\(value.prefix(40))' is empty or longer than 200 characters")
+            }
+            return value
+        }
+        let run = try text("run_id")
+        if let run, !Self.validRunID(run) { throw BadRequest(error: "invalid run_id", detail: "'\(run.prefix(40))' is not a run id") }
+        let versions = try await store.artifactVersions(pipeline: try text("pipeline"), name: try text("name"), run: run.map(RunID.init))
+        return try Self.encoded(.ok, ArtifactList(items: versions.map { v in
+            ArtifactVersion(pipeline: v.pipeline, name: v.name, version: v.version, sha256: v.sha256, size: v.size,
+                            createdAt: v.createdAt, runId: v.runID?.rawValue, stage: v.stage, file: v.file,
+                            annotations: v.annotations)
+        }))
     }
 
     // MARK: actions

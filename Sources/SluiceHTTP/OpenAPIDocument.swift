@@ -783,6 +783,83 @@ enum OpenAPIDocument {
         }
       }
     },
+    "/api/artifacts": {
+      "get": {
+        "operationId": "listArtifacts",
+        "summary": "Recorded artifact versions (outputs declared versioned), newest first.",
+        "security": [
+          {},
+          {
+            "bearer": []
+          }
+        ],
+        "parameters": [
+          {
+            "name": "pipeline",
+            "in": "query",
+            "description": "Only this pipeline's artifacts.",
+            "schema": {
+              "type": "string",
+              "minLength": 1,
+              "maxLength": 200
+            }
+          },
+          {
+            "name": "name",
+            "in": "query",
+            "description": "Only the artifact of this name (e.g. sales.sqlite).",
+            "schema": {
+              "type": "string",
+              "minLength": 1,
+              "maxLength": 200
+            }
+          },
+          {
+            "name": "run_id",
+            "in": "query",
+            "description": "Only versions published by this run.",
+            "schema": {
+              "type": "string",
+              "minLength": 1,
+              "maxLength": 200,
+              "pattern": "^[A-Za-z0-9-]{1,64}$"
+            }
+          }
+        ],
+        "responses": {
+          "200": {
+            "description": "Artifact versions.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/ArtifactList"
+                }
+              }
+            }
+          },
+          "400": {
+            "description": "Invalid parameters.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "401": {
+            "description": "No valid token (none, wrong or revoked). Reads need one unless the server is bound to loopback.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          }
+        }
+      }
+    },
     "/api/pipelines/{name}/runs": {
       "post": {
         "operationId": "triggerRun",
@@ -1617,6 +1694,70 @@ enum OpenAPIDocument {
           },
           "overlap": {
             "type": "string"
+          }
+        }
+      },
+      "ArtifactList": {
+        "type": "object",
+        "required": [
+          "items"
+        ],
+        "properties": {
+          "items": {
+            "type": "array",
+            "items": {
+              "$ref": "#/components/schemas/ArtifactVersion"
+            }
+          }
+        }
+      },
+      "ArtifactVersion": {
+        "type": "object",
+        "required": [
+          "pipeline",
+          "name",
+          "version",
+          "sha256",
+          "size",
+          "created_at",
+          "file",
+          "annotations"
+        ],
+        "properties": {
+          "pipeline": {
+            "type": "string"
+          },
+          "name": {
+            "type": "string"
+          },
+          "version": {
+            "type": "integer"
+          },
+          "sha256": {
+            "type": "string"
+          },
+          "size": {
+            "type": "integer"
+          },
+          "created_at": {
+            "type": "string",
+            "format": "date-time"
+          },
+          "run_id": {
+            "type": "string"
+          },
+          "stage": {
+            "type": "string"
+          },
+          "file": {
+            "type": "string",
+            "description": "The version's file, relative to the artifact's folder (newest/… or historical/…)."
+          },
+          "annotations": {
+            "type": "object",
+            "additionalProperties": {
+              "type": "string"
+            }
           }
         }
       },

@@ -377,6 +377,33 @@ struct APIServerTests {
         #expect(try await execution.value == .success)
     }
 
+    @Test func artifactVersionsAreListedByPipelineNameAndRun() async throws {
+        let h = try APIHarness()
+        let (ok, run) = try await h.fixture.run("name: collect\nstages:\n  build: { run: [\"true\"] }\n")
+        #expect(ok == .success)
+        let now = Date()
+        for (version, name) in [(1, "sales.sqlite"), (2, "sales.sqlite"), (1, "stock.sqlite")] {
+            try await h.store.recordArtifactVersion(ArtifactVersionRecord(
+                pipeline: "collect", name: name, version: version, sha256: String(repeating: "\(version)", count: 64), size: 8192,
+                createdAt: now.addingTimeInterval(Double(version)), runID: version == 2 ? run.id : nil, stage: "build", root: "/srv/collect",
+                file: "newest/\(name).v\(version)", annotations: ["source": "test"]), events: [])
+        }
+        try await h.serving { base in
+            let all = try await APIHarness.request(base, "/api/artifacts?pipeline=collect")
+            #expect(all.status == 200)
+            let items = try #require(all.json["items"] as? [[String: Any]])
+            #expect(items.count == 3)
+            let sales = try await APIHarness.request(base, "/api/artifacts?name=sales.sqlite").json["items"] as? [[String: Any]]
+            #expect(sales?.map { $0["version"] as? Int ?? 0 } == [2, 1], "newest first")
+            #expect(sales?.first?["annotations"] as? [String: String] == ["source": "test"])
+            let byRun = try await APIHarness.request(base, "/api/artifacts?run_id=\(run.id.rawValue)").json["items"] as? [[String: Any]]
+            #expect(byRun?.count == 1 && byRun?.first?["run_id"] as? String == run.id.rawValue)
+            #expect(try await APIHarness.request(base, "/api/artifacts?run_id=../x").status == 400)
+            #expect(try await APIHarness.request(base, "/api/artifacts?pipeline=").status == 400)
+            #expect((try await APIHarness.request(base, "/api/artifacts?pipeline=none").json["items"] as? [Any])?.isEmpty == true)
+        }
+    }
+
     @Test func metricsParseAndMatchTheStore() async throws {
         let h = try APIHarness()
         _ = try await h.fixture.run("name: m1\nstages:\n  a: { run: [\"true\"] }\n  b: { needs: [a], run: [\"true\"] }\n")
