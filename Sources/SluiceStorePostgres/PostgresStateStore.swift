@@ -252,10 +252,19 @@ public final class PostgresStateStore: StateStore, CustomStringConvertible {
             connection = PostgresConnection.Configuration(host: host, port: port, username: user, password: password,
                                                          database: database, tls: connectionTLS)
             connection.options.connectTimeout = .seconds(10)
+            connection.options.additionalStartupParameters = Self.sessionSettings
             client = PostgresClient.Configuration(host: host, port: port, username: user, password: password,
                                                   database: database, tls: clientTLS)
             client.options.connectTimeout = .seconds(10)
+            client.options.additionalStartupParameters = Self.sessionSettings
         }
+
+        /// Settings of every session. A process stopped in the middle of a transaction (SIGSTOP, a frozen
+        /// VM, a network cut) would hold its row locks until TCP gave up, hours later, and every other
+        /// process would wait on them: the server ends a session idle inside a transaction for 15 s
+        /// instead (its transaction is rolled back; the process, if it comes back, retries). None of
+        /// Sluice's transactions waits on anything but the database.
+        static let sessionSettings = [("idle_in_transaction_session_timeout", "15s"), ("application_name", "sluice")]
 
         /// A URL as it may be shown: any password replaced by `***`.
         static func redactURL(_ url: String) -> String {

@@ -196,8 +196,12 @@ struct PostgresFaultTests {
         try await cli.wait { lines(cli, "started") == ["1"] }
         kill(paused.processIdentifier, SIGSTOP)
         // Its command keeps running (its own process group); the lease runs out.
-        let other = try cli.run(["worker", "--state", url, "--lease", "2s", "--poll", "100ms", "--exit-when-idle"])
-        #expect(other.status == 0, "\(other.output)")
+        // (The paused worker may have been stopped inside a transaction: its row locks last until the
+        // server ends its idle session, 15 s, so the other worker may wait that long.)
+        let other = try cli.start(["worker", "--state", url, "--lease", "2s", "--poll", "100ms", "--exit-when-idle"])
+        defer { if other.isRunning { kill(other.processIdentifier, SIGKILL) } }
+        try await cli.wait(seconds: 120) { !other.isRunning }
+        #expect(!other.isRunning && other.terminationStatus == 0, "the other worker finished the run and exited 0")
         kill(paused.processIdentifier, SIGCONT)
         // The resumed worker finds it no longer holds the task; whatever it then reports is refused.
         try await Task.sleep(for: .seconds(3))
