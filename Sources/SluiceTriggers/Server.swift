@@ -86,6 +86,7 @@ public struct Server: Service {
         var firstLook = true
         var leader = false
         var leaseDue = ContinuousClock.now
+        var leaseHeldUntil = Date.distantPast
         try await withThrowingDiscardingTaskGroup { runs in
             while !Task.isShuttingDownGracefully && !Task.isCancelled {
                 for job in manual.drain() {
@@ -121,8 +122,19 @@ public struct Server: Service {
                 if ContinuousClock.now >= leaseDue {
                     leaseDue = ContinuousClock.now + options.leaderLease / 3
                     let now = time.now()
-                    let held = (try? await engine.store.acquireLease(Self.leaderLeaseName, holder: identity,
-                                                                     until: now.addingTimeInterval(options.leaderLease.seconds), now: now)) ?? false
+                    let until = now.addingTimeInterval(options.leaderLease.seconds)
+                    let held: Bool
+                    var answered = true
+                    do {
+                        held = try await engine.store.acquireLease(Self.leaderLeaseName, holder: identity, until: until, now: now)
+                        if held { leaseHeldUntil = until }
+                    } catch {
+                        // The store did not answer: a leader keeps firing while its lease still runs (nobody
+                        // else may take it before then), and stops when it ran out.
+                        held = leader && now < leaseHeldUntil
+                        answered = false
+                        if scheduled { say("cannot renew the schedule leader's lease (\(error)); \(held ? "still the leader until \(Self.stamp(leaseHeldUntil))" : "not firing schedules until the store answers")") }
+                    }
                     if held != leader {
                         leader = held
                         next = [:]
@@ -130,7 +142,7 @@ public struct Server: Service {
                             if scheduled { say("this replica fires the schedules now (it holds the leader's lease)") }
                             // Taking over: what the previous leader missed follows each pipeline's missed-run policy.
                             for spec in catalog.withLock({ $0.pipelines }) { try await arm(spec, next: &next, runs: &runs, active: active) }
-                        } else if scheduled {
+                        } else if scheduled && answered {
                             say("another replica fires the schedules (it holds the leader's lease); this one serves the other triggers")
                         }
                     }
