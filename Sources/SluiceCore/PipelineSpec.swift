@@ -35,17 +35,31 @@ public struct PipelineSpec: Sendable, Codable, Hashable {
     }
     // Optional so runs recorded before lifecycle policies existed still decode.
     var lifecycleStorage: [LifecyclePolicy]?
+    /// What its runs send when they end (`notify:`).
+    public var notify: PipelineNotify {
+        get { notifyStorage ?? PipelineNotify() }
+        set { notifyStorage = newValue.isEmpty ? nil : newValue }
+    }
+    var notifyStorage: PipelineNotify?
+    /// The coordination session its runs join (`session:`), resolved when the file was loaded and
+    /// recorded with each run, so whichever process finishes the run decides the session.
+    public var session: SessionSpec?
 
     enum CodingKeys: String, CodingKey {
         case name, description, schedule, onFiles, overlap, concurrency, params, env, root, sourceFile, stages
         case lifecycleStorage = "lifecycle"
+        case notifyStorage = "notify"
+        case session
     }
 
     public init(name: String, description: String? = nil, schedule: Schedule? = nil, onFiles: FileTrigger? = nil,
                 onMail: MailTrigger? = nil, overlap: OverlapPolicy = .skip, concurrency: Int = 4,
                 params: [String: String] = [:], env: [String: String] = [:],
-                root: String, sourceFile: String? = nil, stages: [StageSpec], lifecycle: [LifecyclePolicy] = []) {
+                root: String, sourceFile: String? = nil, stages: [StageSpec], lifecycle: [LifecyclePolicy] = [],
+                notify: PipelineNotify = PipelineNotify(), session: SessionSpec? = nil) {
         self.lifecycleStorage = lifecycle.isEmpty ? nil : lifecycle
+        self.notifyStorage = notify.isEmpty ? nil : notify
+        self.session = session
         self.name = name
         self.description = description
         self.schedule = schedule
