@@ -127,15 +127,20 @@ public struct WebhookChannel: Sendable, Hashable, Codable {
         case slack
     }
 
+    /// The URL, or empty when it comes from `urlEnv` (a URL holding a token is a secret).
     public var url: String
+    /// The environment variable holding the URL.
+    public var urlEnv: String?
     public var format: Format
     /// The key of an HMAC-SHA256 signature of the body, sent as `X-Sluice-Signature: sha256=<hex>`.
     public var secret: SecretSource
     /// How long one POST may take.
     public var timeout: Duration
 
-    public init(url: String, format: Format = .json, secret: SecretSource = SecretSource(), timeout: Duration = .seconds(10)) {
+    public init(url: String, urlEnv: String? = nil, format: Format = .json, secret: SecretSource = SecretSource(),
+                timeout: Duration = .seconds(10)) {
         self.url = url
+        self.urlEnv = urlEnv
         self.format = format
         self.secret = secret
         self.timeout = timeout
@@ -161,7 +166,7 @@ public struct NotifyAction: Sendable, Hashable, Codable {
         public var summary: String {
             switch self {
             case .email(let e): "e-mail to \(e.to.joined(separator: ", ")) via \(e.server)"
-            case .webhook(let w): "webhook \(WebhookChannel.redacted(w.url))"
+            case .webhook(let w): w.urlEnv.map { "webhook at $\($0)" } ?? "webhook \(WebhookChannel.redacted(w.url))"
             case .file(let f): "file in \(f.directory)"
             }
         }

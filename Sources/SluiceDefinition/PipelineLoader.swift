@@ -8,6 +8,20 @@ public enum PipelineLoader {
     public struct Loaded: Sendable {
         public var spec: PipelineSpec?
         public var diagnostics: [Diagnostic]
+        /// Set when the file is a session file (top-level `session: NAME`) that validated.
+        public var session: SessionSpec?
+        /// Whether the file is a session file (valid or not).
+        public var isSessionFile = false
+        var sessionReference: (name: String, location: SourceLocation?)?
+
+        init(spec: PipelineSpec?, diagnostics: [Diagnostic], session: SessionSpec? = nil, isSessionFile: Bool = false,
+             sessionReference: (name: String, location: SourceLocation?)? = nil) {
+            self.spec = spec
+            self.diagnostics = diagnostics
+            self.session = session
+            self.isSessionFile = isSessionFile
+            self.sessionReference = sessionReference
+        }
     }
 
     /// Loads and validates the pipeline file at `path`.
@@ -38,9 +52,90 @@ public enum PipelineLoader {
                 "cannot read pipeline file '\(path)': \(error.localizedDescription)", at: nil,
                 hint: "check that the file is readable by this user")])
         }
-        var loaded = parse(yaml: text, file: path, root: url.deletingLastPathComponent().path)
+        let folder = url.deletingLastPathComponent().path
+        var loaded = parse(yaml: text, file: path, root: folder)
         loaded.spec?.sourceFile = url.path
+        if loaded.isSessionFile {
+            loaded.session?.sourceFile = url.path
+            if let session = loaded.session {
+                let problems = memberProblems(session, folder: folder, file: path)
+                loaded.diagnostics += problems
+                if problems.hasErrors { loaded.session = nil }
+            }
+        } else if let reference = loaded.sessionReference {
+            switch findSession(named: reference.name, in: folder, excluding: url.path) {
+            case .found(let session, let diagnostics):
+                loaded.diagnostics += diagnostics
+                if let name = loaded.spec?.name, session.member(name) == nil {
+                    loaded.diagnostics.append(.error(
+                        "pipeline '\(name)' joins session '\(reference.name)', which does not list it among its members",
+                        at: reference.location, hint: "add '\(name)' to the members in \(session.sourceFile ?? "the session file")"))
+                }
+                if loaded.diagnostics.hasErrors { loaded.spec = nil } else { loaded.spec?.session = session }
+            case .broken(let file, let diagnostics):
+                loaded.diagnostics.append(.error("session '\(reference.name)' is declared in \(file), which has errors (below)",
+                                                 at: reference.location, hint: "fix the session file"))
+                loaded.diagnostics += diagnostics
+                loaded.spec = nil
+            case .notFound(let names):
+                let hint = Suggest.hint(for: reference.name, in: names)
+                    ?? (names.isEmpty ? "declare it in a file beside this one with `session: \(reference.name)`, `members:` and actions"
+                        : "sessions declared beside this file: \(names.joined(separator: ", "))")
+                loaded.diagnostics.append(.error("no session file in \(folder) declares session '\(reference.name)'",
+                                                 at: reference.location, hint: hint))
+                loaded.spec = nil
+            }
+        }
         return loaded
+    }
+
+    enum SessionLookup {
+        case found(SessionSpec, [Diagnostic])
+        case broken(String, [Diagnostic])
+        case notFound([String])
+    }
+
+    /// The YAML files of a folder, sorted.
+    static func yamlFiles(in folder: String) -> [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? [])
+            .filter { $0.hasSuffix(".yml") || $0.hasSuffix(".yaml") }.sorted()
+            .map { (folder as NSString).appendingPathComponent($0) }
+    }
+
+    /// The top-level `session:` (a session file) or `name:` (a pipeline file) of a YAML file, without validating it.
+    static func topLevelName(_ path: String) -> (session: String?, pipeline: String?) {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8),
+              let node = try? Yams.compose(yaml: text), case .mapping(let m) = node else { return (nil, nil) }
+        var session: String?, pipeline: String?
+        for (k, v) in m {
+            guard case .scalar(let key) = k, case .scalar(let value) = v else { continue }
+            if key.string == "session" { session = value.string }
+            if key.string == "name" { pipeline = value.string }
+        }
+        return m.keys.contains { $0.string == "stages" } ? (nil, pipeline) : (session, nil)
+    }
+
+    /// Finds the session file declaring `name` in `folder`.
+    static func findSession(named name: String, in folder: String, excluding: String) -> SessionLookup {
+        var names: [String] = []
+        for file in yamlFiles(in: folder) where URL(fileURLWithPath: file).standardizedFileURL.path != excluding {
+            guard let declared = topLevelName(file).session else { continue }
+            guard declared == name else { names.append(declared); continue }
+            let loaded = load(file: file)
+            guard let session = loaded.session else { return .broken(file, loaded.diagnostics) }
+            return .found(session, loaded.diagnostics)
+        }
+        return .notFound(names)
+    }
+
+    /// Members that no pipeline file beside the session file defines.
+    static func memberProblems(_ session: SessionSpec, folder: String, file: String) -> [Diagnostic] {
+        let pipelines = Set(yamlFiles(in: folder).compactMap { topLevelName($0).pipeline })
+        return session.members.filter { !pipelines.contains($0.pipeline) }.map { member in
+            .error("session '\(session.name)' names unknown pipeline '\(member.pipeline)'", at: session.location,
+                   hint: Suggest.hint(for: member.pipeline, in: pipelines)
+                       ?? (pipelines.isEmpty ? "no pipeline file is beside \(file)" : "pipelines beside it: \(pipelines.sorted().joined(separator: ", "))"))
+        }
     }
 
     /// Parses and validates pipeline YAML. `file` is used in locations; `root` is the folder paths are relative to.
@@ -54,9 +149,19 @@ public enum PipelineLoader {
             return Loaded(spec: nil, diagnostics: [.error("cannot parse YAML: \(error)", at: SourceLocation(file: file, line: 1, column: 1))])
         }
         var reader = SpecReader(file: file, root: root)
+        if let node, case .mapping(let m) = node, m.keys.contains(where: { $0.string == "session" }),
+           !m.keys.contains(where: { $0.string == "stages" }) {
+            let session = reader.readSession(node, inline: false)
+            let diagnostics = sorted(reader.diagnostics)
+            return Loaded(spec: nil, diagnostics: diagnostics, session: diagnostics.hasErrors ? nil : session, isSessionFile: true)
+        }
         let spec = reader.read(node)
-        let diagnostics = reader.diagnostics.sorted { ($0.location?.line ?? 0, $0.location?.column ?? 0) < ($1.location?.line ?? 0, $1.location?.column ?? 0) }
-        return Loaded(spec: diagnostics.hasErrors ? nil : spec, diagnostics: diagnostics)
+        let diagnostics = sorted(reader.diagnostics)
+        return Loaded(spec: diagnostics.hasErrors ? nil : spec, diagnostics: diagnostics, sessionReference: reader.sessionReference)
+    }
+
+    static func sorted(_ diagnostics: [Diagnostic]) -> [Diagnostic] {
+        diagnostics.sorted { ($0.location?.line ?? 0, $0.location?.column ?? 0) < ($1.location?.line ?? 0, $1.location?.column ?? 0) }
     }
 
     static func syntaxDiagnostic(_ error: YamlError, file: String) -> Diagnostic {

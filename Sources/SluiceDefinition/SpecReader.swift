@@ -7,9 +7,11 @@ struct SpecReader {
     let file: String
     let root: String
     var diagnostics: [Diagnostic] = []
+    /// `session: NAME`: a session declared in a session file beside this one (resolved by the loader).
+    var sessionReference: (name: String, location: SourceLocation?)?
 
     static let pipelineKeys = ["name", "description", "schedule", "on_files", "on_mail", "overlap", "concurrency", "params", "env", "stages",
-                               "lifecycle"]
+                               "lifecycle", "notify", "session"]
     static let scheduleKeys = ["cron", "every", "timezone", "missed", "max_missed"]
     static let fileTriggerKeys = ["glob", "settle"]
     static let mailTriggerKeys = ["mailbox", "password_env", "password_file", "ca_file", "auth", "subject_contains",
@@ -242,9 +244,22 @@ struct SpecReader {
         checkGraph(stages, nodes: stageNodes)
         let lifecycle = byKey["lifecycle"].map { readLifecycle($0.1, stages: Set(stageNodes.keys)) } ?? []
         checkArtifacts(stages, nodes: stageNodes)
+        let notify = byKey["notify"].map { readNotify($0.1) } ?? PipelineNotify()
+        var session: SessionSpec?
+        if let (_, v) = byKey["session"] {
+            if case .scalar = v {
+                if let n = string(v, "session") { sessionReference = (n, location(v)) }
+            } else if let inline = readSession(v, inline: true) {
+                if !name.isEmpty && inline.member(name) == nil {
+                    error("session '\(inline.name)' does not list this pipeline ('\(name)') among its members", v,
+                          hint: "add '\(name)' to its members")
+                }
+                session = inline
+            }
+        }
         return PipelineSpec(name: name, description: description, schedule: schedule, onFiles: onFiles, onMail: onMail, overlap: overlap,
                             concurrency: concurrency, params: params, env: env, root: root,
-                            sourceFile: file, stages: stages, lifecycle: lifecycle)
+                            sourceFile: file, stages: stages, lifecycle: lifecycle, notify: notify, session: session)
     }
 
     static func isParamName(_ s: String) -> Bool {

@@ -4,6 +4,12 @@ import SluiceCore
 import SluiceStore
 import SluiceSupervisor
 
+/// Writes a file of its own from a run's report when the run ended (e.g. `report.html`). A failure is
+/// logged and never changes the run's outcome.
+public protocol RunReportWriter: Sendable {
+    func write(_ report: RunReport, runDirectory: String) throws
+}
+
 /// Starts, executes, resumes and cancels runs. Talks to the store only through `StateStore`.
 public struct Engine: Sendable {
     public struct Configuration: Sendable {
@@ -31,6 +37,8 @@ public struct Engine: Sendable {
     public var logger: Logger
     /// Bodies of in-process (Swift) stages, for pipelines defined in code.
     public var inProcess: InProcessStages
+    /// Write more files beside `report.json` when a run ended (the HTML report, from SluiceNotify).
+    public var reportWriters: [any RunReportWriter] = []
     let owner: LeaseOwner
 
     public init(store: any StateStore, layout: StateLayout, time: any TimeSource = SystemTimeSource(),

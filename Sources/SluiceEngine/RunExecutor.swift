@@ -133,6 +133,11 @@ struct RunExecutor: Sendable {
         var report = try await RunReport.build(store: store, runID: runID)
         report.enginePeakRssBytes = Self.peakRSS()
         try report.write(to: files.report)
+        for writer in engine.reportWriters {
+            do { try writer.write(report, runDirectory: files.directory) } catch {
+                engine.logger.warning("run \(runID): \(error)", metadata: ["sluice.run_id": "\(runID)"])
+            }
+        }
     }
 
     private func loop(_ run: RunRecord) async throws -> RunOutcome {

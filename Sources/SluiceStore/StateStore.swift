@@ -137,6 +137,37 @@ public protocol StateStore: Sendable {
     /// Recorded versions, newest first, filtered by any of pipeline, artifact name and run.
     func artifactVersions(pipeline: String?, name: String?, run: RunID?) async throws -> [ArtifactVersionRecord]
 
+    // MARK: coordination sessions and the notification outbox
+    // A run whose spec names a session joins it in `createRun`'s transaction (opening it when no session
+    // fits); `finishRun` records the member's end in its transaction and, when it was the last member,
+    // completes the session; `expireSessions` times out sessions whose deadline passed. Each move writes
+    // the notifications it causes into the outbox in the same transaction, so each fires exactly once
+    // across any number of processes. `finishRun` also writes the pipeline's own `notify:` reports.
+
+    /// Sessions matching the query, newest first, with their members.
+    func sessions(matching query: SessionQuery) async throws -> [SessionRecord]
+    /// The session `run` is a member of.
+    func session(ofRun run: RunID) async throws -> SessionRecord?
+    /// Open sessions whose deadline is not after `now` become `timed_out` (each once), their `on_timeout`
+    /// notifications written with them. Returns the sessions timed out by this call.
+    func expireSessions(now: Date) async throws -> [SessionRecord]
+    /// The earliest deadline of an open session, if any.
+    func nextSessionDeadline() async throws -> Date?
+
+    /// Takes up to `limit` pending notifications that are due, for `owner` until `leaseUntil`, counting an
+    /// attempt on each. Two deliverers never hold the same notification (PostgreSQL: `SKIP LOCKED`); one
+    /// whose deliverer died is taken again after its lease.
+    func claimNotifications(owner: String, limit: Int, now: Date, leaseUntil: Date) async throws -> [NotificationRecord]
+    /// Records how a delivery ended, when `owner` still holds the notification. False otherwise.
+    @discardableResult
+    func finishDelivery(_ id: Int64, owner: String, outcome: DeliveryOutcome, now: Date) async throws -> Bool
+    /// Notifications matching the query, newest first.
+    func notifications(matching query: NotificationQuery) async throws -> [NotificationRecord]
+    /// A failed notification goes back to pending with a fresh count of attempts. False when it is not failed.
+    func retryNotification(_ id: Int64, now: Date) async throws -> Bool
+    /// When the next pending notification is due, if any is pending.
+    func nextNotificationTime() async throws -> Date?
+
     // MARK: events
     /// Returns when work may have appeared (tasks created, retried or released, stages or runs ended,
     /// runs created or cancelled), or after `timeout`. PostgreSQL wakes on LISTEN/NOTIFY; a store

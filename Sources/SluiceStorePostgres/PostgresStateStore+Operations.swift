@@ -44,6 +44,7 @@ extension PostgresStateStore {
                     """)
             }
             try await Self.insert(events, tx)
+            try await Self.joinSession(run, now: now, tx)
             return .created(run)
         }
     }
@@ -158,6 +159,7 @@ extension PostgresStateStore {
                 """)
             guard !finished.isEmpty else { return false }
             try await Self.insert(events, tx)
+            try await Self.runEnded(id, outcome: outcome, now: now, tx)
             return true
         }
     }

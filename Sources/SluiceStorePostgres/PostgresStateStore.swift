@@ -416,6 +416,34 @@ public final class PostgresStateStore: StateStore, CustomStringConvertible {
             """,
             "CREATE INDEX artifact_versions_run ON artifact_versions (run_id)",
         ]),
+        (5, "sessions-outbox", [
+            // Coordination sessions (C10) and the notification outbox (C11).
+            """
+            CREATE TABLE sessions (
+              id TEXT COLLATE "C" PRIMARY KEY, name TEXT COLLATE "C" NOT NULL, group_key TEXT, status TEXT NOT NULL,
+              spec TEXT NOT NULL, opened_at DOUBLE PRECISION NOT NULL, deadline DOUBLE PRECISION NOT NULL,
+              closed_at DOUBLE PRECISION)
+            """,
+            "CREATE INDEX sessions_name ON sessions (name, opened_at)",
+            "CREATE INDEX sessions_open ON sessions (status, deadline)",
+            """
+            CREATE TABLE session_members (
+              session_id TEXT COLLATE "C" NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+              pipeline TEXT COLLATE "C" NOT NULL, run_id TEXT COLLATE "C" NOT NULL, joined_at DOUBLE PRECISION NOT NULL,
+              late BOOLEAN NOT NULL DEFAULT false, PRIMARY KEY (session_id, pipeline))
+            """,
+            "CREATE UNIQUE INDEX session_members_run ON session_members (run_id)",
+            """
+            CREATE TABLE notifications (
+              id BIGSERIAL PRIMARY KEY, kind TEXT NOT NULL, run_id TEXT COLLATE "C", session_id TEXT COLLATE "C",
+              origin TEXT NOT NULL, action TEXT NOT NULL, status TEXT NOT NULL, attempts BIGINT NOT NULL DEFAULT 0,
+              created_at DOUBLE PRECISION NOT NULL, next_attempt_at DOUBLE PRECISION NOT NULL,
+              delivered_at DOUBLE PRECISION, last_error TEXT, lease_owner TEXT, lease_expires_at DOUBLE PRECISION)
+            """,
+            "CREATE INDEX notifications_due ON notifications (status, next_attempt_at)",
+            "CREATE INDEX notifications_run ON notifications (run_id)",
+            "CREATE INDEX notifications_session ON notifications (session_id)",
+        ]),
     ]
 
     // MARK: errors

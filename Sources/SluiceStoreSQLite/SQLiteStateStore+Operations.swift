@@ -35,6 +35,7 @@ extension SQLiteStateStore {
                                            stage.queueName, stage.concurrency])
             }
             try Self.insert(events, db)
+            try Self.joinSession(run, now: now, db)
             return .created(run)
         }
     }
@@ -153,6 +154,7 @@ extension SQLiteStateStore {
                                  now.timeIntervalSince1970])
             guard db.changesCount == 1 else { return false }
             try Self.insert(events, db)
+            try Self.runEnded(id, outcome: outcome, now: now, db)
             return true
         }
     }

@@ -169,6 +169,29 @@ public final class SQLiteStateStore: StateStore {
                 CREATE INDEX artifact_versions_run ON artifact_versions (run_id);
                 """)
         }
+        m.registerMigration("v10-sessions-outbox") { db in
+            // Coordination sessions (C10) and the notification outbox (C11).
+            try db.execute(sql: """
+                CREATE TABLE sessions (
+                  id TEXT PRIMARY KEY, name TEXT NOT NULL, group_key TEXT, status TEXT NOT NULL, spec TEXT NOT NULL,
+                  opened_at REAL NOT NULL, deadline REAL NOT NULL, closed_at REAL);
+                CREATE INDEX sessions_name ON sessions (name, opened_at);
+                CREATE INDEX sessions_open ON sessions (status, deadline);
+                CREATE TABLE session_members (
+                  session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE, pipeline TEXT NOT NULL,
+                  run_id TEXT NOT NULL, joined_at REAL NOT NULL, late INTEGER NOT NULL DEFAULT 0,
+                  PRIMARY KEY (session_id, pipeline));
+                CREATE UNIQUE INDEX session_members_run ON session_members (run_id);
+                CREATE TABLE notifications (
+                  id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, run_id TEXT, session_id TEXT,
+                  origin TEXT NOT NULL, action TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+                  created_at REAL NOT NULL, next_attempt_at REAL NOT NULL, delivered_at REAL, last_error TEXT,
+                  lease_owner TEXT, lease_expires_at REAL);
+                CREATE INDEX notifications_due ON notifications (status, next_attempt_at);
+                CREATE INDEX notifications_run ON notifications (run_id);
+                CREATE INDEX notifications_session ON notifications (session_id);
+                """)
+        }
         return m
     }
 
