@@ -44,9 +44,9 @@ struct Runs: AsyncParsableCommand {
 }
 
 struct Show: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Show a run: stages, statuses, durations, attempts, outcome.")
+    static let configuration = CommandConfiguration(abstract: "Show a run (stages, statuses, durations, attempts, outcome) or a coordination session.")
 
-    @Argument(help: "Run id (or a unique prefix, or 'latest').") var runID: String
+    @Argument(help: "Run id (or a unique prefix, or 'latest'), or a session id.") var runID: String
     @Flag(help: "Print the audit report as JSON.") var json = false
     @Flag(name: .customLong("all-tasks"), help: "With --json, list every task of fan-out stages, successful ones too.")
     var allTasks = false
@@ -55,7 +55,21 @@ struct Show: AsyncParsableCommand {
     func run() async throws {
         try await guarded {
             let engine = try await state.engine()
-            let run = try await engine.findRun(runID)
+            let run: RunRecord
+            do {
+                run = try await engine.findRun(runID)
+            } catch let error as EngineError where error.code == .runNotFound {
+                // Not a run: perhaps a coordination session.
+                let sessions = try await engine.store.sessions(matching: SessionQuery(idPrefix: runID, limit: 5))
+                if let session = sessions.first(where: { $0.id == runID }) ?? (sessions.count == 1 ? sessions.first : nil) {
+                    return try await showSession(session, engine: engine, json: json)
+                }
+                if sessions.count > 1 {
+                    throw CLIError(message: "'\(runID)' matches several sessions: \(sessions.map(\.id).joined(separator: ", "))",
+                                   hint: "type more of the session id", exitCode: ExitStatus.failure)
+                }
+                throw error
+            }
             let report = try await RunReport.build(store: engine.store, runID: run.id, allTasks: allTasks)
             if json {
                 FileHandle.standardOutput.write(try report.json())

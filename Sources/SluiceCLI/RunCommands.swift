@@ -5,6 +5,7 @@ import Sluice
 import SluiceCore
 import SluiceDefinition
 import SluiceEngine
+import SluiceNotify
 import SluiceStore
 
 struct Validate: AsyncParsableCommand {
@@ -21,9 +22,16 @@ struct Validate: AsyncParsableCommand {
                     print("ok: pipeline '\(pipeline.name)' (defined in Swift), \(pipeline.spec.stages.count) stages")
                     continue
                 }
-                let loaded = PipelineLoader.load(file: file)
+                var loaded = PipelineLoader.load(file: file)
+                loaded.diagnostics += templateDiagnostics(loaded)
                 for d in loaded.diagnostics { FileHandle.standardError.write(Data((d.description + "\n").utf8)) }
-                if let spec = loaded.spec {
+                if loaded.diagnostics.hasErrors {
+                    let n = loaded.diagnostics.filter { $0.severity == .error }.count
+                    FileHandle.standardError.write(Data("\(file): \(n) error\(n == 1 ? "" : "s")\n".utf8))
+                    failed = true
+                } else if let session = loaded.session {
+                    print("ok: \(file): session '\(session.name)', members \(session.members.map(\.pipeline).joined(separator: ", "))")
+                } else if let spec = loaded.spec {
                     print("ok: \(file): pipeline '\(spec.name)', \(spec.stages.count) stage\(spec.stages.count == 1 ? "" : "s")")
                 } else {
                     let n = loaded.diagnostics.filter { $0.severity == .error }.count
@@ -46,9 +54,14 @@ func builtInPipeline(_ argument: String) -> Pipeline? {
 /// its diagnostics (exit code 2).
 func loadPipeline(_ file: String) throws -> PipelineSpec {
     if let pipeline = builtInPipeline(file) { return pipeline.spec }
-    let loaded = PipelineLoader.load(file: file)
+    var loaded = PipelineLoader.load(file: file)
+    loaded.diagnostics += templateDiagnostics(loaded)
     for d in loaded.diagnostics { FileHandle.standardError.write(Data((d.description + "\n").utf8)) }
-    guard let spec = loaded.spec else {
+    if loaded.isSessionFile {
+        throw CLIError(message: "\(file) is a session file, not a pipeline", hint: "run one of its members; their runs join the session",
+                       exitCode: ExitStatus.failure)
+    }
+    guard let spec = loaded.spec, !loaded.diagnostics.hasErrors else {
         let n = loaded.diagnostics.filter { $0.severity == .error }.count
         throw CLIError(message: "\(file): \(n) error\(n == 1 ? "" : "s") in the pipeline; nothing was run",
                        hint: loaded.diagnostics.count == 1 ? nil : "fix them and check with `sluice validate \(file)`",
@@ -137,6 +150,7 @@ func execute(_ run: RunRecord, engine: Engine, resume: Bool, retryFailed: Bool =
         print()
     }
     view.summary(report, outcome: outcome)
+    await deliverAfterRun(run.id, engine: engine, note: { view.note($0) })
     return outcome.exitCode
 }
 
@@ -239,4 +253,25 @@ struct Pipelines: AsyncParsableCommand {
             return 0
         }
     }
+}
+
+/// Template folders and subject templates of every notification the file declares, parsed now, so a
+/// mistake is reported by `validate` and `run` instead of when a report is due.
+func templateDiagnostics(_ loaded: PipelineLoader.Loaded) -> [Diagnostic] {
+    var actions: [NotifyAction] = []
+    if let spec = loaded.spec {
+        let n = spec.notify
+        actions += n.onSuccess + n.onPartial + n.onFailure + n.onFinish + n.onManualReview
+        if let s = spec.session, s.sourceFile == spec.sourceFile { actions += s.onComplete + s.onTimeout + (s.onLate ?? []) }
+    }
+    if let s = loaded.session { actions += s.onComplete + s.onTimeout + (s.onLate ?? []) }
+    var out: [Diagnostic] = []
+    for action in actions where action.templates != nil || action.subject != nil {
+        do {
+            _ = try ReportTemplates.load(overrides: action.templates.map { action.resolve($0) }, subject: action.subject)
+        } catch {
+            out.append(.error("\(action.channel.summary): \(error.message)", at: action.location, hint: error.hint))
+        }
+    }
+    return out
 }

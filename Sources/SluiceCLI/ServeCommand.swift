@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import ServiceLifecycle
+import SluiceNotify
 import Sluice
 import SluiceCore
 import SluiceEngine
@@ -52,7 +53,7 @@ struct Serve: AsyncParsableCommand {
             }
             var logger = Logger(label: "sluice.serve")
             logger.logLevel = .warning
-            var services: [any Service] = [server]
+            var services: [any Service] = [server, NotificationService(engine.deliverer(level: .notice))]
             if let http {
                 let configuration = try httpOptions.configuration(http)
                 services.append(APIServer.application(engine: engine, server: server, configuration: configuration, logger: logger) { port in

@@ -5,6 +5,7 @@ import Sluice
 import SluiceCore
 import SluiceDefinition
 import SluiceEngine
+import SluiceNotify
 import SluiceStore
 import SluiceStorePostgres
 import SluiceStoreSQLite
@@ -21,7 +22,8 @@ public struct SluiceCommand: AsyncParsableCommand {
             Exit codes: 0 success, 1 partial success, 2 failure (or bad input), 3 internal error, 130 cancelled.
             """,
         subcommands: [Init.self, Validate.self, Run.self, Resume.self, Cancel.self, Runs.self, Show.self, Logs.self,
-                      WorkerCommand.self, Serve.self, Schedules.self, TokenCommand.self, Pipelines.self, ArtifactsCommand.self, UICommand.self])
+                      WorkerCommand.self, Serve.self, Schedules.self, TokenCommand.self, Pipelines.self, ArtifactsCommand.self, UICommand.self,
+                      Sessions.self, Outbox.self])
 
     public init() {}
 }
@@ -55,7 +57,9 @@ struct StateOptions: ParsableArguments {
             logger.logLevel = .warning
             var inProcess = InProcessStages()
             for pipeline in CLIContext.pipelines { pipeline.register(in: &inProcess) }
-            return Engine(store: store, layout: layout, logger: logger, inProcess: inProcess)
+            var engine = Engine(store: store, layout: layout, logger: logger, inProcess: inProcess)
+            engine.reportWriters = [HTMLReportWriter()]
+            return engine
         } catch {
             throw CLIError(message: error.message, hint: error.hint,
                            exitCode: error.code == .newerSchema || error.code == .cannotOpen ? ExitStatus.failure : ExitStatus.internalError)

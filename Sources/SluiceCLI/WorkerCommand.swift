@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import SluiceCore
 import SluiceEngine
+import SluiceNotify
 import SluiceSupervisor
 
 struct WorkerCommand: AsyncParsableCommand {
@@ -57,9 +58,23 @@ struct WorkerCommand: AsyncParsableCommand {
                 shutdown.request()
             }
             defer { signals.stop() }
-            let summary = try await Worker(engine: engine, options: options).run(shutdown: shutdown) { line in
-                if verbose { Terminal.note("worker: \(line)") }
+            let worker = Worker(engine: engine, options: options)
+            let deliverer = engine.deliverer(level: .notice)
+            // The worker also delivers the outbox and times sessions out, until it stops.
+            let summary = try await withThrowingTaskGroup(of: Worker.Summary?.self) { group in
+                group.addTask { await deliverer.run(); return nil }
+                group.addTask {
+                    try await worker.run(shutdown: shutdown) { line in
+                        if verbose { Terminal.note("worker: \(line)") }
+                    }
+                }
+                var result: Worker.Summary?
+                while let next = try await group.next() {
+                    if let next { result = next; group.cancelAll() }
+                }
+                return result!
             }
+            _ = try? await deliverer.deliverDue()
             Terminal.note("worker: done: \(summary.attempts) task attempt\(summary.attempts == 1 ? "" : "s") started, \(summary.released) released, \(summary.runsFinished) run\(summary.runsFinished == 1 ? "" : "s") finished here")
             return 0
         }

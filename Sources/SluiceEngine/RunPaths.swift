@@ -11,6 +11,8 @@ public struct StateLayout: Sendable, Hashable {
 
     public var databasePath: String { directory + "/state.sqlite" }
     public func runDirectory(_ id: RunID) -> String { directory + "/runs/\(id.rawValue)" }
+    /// Where a coordination session's combined report is written.
+    public func sessionDirectory(_ id: String) -> String { directory + "/sessions/\(id)" }
 }
 
 /// The files of one run.

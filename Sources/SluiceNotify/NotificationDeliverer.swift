@@ -1,0 +1,177 @@
+import Foundation
+import Logging
+import ServiceLifecycle
+import SluiceCore
+import SluiceEngine
+import SluiceStore
+
+/// Delivers the store's outbox: claims due notifications, renders them, sends them through their channel
+/// and records the outcome; times out sessions whose deadline passed. A channel outage never touches a
+/// run: the notification stays pending and is tried again with exponential back-off (5 s doubling, at
+/// most an hour) until its attempts run out.
+///
+/// At least once, made rare: a delivery is marked right after the channel accepted it, so only a crash
+/// between the two sends it again.
+public struct NotificationDeliverer: Sendable {
+    public struct Configuration: Sendable {
+        /// Notifications claimed per look.
+        public var batch = 10
+        /// How long a claimed notification is held before another deliverer may take it.
+        public var lease: Duration = .seconds(120)
+        /// Attempts before a notification is marked failed.
+        public var maxAttempts = 15
+        /// The longest wait between looks when nothing is due (a store that cannot notify).
+        public var idlePoll: Duration = .seconds(5)
+        public var senders = ChannelSenders()
+        public init() {}
+    }
+
+    public let store: any StateStore
+    public let layout: StateLayout
+    public let time: any TimeSource
+    public var configuration: Configuration
+    public var logger: Logger
+    let owner = "deliverer-\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)-\(UUID().uuidString.prefix(8).lowercased())"
+
+    public init(store: any StateStore, layout: StateLayout, time: any TimeSource = SystemTimeSource(),
+                configuration: Configuration = Configuration(), logger: Logger = Logger(label: "sluice.notify")) {
+        self.store = store
+        self.layout = layout
+        self.time = time
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    /// What one pass did.
+    public struct Pass: Sendable, Hashable {
+        public var timedOutSessions = 0
+        public var delivered = 0
+        public var retried = 0
+        public var failed = 0
+    }
+
+    /// Times out due sessions, then delivers every notification due now (batch after batch).
+    @discardableResult
+    public func deliverDue() async throws -> Pass {
+        var pass = Pass()
+        for session in try await store.expireSessions(now: time.now()) {
+            pass.timedOutSessions += 1
+            logger.notice("session \(session.id) timed out waiting for \(session.missing.joined(separator: ", ")); partial report queued")
+        }
+        while !Task.isCancelled {
+            let now = time.now()
+            let claimed = try await store.claimNotifications(owner: owner, limit: configuration.batch, now: now,
+                                                             leaseUntil: now.addingTimeInterval(configuration.lease.seconds))
+            if claimed.isEmpty { break }
+            for notification in claimed {
+                switch try await deliver(notification) {
+                case .delivered: pass.delivered += 1
+                case .retry: pass.retried += 1
+                case .failed: pass.failed += 1
+                }
+            }
+        }
+        return pass
+    }
+
+    /// Renders and sends one claimed notification, and records the outcome.
+    func deliver(_ notification: NotificationRecord) async throws -> DeliveryOutcome {
+        let channel = notification.action.channel.summary
+        let outcome: DeliveryOutcome
+        do {
+            let delivery = try await prepare(notification)
+            try await configuration.senders.send(delivery)
+            outcome = .delivered
+            logger.info("delivered \(notification.kind.rawValue) of \(notification.origin) by \(channel)")
+        } catch let error as DeliveryError {
+            outcome = failure(notification, "\(error)", transient: error.isTransient)
+        } catch let error as TemplateError {
+            outcome = failure(notification, "\(error)", transient: true)
+        } catch {
+            outcome = failure(notification, "\(error)", transient: true)
+        }
+        try await store.finishDelivery(notification.id, owner: owner, outcome: outcome, now: time.now())
+        return outcome
+    }
+
+    func failure(_ n: NotificationRecord, _ error: String, transient: Bool) -> DeliveryOutcome {
+        let what = "\(n.kind.rawValue) of \(n.origin) by \(n.action.channel.summary)"
+        if !transient || n.attempts >= configuration.maxAttempts {
+            logger.error("giving up on \(what) after \(n.attempts) attempt(s): \(error)")
+            return .failed(error: error)
+        }
+        let delay = SessionRules.retryDelay(attempt: n.attempts)
+        logger.warning("could not deliver \(what) (attempt \(n.attempts)); trying again in \(DurationText.format(.seconds(delay))): \(error)")
+        return .retry(at: time.now().addingTimeInterval(delay), error: error)
+    }
+
+    /// The rendered message and report of a notification.
+    public func prepare(_ n: NotificationRecord) async throws -> Delivery {
+        let templates = try ReportTemplates.load(overrides: n.action.templates.map { n.action.resolve($0) }, subject: n.action.subject)
+        switch n.kind {
+        case .sessionComplete, .sessionTimeout:
+            guard let id = n.sessionID, let session = try await store.sessions(matching: SessionQuery(idPrefix: id, limit: 1)).first else {
+                throw DeliveryError("session \(n.sessionID ?? "?") of notification \(n.id) is not in the store", transient: false)
+            }
+            let report = try await SessionReport.build(store: store, session: session)
+            let message = try templates.render(session: report)
+            let json = try RunReport.encoder.encode(report)
+            try? writeSessionFiles(report, message: message, json: json)
+            return Delivery(notification: n, message: message, reportJSON: json, name: "\(n.kind.rawValue)-\(session.id)-\(n.id)")
+        case .runReport, .manualReview, .sessionLate:
+            guard let runID = n.runID else { throw DeliveryError("notification \(n.id) names no run", transient: false) }
+            let report = try await RunReport.build(store: store, runID: runID)
+            var session: SessionReport?
+            if n.kind == .sessionLate, let record = try await store.session(ofRun: runID) {
+                session = try await SessionReport.build(store: store, session: record)
+            }
+            let message = try templates.render(run: report, kind: n.kind, session: session)
+            return Delivery(notification: n, message: message, reportJSON: try report.json(), name: "\(n.kind.rawValue)-\(runID)-\(n.id)")
+        }
+    }
+
+    /// `report.html`, `report.txt` and `report.json` in the session's folder.
+    public func writeSessionFiles(_ report: SessionReport, message: RenderedMessage, json: Data) throws {
+        let dir = layout.sessionDirectory(report.sessionId)
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try Data(message.html.utf8).write(to: URL(fileURLWithPath: dir + "/report.html"), options: .atomic)
+        try Data((message.subject + "\n\n" + message.text).utf8).write(to: URL(fileURLWithPath: dir + "/report.txt"), options: .atomic)
+        try json.write(to: URL(fileURLWithPath: dir + "/report.json"), options: .atomic)
+    }
+
+    /// Passes until cancelled: after each, waits until the next notification or session deadline is due,
+    /// or the store says work may have appeared.
+    public func run() async {
+        while !Task.isCancelled {
+            do {
+                try await deliverDue()
+            } catch {
+                logger.warning("the notification outbox could not be read: \(error); trying again")
+            }
+            var wait = configuration.idlePoll.seconds
+            let due = [try? await store.nextNotificationTime(), try? await store.nextSessionDeadline()].compactMap { $0 }.compactMap { $0 }
+            if let next = due.min() { wait = max(0.05, min(wait, next.timeIntervalSince(time.now()))) }
+            await store.waitForWork(timeout: .milliseconds(Int64(wait * 1000)))
+        }
+    }
+}
+
+/// The deliverer as a service of `sluice serve` and `sluice worker`.
+public struct NotificationService: Service {
+    let deliverer: NotificationDeliverer
+
+    public init(_ deliverer: NotificationDeliverer) { self.deliverer = deliverer }
+
+    public func run() async throws {
+        await cancelWhenGracefulShutdown { await deliverer.run() }
+    }
+}
+
+/// Writes `report.html` beside `report.json` when a run ended.
+public struct HTMLReportWriter: RunReportWriter {
+    public init() {}
+
+    public func write(_ report: RunReport, runDirectory: String) throws {
+        try writeHTMLReport(report, to: runDirectory + "/report.html")
+    }
+}
