@@ -190,7 +190,7 @@ public struct OutgoingMail: Sendable, Hashable {
                 out.textPart(html, subtype: "html")
                 out.line("--\(alternative)--")
             } else {
-                out.textPart(text, subtype: "plain")
+                out.textPart(text, subtype: "plain", last: attachments.isEmpty)
             }
         }
         if attachments.isEmpty {
@@ -310,13 +310,14 @@ struct MessageWriter {
         return MIME.encodedWords(name, firstLineRoom: 60)
     }
 
-    /// A text body: UTF-8, quoted-printable.
-    mutating func textPart(_ text: String, subtype: String) {
+    /// A text body: UTF-8, quoted-printable. Before a boundary the line break belongs to the boundary;
+    /// as the whole message (`last`) it ends with one line break, its own if it has one.
+    mutating func textPart(_ text: String, subtype: String, last: Bool = false) {
         line("Content-Type: text/\(subtype); charset=utf-8")
         line("Content-Transfer-Encoding: quoted-printable")
         blank()
         bytes += Self.quotedPrintable(text)
-        blank()
+        if !last || bytes.suffix(2) != [0x0D, 0x0A] { blank() }
     }
 
     mutating func attachment(_ attachment: MailAttachment) {
@@ -333,7 +334,7 @@ struct MessageWriter {
             words[0] = "name=\"" + words[0]
             words[words.count - 1] += "\""
             field("Content-Type", ["\(type);"] + words)
-            let sections = Self.rfc2231Sections(name, room: 60)
+            let sections = Self.rfc2231Sections(name, room: 50)
             if sections.count == 1 {
                 field("Content-Disposition", ["attachment;", "filename*=utf-8''\(sections[0])"])
             } else {
