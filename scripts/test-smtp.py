@@ -104,7 +104,7 @@ async def serve(args):
             ok = (isinstance(auth_data, LoginPassword)
                   and auth_data.login == args.user.encode()
                   and auth_data.password == args.password.encode())
-            return AuthResult(success=ok)
+            return AuthResult(success=ok, handled=False)
 
         def factory():
             return SMTP(handler,
