@@ -270,6 +270,24 @@ struct SMTPClientTests {
         }
     }
 
+    @Test func anUntrustedCertificateIsATLSErrorAndNoLoginWithoutTLS() async throws {
+        let mail = try Self.report()
+        try await TestSMTP.with(tls: true, user: "sluice", password: "pw-untrusted") { server in
+            var configuration = server.configuration(user: "sluice", password: "pw-untrusted")
+            configuration.trustedCertificates = nil
+            let error = try #require(await smtpFailure { _ = try await SMTPClient(configuration).send(mail) })
+            #expect(error.code == .tls, "\(error)")
+            #expect(!error.isTransient)
+            #expect(error.message.contains("smtp://sluice@127.0.0.1:\(server.port)") && error.hint?.contains("ca_file") == true, "\(error)")
+            #expect(!"\(error)".contains("pw-untrusted"))
+        }
+        try await TestSMTP.with(tls: false) { server in
+            let error = try #require(await smtpFailure { _ = try await SMTPClient(server.configuration(user: "sluice", password: "pw")).send(mail) })
+            #expect(error.code == .tls, "a login is never sent without STARTTLS: \(error)")
+            #expect(try server.messages().isEmpty)
+        }
+    }
+
     /// Without a login, STARTTLS is used when offered (the TLS server requires it) and skipped when not.
     @Test(arguments: [true, false])
     func dotStuffingAndNoLogin(_ tls: Bool) async throws {
