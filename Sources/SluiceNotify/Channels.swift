@@ -5,6 +5,7 @@ import NIOCore
 import NIOHTTP1
 import SluiceCore
 import SluiceMail
+import SluiceStore
 
 /// A delivery that did not happen, saying why and whether trying again later may help. Never holds a secret.
 public struct DeliveryError: Error, HintedError, Sendable {

@@ -9,7 +9,8 @@ extension SessionReport {
         var members: [Member] = []
         for declared in session.spec.members {
             let member = session.members.first { $0.pipeline == declared.pipeline }
-            let report = try await member.map { try await RunReport.build(store: store, runID: $0.runID) }
+            var report: RunReport?
+            if let member { report = try await RunReport.build(store: store, runID: member.runID) }
             members.append(Member(pipeline: declared.pipeline, title: declared.displayName, color: declared.color,
                                   runId: member?.runID.rawValue, status: member?.runStatus.rawValue ?? "missing",
                                   late: member?.late ?? false, report: report))

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import SluiceCore
 import SluiceStore
+import SluiceTesting
 
 /// Coordination sessions and the outbox, on both stores: every decision once, however many processes race.
 @Suite("Sessions and outbox contract")
