@@ -55,7 +55,7 @@ func builtInPipeline(_ argument: String) -> Pipeline? {
 func loadPipeline(_ file: String) throws -> PipelineSpec {
     if let pipeline = builtInPipeline(file) { return pipeline.spec }
     var loaded = PipelineLoader.load(file: file)
-    loaded.diagnostics += templateDiagnostics(loaded)
+    loaded.diagnostics += templateDiagnostics(loaded, severity: .warning)
     for d in loaded.diagnostics { FileHandle.standardError.write(Data((d.description + "\n").utf8)) }
     if loaded.isSessionFile {
         throw CLIError(message: "\(file) is a session file, not a pipeline", hint: "run one of its members; their runs join the session",
@@ -256,13 +256,14 @@ struct Pipelines: AsyncParsableCommand {
 }
 
 /// Template folders and subject templates of every notification the file declares, parsed now, so a
-/// mistake is reported by `validate` and `run` instead of when a report is due.
-func templateDiagnostics(_ loaded: PipelineLoader.Loaded) -> [Diagnostic] {
+/// mistake is reported by `validate` (an error) and `run` (a warning: the run goes ahead, and the
+/// notification fails with the same message when it is due) instead of only when a report is due.
+func templateDiagnostics(_ loaded: PipelineLoader.Loaded, severity: Diagnostic.Severity = .error) -> [Diagnostic] {
     var actions: [NotifyAction] = []
     if let spec = loaded.spec {
         let n = spec.notify
         actions += n.onSuccess + n.onPartial + n.onFailure + n.onFinish + n.onManualReview
-        if let s = spec.session, s.sourceFile == spec.sourceFile { actions += s.onComplete + s.onTimeout + (s.onLate ?? []) }
+        if let s = spec.session { actions += s.onComplete + s.onTimeout + (s.onLate ?? []) }
     }
     if let s = loaded.session { actions += s.onComplete + s.onTimeout + (s.onLate ?? []) }
     var out: [Diagnostic] = []
@@ -270,7 +271,9 @@ func templateDiagnostics(_ loaded: PipelineLoader.Loaded) -> [Diagnostic] {
         do {
             _ = try ReportTemplates.load(overrides: action.templates.map { action.resolve($0) }, subject: action.subject)
         } catch {
-            out.append(.error("\(action.channel.summary): \(error.message)", at: action.location, hint: error.hint))
+            let hint = severity == .error ? error.hint
+                : [error.hint, "the run goes ahead; this notification fails until the template is fixed (then `sluice outbox retry ID`)"].compactMap { $0 }.joined(separator: "; ")
+            out.append(Diagnostic(severity, "\(action.channel.summary): \(error.message)", at: action.location, hint: hint))
         }
     }
     return out

@@ -284,11 +284,14 @@ public struct SessionSpec: Sendable, Hashable, Codable {
         public var title: String?
         /// The colour of its badge in reports (CSS colour, e.g. `#f2c200`).
         public var color: String?
+        /// Where the member is named in its file.
+        public var location: SourceLocation?
 
-        public init(pipeline: String, title: String? = nil, color: String? = nil) {
+        public init(pipeline: String, title: String? = nil, color: String? = nil, location: SourceLocation? = nil) {
             self.pipeline = pipeline
             self.title = title
             self.color = color
+            self.location = location
         }
 
         public var displayName: String { title ?? pipeline }

@@ -132,7 +132,7 @@ public enum PipelineLoader {
     static func memberProblems(_ session: SessionSpec, folder: String, file: String) -> [Diagnostic] {
         let pipelines = Set(yamlFiles(in: folder).compactMap { topLevelName($0).pipeline })
         return session.members.filter { !pipelines.contains($0.pipeline) }.map { member in
-            .error("session '\(session.name)' names unknown pipeline '\(member.pipeline)'", at: session.location,
+            .error("session '\(session.name)' names unknown pipeline '\(member.pipeline)'", at: member.location ?? session.location,
                    hint: Suggest.hint(for: member.pipeline, in: pipelines)
                        ?? (pipelines.isEmpty ? "no pipeline file is beside \(file)" : "pipelines beside it: \(pipelines.sorted().joined(separator: ", "))"))
         }

@@ -252,7 +252,7 @@ extension SpecReader {
                 for item in seq {
                     switch item {
                     case .scalar:
-                        if let p = string(item, "each member") { members.append(.init(pipeline: p)) }
+                        if let p = string(item, "each member") { members.append(.init(pipeline: p, location: location(item))) }
                     default:
                         guard let e = mapping(item, "a member") else { continue }
                         checkKeys(e, allowed: Self.memberKeys, in: "a member")
@@ -261,7 +261,7 @@ extension SpecReader {
                             error("a member mapping needs pipeline:", item, hint: "e.g. `- { pipeline: si, title: Salud Internacional, color: \"#f2c200\" }`")
                             continue
                         }
-                        var member = SessionSpec.Member(pipeline: p)
+                        var member = SessionSpec.Member(pipeline: p, location: location(pn))
                         member.title = b["title"].flatMap { string($0, "member title") }
                         if let cn = b["color"], let c = string(cn, "member color") {
                             if Self.isCSSColor(c) { member.color = c } else {

@@ -86,7 +86,9 @@ public struct NotificationDeliverer: Sendable {
         } catch let error as DeliveryError {
             outcome = failure(notification, "\(error)", transient: error.isTransient)
         } catch let error as TemplateError {
-            outcome = failure(notification, "\(error)", transient: true)
+            // A template that does not parse fails the same way every time: fix it, then `sluice outbox retry`.
+            outcome = failure(notification, "template: \(error.message)" + (error.hint.map { " (\($0))" } ?? "")
+                              + "; fix it, then `sluice outbox retry \(notification.id)`", transient: false)
         } catch {
             outcome = failure(notification, "\(error)", transient: true)
         }

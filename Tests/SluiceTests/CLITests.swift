@@ -32,9 +32,10 @@ struct CLI {
     }
 
     @discardableResult
-    func run(_ arguments: [String], stateDir: Bool = true) throws -> Result {
+    func run(_ arguments: [String], stateDir: Bool = true, environment: [String: String] = [:]) throws -> Result {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Self.executable)
+        if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new } }
         process.arguments = arguments + (stateDir ? ["--state-dir", dir.file(".sluice")] : [])
         process.currentDirectoryURL = URL(fileURLWithPath: dir.path)
         let out = dir.file(".out-\(UUID().uuidString)"), err = dir.file(".err-\(UUID().uuidString)")

@@ -46,14 +46,14 @@ struct TestSMTP {
         return (cert, key)
     }
 
-    /// Runs `body` while a server started with these options listens; stops it afterwards (SIGTERM).
-    /// swift-subprocess closes every other descriptor in the child, so the server holds no other test's pipes.
-    static func with<R: Sendable>(tls: Bool = true, user: String? = nil, password: String? = nil, mechanisms: String? = nil,
+    /// Runs `body` while a server started with these options listens (on `port`, or one the kernel
+    /// picks); stops it afterwards.
+    static func with<R: Sendable>(port: Int = 0, tls: Bool = true, user: String? = nil, password: String? = nil, mechanisms: String? = nil,
                         rejecting: [String] = [], hang: Bool = false, _ body: (TestSMTP) async throws -> R) async throws -> R {
         try await require("python3 with aiosmtpd (pip install aiosmtpd)") { await succeeds("python3", ["-c", "import aiosmtpd"]) }
         let dir = try TemporaryDirectory(prefix: "smtp")
         defer { dir.remove() }
-        var arguments = [script, "--port", "0", "--maildir", dir.file("mail")]
+        var arguments = ["--port", "\(port)", "--maildir", dir.file("mail")]
         var certificate: String?
         if tls {
             let (cert, key) = try await makeCertificate(in: dir)
@@ -64,25 +64,9 @@ struct TestSMTP {
         if let mechanisms { arguments += ["--auth-mechanisms", mechanisms] }
         for address in rejecting { arguments += ["--reject-rcpt", address] }
         if hang { arguments.append("--hang") }
-        let log = try FileDescriptor.open(FilePath(dir.file("server.log")), .writeOnly, options: [.create, .truncate], permissions: .ownerReadWrite)
-        let outcome = try await Subprocess.run(.name("python3"), arguments: Arguments(arguments), input: .none, output: .sequence,
-                                               error: .fileDescriptor(log, closeAfterSpawningProcess: true)) { execution -> Result<R, any Error> in
-            var text = ""
-            for try await chunk in execution.standardOutput {
-                chunk.withUnsafeBytes { text += String(decoding: $0, as: UTF8.self) }
-                if text.contains("\n") { break }
-            }
-            let result: Result<R, any Error>
-            if let line = text.split(separator: "\n").first, line.hasPrefix("ready "), let port = Int(line.dropFirst(6)) {
-                let server = TestSMTP(port: port, maildir: dir.file("mail"), certificate: certificate)
-                do { result = .success(try await body(server)) } catch { result = .failure(error) }
-            } else {
-                result = .failure(TestSMTPFailure(description: "test-smtp.py did not start: \((try? String(contentsOfFile: dir.file("server.log"), encoding: .utf8)) ?? "")"))
-            }
-            try? execution.send(signal: .terminate)
-            return result
+        return try await ThrowawayServer.with(script: script, arguments: arguments, log: dir.file("server.log")) { port in
+            try await body(TestSMTP(port: port, maildir: dir.file("mail"), certificate: certificate))
         }
-        return try outcome.closureResult.get()
     }
 
     struct TestSMTPFailure: Error, CustomStringConvertible { var description: String }
