@@ -32,8 +32,8 @@ start_test_dovecot() {
   local uid gid
   uid=$(id -u "$user"); gid=$(id -g "$user")
 
-  # The first free ports from 10143 and 10993.
-  local port=10143 sport=10993
+  # The first free ports from 10143 and 10993 (or from SLUICE_TEST_DOVECOT_PORT and SLUICE_TEST_DOVECOT_SPORT).
+  local port=${SLUICE_TEST_DOVECOT_PORT:-10143} sport=${SLUICE_TEST_DOVECOT_SPORT:-10993}
   while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do port=$((port + 1)); done
   while [ "$sport" -eq "$port" ] || (exec 3<>"/dev/tcp/127.0.0.1/$sport") 2>/dev/null; do sport=$((sport + 1)); done
 

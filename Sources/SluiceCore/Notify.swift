@@ -311,6 +311,8 @@ public struct SessionSpec: Sendable, Hashable, Codable {
     public var description: String?
     /// Report heading and subject prefix (e.g. `Humano Insurance`); the name when nil.
     public var title: String?
+    /// The counter that reports lead with (`27 policies, 4 failed`); `processed`, else the largest, when nil.
+    public var headline: String?
     public var members: [Member]
     public var grouping: Grouping
     /// From the session's opening: when it passes before every member ended, `on_timeout` fires.
@@ -324,13 +326,14 @@ public struct SessionSpec: Sendable, Hashable, Codable {
     public var root: String
     public var location: SourceLocation?
 
-    public init(name: String, description: String? = nil, title: String? = nil, members: [Member],
+    public init(name: String, description: String? = nil, title: String? = nil, headline: String? = nil, members: [Member],
                 grouping: Grouping = .window(.seconds(600)), timeout: Duration = .seconds(300),
                 onComplete: [NotifyAction] = [], onTimeout: [NotifyAction] = [], onLate: [NotifyAction]? = nil,
                 sourceFile: String? = nil, root: String, location: SourceLocation? = nil) {
         self.name = name
         self.description = description
         self.title = title
+        self.headline = headline
         self.members = members
         self.grouping = grouping
         self.timeout = timeout

@@ -9,8 +9,8 @@ extension SpecReader {
     static let emailKeys = ["smtp", "password_env", "password_file", "ca_file", "from", "to", "cc", "attach_report"]
     static let webhookKeys = ["url", "url_env", "format", "secret_env", "secret_file", "timeout"]
     static let fileChannelKeys = ["dir"]
-    static let sessionKeys = ["session", "description", "title", "members", "group_by", "timeout", "on_complete", "on_timeout", "on_late"]
-    static let inlineSessionKeys = ["name", "description", "title", "members", "group_by", "timeout", "on_complete", "on_timeout", "on_late"]
+    static let sessionKeys = ["session", "description", "title", "headline", "members", "group_by", "timeout", "on_complete", "on_timeout", "on_late"]
+    static let inlineSessionKeys = ["name", "description", "title", "headline", "members", "group_by", "timeout", "on_complete", "on_timeout", "on_late"]
     static let memberKeys = ["pipeline", "title", "color"]
     static let groupByKeys = ["window", "key"]
 
@@ -321,8 +321,9 @@ extension SpecReader {
         if diagnostics.count != before { ok = false }
         let title = byKey["title"].flatMap { string($0.1, "title") }
         let description = byKey["description"].flatMap { string($0.1, "description") }
+        let headline = byKey["headline"].flatMap { string($0.1, "headline") }
         guard ok else { return nil }
-        return SessionSpec(name: name, description: description, title: title, members: members, grouping: grouping,
+        return SessionSpec(name: name, description: description, title: title, headline: headline, members: members, grouping: grouping,
                            timeout: timeout, onComplete: onComplete, onTimeout: onTimeout, onLate: onLate,
                            sourceFile: file, root: root, location: location(node))
     }

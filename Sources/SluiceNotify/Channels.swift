@@ -78,7 +78,7 @@ public struct ChannelSenders: Sendable {
         do {
             var attachments: [MailAttachment] = []
             if email.attachReport {
-                attachments.append(MailAttachment(filename: "\(delivery.name).html", contentType: "text/html; charset=utf-8",
+                attachments.append(MailAttachment(filename: "\(delivery.name).html", contentType: "text/html",
                                                   data: Array(delivery.message.html.utf8)))
             }
             mail = OutgoingMail(from: try MailAddress(parsing: email.from), to: try email.to.map { a throws(MailAddressError) in try MailAddress(parsing: a) },

@@ -20,8 +20,9 @@ public struct NotificationDeliverer: Sendable {
         public var lease: Duration = .seconds(120)
         /// Attempts before a notification is marked failed.
         public var maxAttempts = 15
-        /// The longest wait between looks when nothing is due (a store that cannot notify).
-        public var idlePoll: Duration = .seconds(5)
+        /// The longest wait between looks when nothing is due: a notification queued by a run is sent
+        /// at most this long after its decision (one indexed query per look).
+        public var idlePoll: Duration = .seconds(1)
         public var senders = ChannelSenders()
         public init() {}
     }

@@ -345,9 +345,9 @@ struct RunView: TemplateView {
     }
 
     /// `27 processed, 3 failed`: the `processed` counter, else the largest one; then the failed records.
-    static func headline(_ counters: [(name: String, value: Int)], failed: Int) -> String? {
+    static func headline(_ counters: [(name: String, value: Int)], failed: Int, lead: String? = nil) -> String? {
         var parts: [String] = []
-        let main = counters.first { $0.name == "processed" }
+        let main = counters.first { $0.name == lead } ?? counters.first { $0.name == "processed" }
             ?? counters.max { ($0.value, $1.name) < ($1.value, $0.name) }
         if let main { parts.append("\(Human.count(main.value)) \(main.name)") }
         if failed > 0 { parts.append("\(Human.count(failed)) failed") }
@@ -568,7 +568,7 @@ struct SessionView: TemplateView {
         bytesWritten = Human.bytes(reports.isEmpty ? nil : reports.reduce(0) { $0 + $1.totals.bytesWritten })
         let end = s.closedAt ?? reports.compactMap(\.finishedAt).max()
         duration = end.map { Human.duration(ms: Int64(($0.timeIntervalSince(s.openedAt) * 1000).rounded())) } ?? "–"
-        let headline = RunView.headline(summed, failed: recordsFailed)
+        let headline = RunView.headline(summed, failed: recordsFailed, lead: s.headline)
         self.headline = headline
 
         let overall: String
@@ -583,7 +583,8 @@ struct SessionView: TemplateView {
         statusLabel = isComplete ? StatusStyle.of(overall).label : style.label
         statusColor = style.color
         statusTextColor = style.textColor
-        icon = style.icon
+        // Every run succeeded but records were rejected: the subject's icon warns (the status stays success).
+        icon = overall == "success" && recordsFailed > 0 ? StatusStyle.of("partial_success").icon : style.icon
         let pipelines = Human.plural(memberCount, "pipeline")
         let phrase = Human.phrase(s.name)
         if isComplete {

@@ -15,8 +15,10 @@ extension SessionReport {
                                   runId: member?.runID.rawValue, status: member?.runStatus.rawValue ?? "missing",
                                   late: member?.late ?? false, report: report))
         }
-        return SessionReport(sessionId: session.id, name: session.name, title: session.spec.title ?? session.name,
+        var report = SessionReport(sessionId: session.id, name: session.name, title: session.spec.title ?? session.name,
                              description: session.spec.description, key: session.key, status: session.status.rawValue,
                              openedAt: session.openedAt, deadline: session.deadline, closedAt: session.closedAt, members: members)
+        report.headline = session.spec.headline
+        return report
     }
 }

@@ -35,6 +35,8 @@ public struct SessionReport: Codable, Sendable {
     /// Heading and subject prefix (the session's `title:`, else its name).
     public var title: String
     public var description: String?
+    /// The counter the subject and summary lead with (the session's `headline:`).
+    public var headline: String?
     /// The grouping key, for sessions grouped by key.
     public var key: String?
     /// `open`, `complete` or `timed_out`.

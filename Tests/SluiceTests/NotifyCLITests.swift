@@ -218,4 +218,77 @@ struct NotifyCLITests {
         #expect(try cli.show(id)["status"] as? String == "success", "what was recorded stays")
         #expect(try theSession()["status"] as? String == "open")
     }
+
+    // MARK: the seed 000 example
+
+    /// A copy of examples/insurance in the test's folder, its e-mail pointed at `smtpPort` and its timeout set.
+    func copyInsuranceExample(smtpPort: Int, timeout: String = "5m") throws {
+        var root = URL(fileURLWithPath: #filePath)
+        for _ in 0..<3 { root.deleteLastPathComponent() }
+        let copy = cli.dir.file("insurance")
+        try FileManager.default.copyItem(atPath: root.appendingPathComponent("examples/insurance").path, toPath: copy)
+        for leftover in ["output", ".sluice"] { try? FileManager.default.removeItem(atPath: copy + "/" + leftover) }
+        let session = copy + "/insurance.session.yml"
+        let text = try String(contentsOfFile: session, encoding: .utf8)
+            .replacingOccurrences(of: "127.0.0.1:10025", with: "127.0.0.1:\(smtpPort)")
+            .replacingOccurrences(of: "timeout: 5m", with: "timeout: \(timeout)")
+        try text.write(toFile: session, atomically: true, encoding: .utf8)
+    }
+
+    func sessionFile(_ name: String) throws -> String {
+        let id = try #require(try theSession()["session_id"] as? String)
+        return try String(contentsOfFile: cli.dir.file(".sluice/sessions/\(id)/\(name)"), encoding: .utf8)
+    }
+
+    @Test func theSeed000ExampleSendsOneCombinedReportWithEveryRejectedRecordAttributed() throws {
+        try copyInsuranceExample(smtpPort: try ThrowawayServer.freePort())
+        for file in ["si.yml", "viajeros.yml", "insurance.session.yml"] {
+            #expect(try cli.run(["validate", "insurance/\(file)"], stateDir: false).status == 0)
+        }
+        let si = try cli.run(["run", "insurance/si.yml", "-p", "mail_folder=samples", "--no-tty"])
+        #expect(si.status == 0, "\(si.output)")
+        #expect(si.output.contains("waiting for viajeros"))
+        let viajeros = try cli.run(["run", "insurance/viajeros.yml", "-p", "mail_folder=samples", "--no-tty"])
+        #expect(viajeros.status == 0, "\(viajeros.output)")
+        #expect(try theSession()["status"] as? String == "complete")
+
+        let text = try sessionFile("report.txt")
+        #expect(text.hasPrefix("[Humano Insurance] ⚠️ Daily report – 27 policies, 4 failed"), "\(text.prefix(200))")
+        for line in ["Salud Internacional (SI)  validate  asegurados_si.csv row 8 (SI-1007)  premium -1840.00 is not positive",
+                     "Viajeros                  validate  asegurados.csv row 14 (VJ-2012)    policy_id VJ-2012 appears twice"] {
+            #expect(text.contains(line), "failed records carry their pipeline: \(line)")
+        }
+        let html = try sessionFile("report.html")
+        #expect(html.contains("#f2c200") && html.contains("#1e6bd6"), "each member's badge colour")
+        let written = try FileManager.default.contentsOfDirectory(atPath: cli.dir.file("insurance/output/reports"))
+        #expect(written.filter { $0.hasSuffix(".html") }.count == 1, "the file channel wrote the one report: \(written)")
+        // The e-mail waits for its server; the runs are done and successful.
+        let email = try notifications().first { ($0["channel"] as? String ?? "").hasPrefix("e-mail") }
+        #expect(email?["status"] as? String == "pending")
+    }
+
+    @Test func theSeed000ExampleTimesOutWithAPartialReportAndReportsTheLateMemberOnItsOwn() async throws {
+        try copyInsuranceExample(smtpPort: try ThrowawayServer.freePort(), timeout: "2s")
+        #expect(try cli.run(["run", "insurance/si.yml", "-p", "mail_folder=samples", "--no-tty"]).status == 0)
+        try await Task.sleep(for: .milliseconds(2500))
+        let pass = try cli.run(["outbox", "deliver"])
+        #expect(pass.stdout.contains("sessions timed out 1"), "\(pass.output)")
+        #expect(try cli.run(["outbox", "deliver"]).stdout.contains("sessions timed out 0"), "exactly once")
+        #expect(try theSession()["status"] as? String == "timed_out")
+        let text = try sessionFile("report.txt")
+        #expect(text.contains("missing: Viajeros"), "\(text.prefix(300))")
+        let timeouts = try notifications().filter { $0["kind"] as? String == "session_timeout" }
+        #expect(timeouts.count == 2, "one per on_timeout action: \(timeouts)")
+
+        let late = try cli.run(["run", "insurance/viajeros.yml", "-p", "mail_folder=samples", "--no-tty"])
+        #expect(late.status == 0, "\(late.output)")
+        let session = try theSession()
+        let member = (session["members"] as? [[String: Any]])?.first { $0["pipeline"] as? String == "viajeros" }
+        #expect(member?["late"] as? Bool == true)
+        #expect(member?["status"] as? String == "success")
+        let lateNotices = try notifications().filter { $0["kind"] as? String == "session_late" }
+        #expect(lateNotices.count == 2, "the late member is reported on its own (on_late defaults to on_timeout's actions)")
+        let reports = try FileManager.default.contentsOfDirectory(atPath: cli.dir.file("insurance/output/reports")).filter { $0.hasSuffix(".html") }
+        #expect(reports.contains { $0.hasPrefix("session_timeout-") } && reports.contains { $0.hasPrefix("session_late-") }, "\(reports)")
+    }
 }
