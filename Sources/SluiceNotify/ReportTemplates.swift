@@ -23,7 +23,7 @@ public struct RenderedMessage: Sendable, Codable, Equatable {
 /// `<kind>.subject.mustache`; any other `<name>.mustache` is a partial, included as `{{> name}}`.
 /// Everything is parsed by ``load(overrides:subject:)``, so `sluice validate` finds every mistake.
 /// HTML templates escape every `{{value}}`; text and subject templates do not.
-/// docs/notifications-templates.md lists what templates see.
+/// docs/notifications.md#reports-and-templates lists what templates see.
 public struct ReportTemplates: Sendable {
     /// The parts of one report.
     public enum Part: String, Sendable, CaseIterable {

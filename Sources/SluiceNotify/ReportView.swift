@@ -4,7 +4,7 @@ import SluiceEngine
 
 // What templates see. Every value is prepared here, in Swift, so templates stay logic-less: labels,
 // colours, human durations and sizes, `has_…` flags for optional parts, and aligned text tables.
-// docs/notifications-templates.md lists the keys; keep it in step with these types.
+// docs/notifications.md (Reports and templates) lists the keys; keep it in step with these types.
 
 /// A value templates see: its properties by their snake_case names (`run_id` for `runId`). A nil or
 /// empty-string property is null: a section over it is skipped, an inverted section shown, and the name
