@@ -291,4 +291,39 @@ struct NotifyCLITests {
         let reports = try FileManager.default.contentsOfDirectory(atPath: cli.dir.file("insurance/output/reports")).filter { $0.hasSuffix(".html") }
         #expect(reports.contains { $0.hasPrefix("session_timeout-") } && reports.contains { $0.hasPrefix("session_late-") }, "\(reports)")
     }
+
+    // MARK: seed 001
+
+    @Test func aRolledBackStageSendsTheManualReviewNoticeWithErrorAndHealing() throws {
+        try cli.dir.write("collector.yml", """
+            name: collector
+            params: { mode: good }
+            notify:
+              on_manual_review:
+                - file: { dir: reviews }
+            stages:
+              collect:
+                run: [sh, -c, 'mkdir -p data; if [ "$1" = good ]; then echo "{\\"v\\": 1}" > data/products.json; else echo "{broken" > data/products.json; echo "upstream API returned 502" >&2; exit 3; fi', sh, "{{params.mode}}"]
+                outputs: [{ path: data/products.json, versioned: true }]
+                on_failure: rollback
+              publish:
+                needs: [collect]
+                proceed_if: [success, rolled_back]
+                run: [cat, data/products.json]
+            """)
+        let good = try cli.run(["run", "collector.yml", "--no-tty"])
+        #expect(good.status == 0, "\(good.output)")
+        #expect(!FileManager.default.fileExists(atPath: cli.dir.file("reviews")), "no review after a clean run")
+        let bad = try cli.run(["run", "collector.yml", "-p", "mode=bad", "--no-tty"])
+        #expect(bad.output.contains("notification: manual_review by file in reviews delivered"), "\(bad.output)")
+        let id = try #require(cli.runID(bad))
+        #expect(try cli.show(id)["status"] as? String == "partial_success")
+        let text = try String(contentsOfFile: cli.dir.file("reviews/manual_review-\(id)-1.txt"), encoding: .utf8)
+        #expect(text.hasPrefix("[collector] 🔧 Manual review needed – 'collect' failed, rolled back to products.json v1"), "\(text.prefix(120))")
+        for part in ["Error details", "| upstream API returned 502", "Healing actions", "restored to version 1", "Ran afterwards   'publish'"] {
+            #expect(text.contains(part), "the notice shows \(part)")
+        }
+        #expect(FileManager.default.fileExists(atPath: cli.dir.file(".sluice/runs/\(id)/report.html")), "the run's HTML report")
+        #expect(try String(contentsOfFile: cli.dir.file("data/products.json"), encoding: .utf8) == "{\"v\": 1}\n", "the good version was restored")
+    }
 }
