@@ -2,8 +2,9 @@
 """Opens the dashboard in headless Chromium (Debian's package) and checks it as a user would:
 
 1. a finished run's page shows its stages;
-2. a live fan-out run's progress moves between two screenshots;
-3. pressing Cancel in the page (with a pasted token) cancels the run.
+2. a coordination session is listed with its missing member, and its page shows members and notifications;
+3. a live fan-out run's progress moves between two screenshots;
+4. pressing Cancel in the page (with a pasted token) cancels the run.
 
 It starts `sluice ui` on a throwaway state folder and drives Chromium over the DevTools protocol
 (pip package websocket-client). Screenshots go to the folder given (default: a temporary one).
@@ -112,7 +113,16 @@ stages:
     concurrency: 4
     run: [sh, -c, "echo item $SLUICE_ITEM; sleep $0; echo '::count:: rows 2'", "{{params.pause}}"]
 """)
+    with open(os.path.join(work, "si.yml"), "w") as f:
+        f.write("""name: si
+session: { name: daily, title: Daily report, members: [si, viajeros], timeout: 1h,
+           on_complete: [{ file: { dir: reports } }] }
+notify: { on_finish: [{ file: { dir: reports } }] }
+stages:
+  load: { run: [sh, -c, "echo '::count:: policies 3'"] }
+""")
     run = lambda *args: subprocess.run([SLUICE, *args, *state], cwd=work, capture_output=True, text=True)
+    run("run", "si.yml", "--no-tty")
     run("run", "fan.yml", "--no-tty")
     token = run("token", "create", "dashboard-check").stdout.strip()
     ui = subprocess.Popen([SLUICE, "ui", "--http", f"127.0.0.1:{PORT}", *state], cwd=work,
@@ -130,7 +140,19 @@ stages:
              "the finished run's stages are shown")
         browser.screenshot(os.path.join(shots, "finished-run.png"))
 
-        # 2. A live fan-out run: its progress moves between two screenshots.
+        # 2. A coordination session with a member missing, and its page.
+        browser.open(f"{BASE}/#/sessions")
+        wait(lambda: browser.evaluate("document.body.innerText.includes('Daily report') && document.body.innerText.includes('missing')"),
+             "the sessions page lists the open session and its missing member")
+        browser.screenshot(os.path.join(shots, "sessions.png"))
+        session_id = get("/api/sessions")["items"][0]["session_id"]
+        browser.evaluate(f"document.querySelector('a[href=\"#/sessions/{session_id}\"]').click(); true")
+        wait(lambda: browser.evaluate("document.body.innerText.includes('Missing: viajeros') && document.body.innerText.includes('Notifications')"),
+             "the session's page shows what is missing")
+        browser.screenshot(os.path.join(shots, "session.png"))
+        print(f"session {session_id} shown with viajeros missing")
+
+        # 3. A live fan-out run: its progress moves between two screenshots.
         live = subprocess.Popen([SLUICE, "run", "fan.yml", "-p", "n=400", "-p", "pause=0.2", "--no-tty", *state], cwd=work,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         live_id = wait(lambda: next((r["run_id"] for r in get("/api/runs?status=running")["runs"]), None), "the live run started")
@@ -142,7 +164,7 @@ stages:
         browser.screenshot(os.path.join(shots, "live-2.png"))
         print(f"progress moved in the page: {first}/400 then {second}/400")
 
-        # 3. Cancel pressed in the page, with the token pasted in the box.
+        # 4. Cancel pressed in the page, with the token pasted in the box.
         browser.evaluate(f"document.getElementById('token').value = {json.dumps(token)}; document.getElementById('save').click(); true")
         browser.evaluate("window.confirm = () => true; true")
         wait(lambda: browser.evaluate("!!document.getElementById('cancel') && !document.getElementById('cancel').disabled"),

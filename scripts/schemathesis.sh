@@ -29,6 +29,15 @@ name: broken
 stages:
   fail: { run: [sh, -c, "echo nope >&2; exit 3"] }
 YAML
+cat > si.yml <<'YAML'
+name: si
+session: { name: daily, title: Daily report, members: [si, viajeros], timeout: 1h,
+           on_complete: [{ file: { dir: reports } }] }
+notify: { on_finish: [{ file: { dir: reports } }] }
+stages:
+  load: { run: [sh, -c, "echo '::count:: policies 3'"] }
+YAML
+"$SLUICE" run si.yml --state-dir .sluice --no-tty >/dev/null
 "$SLUICE" run fan.yml --state-dir .sluice --no-tty >/dev/null
 "$SLUICE" run bad.yml --state-dir .sluice --no-tty >/dev/null || true
 token=$("$SLUICE" token create schemathesis --state-dir .sluice 2>/dev/null)

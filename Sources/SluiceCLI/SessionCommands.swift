@@ -71,7 +71,7 @@ struct Sessions: AsyncParsableCommand {
             let sessions = try await engine.store.sessions(matching: query)
             if json {
                 let encoder = RunReport.encoder
-                FileHandle.standardOutput.write(try encoder.encode(sessions.map(SessionSummary.init)))
+                FileHandle.standardOutput.write(try encoder.encode(sessions.map { SessionSummary($0) }))
                 print()
                 return 0
             }
@@ -91,59 +91,11 @@ struct Sessions: AsyncParsableCommand {
     }
 }
 
-/// A session as `sessions --json` and `show SESSION --json` print it.
-struct SessionSummary: Encodable {
-    struct Member: Encodable {
-        var pipeline: String
-        var runId: String?
-        var status: String
-        var late: Bool
-    }
-    struct Notification: Encodable {
-        var id: Int64
-        var kind: String
-        var channel: String
-        var status: String
-        var attempts: Int
-        var lastError: String?
-        var deliveredAt: Date?
-    }
-    var sessionId: String
-    var name: String
-    var key: String?
-    var status: String
-    var openedAt: Date
-    var deadline: Date
-    var closedAt: Date?
-    var members: [Member]
-    var missing: [String]
-    var notifications: [Notification]?
-
-    init(_ s: SessionRecord) {
-        sessionId = s.id
-        name = s.name
-        key = s.key
-        status = s.status.rawValue
-        openedAt = s.openedAt
-        deadline = s.deadline
-        closedAt = s.closedAt
-        members = s.spec.members.map { m in
-            let run = s.members.first { $0.pipeline == m.pipeline }
-            return Member(pipeline: m.pipeline, runId: run?.runID.rawValue, status: run?.runStatus.rawValue ?? "missing", late: run?.late ?? false)
-        }
-        missing = s.missing
-    }
-}
-
 /// `sluice show SESSION`.
 func showSession(_ session: SessionRecord, engine: Engine, json: Bool) async throws -> Int32 {
     let notifications = try await engine.store.notifications(matching: NotificationQuery(sessionID: session.id, limit: 100))
     if json {
-        var summary = SessionSummary(session)
-        summary.notifications = notifications.map {
-            .init(id: $0.id, kind: $0.kind.rawValue, channel: $0.action.channel.summary, status: $0.status.rawValue,
-                  attempts: $0.attempts, lastError: $0.lastError, deliveredAt: $0.deliveredAt)
-        }
+        let summary = SessionSummary(session, notifications: notifications)
         FileHandle.standardOutput.write(try RunReport.encoder.encode(summary))
         print()
         return 0

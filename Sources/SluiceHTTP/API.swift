@@ -36,6 +36,8 @@ struct API: Sendable {
         router.get("/api/pipelines") { request, _ in try await reading(request) { try pipelines() } }
         router.get("/api/schedules") { request, _ in try await reading(request) { try schedules() } }
         router.get("/api/artifacts") { request, _ in try await reading(request) { try await artifacts(request) } }
+        router.get("/api/sessions") { request, _ in try await reading(request) { try await listSessions(request) } }
+        router.get("/api/sessions/:id") { request, context in try await reading(request) { try await sessionDetail(context) } }
         router.post("/api/pipelines/:name/runs") { request, context in
             let response = try await APIServer.triggerRun(request, context: context, server: server, store: store)
             if response.status.code < 300 { metrics.action("trigger") }
@@ -493,6 +495,53 @@ struct API: Sendable {
                             createdAt: v.createdAt, runId: v.runID?.rawValue, stage: v.stage, file: v.file,
                             annotations: v.annotations)
         }))
+    }
+
+    // MARK: sessions
+
+    struct SessionList: Encodable {
+        var items: [SessionSummary]
+    }
+
+    /// A session id as the store writes them (`NAME-YYYYMMDD-HHMMSS-xxxxxx`): no path characters.
+    static func validSessionID(_ text: String) -> Bool {
+        !text.isEmpty && text.count <= 240 && text.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) }
+    }
+
+    /// `GET /api/sessions?name=&status=&limit=`: coordination sessions, newest first, with their members.
+    func listSessions(_ request: Request) async throws -> Response {
+        try await answering {
+            let q = request.uri.queryParameters
+            var query = SessionQuery(limit: try Self.integer(request, "limit", default: 50, range: 1...Self.maxPageSize))
+            if let name = q["name"].map(String.init) {
+                guard !name.isEmpty, name.count <= 200 else {
+                    throw BadRequest(error: "invalid name", detail: "give a session name (1 to 200 characters)")
+                }
+                query.name = name
+            }
+            if let text = q["status"].map(String.init) {
+                guard let status = SessionStatus(rawValue: text) else {
+                    throw BadRequest(error: "invalid status",
+                                     detail: "'\(text.prefix(40))' is not a session status (\(SessionStatus.allCases.map(\.rawValue).joined(separator: ", ")))")
+                }
+                query.status = status
+            }
+            let sessions = try await store.sessions(matching: query)
+            return try Self.encoded(.ok, SessionList(items: sessions.map { SessionSummary($0) }))
+        }
+    }
+
+    /// `GET /api/sessions/{id}`: one session, its members' runs, what is missing and its notifications.
+    func sessionDetail(_ context: some RequestContext) async throws -> Response {
+        try await answering {
+            let id = context.parameters.get("id") ?? ""
+            guard Self.validSessionID(id),
+                  let session = try await store.sessions(matching: SessionQuery(idPrefix: id, limit: 2)).first(where: { $0.id == id }) else {
+                throw NotFound(detail: "no session '\(id.prefix(80))'; GET /api/sessions lists sessions")
+            }
+            let notifications = try await store.notifications(matching: NotificationQuery(sessionID: session.id, limit: 100))
+            return try Self.encoded(.ok, SessionSummary(session, notifications: notifications))
+        }
     }
 
     // MARK: actions

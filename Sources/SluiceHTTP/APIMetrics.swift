@@ -53,6 +53,13 @@ final class APIMetrics: Sendable {
             put("sluice_queue_depth", [("pipeline", pipeline)], queue[pipeline] ?? 0)
             put("sluice_lease_expiries", [("pipeline", pipeline)], lost[pipeline] ?? 0)
         }
+        var backlog: [String: Int] = [:]
+        for (key, n) in stats.notifications {
+            put("sluice_notifications", [("kind", key.pipeline), ("status", key.state)], n)
+            backlog[key.pipeline, default: 0] += key.state == "pending" ? n : 0
+        }
+        for (kind, n) in backlog { put("sluice_notification_backlog", [("kind", kind)], n) }
+        for (key, n) in stats.sessions { put("sluice_sessions", [("session", key.pipeline), ("status", key.state)], n) }
         let factory = self.factory
         gauges.withLock { gauges in
             for (id, gauge) in gauges where values[id] == nil { gauge.record(0) }

@@ -37,7 +37,7 @@ td.wrap { white-space:normal; word-break:break-word; }
 a { color:var(--run); }
 .badge { display:inline-block; padding:.05rem .5rem; border-radius:999px; font-size:.8rem; font-weight:600; color:#fff; background:var(--idle); }
 .s-success { background:var(--ok); } .s-failed, .s-upstream_failed { background:var(--bad); } .s-partial_success, .s-rolled_back { background:var(--warn); }
-.s-running { background:var(--run); } .s-cancelled, .s-skipped { background:var(--idle); } .s-pending { background:#afb8c1; color:#24292f; }
+.s-running, .s-open { background:var(--run); } .s-complete, .s-delivered { background:var(--ok); } .s-timed_out, .s-missing { background:var(--warn); } .s-cancelled, .s-skipped { background:var(--idle); } .s-pending { background:#afb8c1; color:#24292f; }
 .bar { position:relative; height:.9rem; background:#eaeef2; border-radius:4px; overflow:hidden; min-width:8rem; }
 .bar > span { position:absolute; top:0; bottom:0; left:0; background:var(--run); }
 .bar > span.fail { background:var(--bad); }
@@ -62,7 +62,7 @@ pre { background:#0d1117; color:#e6edf3; padding:.6rem; border-radius:6px; overf
 <body>
 <header>
   <a href="#/">Sluice</a>
-  <nav><a href="#/">Runs</a><a href="#/schedules">Schedules</a></nav>
+  <nav><a href="#/">Runs</a><a href="#/sessions">Sessions</a><a href="#/schedules">Schedules</a></nav>
   <div class="token"><input id="token" type="password" placeholder="API token" autocomplete="off" aria-label="API token"><button id="save">Save</button></div>
 </header>
 <main id="main"></main>
@@ -105,6 +105,8 @@ async function route() {
     let m;
     if ((m = h.match(/^#\/runs\/([A-Za-z0-9-]+)$/))) await runPage(m[1]);
     else if (h === "#/schedules") await schedulesPage();
+    else if ((m = h.match(/^#\/sessions\/([A-Za-z0-9._-]+)$/))) await sessionPage(m[1]);
+    else if (h.startsWith("#/sessions")) await sessionsPage();
     else await runsPage();
   } catch (e) {
     main.replaceChildren(el("div", { class: "card" }, el("h2", {}, "Cannot load"), el("p", {}, e.message),
@@ -172,6 +174,35 @@ async function schedulesPage() {
   if (!s.items.length) body.append(el("tr", {}, el("td", { colspan: "6", class: "muted" }, s.serving ? "No schedules." : "This server (sluice ui) serves no pipelines: schedules are shown by sluice serve --http.")));
   main.replaceChildren(el("div", { class: "card" }, el("h1", {}, "Schedules"),
     el("div", { class: "scroll" }, el("table", {}, el("thead", {}, el("tr", {}, ["Pipeline", "Trigger", "Zone", "Next", "Missed", "Overlap"].map(t => el("th", {}, t)))), body))));
+}
+
+// Sessions
+function members(s) { return s.members.map(m => el("span", { style: "margin-right:.6rem;white-space:nowrap" }, m.title + " ", badge(m.status), m.late ? el("span", { class: "muted" }, " late") : null)); }
+async function sessionsPage(again) {
+  const page = await api("/api/sessions?limit=100");
+  const body = el("tbody");
+  for (const s of page.items) body.append(el("tr", {}, el("td", {}, badge(s.status)), el("td", {}, el("a", { href: "#/sessions/" + s.session_id }, s.session_id)),
+    el("td", {}, s.title), el("td", {}, when(s.opened_at)), el("td", {}, s.status === "open" ? "deadline " + when(s.deadline) : when(s.closed_at)), el("td", { class: "wrap" }, members(s))));
+  if (!page.items.length) body.append(el("tr", {}, el("td", { colspan: "6", class: "muted" }, "No sessions: a run of a pipeline with session: opens one.")));
+  main.replaceChildren(el("div", { class: "card" }, el("h1", {}, "Sessions"),
+    el("div", { class: "scroll" }, el("table", {}, el("thead", {}, el("tr", {}, ["Status", "Session", "Title", "Opened", "Closed", "Members"].map(t => el("th", {}, t)))), body))));
+  if (!again) timers.push(setInterval(() => sessionsPage(true).catch(() => {}), 5000));
+}
+async function sessionPage(id, again) {
+  const s = await api("/api/sessions/" + id);
+  const rows = s.members.map(m => el("tr", {}, el("td", {}, m.title), el("td", {}, badge(m.status), m.late ? el("span", { class: "muted" }, " late") : null),
+    el("td", {}, m.run_id ? el("a", { href: "#/runs/" + m.run_id }, m.run_id) : el("span", { class: "muted" }, "no run yet"))));
+  const notes = (s.notifications || []).map(n => el("tr", {}, el("td", {}, n.kind), el("td", { class: "wrap" }, n.channel), el("td", {}, badge(n.status)),
+    el("td", {}, String(n.attempts)), el("td", { class: "wrap" }, n.delivered_at ? when(n.delivered_at) : (n.last_error || ""))));
+  main.replaceChildren(
+    el("div", { class: "card" }, el("h1", {}, s.title, " ", el("span", { class: "muted" }, s.session_id)),
+      el("div", { class: "row" }, badge(s.status), s.key ? el("span", { class: "muted" }, "key " + s.key) : null,
+        el("span", { class: "muted" }, "opened " + when(s.opened_at)), el("span", { class: "muted" }, (s.status === "open" ? "deadline " + when(s.deadline) : "closed " + when(s.closed_at)))),
+      s.missing.length ? el("p", {}, "Missing: " + s.missing.join(", ")) : null),
+    el("div", { class: "card" }, el("h2", {}, "Members"), el("div", { class: "scroll" }, el("table", {}, el("thead", {}, el("tr", {}, ["Pipeline", "Status", "Run"].map(t => el("th", {}, t)))), el("tbody", {}, rows)))),
+    el("div", { class: "card" }, el("h2", {}, "Notifications"), notes.length ? el("div", { class: "scroll" }, el("table", {}, el("thead", {}, el("tr", {}, ["Kind", "Channel", "Status", "Attempts", "Delivered / last error"].map(t => el("th", {}, t)))), el("tbody", {}, notes)))
+      : el("p", { class: "muted" }, "None queued yet.")));
+  if (s.status === "open" && !again) timers.push(setInterval(() => sessionPage(id, true).catch(() => {}), 3000));
 }
 
 // Run detail

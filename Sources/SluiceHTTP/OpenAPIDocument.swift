@@ -8,7 +8,7 @@ enum OpenAPIDocument {
   "info": {
     "title": "Sluice HTTP API",
     "version": "1.0.0",
-    "description": "Runs, events, logs, progress, schedules and actions of a Sluice state store. Served by `sluice serve --http HOST:PORT` and `sluice ui`. Changes need `Authorization: Bearer TOKEN` (`sluice token create NAME`); reads too unless the server is bound to loopback. Errors are `{error, detail}`."
+    "description": "Runs, events, logs, progress, sessions, schedules and actions of a Sluice state store. Served by `sluice serve --http HOST:PORT` and `sluice ui`. Changes need `Authorization: Bearer TOKEN` (`sluice token create NAME`); reads too unless the server is bound to loopback. Errors are `{error, detail}`."
   },
   "servers": [
     {
@@ -849,6 +849,145 @@ enum OpenAPIDocument {
           },
           "401": {
             "description": "No valid token (none, wrong or revoked). Reads need one unless the server is bound to loopback.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          }
+        }
+      }
+    },
+    "/api/sessions": {
+      "get": {
+        "operationId": "listSessions",
+        "summary": "Coordination sessions, newest first, with their members' runs and what is missing.",
+        "security": [
+          {},
+          {
+            "bearer": []
+          }
+        ],
+        "parameters": [
+          {
+            "name": "name",
+            "in": "query",
+            "description": "Only sessions of this name.",
+            "schema": {
+              "type": "string",
+              "minLength": 1,
+              "maxLength": 200
+            }
+          },
+          {
+            "name": "status",
+            "in": "query",
+            "description": "Only sessions with this status.",
+            "schema": {
+              "$ref": "#/components/schemas/SessionStatus"
+            }
+          },
+          {
+            "name": "limit",
+            "in": "query",
+            "description": "How many sessions (1 to 200).",
+            "schema": {
+              "type": "integer",
+              "minimum": 1,
+              "maximum": 200,
+              "default": 50
+            }
+          }
+        ],
+        "responses": {
+          "200": {
+            "description": "Sessions.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/SessionList"
+                }
+              }
+            },
+            "links": {
+              "getSession": {
+                "operationId": "getSession",
+                "parameters": {
+                  "id": "$response.body#/items/0/session_id"
+                }
+              }
+            }
+          },
+          "400": {
+            "description": "Invalid parameters.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "401": {
+            "description": "No valid token (none, wrong or revoked). Reads need one unless the server is bound to loopback.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          }
+        }
+      }
+    },
+    "/api/sessions/{id}": {
+      "get": {
+        "operationId": "getSession",
+        "summary": "A coordination session: members and their runs, what is missing, its notifications and their delivery.",
+        "security": [
+          {},
+          {
+            "bearer": []
+          }
+        ],
+        "parameters": [
+          {
+            "name": "id",
+            "in": "path",
+            "required": true,
+            "description": "A session id (`NAME-YYYYMMDD-HHMMSS-xxxxxx`).",
+            "schema": {
+              "type": "string",
+              "pattern": "^[A-Za-z0-9._-]{1,240}$"
+            }
+          }
+        ],
+        "responses": {
+          "200": {
+            "description": "The session.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Session"
+                }
+              }
+            }
+          },
+          "401": {
+            "description": "No valid token (none, wrong or revoked). Reads need one unless the server is bound to loopback.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "404": {
+            "description": "No such session.",
             "content": {
               "application/json": {
                 "schema": {
@@ -1894,6 +2033,161 @@ enum OpenAPIDocument {
           },
           "detail": {
             "type": "string"
+          }
+        }
+      },
+      "SessionStatus": {
+        "type": "string",
+        "enum": [
+          "open",
+          "complete",
+          "timed_out"
+        ]
+      },
+      "SessionMember": {
+        "type": "object",
+        "required": [
+          "pipeline",
+          "title",
+          "status",
+          "late"
+        ],
+        "properties": {
+          "pipeline": {
+            "type": "string"
+          },
+          "title": {
+            "type": "string",
+            "description": "The member's display name in reports."
+          },
+          "run_id": {
+            "type": "string",
+            "description": "The member's run, once one joined."
+          },
+          "status": {
+            "type": "string",
+            "description": "The run's status, or `missing` when no run joined yet."
+          },
+          "late": {
+            "type": "boolean",
+            "description": "The run ended after the session timed out (reported on its own)."
+          }
+        }
+      },
+      "SessionNotification": {
+        "type": "object",
+        "required": [
+          "id",
+          "kind",
+          "channel",
+          "status",
+          "attempts"
+        ],
+        "properties": {
+          "id": {
+            "type": "integer"
+          },
+          "kind": {
+            "type": "string",
+            "description": "run_report, session_complete, session_timeout, session_late, manual_review, …"
+          },
+          "channel": {
+            "type": "string",
+            "description": "The channel, without secrets (e.g. `email to ops@example.com`)."
+          },
+          "status": {
+            "type": "string",
+            "enum": [
+              "pending",
+              "delivered",
+              "failed"
+            ]
+          },
+          "attempts": {
+            "type": "integer"
+          },
+          "last_error": {
+            "type": "string"
+          },
+          "delivered_at": {
+            "type": "string",
+            "format": "date-time"
+          }
+        }
+      },
+      "Session": {
+        "type": "object",
+        "required": [
+          "session_id",
+          "name",
+          "title",
+          "status",
+          "opened_at",
+          "deadline",
+          "members",
+          "missing"
+        ],
+        "properties": {
+          "session_id": {
+            "type": "string"
+          },
+          "name": {
+            "type": "string"
+          },
+          "title": {
+            "type": "string"
+          },
+          "key": {
+            "type": "string",
+            "description": "The grouping key from the trigger, when the session groups by key."
+          },
+          "status": {
+            "$ref": "#/components/schemas/SessionStatus"
+          },
+          "opened_at": {
+            "type": "string",
+            "format": "date-time"
+          },
+          "deadline": {
+            "type": "string",
+            "format": "date-time"
+          },
+          "closed_at": {
+            "type": "string",
+            "format": "date-time"
+          },
+          "members": {
+            "type": "array",
+            "items": {
+              "$ref": "#/components/schemas/SessionMember"
+            }
+          },
+          "missing": {
+            "type": "array",
+            "items": {
+              "type": "string"
+            },
+            "description": "Members whose runs have not ended."
+          },
+          "notifications": {
+            "type": "array",
+            "items": {
+              "$ref": "#/components/schemas/SessionNotification"
+            }
+          }
+        }
+      },
+      "SessionList": {
+        "type": "object",
+        "required": [
+          "items"
+        ],
+        "properties": {
+          "items": {
+            "type": "array",
+            "items": {
+              "$ref": "#/components/schemas/Session"
+            }
           }
         }
       }

@@ -65,6 +65,10 @@ public struct StoreStatistics: Sendable, Hashable {
     public var triggers: [Key: Int] = [:]
     /// Finished attempts' wall time, by pipeline.
     public var durations: [String: Durations] = [:]
+    /// Outbox notifications by report kind (`Key.pipeline`) and status (`pending` ones are the backlog).
+    public var notifications: [Key: Int] = [:]
+    /// Coordination sessions by name (`Key.pipeline`) and status (`open`, `complete`, `timed_out`).
+    public var sessions: [Key: Int] = [:]
 
     public init() {}
 

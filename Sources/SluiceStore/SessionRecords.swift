@@ -130,3 +130,57 @@ public enum DeliveryOutcome: Sendable, Hashable {
     /// Give up: its attempts ran out.
     case failed(error: String)
 }
+
+/// A session as `sluice sessions --json`, `sluice show SESSION --json` and the HTTP API give it: its
+/// members in declared order (with their runs, or `missing`), what is missing, and optionally its
+/// notifications.
+public struct SessionSummary: Encodable, Sendable {
+    public struct Member: Encodable, Sendable {
+        public var pipeline: String
+        public var title: String
+        public var runId: String?
+        public var status: String
+        public var late: Bool
+    }
+    public struct Notification: Encodable, Sendable {
+        public var id: Int64
+        public var kind: String
+        public var channel: String
+        public var status: String
+        public var attempts: Int
+        public var lastError: String?
+        public var deliveredAt: Date?
+    }
+    public var sessionId: String
+    public var name: String
+    public var title: String
+    public var key: String?
+    public var status: String
+    public var openedAt: Date
+    public var deadline: Date
+    public var closedAt: Date?
+    public var members: [Member]
+    public var missing: [String]
+    public var notifications: [Notification]?
+
+    public init(_ s: SessionRecord, notifications: [NotificationRecord]? = nil) {
+        sessionId = s.id
+        name = s.name
+        title = s.spec.title ?? s.name
+        key = s.key
+        status = s.status.rawValue
+        openedAt = s.openedAt
+        deadline = s.deadline
+        closedAt = s.closedAt
+        members = s.spec.members.map { m in
+            let run = s.members.first { $0.pipeline == m.pipeline }
+            return Member(pipeline: m.pipeline, title: m.displayName, runId: run?.runID.rawValue,
+                          status: run?.runStatus.rawValue ?? "missing", late: run?.late ?? false)
+        }
+        missing = s.missing
+        self.notifications = notifications?.map {
+            Notification(id: $0.id, kind: $0.kind.rawValue, channel: $0.action.channel.summary, status: $0.status.rawValue,
+                         attempts: $0.attempts, lastError: $0.lastError, deliveredAt: $0.deliveredAt)
+        }
+    }
+}

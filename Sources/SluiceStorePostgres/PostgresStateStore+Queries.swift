@@ -42,6 +42,12 @@ extension PostgresStateStore {
             for row in try await tx.rows("SELECT pipeline, split_part(trigger, ' ', 1) AS kind, count(*) AS n FROM runs GROUP BY 1, 2") {
                 stats.triggers[.init(try row["pipeline"], try row["kind"])] = try row["n"]
             }
+            for row in try await tx.rows("SELECT kind, status, count(*) AS n FROM notifications GROUP BY 1, 2") {
+                stats.notifications[.init(try row["kind"], try row["status"])] = try row["n"]
+            }
+            for row in try await tx.rows("SELECT name, status, count(*) AS n FROM sessions GROUP BY 1, 2") {
+                stats.sessions[.init(try row["name"], try row["status"])] = try row["n"]
+            }
             for row in try await tx.rows("SELECT r.pipeline AS pipeline, t.status AS status, count(*) AS n FROM tasks t JOIN runs r ON r.id = t.run_id GROUP BY 1, 2") {
                 stats.tasks[.init(try row["pipeline"], try row["status"])] = try row["n"]
             }

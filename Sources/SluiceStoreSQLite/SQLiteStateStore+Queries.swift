@@ -52,6 +52,12 @@ extension SQLiteStateStore {
                 """) {
                 stats.triggers[.init(row["pipeline"], row["kind"])] = row["n"]
             }
+            for row in try db.rows(sql: "SELECT kind, status, count(*) AS n FROM notifications GROUP BY 1, 2") {
+                stats.notifications[.init(row["kind"], row["status"])] = row["n"]
+            }
+            for row in try db.rows(sql: "SELECT name, status, count(*) AS n FROM sessions GROUP BY 1, 2") {
+                stats.sessions[.init(row["name"], row["status"])] = row["n"]
+            }
             for row in try db.rows(sql: "SELECT r.pipeline AS pipeline, t.status AS status, count(*) AS n FROM tasks t JOIN runs r ON r.id = t.run_id GROUP BY 1, 2") {
                 stats.tasks[.init(row["pipeline"], row["status"])] = row["n"]
             }
