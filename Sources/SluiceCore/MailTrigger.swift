@@ -147,13 +147,28 @@ public struct MailTrigger: Sendable, Hashable, Codable {
     public static let subjectParam = "mail_subject"
     public static let fromParam = "mail_from"
     public static let dateParam = "mail_date"
+    /// The `Date` header's calendar day as the sender wrote it, `YYYY-MM-DD`: a session key for e-mails
+    /// that arrive together on one day (`group_by: { key: "{{params.mail_day}}" }`).
+    public static let dayParam = "mail_day"
     public static let messageIDParam = "mail_message_id"
     /// The saved attachments' paths relative to the pipeline's folder, one per line.
     public static let attachmentsParam = "mail_attachments"
     /// The folder (relative to the pipeline's folder) holding this message's attachments.
     public static let folderParam = "mail_folder"
 
-    public static let params = [subjectParam, fromParam, dateParam, messageIDParam, attachmentsParam, folderParam]
+    public static let params = [subjectParam, fromParam, dateParam, dayParam, messageIDParam, attachmentsParam, folderParam]
+
+    /// The day of an RFC 5322 `Date` header (`Mon, 2 Mar 2026 08:00:00 +0100` → `2026-03-02`), in the
+    /// header's own offset; nil when it does not read as one.
+    public static func day(ofDateHeader header: String) -> String? {
+        let months = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
+        var words = header.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "," }).map { String($0).lowercased() }
+        if let first = words.first, first.first?.isLetter == true { words.removeFirst() }   // the weekday
+        guard words.count >= 3, let day = Int(words[0]), (1...31).contains(day),
+              let month = months.firstIndex(of: String(words[1].prefix(3))), words[1].count >= 3,
+              let year = Int(words[2]), words[2].count == 4 else { return nil }
+        return String(format: "%04d-%02d-%02d", year, month + 1, day)
+    }
 
     public static func declareParams(in params: inout [String: String]) {
         for name in Self.params where params[name] == nil { params[name] = "" }

@@ -205,19 +205,16 @@ public struct NotifyAction: Sendable, Hashable, Codable {
 }
 
 extension WebhookChannel {
-    /// The URL without its query and user info (tokens often live there), for messages.
+    /// The URL with only its scheme, host and port, for messages: tokens live in user info, queries and
+    /// paths (Slack's `/services/T…/B…/SECRET`, `https://host/TOKEN`), so none of those is shown.
     public static func redacted(_ url: String) -> String {
-        guard var c = URLComponents(string: url) else { return "(an unparsable URL)" }
-        c.user = nil
-        c.password = nil
-        let hadQuery = c.query != nil
-        c.query = nil
-        c.fragment = nil
-        let path = c.path
-        // Slack-style URLs carry the token in the path: keep only the first segment.
-        let segments = path.split(separator: "/")
-        if segments.count > 1 { c.path = "/\(segments[0])/…" }
-        return (c.string ?? "(a URL)") + (hadQuery ? "?…" : "")
+        guard let c = URLComponents(string: url), let scheme = c.scheme, let host = c.host else { return "(an unparsable URL)" }
+        var shown = URLComponents()
+        shown.scheme = scheme
+        shown.host = host
+        shown.port = c.port
+        let hidden = !c.path.split(separator: "/").isEmpty || c.query != nil || c.fragment != nil
+        return (shown.string ?? "(a URL)") + (hidden ? "/…" : "")
     }
 }
 

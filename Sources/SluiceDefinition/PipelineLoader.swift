@@ -55,6 +55,12 @@ public enum PipelineLoader {
         let folder = url.deletingLastPathComponent().path
         var loaded = parse(yaml: text, file: path, root: folder)
         loaded.spec?.sourceFile = url.path
+        if !loaded.isSessionFile, loaded.sessionReference == nil, let session = loaded.spec?.session {
+            // An inline session: members without a pipeline file beside this one are worth a warning (they
+            // may be defined in Swift or elsewhere), not an error.
+            loaded.diagnostics += memberProblems(session, folder: folder, file: path, ownName: loaded.spec?.name)
+                .map { Diagnostic(.warning, $0.message, at: $0.location, hint: $0.hint) }
+        }
         if loaded.isSessionFile {
             loaded.session?.sourceFile = url.path
             if let session = loaded.session {
@@ -102,24 +108,37 @@ public enum PipelineLoader {
             .map { (folder as NSString).appendingPathComponent($0) }
     }
 
-    /// The top-level `session:` (a session file) or `name:` (a pipeline file) of a YAML file, without validating it.
-    static func topLevelName(_ path: String) -> (session: String?, pipeline: String?) {
+    /// The top-level `session:` (a session file) or `name:` (a pipeline file) of a YAML file, without
+    /// validating it; `inlineSession`: the `name` of a pipeline file's inline `session: { name: … }`.
+    static func topLevelName(_ path: String) -> (session: String?, pipeline: String?, inlineSession: String?) {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8),
-              let node = try? Yams.compose(yaml: text), case .mapping(let m) = node else { return (nil, nil) }
-        var session: String?, pipeline: String?
+              let node = try? Yams.compose(yaml: text), case .mapping(let m) = node else { return (nil, nil, nil) }
+        var session: String?, pipeline: String?, inline: String?
         for (k, v) in m {
-            guard case .scalar(let key) = k, case .scalar(let value) = v else { continue }
-            if key.string == "session" { session = value.string }
-            if key.string == "name" { pipeline = value.string }
+            guard case .scalar(let key) = k else { continue }
+            if case .scalar(let value) = v {
+                if key.string == "session" { session = value.string }
+                if key.string == "name" { pipeline = value.string }
+            } else if key.string == "session", case .mapping(let body) = v, case .scalar(let name)? = body["name"] {
+                inline = name.string
+            }
         }
-        return m.keys.contains { $0.string == "stages" } ? (nil, pipeline) : (session, nil)
+        return m.keys.contains { $0.string == "stages" } ? (nil, pipeline, inline) : (session, nil, nil)
     }
 
-    /// Finds the session file declaring `name` in `folder`.
+    /// Finds the session named `name` in `folder`: a session file declaring it, or a pipeline file
+    /// declaring it inline.
     static func findSession(named name: String, in folder: String, excluding: String) -> SessionLookup {
         var names: [String] = []
         for file in yamlFiles(in: folder) where URL(fileURLWithPath: file).standardizedFileURL.path != excluding {
-            guard let declared = topLevelName(file).session else { continue }
+            let top = topLevelName(file)
+            if let inline = top.inlineSession {
+                guard inline == name else { names.append(inline); continue }
+                let loaded = load(file: file)
+                guard let session = loaded.spec?.session else { return .broken(file, loaded.diagnostics.filter { $0.severity == .error }) }
+                return .found(session, [])
+            }
+            guard let declared = top.session else { continue }
             guard declared == name else { names.append(declared); continue }
             let loaded = load(file: file)
             guard let session = loaded.session else { return .broken(file, loaded.diagnostics) }
@@ -128,9 +147,11 @@ public enum PipelineLoader {
         return .notFound(names)
     }
 
-    /// Members that no pipeline file beside the session file defines.
-    static func memberProblems(_ session: SessionSpec, folder: String, file: String) -> [Diagnostic] {
-        let pipelines = Set(yamlFiles(in: folder).compactMap { topLevelName($0).pipeline })
+    /// Members that no pipeline file beside the session file defines (`ownName`: the pipeline declaring
+    /// the session inline, which is one even before its file is saved under the folder).
+    static func memberProblems(_ session: SessionSpec, folder: String, file: String, ownName: String? = nil) -> [Diagnostic] {
+        var pipelines = Set(yamlFiles(in: folder).compactMap { topLevelName($0).pipeline })
+        if let ownName { pipelines.insert(ownName) }
         return session.members.filter { !pipelines.contains($0.pipeline) }.map { member in
             .error("session '\(session.name)' names unknown pipeline '\(member.pipeline)'", at: member.location ?? session.location,
                    hint: Suggest.hint(for: member.pipeline, in: pipelines)

@@ -8,7 +8,7 @@ import SluiceStore
 /// Delivers the store's outbox: claims due notifications, renders them, sends them through their channel
 /// and records the outcome; times out sessions whose deadline passed. A channel outage never touches a
 /// run: the notification stays pending and is tried again with exponential back-off (5 s doubling, at
-/// most an hour) until its attempts run out.
+/// most an hour) for up to three days (`giveUpAfter`).
 ///
 /// At least once, made rare: a delivery is marked right after the channel accepted it, so only a crash
 /// between the two sends it again.
@@ -18,8 +18,9 @@ public struct NotificationDeliverer: Sendable {
         public var batch = 10
         /// How long a claimed notification is held before another deliverer may take it.
         public var lease: Duration = .seconds(120)
-        /// Attempts before a notification is marked failed.
-        public var maxAttempts = 15
+        /// How long a notification whose channel keeps failing transiently is retried, from when it was
+        /// queued, before it is marked failed: an outage of a day or two still ends in a delivery.
+        public var giveUpAfter: Duration = .seconds(3 * 24 * 3600)
         /// The longest wait between looks when nothing is due: a notification queued by a run is sent
         /// at most this long after its decision (one indexed query per look).
         public var idlePoll: Duration = .seconds(1)
@@ -99,7 +100,7 @@ public struct NotificationDeliverer: Sendable {
 
     func failure(_ n: NotificationRecord, _ error: String, transient: Bool) -> DeliveryOutcome {
         let what = "\(n.kind.rawValue) of \(n.origin) by \(n.action.channel.summary)"
-        if !transient || n.attempts >= configuration.maxAttempts {
+        if !transient || time.now().timeIntervalSince(n.createdAt) >= configuration.giveUpAfter.seconds {
             logger.error("giving up on \(what) after \(n.attempts) attempt(s): \(error)")
             return .failed(error: error)
         }
@@ -116,7 +117,7 @@ public struct NotificationDeliverer: Sendable {
             guard let id = n.sessionID, let session = try await store.sessions(matching: SessionQuery(idPrefix: id, limit: 1)).first else {
                 throw DeliveryError("session \(n.sessionID ?? "?") of notification \(n.id) is not in the store", transient: false)
             }
-            let report = try await SessionReport.build(store: store, session: session)
+            let report = try await SessionReport.build(store: store, session: session, asTimedOut: n.kind == .sessionTimeout)
             let message = try templates.render(session: report)
             let json = try RunReport.encoder.encode(report)
             try? writeSessionFiles(report, message: message, json: json)

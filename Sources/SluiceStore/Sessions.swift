@@ -144,6 +144,23 @@ public enum SessionRules {
     }
 
     /// The event a member's run records when it joins.
+    /// The event of a run left out of a closed session whose report already included a run of its pipeline
+    /// (key grouping: a re-delivered e-mail after the report went out). The report stays true to what it said.
+    public static func leftOutEvent(runID: RunID, pipeline: String, sessionID: String, now: Date) -> EventRecord {
+        EventRecord(runID: runID, pipeline: pipeline, event: "session.left_out", time: now,
+                    message: "session \(sessionID) already closed with a run of \(pipeline) in its report: this run is not added to it (the pipeline's own notify: still reports it)",
+                    attrs: ["session": sessionID])
+    }
+
+    /// The event of a run whose session key rendered empty: it joins no session.
+    public static func noKeyEvent(runID: RunID, pipeline: String, spec: SessionSpec, now: Date) -> EventRecord {
+        var template = ""
+        if case .key(let t) = spec.grouping { template = t }
+        return EventRecord(runID: runID, pipeline: pipeline, event: "session.no_key", time: now,
+                           message: "session \(spec.name): the group_by key '\(template)' is empty for this run (a param it names is missing or empty), so the run joins no session; start it with that param",
+                           attrs: ["session": spec.name])
+    }
+
     public static func joinEvent(runID: RunID, pipeline: String, sessionID: String, opened: Bool, late: Bool, now: Date) -> EventRecord {
         let message = opened ? "opened session \(sessionID)"
             : late ? "joined session \(sessionID) after it closed: this run will be reported on its own"

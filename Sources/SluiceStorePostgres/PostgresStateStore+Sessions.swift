@@ -15,6 +15,10 @@ extension PostgresStateStore {
         guard let spec = run.spec.session else { return }
         try await tx.exec("SELECT pg_advisory_xact_lock(\(sessionLock), hashtext(\(spec.name)))")
         let key = spec.groupKey(params: run.params, pipeline: run.pipeline)
+        if let key, key.trimmingCharacters(in: .whitespaces).isEmpty {
+            try await insert([SessionRules.noKeyEvent(runID: run.id, pipeline: run.pipeline, spec: spec, now: now)], tx)
+            return
+        }
         let t = now.timeIntervalSince1970
         let candidates: [SessionRecord]
         switch spec.grouping {
@@ -41,11 +45,16 @@ extension PostgresStateStore {
             // The session row is locked so a member finishing at this moment completes it before or after, not during.
             let status = try await tx.value("SELECT status FROM sessions WHERE id = \(id) FOR UPDATE", as: String.self)
             if status != SessionStatus.open.rawValue { late = true }
-            try await tx.exec("""
+            // A late run never replaces a member the session's report was decided with.
+            let written = try await tx.rows("""
                 INSERT INTO session_members (session_id, pipeline, run_id, joined_at, late) VALUES (\(id), \(run.pipeline), \(run.id.rawValue), \(t), \(late))
                 ON CONFLICT (session_id, pipeline) DO UPDATE SET run_id = excluded.run_id, joined_at = excluded.joined_at, late = excluded.late
+                WHERE NOT excluded.late OR session_members.late
+                RETURNING run_id
                 """)
-            event = SessionRules.joinEvent(runID: run.id, pipeline: run.pipeline, sessionID: id, opened: false, late: late, now: now)
+            event = written.isEmpty
+                ? SessionRules.leftOutEvent(runID: run.id, pipeline: run.pipeline, sessionID: id, now: now)
+                : SessionRules.joinEvent(runID: run.id, pipeline: run.pipeline, sessionID: id, opened: false, late: late, now: now)
         }
         try await insert([event], tx)
     }

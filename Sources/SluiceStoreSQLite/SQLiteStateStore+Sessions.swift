@@ -10,6 +10,10 @@ extension SQLiteStateStore {
     static func joinSession(_ run: RunRecord, now: Date, _ db: Database) throws {
         guard let spec = run.spec.session else { return }
         let key = spec.groupKey(params: run.params, pipeline: run.pipeline)
+        if let key, key.trimmingCharacters(in: .whitespaces).isEmpty {
+            try insert([SessionRules.noKeyEvent(runID: run.id, pipeline: run.pipeline, spec: spec, now: now)], db)
+            return
+        }
         let candidates: [SessionRecord]
         switch spec.grouping {
         case .window(let window):
@@ -29,11 +33,15 @@ extension SQLiteStateStore {
                         arguments: [id, run.pipeline, run.id.rawValue, t])
             event = SessionRules.joinEvent(runID: run.id, pipeline: run.pipeline, sessionID: id, opened: true, late: false, now: now)
         case .join(let id, let late, _):
+            // A late run never replaces a member the session's report was decided with.
             try db.exec(sql: """
                 INSERT INTO session_members (session_id, pipeline, run_id, joined_at, late) VALUES (?, ?, ?, ?, ?)
                 ON CONFLICT (session_id, pipeline) DO UPDATE SET run_id = excluded.run_id, joined_at = excluded.joined_at, late = excluded.late
+                WHERE NOT excluded.late OR session_members.late
                 """, arguments: [id, run.pipeline, run.id.rawValue, t, late])
-            event = SessionRules.joinEvent(runID: run.id, pipeline: run.pipeline, sessionID: id, opened: false, late: late, now: now)
+            event = db.changesCount == 0
+                ? SessionRules.leftOutEvent(runID: run.id, pipeline: run.pipeline, sessionID: id, now: now)
+                : SessionRules.joinEvent(runID: run.id, pipeline: run.pipeline, sessionID: id, opened: false, late: late, now: now)
         }
         try insert([event], db)
     }

@@ -189,6 +189,7 @@ extension Server {
                 MailTrigger.subjectParam: message.headers.subject,
                 MailTrigger.fromParam: message.headers.from,
                 MailTrigger.dateParam: message.headers.date,
+                MailTrigger.dayParam: MailTrigger.day(ofDateHeader: message.headers.date) ?? "",
                 MailTrigger.messageIDParam: messageID,
                 MailTrigger.attachmentsParam: saved.files.joined(separator: "\n"),
                 MailTrigger.folderParam: saved.folder,

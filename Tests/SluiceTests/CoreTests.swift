@@ -45,6 +45,30 @@ struct CoreTests {
         }
     }
 
+    @Test(arguments: [
+        ("https://hooks.slack.com/services/T000/B000/XXXXSECRET", "https://hooks.slack.com/…"),
+        ("https://hooks.example.com/TOKEN123", "https://hooks.example.com/…"),
+        ("https://user:pw@hooks.example.com:8443/a?token=abc#frag", "https://hooks.example.com:8443/…"),
+        ("http://127.0.0.1:9000", "http://127.0.0.1:9000"),
+        ("not a url", "(an unparsable URL)"),
+    ])
+    func webhookURLsAreShownWithoutTheirSecrets(url: String, shown: String) {
+        #expect(WebhookChannel.redacted(url) == shown)
+        for secret in ["SECRET", "TOKEN123", "pw", "abc"] where url.contains(secret) {
+            #expect(!WebhookChannel.redacted(url).contains(secret))
+        }
+    }
+
+    @Test(arguments: [
+        ("Mon, 2 Mar 2026 08:00:00 +0100", "2026-03-02"),
+        ("2 Mar 2026 23:59 -0800", "2026-03-02"),
+        ("Tue,  15 December 2026 01:00:00 GMT", "2026-12-15"),
+        ("", nil), ("yesterday", nil), ("Mon, 32 Mar 2026 08:00:00 +0100", nil), ("Mon, 2 Foo 2026", nil),
+    ] as [(String, String?)])
+    func theDayOfAMailDateHeader(header: String, day: String?) {
+        #expect(MailTrigger.day(ofDateHeader: header) == day)
+    }
+
     @Test func outcomeRules() {
         #expect(RunOutcome.decide(stages: [.success, .skipped], cancelled: false) == .success)
         #expect(RunOutcome.decide(stages: [.success, .failed], cancelled: false) == .partialSuccess)

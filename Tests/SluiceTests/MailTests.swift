@@ -321,6 +321,7 @@ struct MailServeTests {
         #expect(viajeros.first?.params["mail_subject"] == "Asegurados Viajeros – 2026-03-02")
         #expect(viajeros.first?.params["mail_from"] == "Aseguradora <informes@example.com>")
         #expect(viajeros.first?.params["mail_date"] == "Mon, 2 Mar 2026 08:00:00 +0100")
+        #expect(viajeros.first?.params["mail_day"] == "2026-03-02")
         // Attachments arrive as input files inside the pipeline's folder, named safely.
         #expect(h.text("si.out") == "Asegurados Salud Internacional 2026-03-02|<si-1@example.com>|mail/si-1@example.com/si polizas.csv")
         #expect(h.text("mail/si-1@example.com/si polizas.csv") == "id\n1\n")

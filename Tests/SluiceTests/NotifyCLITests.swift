@@ -219,6 +219,37 @@ struct NotifyCLITests {
         #expect(try theSession()["status"] as? String == "open")
     }
 
+    @Test func aSessionDeclaredInlineIsNamedByTheOtherMemberAndAnUnknownMemberIsAWarning() throws {
+        try cli.dir.write("si.yml", """
+            name: si
+            session: { name: pair, members: [si, viajeros], on_complete: [{ file: { dir: reports } }] }
+            stages:
+              load: { run: ["true"] }
+            """)
+        try cli.dir.write("viajeros.yml", """
+            name: viajeros
+            session: pair
+            stages:
+              load: { run: ["true"] }
+            """)
+        #expect(try cli.run(["run", "si.yml", "--no-tty"]).status == 0)
+        let second = try cli.run(["run", "viajeros.yml", "--no-tty"])
+        #expect(second.status == 0, "\(second.output)")
+        let session = try theSession()
+        #expect(session["status"] as? String == "complete", "\(session)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: cli.dir.file("reports")).contains { $0.hasSuffix(".html") })
+
+        try cli.dir.write("solo.yml", """
+            name: solo
+            session: { name: trio, members: [solo, ghost], on_complete: [{ file: { dir: reports } }] }
+            stages:
+              load: { run: ["true"] }
+            """)
+        let checked = try cli.run(["validate", "solo.yml"], stateDir: false)
+        #expect(checked.status == 0, "a warning, not an error: \(checked.output)")
+        #expect(checked.output.contains("warning: session 'trio' names unknown pipeline 'ghost'"), "\(checked.output)")
+    }
+
     // MARK: the seed 000 example
 
     /// A copy of examples/insurance in the test's folder, its e-mail pointed at `smtpPort` and its timeout set.

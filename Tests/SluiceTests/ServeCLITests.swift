@@ -30,11 +30,11 @@ struct ServeCLITests {
 
     func text(_ cli: CLI, _ file: String) -> String { (try? String(contentsOfFile: cli.dir.file(file), encoding: .utf8)) ?? "" }
 
+    /// The recorded runs, from `sluice runs --json` (a table row's columns shift for an interrupted run).
     func runs(_ cli: CLI) throws -> [(trigger: String, status: String)] {
-        try cli.run(["runs", "--limit", "200"]).stdout.split(separator: "\n").dropFirst().map { line in
-            let cols = line.split(separator: " ", omittingEmptySubsequences: true).map(String.init)
-            return (cols.count > 6 ? cols[6...].joined(separator: " ") : "", cols.count > 2 ? cols[2] : "")
-        }
+        let data = Data(try cli.run(["runs", "--limit", "200", "--json"]).stdout.utf8)
+        let rows = try JSONSerialization.jsonObject(with: data) as? [[String: String]] ?? []
+        return rows.map { ($0["trigger"] ?? "", $0["status"] ?? "") }
     }
 
     @Test func twoReplicasElectOneToFireSchedulesAndTheOtherTakesOverWhenItDies() async throws {
@@ -66,7 +66,7 @@ struct ServeCLITests {
         let triggers = try runs(cli).map(\.trigger)
         #expect(triggers.count >= 6)
         #expect(Set(triggers).count == triggers.count, "no scheduled time started twice: \(triggers)")
-        #expect(triggers.allSatisfy { $0.hasPrefix("schedule ") })
+        #expect(triggers.allSatisfy { $0.hasPrefix("schedule ") }, "\(triggers)")
         #expect(text(cli, "ticks.txt").split(separator: "\n").count <= triggers.count)
     }
 

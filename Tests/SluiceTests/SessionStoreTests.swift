@@ -1,6 +1,8 @@
 import Foundation
 import Testing
 import SluiceCore
+import SluiceEngine
+import SluiceNotify
 import SluiceStore
 import SluiceTesting
 
@@ -119,6 +121,23 @@ struct SessionStoreTests {
         #expect(try await h.store.finishRun(RunID("v1"), outcome: .failed, owner: h.me, now: h.now, events: []))
         #expect(try await h.store.sessions(matching: SessionQuery(idPrefix: first.id))[0].status == .complete)
         #expect(try await h.store.sessions(matching: SessionQuery(status: .open)).map(\.key) == ["2026-12-02"])
+
+        // The report went out with s3 and v1: a re-delivered e-mail's run is left out of the closed session,
+        // which keeps the runs its report was decided with.
+        try await Self.create(h.store, Self.memberRun(h, "s4", pipeline: "si", session: spec, params: ["mail_date": "2026-12-01"]), at: h.now)
+        let closed = try #require(try await h.store.sessions(matching: SessionQuery(idPrefix: first.id)).first)
+        #expect(closed.members.map(\.runID).sorted { $0.rawValue < $1.rawValue } == [RunID("s3"), RunID("v1")])
+        #expect(try await h.store.session(ofRun: RunID("s4")) == nil)
+        #expect(try await h.store.events(run: RunID("s4"), afterID: 0, limit: 10).contains { $0.event == "session.left_out" })
+        #expect(try await h.store.finishRun(RunID("s4"), outcome: .success, owner: h.me, now: h.now, events: []))
+        #expect(try await h.store.notifications(matching: NotificationQuery(runID: RunID("s4"))).isEmpty, "no late report for it")
+
+        // A run whose key renders empty (the param is missing) joins no session at all, and says why.
+        try await Self.create(h.store, Self.memberRun(h, "s5", pipeline: "si", session: spec), at: h.now)
+        #expect(try await h.store.session(ofRun: RunID("s5")) == nil)
+        let said = try await h.store.events(run: RunID("s5"), afterID: 0, limit: 10).first { $0.event == "session.no_key" }
+        #expect(said?.message.contains("{{params.mail_date}}") == true)
+        #expect(try await h.store.sessions(matching: SessionQuery(name: "daily")).allSatisfy { $0.key != "" })
     }
 
     /// The outbox: a claim is exclusive and leased; a retry waits; a delivered one is not claimed again;
@@ -170,5 +189,42 @@ struct SessionStoreTests {
         #expect(try await h.store.retryNotification(ids[2], now: h.now.addingTimeInterval(50)))
         #expect(try await h.store.retryNotification(ids[0], now: h.now) == false)
         #expect(try await h.store.notifications(matching: NotificationQuery(status: .pending)).map(\.id) == [ids[2]])
+    }
+}
+
+/// The partial report is what the session looked like when it timed out, however late it is delivered.
+@Suite("Session reports from the store")
+struct SessionReportBuildTests {
+    static func yaml(_ pipeline: String) -> String {
+        """
+        name: \(pipeline)
+        session: { name: daily, members: [si, viajeros], timeout: 1s, on_timeout: [{ file: { dir: out } }] }
+        stages:
+          load: { run: ["true"] }
+        """
+    }
+
+    @Test func aPartialReportDeliveredAfterTheLateMemberEndedStillNamesItMissing() async throws {
+        let f = try EngineFixture()
+        let (si, _) = try await f.run(Self.yaml("si"))
+        #expect(si == .success)
+        let timedOut = try await f.engine.store.expireSessions(now: Date().addingTimeInterval(5))
+        #expect(timedOut.count == 1)
+        // The mail server was down: the partial report is still queued when viajeros ends, late.
+        let (viajeros, run) = try await f.run(Self.yaml("viajeros"))
+        #expect(viajeros == .success)
+        let session = try #require(try await f.engine.store.session(ofRun: run.id))
+        #expect(session.status == .timedOut && session.members.first { $0.pipeline == "viajeros" }?.late == true)
+
+        let partial = try await SessionReport.build(store: f.engine.store, session: session, asTimedOut: true)
+        #expect(partial.missing.map(\.pipeline) == ["viajeros"], "as it stood at the timeout")
+        let message = try ReportTemplates.builtIn.render(session: partial)
+        #expect(message.subject.contains("viajeros"), "\(message.subject)")
+        #expect(message.text.contains("viajeros"), "\(message.text.prefix(400))")
+
+        // Shown now (sluice show, the late report), the session has viajeros' run, ended late.
+        let now = try await SessionReport.build(store: f.engine.store, session: session)
+        #expect(now.missing.isEmpty)
+        #expect(now.members.first { $0.pipeline == "viajeros" }.map { $0.late && $0.status == "success" } == true)
     }
 }
