@@ -87,6 +87,9 @@ public struct NotificationDeliverer: Sendable {
             logger.info("delivered \(notification.kind.rawValue) of \(notification.origin) by \(channel)")
         } catch let error as DeliveryError {
             outcome = failure(notification, "\(error)", transient: error.isTransient)
+        } catch let error as TemplateError where error.code == .unreadable || error.code == .write {
+            // A folder not mounted yet, a full disk: may pass by itself.
+            outcome = failure(notification, "template: \(error.message)", transient: true)
         } catch let error as TemplateError {
             // A template that does not parse fails the same way every time: fix it, then `sluice outbox retry`.
             outcome = failure(notification, "template: \(error.message)" + (error.hint.map { " (\($0))" } ?? "")
@@ -94,7 +97,13 @@ public struct NotificationDeliverer: Sendable {
         } catch {
             outcome = failure(notification, "\(error)", transient: true)
         }
-        try await store.finishDelivery(notification.id, owner: owner, outcome: outcome, now: time.now())
+        // Marked at once, and not cancelled with the pass that sent it (`sluice run` gives its delivery pass a
+        // time limit): a send whose mark was lost would go out again.
+        let store = self.store, owner = self.owner, now = time.now(), id = notification.id
+        let held = try await Task { try await store.finishDelivery(id, owner: owner, outcome: outcome, now: now) }.value
+        if !held {
+            logger.warning("\(notification.kind.rawValue) of \(notification.origin): its claim expired while it was being sent; another deliverer may send it again")
+        }
         return outcome
     }
 
