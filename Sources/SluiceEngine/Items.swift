@@ -59,9 +59,13 @@ public enum Items {
 
     /// A file name for a task key: the key itself when it is safe, else a cleaned form with the task id.
     public static func fileName(key: String, taskID: TaskID) -> String {
-        let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
-        if key.count <= 80, key.allSatisfy({ allowed.contains($0) }), !key.hasPrefix(".") { return key }
-        return String(key.map { allowed.contains($0) ? $0 : "_" }.prefix(60)) + "-\(taskID)"
+        // On every task's path: bytes, not Characters.
+        func allowed(_ b: UInt8) -> Bool {
+            (b >= 0x61 && b <= 0x7A) || (b >= 0x41 && b <= 0x5A) || (b >= 0x30 && b <= 0x39) || b == 0x2E || b == 0x5F || b == 0x2D
+        }
+        let utf8 = key.utf8
+        if utf8.count <= 80, utf8.first != 0x2E, utf8.allSatisfy(allowed) { return key }
+        return String(key.map { $0.isASCII && allowed($0.asciiValue!) ? $0 : "_" }.prefix(60)) + "-\(taskID)"
     }
 }
 

@@ -196,30 +196,38 @@ struct RunExecutor: Sendable {
                         needsPlan = false
                         if try await plan(planner, run: run) { mayClaim = true }
                     }
-                    if mayClaim && ready.count < prefetch {
-                        let want = prefetch - ready.count
+                    // Start what is claimed, then claim more: commands only for free slots; in-process
+                    // fan-out tasks a batch at a time, when fewer than a quarter of a batch is left (a claim
+                    // is a write transaction: claiming after every task would be one per task).
+                    for pass in 0..<2 {
+                        var index = 0
+                        while running.count < spec.concurrency, index < ready.count {
+                            let task = ready[index]
+                            guard let stage = spec.stage(task.task.stage) else { ready.remove(at: index); continue }
+                            if let limit = stage.concurrency, running.values.count(where: { $0.stage == stage.name }) >= limit {
+                                index += 1
+                                continue
+                            }
+                            ready.remove(at: index)
+                            let stop = StopSignal()
+                            running[task.task.id] = (stop, stage.name)
+                            let producer = producers.contains(stage.name)
+                            group.addTask {
+                                try await perform(task, stage: stage, run: run, stop: stop, producer: producer,
+                                                  nudge: nudge, batcher: batcher)
+                                return .taskEnded(task.task.id)
+                            }
+                        }
+                        let slotsFree = running.count < spec.concurrency
+                        let want = inProcessFanOut
+                            ? (ready.count < prefetch / 4 || (slotsFree && index >= ready.count) ? prefetch - ready.count : 0)
+                            : spec.concurrency - running.count - ready.count
+                        guard pass == 0, mayClaim, want > 0 else { break }
                         let claimed = try await store.claimTasks(run: runID, owner: owner, limit: want, filter: .everything,
                                                                  now: time.now(), leaseUntil: leaseExpiry())
                         ready += claimed
                         if claimed.count < want { mayClaim = false }
-                    }
-                    var index = 0
-                    while running.count < spec.concurrency, index < ready.count {
-                        let task = ready[index]
-                        guard let stage = spec.stage(task.task.stage) else { ready.remove(at: index); continue }
-                        if let limit = stage.concurrency, running.values.count(where: { $0.stage == stage.name }) >= limit {
-                            index += 1
-                            continue
-                        }
-                        ready.remove(at: index)
-                        let stop = StopSignal()
-                        running[task.task.id] = (stop, stage.name)
-                        let producer = producers.contains(stage.name)
-                        group.addTask {
-                            try await perform(task, stage: stage, run: run, stop: stop, producer: producer,
-                                              nudge: nudge, batcher: batcher)
-                            return .taskEnded(task.task.id)
-                        }
+                        if claimed.isEmpty { break }
                     }
                 }
                 if running.isEmpty && ready.isEmpty && unrecorded == 0 && !waiting {
@@ -534,12 +542,12 @@ struct RunExecutor: Sendable {
             try await emit([log.make("task.start", stage: stage.name, task: task.id, attempt: claimed.attempt,
                                      "attempt \(claimed.attempt): in-process Swift stage")])
         }
-        let root = URL(fileURLWithPath: run.spec.root)
+        let root = URL(fileURLWithPath: run.spec.root, isDirectory: true)  // no stat of the folder per task
         let context = StageContext(
             runID: run.id, pipeline: run.pipeline, stage: stage.name, taskID: task.id, taskKey: task.key,
             attempt: claimed.attempt, params: run.params,
             workDirectory: stage.workdir.map { root.appendingPathComponent($0) } ?? root,
-            runDirectory: URL(fileURLWithPath: run.runDir),
+            runDirectory: URL(fileURLWithPath: run.runDir, isDirectory: true),
             logFile: files.stdout(stage: stage.name, task: Items.fileName(key: task.key, taskID: task.id), attempt: claimed.attempt),
             store: store, item: task.item, sink: sink)
         let timeout = stage.timeout
