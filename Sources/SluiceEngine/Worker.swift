@@ -86,6 +86,7 @@ public struct Worker: Sendable {
         var unrecorded = 0
         var draining = false
         var look = true
+        var claimMore = false         // completions were recorded, no stage ended: claim for free slots, skip the look
         var waiting = false
         var storeFailures = 0
         var backoffUntil = ContinuousClock.now
@@ -140,6 +141,22 @@ public struct Worker: Sendable {
                         group.addTask { try? await Task.sleep(for: pause); return .retry }
                     }
                 }
+                if claimMore && !look && !draining && ContinuousClock.now >= backoffUntil {
+                    // A recorded batch that ended no stage changes nothing to plan: the runs this worker
+                    // knows just get their free slots filled (a full look reads the open runs and their
+                    // stages, several statements per batch). Cancels and new runs wake a full look.
+                    claimMore = false
+                    do {
+                        for participation in runs.values.sorted(by: { $0.record.createdAt < $1.record.createdAt })
+                        where running.count < options.concurrency && participation.record.cancelRequestedAt == nil {
+                            summary.attempts += try await claim(for: participation, running: &running, batcher: batcher,
+                                                                released: released, nudge: nudge, group: &group, say: say)
+                        }
+                    } catch let error where !(error is CancellationError) {
+                        look = true
+                        say("the store failed (\(error)); looking again")
+                    }
+                }
                 if !waiting && !draining {
                     waiting = true
                     let poll = options.poll
@@ -166,7 +183,7 @@ public struct Worker: Sendable {
                     }
                     unrecorded -= recorded.count
                     summary.released = released.count
-                    look = true
+                    if recorded.stageEnded { look = true } else { claimMore = true }
                     group.addTask { await batcher.committed.wait(); return .recorded }
                 case .work:
                     waiting = false
@@ -254,8 +271,18 @@ public struct Worker: Sendable {
                 return (finished, 0)
             }
         }
+        return (false, try await claim(for: p, running: &running, batcher: batcher, released: released, nudge: nudge,
+                                       group: &group, say: say))
+    }
+
+    /// Claims tasks of the run for this worker's free slots and starts them. Returns how many it started.
+    private func claim(for p: Participation, running: inout [TaskID: Running], batcher: CompletionBatcher,
+                       released: TaskIDs, nudge: Nudge, group: inout ThrowingTaskGroup<Wake, any Error>,
+                       say: @escaping @Sendable (String) -> Void) async throws -> Int {
+        let run = p.record
+        let executor = p.executor
         let free = options.concurrency - running.count
-        guard free > 0 else { return (false, 0) }
+        guard free > 0 else { return 0 }
         let cannotRun = Set(run.spec.stages.filter { $0.command == .swift && engine.inProcess.body(pipeline: run.pipeline, stage: $0.name) == nil }.map(\.name))
         let claimed = try await store.claimTasks(run: run.id, owner: owner, limit: free,
                                                  filter: ClaimFilter(queues: options.queues, excludedStages: cannotRun),
@@ -286,7 +313,7 @@ public struct Worker: Sendable {
                 return .taskEnded(id)
             }
         }
-        return (false, claimed.count)
+        return claimed.count
     }
 }
 
