@@ -73,7 +73,7 @@ enum Bench {
                 } else {
                     skipped["W3"] = "needs a PostgreSQL server: --postgres URL or SLUICE_BENCH_POSTGRES (`source scripts/test-postgres.sh` starts a throwaway one)"
                 }
-            case "R1": skipped["R1"] = "not measured yet: the crash/resume correctness checks run in the test suite (CLI fan-out crash tests)"
+            case "R1": rows.append(try r1(n: options.quick ? 2_000 : 10_000, repetitions: options.quick ? 2 : 20, options))
             default: break
             }
         }

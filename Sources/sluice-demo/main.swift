@@ -67,7 +67,12 @@ func pipelines() throws -> [Pipeline] {
         let n = Int(context.param("n") ?? "1000") ?? 1000
         for i in 0..<n { try items.emit(i) }
     }
-    let double = ForEach("double", over: numbers) { _, x in x * 2 }
+    // `sleep_ms`: each task sleeps that long first (R1 of BENCHMARKS.md: a run long enough to be killed mid-way).
+    let double = ForEach("double", over: numbers) { context, x in
+        let pause = Int(context.param("sleep_ms") ?? "0") ?? 0
+        if pause > 0 { try await Task.sleep(for: .milliseconds(pause)) }
+        return x * 2
+    }
     let sum = Stage("sum", needs: double) { context -> Int in
         let total = try await context.results(of: double).values.reduce(0, +)
         let n = Int(context.param("n") ?? "1000") ?? 1000
@@ -75,7 +80,7 @@ func pipelines() throws -> [Pipeline] {
         return total
     }
     let fanOut = try Pipeline("fan-out", description: "N in-process tasks and a join (benchmark W1)", concurrency: 2,
-                              params: ["n": "1000"]) {
+                              params: ["n": "1000", "sleep_ms": "0"]) {
         numbers
         double
         sum

@@ -363,7 +363,9 @@ struct BenchmarkSmokeTests {
         let rows = try #require(json["rows"] as? [[String: Any]])
         // W3 needs PostgreSQL: it runs when the tests have a server (always in CI).
         let postgres = ProcessInfo.processInfo.environment["SLUICE_TEST_POSTGRES"].map { !$0.isEmpty } ?? false
-        #expect(Set(rows.compactMap { $0["workload"] as? String }) == (postgres ? ["W1", "W2", "W3", "W4", "W5", "W6"] : ["W1", "W2", "W4", "W5", "W6"]))
+        #expect(Set(rows.compactMap { $0["workload"] as? String }) == (postgres ? ["W1", "W2", "W3", "W4", "W5", "W6", "R1"] : ["W1", "W2", "W4", "W5", "W6", "R1"]))
+        let r1 = try #require(rows.first { $0["workload"] as? String == "R1" })
+        #expect((r1["check"] as? String)?.hasPrefix("2/2 killed runs completed after resume") == true, "\(r1)")
         if postgres {
             let w3 = try #require(rows.first { $0["workload"] as? String == "W3" })
             #expect((w3["check"] as? String)?.hasPrefix("run success") == true, "\(w3)")
