@@ -17,6 +17,14 @@ public struct ItemEmitter<Item: Encodable & Sendable>: Sendable {
     public func emit(contentsOf items: some Sequence<Item>) throws {
         for item in items { try emit(item) }
     }
+
+    /// Emits `item`, first waiting while many emitted items (`StageContext.unrecordedItemLimit`) are not
+    /// recorded yet: use it in a discovery of millions of items to keep memory bounded.
+    public func send(_ item: Item) async throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        try await context.send(itemJSON: try encoder.encode(item))
+    }
 }
 
 /// A stage that discovers items for a `ForEach`: it emits them while it runs (streaming), or returns them.
@@ -116,7 +124,35 @@ extension Command {
     }
 }
 
+/// A fan-out stage's results, read from the store a page at a time, in task order (`streamedResults(of:)`).
+public struct StageResults<Output: Decodable & Sendable>: AsyncSequence, Sendable {
+    public typealias Element = (key: String, value: Output)
+    let pages: EncodedResults
+
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        var pages: EncodedResults.AsyncIterator
+        let decoder = JSONDecoder()
+
+        public mutating func next() async throws -> (key: String, value: Output)? {
+            guard let next = try await pages.next() else { return nil }
+            return (next.key, try decoder.decode(Output.self, from: next.result))
+        }
+    }
+
+    public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(pages: pages.makeAsyncIterator()) }
+}
+
 extension StageContext {
+    /// The results of a fan-out stage's successful tasks as an async sequence of `(key, value)`, read a
+    /// page at a time: a join over a million items that folds them (a sum, a merge into a file) holds one
+    /// page, not all of them.
+    ///
+    ///     var total = 0
+    ///     for try await (_, value) in context.streamedResults(of: double) { total += value }
+    public func streamedResults<Item, Output>(of stage: ForEach<Item, Output>) -> StageResults<Output> {
+        StageResults(pages: encodedResultPages(of: stage.name))
+    }
+
     /// The results of a fan-out stage's successful tasks, by item key.
     public func results<Item, Output>(of stage: ForEach<Item, Output>) async throws -> [String: Output] {
         var results: [String: Output] = [:]

@@ -1,5 +1,6 @@
 import Foundation
 import SluiceStore
+import SluiceSupervisor
 import Synchronization
 
 /// What a task reports besides its exit: items (producers), business counters and failed records.
@@ -50,6 +51,17 @@ final class OutputSink: Sendable {
     /// The first `count` pending items were recorded.
     func recorded(_ count: Int) {
         state.withLock { $0.items.removeFirst(min(count, $0.items.count)) }
+        drained.nudge()
+    }
+
+    private let drained = Nudge()
+
+    /// Returns once at most `limit` items wait to be recorded (a fast Swift producer's back-pressure: the
+    /// executor records pending items every 100 ms), or when the task is cancelled.
+    func waitForRoom(limit: Int) async {
+        while state.withLock({ $0.items.count }) > limit && !Task.isCancelled {
+            await drained.wait()
+        }
     }
 
     var itemCount: Int { state.withLock { $0.count } }

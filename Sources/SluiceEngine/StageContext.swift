@@ -86,6 +86,22 @@ public struct StageContext: Sendable {
         sink.add(try Items.record(json: data))
     }
 
+    /// How many emitted items may wait to be recorded before `send(itemJSON:)` waits.
+    public static let unrecordedItemLimit = 20_000
+
+    /// Emits an item as `emit(itemJSON:)` does, first waiting while more than `unrecordedItemLimit`
+    /// emitted items are not recorded yet: a discovery of millions of items keeps its memory bounded.
+    public func send(itemJSON data: Data) async throws {
+        await sink.waitForRoom(limit: Self.unrecordedItemLimit)
+        try emit(itemJSON: data)
+    }
+
+    /// The encoded results of an upstream stage's successful tasks in task order, read from the store a
+    /// page at a time (a join over a million items never holds them all).
+    public func encodedResultPages(of stage: StageName, pageSize: Int = 5_000) -> EncodedResults {
+        EncodedResults(store: store, run: runID, stage: stage, pageSize: max(1, pageSize))
+    }
+
     /// Adds `value` to a business counter of this task (e.g. `count("policies", 120)`). Recorded with
     /// the attempt and summed per stage in the report.
     public func count(_ name: String, _ value: Int = 1) {
@@ -157,4 +173,36 @@ struct TaskLogHandler: LogHandler {
         }
         EventLog.append(line, to: path)
     }
+}
+
+/// A stage's recorded results, a page at a time (`StageContext.encodedResultPages(of:)`).
+public struct EncodedResults: AsyncSequence, Sendable {
+    public typealias Element = TaskResult
+    let store: any StateStore
+    let run: RunID
+    let stage: StageName
+    let pageSize: Int
+
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        let source: EncodedResults
+        var page: [TaskResult] = []
+        var index = 0
+        var after: TaskID = 0
+        var finished = false
+
+        public mutating func next() async throws -> TaskResult? {
+            if index == page.count {
+                guard !finished else { return nil }
+                page = try await source.store.resultPage(run: source.run, stage: source.stage, afterTaskID: after, limit: source.pageSize)
+                index = 0
+                finished = page.count < source.pageSize
+                guard let last = page.last else { return nil }
+                after = last.taskID
+            }
+            defer { index += 1 }
+            return page[index]
+        }
+    }
+
+    public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(source: self) }
 }

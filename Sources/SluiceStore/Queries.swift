@@ -77,3 +77,16 @@ public struct StoreStatistics: Sendable, Hashable {
         String(trigger.prefix { $0 != " " })
     }
 }
+
+/// One successful task's recorded result (`resultPage`).
+public struct TaskResult: Sendable, Hashable {
+    public var taskID: TaskID
+    public var key: String
+    public var result: Data
+
+    public init(taskID: TaskID, key: String, result: Data) {
+        self.taskID = taskID
+        self.key = key
+        self.result = result
+    }
+}

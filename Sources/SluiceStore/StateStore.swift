@@ -99,6 +99,9 @@ public protocol StateStore: Sendable {
 
     /// The recorded results of a stage's successful tasks, by task key.
     func results(run: RunID, stage: StageName) async throws -> [String: Data]
+    /// A page of those results in task order, after task `afterTaskID` (0 for the first page): a join
+    /// over a million items reads them a page at a time instead of all at once.
+    func resultPage(run: RunID, stage: StageName, afterTaskID: TaskID, limit: Int) async throws -> [TaskResult]
 
     /// Per-stage aggregates of tasks and attempts, computed in the store (a fan-out stage may have a
     /// million tasks: nothing is loaded per task).

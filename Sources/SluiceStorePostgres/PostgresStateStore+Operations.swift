@@ -745,6 +745,17 @@ extension PostgresStateStore {
         }
     }
 
+    public func resultPage(run: RunID, stage: StageName, afterTaskID: TaskID, limit: Int) async throws -> [TaskResult] {
+        try await read { tx in
+            // The (run_id, status, id) index walks the run's successful tasks in id order from the cursor.
+            try await tx.rows("""
+                SELECT id, key, result FROM tasks
+                WHERE run_id = \(run.rawValue) AND status = 'success' AND id > \(afterTaskID) AND stage = \(stage) AND result IS NOT NULL
+                ORDER BY id LIMIT \(limit)
+                """).map { TaskResult(taskID: try $0["id"], key: try $0["key"], result: try $0.data("result") ?? Data()) }
+        }
+    }
+
     public func stageSummaries(run: RunID) async throws -> [StageName: StageSummary] {
         try await transaction { tx in
             var summaries: [StageName: StageSummary] = [:]

@@ -575,6 +575,18 @@ extension SQLiteStateStore {
         }
     }
 
+    public func resultPage(run: RunID, stage: StageName, afterTaskID: TaskID, limit: Int) async throws -> [TaskResult] {
+        try await read { db in
+            // An index whose entries end with the rowid (id) walks the successful tasks in order from the cursor.
+            try db.rows(sql: """
+                SELECT id, key, result FROM tasks
+                WHERE run_id = ? AND status = 'success' AND id > ? AND stage = ? AND result IS NOT NULL ORDER BY id LIMIT ?
+                """, arguments: [run.rawValue, afterTaskID, stage, limit]).map {
+                TaskResult(taskID: $0["id"], key: $0["key"], result: $0["result"])
+            }
+        }
+    }
+
     public func stageSummaries(run: RunID) async throws -> [StageName: StageSummary] {
         try await read { db in
             var summaries: [StageName: StageSummary] = [:]

@@ -61,11 +61,13 @@ enum Measure {
     /// W1: N integers discovered, one in-process task each (x * 2), a join that checks the sum; every task recorded.
     static func fanOut(_ n: Int, folder: URL) async throws -> String {
         let numbers = Discover<Int>("numbers") { _, items in
-            for i in 0..<n { try items.emit(i) }
+            for i in 0..<n { try await items.send(i) }
         }
         let double = ForEach("double", over: numbers) { _, x in x * 2 }
         let sum = Stage("sum", needs: double) { context -> Int in
-            try await context.results(of: double).values.reduce(0, +)
+            var total = 0
+            for try await (_, value) in context.streamedResults(of: double) { total += value }
+            return total
         }
         let cores = ProcessInfo.processInfo.activeProcessorCount
         let pipeline = try Pipeline("w1", concurrency: cores, root: folder.path) { numbers; double; sum }

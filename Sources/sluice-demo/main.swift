@@ -65,7 +65,7 @@ func pipelines() throws -> [Pipeline] {
     // fan-out: N integers, one in-process task each (x * 2), and a join that checks the sum (W1 of BENCHMARKS.md).
     let numbers = Discover<Int>("numbers") { context, items in
         let n = Int(context.param("n") ?? "1000") ?? 1000
-        for i in 0..<n { try items.emit(i) }
+        for i in 0..<n { try await items.send(i) }
     }
     // `sleep_ms`: each task sleeps that long first (R1 of BENCHMARKS.md: a run long enough to be killed mid-way).
     let double = ForEach("double", over: numbers) { context, x in
@@ -74,7 +74,8 @@ func pipelines() throws -> [Pipeline] {
         return x * 2
     }
     let sum = Stage("sum", needs: double) { context -> Int in
-        let total = try await context.results(of: double).values.reduce(0, +)
+        var total = 0
+        for try await (_, value) in context.streamedResults(of: double) { total += value }
         let n = Int(context.param("n") ?? "1000") ?? 1000
         guard total == n * (n - 1) else { throw DemoError(message: "sum is \(total), expected \(n * (n - 1))") }
         return total

@@ -104,6 +104,42 @@ struct WorkerTests {
         }
     }
 
+    /// A discovery that sends its items (waiting while many are unrecorded) and a join that folds the
+    /// results a page at a time see every item once, on both stores; pages walk the results in task order.
+    @Test(arguments: StoreKind.allCases) func sentItemsAndPagedResultsCoverEveryItemOnce(kind: StoreKind) async throws {
+        let f = try await WorkerFixture(kind)
+        let n = 1_500
+        let find = Discover<Int>("find") { _, items in
+            for i in 0..<n { try await items.send(i) }
+        }
+        let triple = ForEach("triple", over: find) { _, x in x * 3 }
+        let join = Stage("join", needs: triple) { context -> [Int] in
+            var total = 0, count = 0
+            for try await (_, value) in context.streamedResults(of: triple) { total += value; count += 1 }
+            let whole = try await context.results(of: triple)
+            return [total, count, whole.values.reduce(0, +), whole.count]
+        }
+        let pipeline = try Pipeline("paged", concurrency: 4, root: f.h.dir.path) { find; triple; join }
+        let engine = f.engine([pipeline])
+        guard case .started(let run) = try await engine.start(pipeline.spec) else { Issue.record("not started"); return }
+        #expect(try await engine.execute(run) == .success)
+        let answer = try await f.h.store.results(run: run.id, stage: "join")["main"].map { try JSONDecoder().decode([Int].self, from: $0) }
+        let expected = 3 * n * (n - 1) / 2
+        #expect(answer == [expected, n, expected, n], "streamed and whole results agree")
+
+        var seen: [TaskID] = [], keys = Set<String>(), after: TaskID = 0
+        while true {
+            let page = try await f.h.store.resultPage(run: run.id, stage: "triple", afterTaskID: after, limit: 97)
+            seen += page.map(\.taskID)
+            keys.formUnion(page.map(\.key))
+            guard let last = page.last else { break }
+            after = last.taskID
+        }
+        #expect(seen.count == n && keys.count == n, "every result once")
+        #expect(seen == seen.sorted(), "in task order")
+        #expect(try await f.h.store.resultPage(run: run.id, stage: "join", afterTaskID: 0, limit: 10).map(\.key) == ["main"])
+    }
+
     @Test(arguments: StoreKind.allCases) func aTaskWhoseWorkerVanishedIsTakenBackAfterItsLease(kind: StoreKind) async throws {
         let f = try await WorkerFixture(kind)
         let spec = PipelineSpec(name: "lease", root: f.h.dir.path, stages: [
