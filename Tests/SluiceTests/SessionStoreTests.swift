@@ -38,23 +38,29 @@ struct SessionStoreTests {
         }
     }
 
-    /// Two processes finish the session's last two members at the same moment, 100 times: each session
-    /// completes exactly once, with exactly one combined-report notification.
+    /// Four processes (store connections of their own) finish the session's four members at the same
+    /// moment, 100 times: each session completes exactly once, with exactly one combined-report notification.
     @Test(arguments: StoreKind.allCases) func racingLastMembersCompleteTheSessionOnce(kind: StoreKind) async throws {
         let h = try await StoreHarness(kind)
-        let stores = [h.store, try await h.another()]
-        let spec = Self.session(h)
+        var stores = [h.store]
+        for _ in 1..<4 { stores.append(try await h.another()) }
+        let pipelines = ["si", "viajeros", "salud", "vida"]
+        var spec = Self.session(h)
+        spec.members = pipelines.map { .init(pipeline: $0) }
         for round in 1...100 {
             // Each round a window apart, so each opens its own session.
             let now = h.now.addingTimeInterval(Double(round) * 1000)
-            try await Self.create(h.store, Self.memberRun(h, "s\(round)", pipeline: "si", session: spec), at: now)
-            try await Self.create(h.store, Self.memberRun(h, "v\(round)", pipeline: "viajeros", session: spec), at: now)
-            let session = try #require(try await h.store.session(ofRun: RunID("s\(round)")))
-            #expect(try await h.store.session(ofRun: RunID("v\(round)"))?.id == session.id)
+            for pipeline in pipelines {
+                try await Self.create(h.store, Self.memberRun(h, "\(pipeline)-\(round)", pipeline: pipeline, session: spec), at: now)
+            }
+            let session = try #require(try await h.store.session(ofRun: RunID("si-\(round)")))
+            #expect(session.members.count == 4)
+            let racing = stores
             try await withThrowingTaskGroup(of: Bool.self) { group in
-                for (i, id) in ["s\(round)", "v\(round)"].enumerated() {
+                for (i, pipeline) in pipelines.enumerated() {
                     group.addTask {
-                        try await stores[i].finishRun(RunID(id), outcome: .success, owner: h.me, now: now.addingTimeInterval(1), events: [])
+                        try await racing[i].finishRun(RunID("\(pipeline)-\(round)"), outcome: .success, owner: h.me,
+                                                      now: now.addingTimeInterval(1), events: [])
                     }
                 }
                 for try await finished in group { #expect(finished) }
