@@ -315,6 +315,34 @@ extension SQLiteStateStore {
                 if busy >= max { excluded.append(name) } else { remaining[name] = max - busy }
             }
             let exclusion = excluded.isEmpty ? "" : " AND stage NOT IN (\(excluded.map { _ in "?" }.joined(separator: ",")))"
+            let lease = leaseUntil.timeIntervalSince1970
+            if remaining.isEmpty {
+                // No stage limit to count against: the oldest claimable tasks in one statement, each then given its attempt row.
+                let rows = try db.rows(sql: """
+                    UPDATE tasks SET status = 'running', attempts = attempts + 1, lease_owner = ?, lease_expires_at = ?, not_before = NULL
+                    WHERE id IN (SELECT id FROM tasks WHERE run_id = ? AND status = 'pending' AND (not_before IS NULL OR not_before <= ?)\(exclusion)
+                                 ORDER BY id LIMIT ?)
+                    RETURNING *
+                    """, arguments: StatementArguments([owner.id, lease, run.rawValue, t] + excluded.map { $0 as any DatabaseValueConvertible } + [limit]))
+                let insertAttempt = try db.cachedStatement(sql: """
+                    INSERT INTO attempts (task_id, number, run_id, stage, outcome, started_at, host, owner)
+                    VALUES (?, ?, ?, ?, 'running', ?, ?, ?)
+                    """)
+                var claimed: [ClaimedTask] = []
+                claimed.reserveCapacity(rows.count)
+                for row in rows {
+                    let task = try Self.taskRecord(row)
+                    try insertAttempt.execute(arguments: [task.id, task.attempts, run.rawValue, task.stage, t, owner.host, owner.id])
+                    let base = row["retry_base"] as Int? ?? 0
+                    claimed.append(ClaimedTask(task: task, attempt: task.attempts, attemptInBudget: task.attempts - base, startedAt: now))
+                }
+                claimed.sort { $0.task.id < $1.task.id }
+                if !claimed.isEmpty {
+                    try db.exec(sql: "UPDATE runs SET lease_expires_at = MAX(lease_expires_at, ?) WHERE id = ? AND lease_owner = ?",
+                                arguments: [lease, run.rawValue, LeaseOwner.workerPool.id])
+                }
+                return claimed
+            }
             let candidates = try db.rows(sql: """
                 SELECT * FROM tasks WHERE run_id = ? AND status = 'pending' AND (not_before IS NULL OR not_before <= ?)\(exclusion)
                 ORDER BY id LIMIT ?
@@ -379,9 +407,30 @@ extension SQLiteStateStore {
             var touched: [(RunID, StageName, Int)] = [] // stage, index of its last completion in this batch
             for (index, completion) in completions.enumerated() {
                 let attempt = completion.attempt
-                guard let owned = try db.one(String.self, sql: "SELECT lease_owner FROM tasks WHERE id = ? AND status = 'running' AND attempts = ?",
-                                             arguments: [attempt.taskID, attempt.number]),
-                      owned == owner.id else {
+                // The task moves on only while this owner still holds this attempt: otherwise its lease was
+                // lost (taken back, or another process took the run over) and nothing is written.
+                let held = "id = ? AND status = 'running' AND attempts = ? AND lease_owner = ?"
+                let lostDelta = attempt.outcome == .lost ? "lost_attempts + 1" : "0"
+                switch completion.next {
+                case .succeed, .fail, .cancel:
+                    let next = completion.next
+                    let status: TaskStatus = next == .succeed ? .success : (next == .fail ? .failed : .cancelled)
+                    try db.exec(sql: """
+                        UPDATE tasks SET status = ?, finished_at = ?, lease_owner = NULL, lease_expires_at = NULL,
+                          lost_attempts = \(lostDelta), result = ? WHERE \(held)
+                        """, arguments: [status.rawValue, t, next == .succeed ? completion.result : nil, attempt.taskID, attempt.number, owner.id])
+                case .retry(let notBefore):
+                    try db.exec(sql: """
+                        UPDATE tasks SET status = 'pending', not_before = ?, lease_owner = NULL, lease_expires_at = NULL,
+                          lost_attempts = \(lostDelta) WHERE \(held)
+                        """, arguments: [notBefore.timeIntervalSince1970, attempt.taskID, attempt.number, owner.id])
+                case .release:
+                    try db.exec(sql: """
+                        UPDATE tasks SET status = 'pending', not_before = NULL, lease_owner = NULL, lease_expires_at = NULL,
+                          retry_base = retry_base + 1 WHERE \(held)
+                        """, arguments: [attempt.taskID, attempt.number, owner.id])
+                }
+                guard db.changesCount == 1 else {
                     results.append(.leaseLost)
                     continue
                 }
@@ -397,26 +446,6 @@ extension SQLiteStateStore {
                                      attempt.message, attempt.pid.map { Int64($0) }, attempt.processStartTicks,
                                      attempt.counters.isEmpty ? nil : try Self.json(attempt.counters),
                                      attempt.taskID, attempt.number])
-                let lostDelta = attempt.outcome == .lost ? "lost_attempts + 1" : "0"
-                switch completion.next {
-                case .succeed, .fail, .cancel:
-                    let next = completion.next
-                    let status: TaskStatus = next == .succeed ? .success : (next == .fail ? .failed : .cancelled)
-                    try db.exec(sql: """
-                        UPDATE tasks SET status = ?, finished_at = ?, lease_owner = NULL, lease_expires_at = NULL,
-                          lost_attempts = \(lostDelta), result = ? WHERE id = ?
-                        """, arguments: [status.rawValue, t, next == .succeed ? completion.result : nil, attempt.taskID])
-                case .retry(let notBefore):
-                    try db.exec(sql: """
-                        UPDATE tasks SET status = 'pending', not_before = ?, lease_owner = NULL, lease_expires_at = NULL,
-                          lost_attempts = \(lostDelta) WHERE id = ?
-                        """, arguments: [notBefore.timeIntervalSince1970, attempt.taskID])
-                case .release:
-                    try db.exec(sql: """
-                        UPDATE tasks SET status = 'pending', not_before = NULL, lease_owner = NULL, lease_expires_at = NULL,
-                          retry_base = retry_base + 1 WHERE id = ?
-                        """, arguments: [attempt.taskID])
-                }
                 try Self.insert(completion.events, db)
                 touched.removeAll { $0.0 == attempt.runID && $0.1 == attempt.stage }
                 touched.append((attempt.runID, attempt.stage, index))
