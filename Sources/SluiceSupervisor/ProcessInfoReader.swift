@@ -58,8 +58,75 @@ public enum ProcFS {
 
     /// Pids of every process in group `pgid`.
     public static func members(ofGroup pgid: Int32) -> [Int32] {
-        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }
-        return entries.compactMap { Int32($0) }.filter { processGroup($0) == pgid }
+        var found: [Int32] = []
+        forEachProcess { pid in
+            if stateAndGroup(pid)?.group == pgid { found.append(pid) }
+            return true
+        }
+        return found
+    }
+
+    /// Whether a process of group `pgid` is alive (zombies do not count). Runs after every command, so
+    /// it reads /proc with plain system calls and stops at the first live member.
+    public static func hasLiveMember(group pgid: Int32) -> Bool {
+        var live = false
+        forEachProcess { pid in
+            if let s = stateAndGroup(pid), s.group == pgid, s.state != UInt8(ascii: "Z") { live = true }
+            return !live
+        }
+        return live
+    }
+
+    /// Calls `body` with each pid in /proc until it returns false.
+    static func forEachProcess(_ body: (Int32) -> Bool) {
+        guard let dir = opendir("/proc") else { return }
+        defer { closedir(dir) }
+        while let entry = readdir(dir) {
+            let pid: Int32? = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                var value: Int32 = 0
+                for byte in raw {
+                    if byte == 0 { break }
+                    guard byte >= 0x30 && byte <= 0x39, value < 100_000_000 else { return nil }
+                    value = value * 10 + Int32(byte - 0x30)
+                }
+                return value > 0 ? value : nil
+            }
+            if let pid, !body(pid) { return }
+        }
+    }
+
+    /// The state letter and process group of `pid` from /proc/<pid>/stat, parsed as bytes.
+    static func stateAndGroup(_ pid: Int32) -> (state: UInt8, group: Int32)? {
+        let fd = open("/proc/\(pid)/stat", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 1024) { buffer -> (state: UInt8, group: Int32)? in
+            let n = read(fd, buffer.baseAddress, buffer.count)
+            guard n > 0 else { return nil }
+            let bytes = UnsafeBufferPointer(rebasing: buffer[0..<n])
+            // "pid (comm) S ppid pgrp …": the command name may hold spaces and ')', so fields start after the last ')'.
+            guard let paren = bytes.lastIndex(of: UInt8(ascii: ")")), paren + 2 < n else { return nil }
+            let state = bytes[paren + 2]
+            var i = paren + 4  // the first digit of ppid
+            var field = 0  // 0: ppid, 1: pgrp
+            var value: Int32 = 0
+            var negative = false
+            while i < n {
+                let b = bytes[i]
+                if b == UInt8(ascii: " ") {
+                    if field == 1 { return (state, negative ? -value : value) }
+                    field += 1
+                    value = 0
+                    negative = false
+                } else if b == UInt8(ascii: "-") {
+                    negative = true
+                } else if b >= 0x30 && b <= 0x39 {
+                    value = value &* 10 &+ Int32(b - 0x30)
+                }
+                i += 1
+            }
+            return nil
+        }
     }
 
     /// True while any process of the group exists (zombies included).

@@ -372,7 +372,7 @@ public struct Supervisor: Sendable {
 
     static func groupHasLiveMembers(_ pgid: Int32) -> Bool {
         guard ProcFS.groupExists(pgid) else { return false }
-        return ProcFS.members(ofGroup: pgid).contains { ProcFS.state($0) != "Z" }
+        return ProcFS.hasLiveMember(group: pgid)
     }
 }
 

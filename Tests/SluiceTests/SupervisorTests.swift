@@ -5,6 +5,17 @@ import SluiceTesting
 
 @Suite("Supervisor: real processes", .serialized)
 struct SupervisorTests {
+    @Test func procStatIsReadAsTheKernelWritesIt() {
+        let me = getpid()
+        let read = ProcFS.stateAndGroup(me)
+        #expect(read?.group == getpgrp())
+        #expect(read?.group == ProcFS.processGroup(me), "the byte parser agrees with the field reader")
+        #expect(read.map { Character(UnicodeScalar($0.state)) } == ProcFS.state(me))
+        #expect(ProcFS.hasLiveMember(group: getpgrp()), "this process is a live member of its group")
+        #expect(ProcFS.members(ofGroup: getpgrp()).contains(me))
+        #expect(ProcFS.stateAndGroup(Int32.max) == nil, "no such process")
+    }
+
     let dir: TemporaryDirectory
     init() throws { dir = try TemporaryDirectory(prefix: "supervisor") }
 
