@@ -60,18 +60,19 @@ public enum ProcFS {
     public static func members(ofGroup pgid: Int32) -> [Int32] {
         var found: [Int32] = []
         forEachProcess { pid in
-            if stateAndGroup(pid)?.group == pgid { found.append(pid) }
+            if getpgid(pid) == pgid { found.append(pid) }
             return true
         }
         return found
     }
 
     /// Whether a process of group `pgid` is alive (zombies do not count). Runs after every command, so
-    /// it reads /proc with plain system calls and stops at the first live member.
+    /// it asks the kernel for each process's group (`getpgid`, no file opened), reads the state of the
+    /// members only, and stops at the first live one.
     public static func hasLiveMember(group pgid: Int32) -> Bool {
         var live = false
         forEachProcess { pid in
-            if let s = stateAndGroup(pid), s.group == pgid, s.state != UInt8(ascii: "Z") { live = true }
+            if getpgid(pid) == pgid, let s = stateAndGroup(pid), s.group == pgid, s.state != UInt8(ascii: "Z") { live = true }
             return !live
         }
         return live
