@@ -6,7 +6,7 @@ import SluiceEngine
 /// temporary file beside it, then renamed over it, so a reader never sees half a report.
 /// The engine writes `.sluice/runs/<id>/report.html` beside `report.json` with it.
 public func writeHTMLReport(_ report: RunReport, to path: String) throws {
-    let html = try ReportTemplates.builtIn.render(run: report, kind: .runReport).html
+    let html = try ReportTemplates.builtInRunReport.render(run: report, kind: .runReport).html
     try writeAtomically(Data(html.utf8), to: path)
 }
 
