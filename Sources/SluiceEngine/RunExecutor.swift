@@ -378,6 +378,21 @@ struct RunExecutor: Sendable {
             if transitions.isEmpty { return (started, stages) }
             try await store.applyStageTransitions(run: runID, transitions, now: time.now(), events: events)
             log.published(events)
+            // Starting a stage decides nothing else until it ends, unless other stages take its items
+            // (a for_each stage starts once its producer runs): then no second read of every stage.
+            let producers = Set(run.spec.stages.compactMap(\.forEach))
+            let startedOnly = decisions.allSatisfy { _, decision in if case .run = decision { return true }; if case .wait = decision { return true }; return false }
+            if startedOnly && !decisions.contains(where: { name, decision in
+                if case .run = decision { return producers.contains(name) }
+                return false
+            }) {
+                let running = Set(decisions.compactMap { name, decision -> StageName? in if case .run = decision { return name }; return nil })
+                return (started, stages.map { stage in
+                    var stage = stage
+                    if running.contains(stage.name) && stage.status == .pending { stage.status = .running }
+                    return stage
+                })
+            }
         }
     }
 
