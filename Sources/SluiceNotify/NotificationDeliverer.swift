@@ -60,6 +60,7 @@ public struct NotificationDeliverer: Sendable {
             pass.timedOutSessions += 1
             logger.notice("session \(session.id) timed out waiting for \(session.missing.joined(separator: ", ")); partial report queued")
         }
+        try await writeClosedSessionReports()
         while !Task.isCancelled {
             let now = time.now()
             let claimed = try await store.claimNotifications(owner: owner, limit: configuration.batch, now: now,
@@ -140,6 +141,22 @@ public struct NotificationDeliverer: Sendable {
             }
             let message = try templates.render(run: report, kind: n.kind, session: session)
             return Delivery(notification: n, message: message, reportJSON: try report.json(), name: "\(n.kind.rawValue)-\(runID)-\(n.id)")
+        }
+    }
+
+    /// Every closed session gets its combined (or partial) report in its folder, whether or not it has
+    /// actions: a session whose notices went out has it already (written with their templates); the
+    /// newest closed sessions without one get it here, with the built-in templates.
+    func writeClosedSessionReports() async throws {
+        for session in try await store.sessions(matching: SessionQuery(limit: 20)) where session.status.isTerminal {
+            guard !FileManager.default.fileExists(atPath: layout.sessionDirectory(session.id) + "/report.html") else { continue }
+            let report = try await SessionReport.build(store: store, session: session, asTimedOut: session.status == .timedOut)
+            do {
+                try writeSessionFiles(report, message: try ReportTemplates.builtIn.render(session: report),
+                                      json: try RunReport.encoder.encode(report))
+            } catch {
+                logger.warning("session \(session.id): its report could not be written to its folder: \(error)")
+            }
         }
     }
 

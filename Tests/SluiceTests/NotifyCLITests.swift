@@ -239,6 +239,9 @@ struct NotifyCLITests {
         #expect(session["status"] as? String == "complete", "\(session)")
         #expect(try FileManager.default.contentsOfDirectory(atPath: cli.dir.file("reports")).contains { $0.hasSuffix(".html") })
 
+        // The session had an action: its combined report is in its folder.
+        #expect(try sessionFile("report.html").contains("viajeros"))
+
         try cli.dir.write("solo.yml", """
             name: solo
             session: { name: trio, members: [solo, ghost], on_complete: [{ file: { dir: reports } }] }
@@ -248,6 +251,23 @@ struct NotifyCLITests {
         let checked = try cli.run(["validate", "solo.yml"], stateDir: false)
         #expect(checked.status == 0, "a warning, not an error: \(checked.output)")
         #expect(checked.output.contains("warning: session 'trio' names unknown pipeline 'ghost'"), "\(checked.output)")
+    }
+
+    @Test func aSessionWithoutActionsStillGetsItsCombinedReportInItsFolder() throws {
+        for name in ["si", "viajeros"] {
+            try cli.dir.write("\(name).yml", """
+                name: \(name)
+                session: { name: quiet, members: [si, viajeros] }
+                stages:
+                  load: { run: [sh, -c, "echo '::count:: policies 2'"] }
+                """)
+        }
+        #expect(try cli.run(["run", "si.yml", "--no-tty"]).status == 0)
+        #expect(try cli.run(["run", "viajeros.yml", "--no-tty"]).status == 0)
+        #expect(try theSession()["status"] as? String == "complete")
+        let html = try sessionFile("report.html")
+        #expect(html.contains("si") && html.contains("viajeros") && html.contains("policies"), "\(html.prefix(300))")
+        #expect(try sessionFile("report.json").contains("\"status\""))
     }
 
     // MARK: the seed 000 example
