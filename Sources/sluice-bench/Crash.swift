@@ -19,13 +19,14 @@ extension Bench {
         // The run takes about n × 1 ms / 2 slots; kills land between 5 % and 90 % of it (a kill before the
         // process recorded its run, or after it ended, is tried again).
         let length = Double(n) * 0.001 / 2
-        let window = max(0.05, length * 0.05)...max(0.1, length * 0.9)
+        // Not before 0.3 s: a debug build under load takes that long to record its run.
+        let window = max(0.3, length * 0.05)...max(0.6, length * 0.9)
         var resumes: [Double] = [], kills: [Double] = []
         var rss: Int64 = 0
         var finishedFirst = 0, attempts = 0
         while kills.count < repetitions {
             attempts += 1
-            guard attempts <= repetitions * 3 else {
+            guard attempts <= repetitions * 4 else {
                 throw BenchError("R1: only \(kills.count) of \(attempts - 1) kills landed while the run was going; is the machine overloaded?")
             }
             let dir = try scratch()
