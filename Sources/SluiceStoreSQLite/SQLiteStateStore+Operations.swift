@@ -315,65 +315,41 @@ extension SQLiteStateStore {
                 if busy >= max { excluded.append(name) } else { remaining[name] = max - busy }
             }
             let exclusion = excluded.isEmpty ? "" : " AND stage NOT IN (\(excluded.map { _ in "?" }.joined(separator: ",")))"
-            let lease = leaseUntil.timeIntervalSince1970
-            if remaining.isEmpty {
-                // No stage limit to count against: the oldest claimable tasks in one statement, each then given its attempt row.
-                let rows = try db.rows(sql: """
-                    UPDATE tasks SET status = 'running', attempts = attempts + 1, lease_owner = ?, lease_expires_at = ?, not_before = NULL
-                    WHERE id IN (SELECT id FROM tasks WHERE run_id = ? AND status = 'pending' AND (not_before IS NULL OR not_before <= ?)\(exclusion)
-                                 ORDER BY id LIMIT ?)
-                    RETURNING *
-                    """, arguments: StatementArguments([owner.id, lease, run.rawValue, t] + excluded.map { $0 as any DatabaseValueConvertible } + [limit]))
-                let insertAttempt = try db.cachedStatement(sql: """
-                    INSERT INTO attempts (task_id, number, run_id, stage, outcome, started_at, host, owner)
-                    VALUES (?, ?, ?, ?, 'running', ?, ?, ?)
-                    """)
-                var claimed: [ClaimedTask] = []
-                claimed.reserveCapacity(rows.count)
-                for row in rows {
-                    let task = try Self.taskRecord(row)
-                    try insertAttempt.execute(arguments: [task.id, task.attempts, run.rawValue, task.stage, t, owner.host, owner.id])
-                    let base = row["retry_base"] as Int? ?? 0
-                    claimed.append(ClaimedTask(task: task, attempt: task.attempts, attemptInBudget: task.attempts - base, startedAt: now))
-                }
-                claimed.sort { $0.task.id < $1.task.id }
-                if !claimed.isEmpty {
-                    try db.exec(sql: "UPDATE runs SET lease_expires_at = MAX(lease_expires_at, ?) WHERE id = ? AND lease_owner = ?",
-                                arguments: [lease, run.rawValue, LeaseOwner.workerPool.id])
-                }
-                return claimed
-            }
-            let candidates = try db.rows(sql: """
-                SELECT * FROM tasks WHERE run_id = ? AND status = 'pending' AND (not_before IS NULL OR not_before <= ?)\(exclusion)
-                ORDER BY id LIMIT ?
-                """, arguments: StatementArguments([run.rawValue, t] + excluded.map { $0 as any DatabaseValueConvertible } + [limit * 4]))
-            var claimed: [ClaimedTask] = []
-            for row in candidates where claimed.count < limit {
-                var task = try Self.taskRecord(row)
-                if let left = remaining[task.stage] {
+            let claimable = "SELECT id, stage FROM tasks WHERE run_id = ? AND status = 'pending' AND (not_before IS NULL OR not_before <= ?)\(exclusion) ORDER BY id LIMIT ?"
+            // The oldest claimable tasks; with stage limits, more are read and those over a limit skipped.
+            var ids: [TaskID] = []
+            for row in try db.rows(sql: claimable, arguments: StatementArguments(
+                [run.rawValue, t] + excluded.map { $0 as any DatabaseValueConvertible } + [remaining.isEmpty ? limit : limit * 4])) {
+                guard ids.count < limit else { break }
+                let stage: String = row["stage"]
+                if let left = remaining[stage] {
                     guard left > 0 else { continue }
-                    remaining[task.stage] = left - 1
+                    remaining[stage] = left - 1
                 }
-                let attempt = task.attempts + 1
-                try db.exec(sql: """
-                    UPDATE tasks SET status = 'running', attempts = ?, lease_owner = ?, lease_expires_at = ?, not_before = NULL
-                    WHERE id = ?
-                    """, arguments: [attempt, owner.id, leaseUntil.timeIntervalSince1970, task.id])
-                try db.exec(sql: """
-                    INSERT INTO attempts (task_id, number, run_id, stage, outcome, started_at, host, owner)
-                    VALUES (?, ?, ?, ?, 'running', ?, ?, ?)
-                    """, arguments: [task.id, attempt, run.rawValue, task.stage, t, owner.host, owner.id])
+                ids.append(row["id"])
+            }
+            guard !ids.isEmpty else { return [] }
+            let lease = leaseUntil.timeIntervalSince1970
+            // One statement moves them all; each then gets its attempt row.
+            let rows = try db.rows(sql: """
+                UPDATE tasks SET status = 'running', attempts = attempts + 1, lease_owner = ?, lease_expires_at = ?, not_before = NULL
+                WHERE id IN (\(ids.map { _ in "?" }.joined(separator: ","))) RETURNING *
+                """, arguments: StatementArguments([owner.id, lease] + ids.map { $0 as any DatabaseValueConvertible }))
+            let insertAttempt = try db.cachedStatement(sql: """
+                INSERT INTO attempts (task_id, number, run_id, stage, outcome, started_at, host, owner)
+                VALUES (?, ?, ?, ?, 'running', ?, ?, ?)
+                """)
+            var claimed: [ClaimedTask] = []
+            claimed.reserveCapacity(rows.count)
+            for row in rows {
+                let task = try Self.taskRecord(row)
+                try insertAttempt.execute(arguments: [task.id, task.attempts, run.rawValue, task.stage, t, owner.host, owner.id])
                 let base = row["retry_base"] as Int? ?? 0
-                task.status = .running
-                task.attempts = attempt
-                task.leaseOwner = owner.id
-                task.leaseExpiresAt = leaseUntil
-                claimed.append(ClaimedTask(task: task, attempt: attempt, attemptInBudget: attempt - base, startedAt: now))
+                claimed.append(ClaimedTask(task: task, attempt: task.attempts, attemptInBudget: task.attempts - base, startedAt: now))
             }
-            if !claimed.isEmpty {
-                try db.exec(sql: "UPDATE runs SET lease_expires_at = MAX(lease_expires_at, ?) WHERE id = ? AND lease_owner = ?",
-                            arguments: [leaseUntil.timeIntervalSince1970, run.rawValue, LeaseOwner.workerPool.id])
-            }
+            claimed.sort { $0.task.id < $1.task.id }
+            try db.exec(sql: "UPDATE runs SET lease_expires_at = MAX(lease_expires_at, ?) WHERE id = ? AND lease_owner = ?",
+                        arguments: [lease, run.rawValue, LeaseOwner.workerPool.id])
             return claimed
         }
     }
