@@ -9,9 +9,13 @@ public struct ItemEmitter<Item: Encodable & Sendable>: Sendable {
     let context: StageContext
 
     public func emit(_ item: Item) throws {
+        try context.emit(itemJSON: try Self.encode(item))
+    }
+
+    static func encode(_ item: Item) throws -> Data {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
-        try context.emit(itemJSON: try encoder.encode(item))
+        return try encoder.encode(item)
     }
 
     public func emit(contentsOf items: some Sequence<Item>) throws {
@@ -21,9 +25,7 @@ public struct ItemEmitter<Item: Encodable & Sendable>: Sendable {
     /// Emits `item`, first waiting while many emitted items (`StageContext.unrecordedItemLimit`) are not
     /// recorded yet: use it in a discovery of millions of items to keep memory bounded.
     public func send(_ item: Item) async throws {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        try await context.send(itemJSON: try encoder.encode(item))
+        try await context.send(itemJSON: try Self.encode(item))
     }
 }
 

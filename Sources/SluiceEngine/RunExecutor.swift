@@ -380,16 +380,18 @@ struct RunExecutor: Sendable {
             log.published(events)
             // Starting a stage decides nothing else until it ends, unless other stages take its items
             // (a for_each stage starts once its producer runs): then no second read of every stage.
-            let producers = Set(run.spec.stages.compactMap(\.forEach))
-            let startedOnly = decisions.allSatisfy { _, decision in if case .run = decision { return true }; if case .wait = decision { return true }; return false }
-            if startedOnly && !decisions.contains(where: { name, decision in
-                if case .run = decision { return producers.contains(name) }
-                return false
-            }) {
-                let running = Set(decisions.compactMap { name, decision -> StageName? in if case .run = decision { return name }; return nil })
+            let mayDecideMore = decisions.contains { name, decision in
+                switch decision {
+                case .wait: false
+                case .run: run.spec.stages.contains { $0.forEach == name }
+                case .skip, .upstreamFailed: true
+                }
+            }
+            if !mayDecideMore {
+                let startedNow = Set(transitions.compactMap { if case .start(let name, _) = $0 { name } else { nil } })
                 return (started, stages.map { stage in
                     var stage = stage
-                    if running.contains(stage.name) && stage.status == .pending { stage.status = .running }
+                    if startedNow.contains(stage.name) && stage.status == .pending { stage.status = .running }
                     return stage
                 })
             }
