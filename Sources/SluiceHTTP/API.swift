@@ -114,10 +114,22 @@ struct API: Sendable {
         return parsed
     }
 
-    /// A run id as the store writes them: digits, letters and '-' (no path characters).
-    static func validRunID(_ text: String) -> Bool {
-        !text.isEmpty && text.count <= 64 && text.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") }
+    /// An optional text parameter (a name, a filter): 1 to 200 characters, or a 400.
+    static func text(_ request: Request, _ name: String) throws -> String? {
+        guard let value = request.uri.queryParameters[Substring(name)].map(String.init) else { return nil }
+        guard !value.isEmpty, value.count <= 200 else {
+            throw BadRequest(error: "invalid \(name)", detail: "'\(value.prefix(40))' is empty or longer than 200 characters")
+        }
+        return value
     }
+
+    /// An id as the store writes them: ASCII letters, digits and `punctuation`, no path characters.
+    static func validID(_ text: String, maxLength: Int, punctuation: String) -> Bool {
+        !text.isEmpty && text.count <= maxLength && text.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || punctuation.contains($0)) }
+    }
+
+    /// A run id (`YYYYMMDD-HHMMSS-xxxxxx`).
+    static func validRunID(_ text: String) -> Bool { validID(text, maxLength: 64, punctuation: "-") }
 
     func run(_ context: some RequestContext) async throws -> RunRecord {
         let id = context.parameters.get("id") ?? ""
@@ -174,10 +186,7 @@ struct API: Sendable {
             if let cursor, !Self.validRunID(cursor) {
                 throw BadRequest(error: "invalid cursor", detail: "use the next_cursor of the previous page")
             }
-            let pipeline = q["pipeline"].map(String.init)
-            if let pipeline, pipeline.isEmpty || pipeline.count > 200 {
-                throw BadRequest(error: "invalid pipeline", detail: "give a pipeline name (1 to 200 characters)")
-            }
+            let pipeline = try Self.text(request, "pipeline")
             let query = RunQuery(pipeline: pipeline, statuses: statuses,
                                  createdAfter: try Self.date(request, "created_after"), createdBefore: try Self.date(request, "created_before"),
                                  beforeID: cursor.map(RunID.init), limit: limit + 1)
@@ -480,16 +489,10 @@ struct API: Sendable {
     }
 
     func artifactList(_ request: Request) async throws -> Response {
-        func text(_ name: String) throws -> String? {
-            guard let value = request.uri.queryParameters[Substring(name)].map(String.init) else { return nil }
-            guard !value.isEmpty, value.count <= 200 else {
-                throw BadRequest(error: "invalid \(name)", detail: "'\(value.prefix(40))' is empty or longer than 200 characters")
-            }
-            return value
-        }
-        let run = try text("run_id")
+        let run = try Self.text(request, "run_id")
         if let run, !Self.validRunID(run) { throw BadRequest(error: "invalid run_id", detail: "'\(run.prefix(40))' is not a run id") }
-        let versions = try await store.artifactVersions(pipeline: try text("pipeline"), name: try text("name"), run: run.map(RunID.init))
+        let versions = try await store.artifactVersions(pipeline: try Self.text(request, "pipeline"), name: try Self.text(request, "name"),
+                                                        run: run.map(RunID.init))
         return try Self.encoded(.ok, ArtifactList(items: versions.map { v in
             ArtifactVersion(pipeline: v.pipeline, name: v.name, version: v.version, sha256: v.sha256, size: v.size,
                             createdAt: v.createdAt, runId: v.runID?.rawValue, stage: v.stage, file: v.file,
@@ -503,22 +506,15 @@ struct API: Sendable {
         var items: [SessionSummary]
     }
 
-    /// A session id as the store writes them (`NAME-YYYYMMDD-HHMMSS-xxxxxx`): no path characters.
-    static func validSessionID(_ text: String) -> Bool {
-        !text.isEmpty && text.count <= 240 && text.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) }
-    }
+    /// A session id (`NAME-YYYYMMDD-HHMMSS-xxxxxx`).
+    static func validSessionID(_ text: String) -> Bool { validID(text, maxLength: 240, punctuation: "-_.") }
 
     /// `GET /api/sessions?name=&status=&limit=`: coordination sessions, newest first, with their members.
     func listSessions(_ request: Request) async throws -> Response {
         try await answering {
             let q = request.uri.queryParameters
             var query = SessionQuery(limit: try Self.integer(request, "limit", default: 50, range: 1...Self.maxPageSize))
-            if let name = q["name"].map(String.init) {
-                guard !name.isEmpty, name.count <= 200 else {
-                    throw BadRequest(error: "invalid name", detail: "give a session name (1 to 200 characters)")
-                }
-                query.name = name
-            }
+            query.name = try Self.text(request, "name")
             if let text = q["status"].map(String.init) {
                 guard let status = SessionStatus(rawValue: text) else {
                     throw BadRequest(error: "invalid status",
