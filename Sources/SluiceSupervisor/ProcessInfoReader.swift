@@ -28,12 +28,6 @@ public enum ProcFS {
         return Int64(f[19])
     }
 
-    /// Process group id.
-    public static func processGroup(_ pid: Int32) -> Int32? {
-        guard let f = statFields(pid), f.count > 2 else { return nil }
-        return Int32(f[2])
-    }
-
     /// User + system CPU time of the process and its waited-for children, in milliseconds.
     public static func cpuMilliseconds(_ pid: Int32) -> Int64? {
         guard let f = statFields(pid), f.count > 14,

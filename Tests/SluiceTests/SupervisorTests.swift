@@ -9,7 +9,7 @@ struct SupervisorTests {
         let me = getpid()
         let read = ProcFS.stateAndGroup(me)
         #expect(read?.group == getpgrp())
-        #expect(read?.group == ProcFS.processGroup(me), "the byte parser agrees with the field reader")
+        #expect(read?.group == getpgid(me), "the byte parser agrees with the kernel")
         #expect(read.map { Character(UnicodeScalar($0.state)) } == ProcFS.state(me))
         #expect(ProcFS.hasLiveMember(group: getpgrp()), "this process is a live member of its group")
         #expect(ProcFS.members(ofGroup: getpgrp()).contains(me))
