@@ -27,18 +27,18 @@ struct APIConformanceTests {
     }
 
     @Test func theAPIConformsToItsOpenAPIDocument() async throws {
-        try await TestSMTP.require("schemathesis (pip install schemathesis)") { await TestSMTP.succeeds("schemathesis", ["--version"]) }
+        try await TestTools.require("schemathesis (pip install schemathesis)") { await TestTools.succeeds("schemathesis", ["--version"]) }
         let (ok, output) = try await Self.script(["bash", "scripts/schemathesis.sh"], port: 18_180, extra: ["MAX_EXAMPLES": "25"])
         #expect(ok, "schemathesis found failures:\n\(output.suffix(6000))")
         #expect(output.contains("passed"), "schemathesis printed no summary:\n\(output.suffix(2000))")
     }
 
     @Test func theDashboardShowsRunsSessionsLiveProgressAndCancelsInChromium() async throws {
-        try await TestSMTP.require("chromium (apt-get install chromium)") {
+        try await TestTools.require("chromium (apt-get install chromium)") {
             ["/usr/bin/chromium", "/usr/bin/chromium-browser"].contains { FileManager.default.isExecutableFile(atPath: $0) }
         }
-        try await TestSMTP.require("python3 with websocket-client (pip install websocket-client)") {
-            await TestSMTP.succeeds("python3", ["-c", "import websocket"])
+        try await TestTools.require("python3 with websocket-client (pip install websocket-client)") {
+            await TestTools.succeeds("python3", ["-c", "import websocket"])
         }
         let shots = try TemporaryDirectory(prefix: "dashboard")
         defer { shots.remove() }

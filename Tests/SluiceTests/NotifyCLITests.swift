@@ -69,7 +69,7 @@ struct NotifyCLITests {
     }
 
     @Test func anSMTPOutageLeavesTheRunsAloneAndTheReportArrivesOnceAfterRecovery() async throws {
-        try await TestSMTP.require("python3 with aiosmtpd (pip install aiosmtpd)") { await TestSMTP.succeeds("python3", ["-c", "import aiosmtpd"]) }
+        try await TestTools.require("python3 with aiosmtpd (pip install aiosmtpd)") { await TestTools.succeeds("python3", ["-c", "import aiosmtpd"]) }
         let port = try ThrowawayServer.freePort()
         try writeInsurance(actions: """
               - email:
@@ -142,7 +142,7 @@ struct NotifyCLITests {
 
     @Test(arguments: [false, true])
     func aWebhookAnswering500OrHangingStaysQueuedAndTheRunIsUnaffected(hang: Bool) async throws {
-        try await TestSMTP.require("python3") { await TestSMTP.succeeds("python3", ["--version"]) }
+        try await TestTools.require("python3") { await TestTools.succeeds("python3", ["--version"]) }
         let received = cli.dir.file("received")
         try await ThrowawayServer.with(script: ThrowawayServer.script("test-webhook.py"),
                                        arguments: ["--port", "0", "--dir", received, "--status", "500"] + (hang ? ["--hang"] : []),

@@ -19,27 +19,12 @@ struct TestSMTP {
     static let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("scripts/test-smtp.py").path
 
-    /// Skips the test when a tool is missing, unless `CI` is set: in CI the tests must run.
-    static func require(_ what: String, _ check: () async -> Bool) async throws {
-        guard await !check() else { return }
-        if ProcessInfo.processInfo.environment["CI"] != nil {
-            Issue.record("\(what) is missing, and CI is set: .ci/run must install it")
-            throw CancellationError()
-        }
-        try Test.cancel("SMTP test skipped: \(what) is missing (CI installs it; see .ci/run)")
-    }
-
-    static func succeeds(_ executable: String, _ arguments: [String], in directory: String? = nil) async -> Bool {
-        let result = try? await Subprocess.run(.name(executable), arguments: Arguments(arguments),
-                                               workingDirectory: directory.map { FilePath($0) }, output: .discarded, error: .discarded)
-        return result?.terminationStatus.isSuccess ?? false
-    }
 
     /// A self-signed certificate and key for 127.0.0.1 and localhost, in `dir`.
     static func makeCertificate(in dir: TemporaryDirectory) async throws -> (cert: String, key: String) {
-        try await require("openssl") { await succeeds("openssl", ["version"]) }
+        try await TestTools.require("openssl") { await TestTools.succeeds("openssl", ["version"]) }
         let cert = dir.file("cert.pem"), key = dir.file("key.pem")
-        let made = await succeeds("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        let made = await TestTools.succeeds("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
                                               "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
                                               "-keyout", key, "-out", cert])
         try #require(made, "openssl could not make a test certificate")
@@ -50,7 +35,7 @@ struct TestSMTP {
     /// picks); stops it afterwards.
     static func with<R: Sendable>(port: Int = 0, tls: Bool = true, user: String? = nil, password: String? = nil, mechanisms: String? = nil,
                         rejecting: [String] = [], hang: Bool = false, _ body: (TestSMTP) async throws -> R) async throws -> R {
-        try await require("python3 with aiosmtpd (pip install aiosmtpd)") { await succeeds("python3", ["-c", "import aiosmtpd"]) }
+        try await TestTools.require("python3 with aiosmtpd (pip install aiosmtpd)") { await TestTools.succeeds("python3", ["-c", "import aiosmtpd"]) }
         let dir = try TemporaryDirectory(prefix: "smtp")
         defer { dir.remove() }
         var arguments = ["--port", "\(port)", "--maildir", dir.file("mail")]

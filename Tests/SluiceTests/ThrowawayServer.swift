@@ -1,10 +1,31 @@
 import Foundation
 import Subprocess
+import Testing
 #if canImport(System)
 import System
 #else
 import SystemPackage
 #endif
+
+/// Tools a test needs from the machine (servers, browsers, PyPI packages).
+enum TestTools {
+    /// Skips the test when a tool is missing, unless `CI` is set: in CI the tests must run.
+    static func require(_ what: String, _ check: () async -> Bool) async throws {
+        guard await !check() else { return }
+        if ProcessInfo.processInfo.environment["CI"] != nil {
+            Issue.record("\(what) is missing, and CI is set: .ci/run must install it")
+            throw CancellationError()
+        }
+        try Test.cancel("skipped: \(what) is missing (CI installs it; see .ci/run)")
+    }
+
+    /// Whether `executable arguments…` (found on PATH) exits 0.
+    static func succeeds(_ executable: String, _ arguments: [String], in directory: String? = nil) async -> Bool {
+        let result = try? await Subprocess.run(.name(executable), arguments: Arguments(arguments),
+                                               workingDirectory: directory.map { FilePath($0) }, output: .discarded, error: .discarded)
+        return result?.terminationStatus.isSuccess ?? false
+    }
+}
 
 /// A test server from scripts/ (test-smtp.py, test-webhook.py) run for the length of one closure: it
 /// prints `ready PORT` once it listens and stops on SIGTERM. swift-subprocess closes every other
