@@ -342,6 +342,8 @@ enum OpenAPIDocument {
             "description": "Only events with a greater id.",
             "schema": {
               "type": "integer",
+              "format": "int64",
+              "maximum": 9223372036854775807,
               "minimum": 0,
               "default": 0
             }
@@ -437,6 +439,8 @@ enum OpenAPIDocument {
             "in": "query",
             "schema": {
               "type": "integer",
+              "format": "int64",
+              "maximum": 9223372036854775807,
               "minimum": 0,
               "default": 0
             }
@@ -609,6 +613,8 @@ enum OpenAPIDocument {
             "description": "A task id (from the run's report).",
             "schema": {
               "type": "integer",
+              "format": "int64",
+              "maximum": 9223372036854775807,
               "minimum": 1
             }
           },
@@ -630,6 +636,8 @@ enum OpenAPIDocument {
             "description": "Default: the latest.",
             "schema": {
               "type": "integer",
+              "format": "int64",
+              "maximum": 9223372036854775807,
               "minimum": 1
             }
           },

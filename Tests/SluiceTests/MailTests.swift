@@ -39,13 +39,25 @@ struct TestIMAP {
         return client
     }
 
-    /// A new folder of its own for one test.
+    /// A new, empty mailbox of the test's own. Dovecot (maildir, several sessions creating mailboxes at
+    /// once) now and then answers "Mailbox already exists" to a CREATE of a name nobody used; another
+    /// fresh name is then asked for, at most three times.
     func folder() async throws -> String {
-        let name = "t-\(UUID().uuidString.prefix(8))"
         let client = try await client()
-        try await client.create(name)
-        await client.logout()
-        return name
+        var attempt = 0
+        while true {
+            let name = "t-\(UUID().uuidString.prefix(12))"
+            do {
+                try await client.create(name)
+                await client.logout()
+                return name
+            } catch let error as IMAPError where error.code == .command && error.message.contains("already exists") && attempt < 2 {
+                attempt += 1
+            } catch {
+                await client.logout()
+                throw error
+            }
+        }
     }
 
     func deliver(_ messages: [String], to folder: String, flags: [String] = []) async throws {
