@@ -194,8 +194,12 @@ public struct Supervisor: Sendable {
                                            : "'\(program)' does not exist (looked in \(invocation.workingDirectory))", started: started)
             }
             executable = .path(FilePath(path))
+        } else if let path = Self.lookUp(program, path: invocation.environment["PATH"] ?? ProcessInfo.processInfo.environment["PATH"]) {
+            // Found here, once: swift-subprocess would try to spawn the name in every PATH folder in turn
+            // (a vfork and a failed exec per folder before the right one).
+            executable = .path(FilePath(path))
         } else {
-            executable = .name(program)
+            return Self.failure("command '\(program)' was not found on PATH (\(invocation.environment["PATH"] ?? "PATH is not set"))", started: started)
         }
         var env: [Environment.Key: String] = [:]
         for (k, v) in invocation.environment {
@@ -301,6 +305,19 @@ public struct Supervisor: Sendable {
         } catch {
             return Self.failure("the command could not be started: \(error)", started: started)
         }
+    }
+
+    /// The first file named `program` that may be executed in a folder of `path` (a `PATH` value):
+    /// relative and empty entries are ignored (a command never resolves against a working folder),
+    /// folders and files without execute permission are skipped. Nil when there is none.
+    public static func lookUp(_ program: String, path: String?) -> String? {
+        for folder in (path ?? "/usr/bin:/bin").split(separator: ":") where folder.hasPrefix("/") {
+            let candidate = "\(folder)/\(program)"
+            var info = stat()
+            guard stat(candidate, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG, access(candidate, X_OK) == 0 else { continue }
+            return candidate
+        }
+        return nil
     }
 
     static func describe(_ error: SubprocessError, program: String, invocation: CommandInvocation) -> String {

@@ -51,6 +51,27 @@ struct SupervisorTests {
         #expect(try String(contentsOfFile: dir.file("out.log"), encoding: .utf8) == tricky)
     }
 
+    @Test func commandsAreFoundOnTheTaskPathAsExecvpFindsThem() async throws {
+        // a/ has a folder and a non-executable file named `tool`; b/ the executable one; c/ another.
+        for folder in ["a/tool", "b", "c"] { try FileManager.default.createDirectory(atPath: dir.file(folder), withIntermediateDirectories: true) }
+        try "#!/bin/sh\necho from-a\n".write(toFile: dir.file("a/tool2"), atomically: true, encoding: .utf8)
+        for (file, body) in [("b/tool", "echo from-b $1"), ("c/tool", "echo from-c"), ("b/tool2", "echo from-b2")] {
+            try "#!/bin/sh\n\(body)\n".write(toFile: dir.file(file), atomically: true, encoding: .utf8)
+            chmod(dir.file(file), 0o755)
+        }
+        let path = "relative:\(dir.file("a")):\(dir.file("b")):\(dir.file("c"))"
+        #expect(Supervisor.lookUp("tool", path: path) == dir.file("b/tool"), "a folder of that name is skipped")
+        #expect(Supervisor.lookUp("tool2", path: path) == dir.file("b/tool2"), "a file without x permission is skipped")
+        #expect(Supervisor.lookUp("tool", path: "") == nil)
+        #expect(Supervisor.lookUp("sh", path: nil) != nil, "no PATH: the standard folders")
+
+        var task = invocation(["tool", "x y"])
+        task.environment["PATH"] = path
+        let report = await Supervisor().run(task, stop: StopSignal())
+        #expect(report.ending == .exited(0))
+        #expect(try String(contentsOfFile: dir.file("out.log"), encoding: .utf8) == "from-b x y\n")
+    }
+
     @Test func missingCommandIsASpawnFailureWithAClearMessage() async throws {
         let report = await Supervisor().run(invocation(["no-such-command-xyz", "arg"]), stop: StopSignal())
         guard case .spawnFailed(let message) = report.ending else {
