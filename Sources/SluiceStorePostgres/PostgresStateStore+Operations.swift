@@ -527,6 +527,7 @@ extension PostgresStateStore {
                 """) where try row["lease_owner"] as String? == owner.id {
                 held[try row["id"] as Int64] = try row["attempts"] as Int
             }
+            var rows: [CompletionRow] = []
             for (index, completion) in completions.enumerated() {
                 let attempt = completion.attempt
                 guard held[attempt.taskID] == attempt.number else {
@@ -534,39 +535,37 @@ extension PostgresStateStore {
                     continue
                 }
                 held[attempt.taskID] = nil // a second completion of the same attempt in one batch is refused
-                let lost = attempt.outcome == .lost
-                let status: TaskStatus, finishedAt: Double?, notBefore: Double?, release: Bool
-                switch completion.next {
-                case .succeed: (status, finishedAt, notBefore, release) = (.success, t, nil, false)
-                case .fail: (status, finishedAt, notBefore, release) = (.failed, t, nil, false)
-                case .cancel: (status, finishedAt, notBefore, release) = (.cancelled, t, nil, false)
-                case .retry(let at): (status, finishedAt, notBefore, release) = (.pending, nil, at.timeIntervalSince1970, false)
-                case .release: (status, finishedAt, notBefore, release) = (.pending, nil, nil, true)
-                }
-                let result = completion.next == .succeed ? Self.bytes(completion.result) : nil
-                // The attempt and its task in one statement. A release gives the try back to the task's
-                // budget (retry_base) and does not count as a lost attempt.
-                try await tx.exec("""
-                    WITH finished_attempt AS (
-                      UPDATE attempts SET outcome = \(attempt.outcome.rawValue), started_at = \(attempt.startedAt.timeIntervalSince1970),
-                        finished_at = \((attempt.finishedAt ?? now).timeIntervalSince1970),
-                        exit_code = \(attempt.exitCode.map { Int64($0) }), signal = \(attempt.signal.map { Int64($0) }),
-                        cpu_ms = \(attempt.cpuMs), peak_rss = \(attempt.peakRSSBytes),
-                        stdout_bytes = \(attempt.stdoutBytes), stderr_bytes = \(attempt.stderrBytes), stderr_tail = \(attempt.stderrTail),
-                        message = \(attempt.message), pid = COALESCE(\(attempt.pid.map { Int64($0) }), pid),
-                        start_ticks = COALESCE(\(attempt.processStartTicks), start_ticks),
-                        counters = \(attempt.counters.isEmpty ? nil : try Self.json(attempt.counters))
-                      WHERE task_id = \(attempt.taskID) AND number = \(attempt.number))
-                    UPDATE tasks SET status = \(status.rawValue), finished_at = \(finishedAt), lease_owner = NULL, lease_expires_at = NULL,
-                      not_before = \(notBefore),
-                      lost_attempts = CASE WHEN \(release) THEN lost_attempts WHEN \(lost) THEN lost_attempts + 1 ELSE 0 END,
-                      retry_base = retry_base + \(release ? 1 : 0), result = \(result)
-                    WHERE id = \(attempt.taskID)
-                    """)
+                rows.append(try CompletionRow(completion, now: now))
                 events += completion.events
                 touched.removeAll { $0.0 == attempt.runID && $0.1 == attempt.stage }
                 touched.append((attempt.runID, attempt.stage, index))
                 results.append(.applied(stage: nil))
+            }
+            if !rows.isEmpty {
+                // The attempts and their tasks, the whole batch in one statement (one round trip, however
+                // many completions). A release gives the try back to the task's budget (retry_base) and
+                // does not count as a lost attempt.
+                let batch = String(decoding: try Self.encoder.encode(rows), as: UTF8.self)
+                try await tx.exec("""
+                    WITH c AS (
+                      SELECT * FROM jsonb_to_recordset(\(batch)::jsonb) AS c (task_id BIGINT, number BIGINT, outcome TEXT,
+                        started_at DOUBLE PRECISION, finished_at DOUBLE PRECISION, exit_code BIGINT, signal BIGINT, cpu_ms BIGINT,
+                        peak_rss BIGINT, stdout_bytes BIGINT, stderr_bytes BIGINT, stderr_tail TEXT, message TEXT, pid BIGINT,
+                        start_ticks BIGINT, counters TEXT, status TEXT, task_finished_at DOUBLE PRECISION,
+                        not_before DOUBLE PRECISION, release BOOLEAN, lost BOOLEAN, result TEXT)),
+                    finished_attempts AS (
+                      UPDATE attempts SET outcome = c.outcome, started_at = c.started_at, finished_at = c.finished_at,
+                        exit_code = c.exit_code, signal = c.signal, cpu_ms = c.cpu_ms, peak_rss = c.peak_rss,
+                        stdout_bytes = c.stdout_bytes, stderr_bytes = c.stderr_bytes, stderr_tail = c.stderr_tail,
+                        message = c.message, pid = COALESCE(c.pid, attempts.pid),
+                        start_ticks = COALESCE(c.start_ticks, attempts.start_ticks), counters = c.counters
+                      FROM c WHERE attempts.task_id = c.task_id AND attempts.number = c.number)
+                    UPDATE tasks SET status = c.status, finished_at = c.task_finished_at, lease_owner = NULL, lease_expires_at = NULL,
+                      not_before = c.not_before,
+                      lost_attempts = CASE WHEN c.release THEN tasks.lost_attempts WHEN c.lost THEN tasks.lost_attempts + 1 ELSE 0 END,
+                      retry_base = tasks.retry_base + CASE WHEN c.release THEN 1 ELSE 0 END, result = decode(c.result, 'base64')
+                    FROM c WHERE tasks.id = c.task_id
+                    """)
             }
             try await Self.insert(events, tx)
             // Each stage is rolled up once per batch, after all its completions: decided here, once.
@@ -843,5 +842,64 @@ extension PostgresStateStore {
             try await tx.rows("SELECT * FROM events WHERE run_id = \(run.rawValue) AND id > \(afterID) ORDER BY id LIMIT \(limit)")
                 .map(Self.eventRecord)
         }
+    }
+}
+
+/// One completion as a row of the JSON batch that `completeAttempts` sends in one statement (keys are
+/// the columns; a nil is left out, which the statement reads as NULL).
+struct CompletionRow: Encodable {
+    var task_id: Int64
+    var number: Int
+    var outcome: String
+    var started_at: Double
+    var finished_at: Double
+    var exit_code: Int64?
+    var signal: Int64?
+    var cpu_ms: Int64?
+    var peak_rss: Int64?
+    var stdout_bytes: Int64
+    var stderr_bytes: Int64
+    var stderr_tail: String?
+    var message: String?
+    var pid: Int64?
+    var start_ticks: Int64?
+    var counters: String?
+    var status: String
+    var task_finished_at: Double?
+    var not_before: Double?
+    var release: Bool
+    var lost: Bool
+    /// Base64 of the task's result (a success's only).
+    var result: String?
+
+    init(_ completion: AttemptCompletion, now: Date) throws {
+        let attempt = completion.attempt
+        let t = now.timeIntervalSince1970
+        task_id = attempt.taskID
+        number = attempt.number
+        outcome = attempt.outcome.rawValue
+        started_at = attempt.startedAt.timeIntervalSince1970
+        finished_at = (attempt.finishedAt ?? now).timeIntervalSince1970
+        exit_code = attempt.exitCode.map { Int64($0) }
+        signal = attempt.signal.map { Int64($0) }
+        cpu_ms = attempt.cpuMs
+        peak_rss = attempt.peakRSSBytes
+        stdout_bytes = attempt.stdoutBytes
+        stderr_bytes = attempt.stderrBytes
+        stderr_tail = attempt.stderrTail
+        message = attempt.message
+        pid = attempt.pid.map { Int64($0) }
+        start_ticks = attempt.processStartTicks
+        counters = attempt.counters.isEmpty ? nil : try PostgresStateStore.json(attempt.counters)
+        lost = attempt.outcome == .lost
+        release = false
+        switch completion.next {
+        case .succeed: (status, task_finished_at) = (TaskStatus.success.rawValue, t)
+        case .fail: (status, task_finished_at) = (TaskStatus.failed.rawValue, t)
+        case .cancel: (status, task_finished_at) = (TaskStatus.cancelled.rawValue, t)
+        case .retry(let at): (status, not_before) = (TaskStatus.pending.rawValue, at.timeIntervalSince1970)
+        case .release: (status, release) = (TaskStatus.pending.rawValue, true)
+        }
+        result = completion.next == .succeed ? completion.result?.base64EncodedString() : nil
     }
 }

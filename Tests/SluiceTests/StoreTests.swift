@@ -176,6 +176,62 @@ struct StoreContractTests {
         #expect(try await store.run(id)?.status == .success)
     }
 
+    @Test(arguments: StoreKind.allCases) func aBatchOfCompletionsRecordsEveryFieldOfEachAttemptAndTask(kind: StoreKind) async throws {
+        let h = try await StoreHarness(kind)
+        let store = h.store, now = h.now, me = h.me
+        let id = RunID("r1")
+        _ = try await store.createRun(h.newRun("r1"), overlap: .skip, now: now, events: [])
+        _ = try await store.acquireRun(id, owner: me, until: now.addingTimeInterval(30), replacing: nil, now: now, events: [])
+        try await store.applyStageTransitions(run: id, [.start("a", taskKeys: ["ok", "bad", "again", "back"])], now: now, events: [])
+        let claimed = try await store.claimTasks(run: id, owner: me, limit: 10, filter: .everything, now: now, leaseUntil: now.addingTimeInterval(30))
+        let ids = Dictionary(uniqueKeysWithValues: claimed.map { ($0.task.key, $0.task.id) })
+        let end = now.addingTimeInterval(2.5)
+        func completion(_ key: String, _ attempt: AttemptRecord, result: Data? = nil, _ next: TaskNext) -> AttemptCompletion {
+            AttemptCompletion(attempt: attempt, result: result, next: next, events: [h.event("r1", "task.\(key)")],
+                              stageEvent: { s in h.event("r1", "stage.\(s.status.rawValue)") })
+        }
+        let ok = AttemptRecord(taskID: ids["ok"]!, runID: id, stage: "a", number: 1, outcome: .success, startedAt: now, finishedAt: end,
+                               exitCode: 0, cpuMs: 12, peakRSSBytes: 4096, stdoutBytes: 10, stderrBytes: 3, stderrTail: "w\u{e9}rn \"q\"\nline2",
+                               message: "fine", pid: 4242, processStartTicks: 99, counters: ["rows": "7", "na\u{ef}ve": "1"])
+        let bad = AttemptRecord(taskID: ids["bad"]!, runID: id, stage: "a", number: 1, outcome: .failed, startedAt: now, finishedAt: end,
+                                signal: 9, message: "killed")
+        let again = AttemptRecord(taskID: ids["again"]!, runID: id, stage: "a", number: 1, outcome: .failed, startedAt: now, finishedAt: end,
+                                  exitCode: 75)
+        let back = AttemptRecord(taskID: ids["back"]!, runID: id, stage: "a", number: 1, outcome: .cancelled, startedAt: now, finishedAt: end)
+        let results = try await store.completeAttempts([
+            completion("ok", ok, result: Data([0, 1, 2, 255]), .succeed),
+            completion("bad", bad, .fail),
+            completion("again", again, .retry(notBefore: now.addingTimeInterval(60))),
+            completion("back", back, .release),
+            completion("ok", ok, result: Data([7]), .succeed), // the same attempt twice in one batch: once
+        ], owner: me, now: end)
+        #expect(results == [.applied(stage: nil), .applied(stage: nil), .applied(stage: nil), .applied(stage: nil), .leaseLost])
+
+        let attempts = Dictionary(uniqueKeysWithValues: try await store.attempts(of: id).map { ($0.taskID, $0) })
+        let recordedOK = try #require(attempts[ids["ok"]!])
+        #expect(recordedOK.outcome == .success && recordedOK.exitCode == 0 && recordedOK.cpuMs == 12 && recordedOK.peakRSSBytes == 4096)
+        #expect(recordedOK.stdoutBytes == 10 && recordedOK.stderrBytes == 3 && recordedOK.stderrTail == "w\u{e9}rn \"q\"\nline2")
+        #expect(recordedOK.message == "fine" && recordedOK.pid == 4242 && recordedOK.processStartTicks == 99)
+        #expect(recordedOK.counters == ["rows": "7", "na\u{ef}ve": "1"])
+        #expect(recordedOK.finishedAt == end && recordedOK.startedAt == now)
+        #expect(attempts[ids["bad"]!]?.signal == 9 && attempts[ids["bad"]!]?.exitCode == nil && attempts[ids["bad"]!]?.message == "killed")
+        #expect(attempts[ids["again"]!]?.exitCode == 75 && attempts[ids["again"]!]?.outcome == .failed)
+        #expect(attempts[ids["back"]!]?.outcome == .cancelled)
+
+        let tasks = Dictionary(uniqueKeysWithValues: try await store.tasks(of: id).map { ($0.key, $0) })
+        #expect(tasks["ok"]?.status == .success && tasks["ok"]?.finishedAt == end && tasks["ok"]?.leaseOwner == nil)
+        #expect(tasks["bad"]?.status == .failed && tasks["bad"]?.finishedAt == end)
+        #expect(tasks["again"]?.status == .pending && tasks["again"]?.notBefore == now.addingTimeInterval(60) && tasks["again"]?.finishedAt == nil)
+        #expect(tasks["back"]?.status == .pending && tasks["back"]?.notBefore == nil)
+        #expect(try await store.results(run: id, stage: "a") == ["ok": Data([0, 1, 2, 255])], "only the success's result, the first one")
+        #expect(try await store.events(run: id, afterID: 0, limit: 10).map(\.event) == ["task.ok", "task.bad", "task.again", "task.back"])
+        // The released task comes back with its try given back; the retried one only after its time.
+        let next = try await store.claimTasks(run: id, owner: me, limit: 10, filter: .everything, now: now.addingTimeInterval(3),
+                                              leaseUntil: now.addingTimeInterval(30))
+        #expect(next.map(\.task.key) == ["back"])
+        #expect(next.first?.attempt == 2 && next.first?.attemptInBudget == 1)
+    }
+
     @Test(arguments: StoreKind.allCases) func abandonedAttemptsAreLostAndResumeResetsFailures(kind: StoreKind) async throws {
         let h = try await StoreHarness(kind)
         let store = h.store, now = h.now, me = h.me, other = h.other
