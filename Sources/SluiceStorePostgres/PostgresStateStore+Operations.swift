@@ -510,7 +510,14 @@ extension PostgresStateStore {
 
     public func completeAttempts(_ completions: [AttemptCompletion], owner: LeaseOwner, now: Date) async throws -> [CompletionResult] {
         guard !completions.isEmpty else { return [] }
-        return try await transaction(notify: true) { tx in
+        // Other workers are woken only when this may give them work: a stage ended (the next ones may
+        // start, or the run may end) or a task went back to the queue. A plain success or failure does
+        // not; the worker that recorded it claims for its own freed slots.
+        let requeues = completions.contains { if case .release = $0.next { true } else { false } }
+        let mayGiveWork: ([CompletionResult]) -> Bool = { results in
+            requeues || results.contains { if case .applied(_?) = $0 { true } else { false } }
+        }
+        return try await transaction(notifyWhen: mayGiveWork) { tx in
             let t = now.timeIntervalSince1970
             // The stages whose tasks end here, and the fan-out stages their rollup may end, are locked
             // first: of two completions of a stage's last tasks, the second sees the first and rolls it up.

@@ -130,6 +130,12 @@ public final class PostgresStateStore: StateStore, CustomStringConvertible {
     /// Runs `body` in one transaction, retried when PostgreSQL reports a deadlock or a serialization
     /// failure. With `notify`, `NOTIFY sluice_work` is sent in it (delivered at commit).
     func transaction<T: Sendable>(notify: Bool = false, _ body: (Tx) async throws -> T) async throws(StoreError) -> T {
+        try await transaction(notifyWhen: { _ in notify }, body)
+    }
+
+    /// As `transaction(notify:_:)`, with `NOTIFY sluice_work` sent when `notifyWhen` says so of what the
+    /// body returned (idle workers wake only when there may be work for them).
+    func transaction<T: Sendable>(notifyWhen: (T) -> Bool, _ body: (Tx) async throws -> T) async throws(StoreError) -> T {
         var attempt = 0
         while true {
             attempt += 1
@@ -141,7 +147,7 @@ public final class PostgresStateStore: StateStore, CustomStringConvertible {
                     try await tx.exec("BEGIN")
                     do {
                         let value = try await body(tx)
-                        if notify { try await tx.exec("NOTIFY sluice_work") }
+                        if notifyWhen(value) { try await tx.exec("NOTIFY sluice_work") }
                         try await tx.exec("COMMIT")
                         return value
                     } catch {
