@@ -166,7 +166,8 @@ extension PostgresStateStore {
 
     public func abandonRunningAttempts(_ id: RunID, heldBy: String?, maxLostAttempts: Int, now: Date,
                                        events: [EventRecord]) async throws -> [AttemptRecord] {
-        try await transaction(notify: true) { tx in
+        // Workers are woken when tasks went back to the queue, not by every look that found nothing.
+        try await transaction(notifyWhen: { !$0.isEmpty }) { tx in
             let t = now.timeIntervalSince1970
             let lostWhere: PostgresQuery = """
                 FROM attempts a JOIN tasks t ON t.id = a.task_id AND t.attempts = a.number
@@ -321,18 +322,18 @@ extension PostgresStateStore {
         guard limit > 0 else { return [] }
         return try await transaction { tx in
             let t = now.timeIntervalSince1970
-            guard try await tx.value("""
-                SELECT cancel_requested_at IS NULL AND status IN ('pending', 'running') FROM runs WHERE id = \(run.rawValue)
-                """, as: Bool.self) == true else { return [] }
             // Stages of other queues, and stages at their concurrency limit, are left out of the query, so
-            // the oldest claimable tasks come first. A limited stage's row is locked before its running
-            // tasks are counted: its limit holds across every claimer.
+            // the oldest claimable tasks come first. No row: the run is cancelled or over.
             var excluded: [String] = []
             var limited: [String] = []
-            for row in try await tx.rows("""
-                SELECT name, queue, max_running FROM stages WHERE run_id = \(run.rawValue) AND status = 'running' ORDER BY name
-                """) {
-                let name: String = try row["name"]
+            let stages = try await tx.rows("""
+                SELECT s.name, s.queue, s.max_running FROM runs r LEFT JOIN stages s ON s.run_id = r.id AND s.status = 'running'
+                WHERE r.id = \(run.rawValue) AND r.cancel_requested_at IS NULL AND r.status IN ('pending', 'running')
+                ORDER BY s.name
+                """)
+            if stages.isEmpty { return [] }
+            for row in stages {
+                guard let name = try row["name"] as String? else { continue } // no running stage
                 let queue: String = try row["queue"]
                 if filter.excludedStages.contains(name) || filter.queues.map({ !$0.contains(queue) }) == true {
                     excluded.append(name)
@@ -340,19 +341,44 @@ extension PostgresStateStore {
                     limited.append(name)
                 }
             }
-            var remaining: [StageName: Int] = [:]
-            if !limited.isEmpty {
-                for row in try await tx.rows("""
-                    SELECT name, max_running FROM stages WHERE run_id = \(run.rawValue) AND name = ANY(\(limited)) AND status = 'running'
-                    ORDER BY name FOR UPDATE
-                    """) {
-                    let name: String = try row["name"]
-                    guard let max = try row["max_running"] as Int? else { continue }
-                    let busy = try await tx.value("""
-                        SELECT count(*) FROM tasks WHERE run_id = \(run.rawValue) AND stage = \(name) AND status = 'running'
-                        """, as: Int.self) ?? 0
-                    if busy >= max { excluded.append(name) } else { remaining[name] = max - busy }
+            if limited.isEmpty {
+                // The common case, in one statement: the oldest claimable tasks are locked and moved to
+                // running, their attempts inserted, and a worker-pool run's lease stretched to cover them.
+                return try await tx.rows("""
+                    WITH picked AS (
+                      SELECT id FROM tasks WHERE run_id = \(run.rawValue) AND status = 'pending'
+                        AND (not_before IS NULL OR not_before <= \(t)) AND NOT (stage = ANY(\(excluded)))
+                      ORDER BY id LIMIT \(limit) FOR UPDATE SKIP LOCKED),
+                    claimed AS (
+                      UPDATE tasks SET status = 'running', attempts = tasks.attempts + 1, lease_owner = \(owner.id),
+                        lease_expires_at = \(leaseUntil.timeIntervalSince1970), not_before = NULL
+                      FROM picked WHERE tasks.id = picked.id RETURNING tasks.*),
+                    attempt_rows AS (
+                      INSERT INTO attempts (task_id, number, run_id, stage, outcome, started_at, host, owner)
+                      SELECT id, attempts, run_id, stage, 'running', \(t), \(owner.host), \(owner.id) FROM claimed),
+                    run_lease AS (
+                      UPDATE runs SET lease_expires_at = GREATEST(lease_expires_at, \(leaseUntil.timeIntervalSince1970))
+                      WHERE id = \(run.rawValue) AND lease_owner = \(LeaseOwner.workerPool.id) AND EXISTS (SELECT 1 FROM claimed))
+                    SELECT * FROM claimed ORDER BY id
+                    """).map { row in
+                    let task = try Self.taskRecord(row)
+                    let base = try row["retry_base"] as Int? ?? 0
+                    return ClaimedTask(task: task, attempt: task.attempts, attemptInBudget: task.attempts - base, startedAt: now)
                 }
+            }
+            // A limited stage's row is locked before its running tasks are counted: its limit holds
+            // across every claimer.
+            var remaining: [StageName: Int] = [:]
+            for row in try await tx.rows("""
+                SELECT name, max_running FROM stages WHERE run_id = \(run.rawValue) AND name = ANY(\(limited)) AND status = 'running'
+                ORDER BY name FOR UPDATE
+                """) {
+                let name: String = try row["name"]
+                guard let max = try row["max_running"] as Int? else { continue }
+                let busy = try await tx.value("""
+                    SELECT count(*) FROM tasks WHERE run_id = \(run.rawValue) AND stage = \(name) AND status = 'running'
+                    """, as: Int.self) ?? 0
+                if busy >= max { excluded.append(name) } else { remaining[name] = max - busy }
             }
             let candidates = try await tx.rows("""
                 SELECT * FROM tasks WHERE run_id = \(run.rawValue) AND status = 'pending'
@@ -386,8 +412,6 @@ extension PostgresStateStore {
                     INSERT INTO attempts (task_id, number, run_id, stage, outcome, started_at, host, owner)
                     SELECT id, attempts, run_id, stage, 'running', \(t), \(owner.host), \(owner.id) FROM tasks WHERE id = ANY(\(ids))
                     """)
-            }
-            if !claimed.isEmpty {
                 try await tx.exec("""
                     UPDATE runs SET lease_expires_at = GREATEST(lease_expires_at, \(leaseUntil.timeIntervalSince1970))
                     WHERE id = \(run.rawValue) AND lease_owner = \(LeaseOwner.workerPool.id)
@@ -610,13 +634,14 @@ extension PostgresStateStore {
     /// no more items): decided inside the caller's transaction, which holds the stage's lock, once.
     static func rollUp(run: RunID, stage: StageName, now t: Double, _ tx: Tx) async throws -> StageRecord? {
         guard let row = try await tx.rows("""
-            SELECT producer, tolerance FROM stages WHERE run_id = \(run.rawValue) AND name = \(stage) AND status = 'running'
+            SELECT s.producer, s.tolerance, p.status AS producer_status FROM stages s
+              LEFT JOIN stages p ON p.run_id = s.run_id AND p.name = s.producer
+            WHERE s.run_id = \(run.rawValue) AND s.name = \(stage) AND s.status = 'running'
             """).first else { return nil }
         let producerName: String? = try row["producer"]
         var producer = StageRollup.Producer.none
-        if let producerName {
-            let status = try await tx.value("SELECT status FROM stages WHERE run_id = \(run.rawValue) AND name = \(producerName)", as: String.self)
-                .flatMap { StageStatus(rawValue: $0) }
+        if producerName != nil {
+            let status = (try row["producer_status"] as String?).flatMap { StageStatus(rawValue: $0) }
             switch status {
             case .pending?, .running?, nil: producer = .running
             case .success?, .partialSuccess?: producer = .succeeded

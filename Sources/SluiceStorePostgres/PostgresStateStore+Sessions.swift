@@ -160,7 +160,9 @@ extension PostgresStateStore {
 
     public func expireSessions(now: Date) async throws -> [SessionRecord] {
         let t = now.timeIntervalSince1970
-        return try await transaction(notify: true) { tx in
+        // Only a session that timed out here (its notices are new work) wakes the others: every delivery
+        // pass calls this, and a notice sent by each pass would wake every other pass, back and forth.
+        return try await transaction(notifyWhen: { !$0.isEmpty }) { tx in
             let ids = try await tx.rows("""
                 SELECT id FROM sessions WHERE status = 'open' AND deadline <= \(t) ORDER BY deadline FOR UPDATE SKIP LOCKED
                 """).map { try $0["id"] as String }
