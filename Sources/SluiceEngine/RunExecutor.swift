@@ -617,11 +617,21 @@ struct RunExecutor: Sendable {
         return FinishedAttempt(attempt: attempt, event: Self.eventName(attempt.outcome), attrs: attrs, result: result)
     }
 
+    /// A task claimed ahead that this process will not start after all (it shuts down, the run was
+    /// cancelled, or its lease was taken back): handed back to the queue, its retry budget untouched.
+    func releaseUnstarted(_ claimed: ClaimedTask, stage: StageSpec, batcher: CompletionBatcher, why: String) {
+        let attempt = AttemptRecord(taskID: claimed.task.id, runID: runID, stage: stage.name, number: claimed.attempt,
+                                    outcome: .cancelled, startedAt: claimed.startedAt, finishedAt: time.now(),
+                                    message: "released before it started (\(why)); the task goes back to the queue", host: owner.host)
+        record(FinishedAttempt(attempt: attempt, event: "task.released", attrs: [:], result: nil),
+               claimed: claimed, stage: stage, batcher: batcher, released: true)
+    }
+
     /// Decides where the task goes (the core's retry rules) and hands the completion to the batcher.
     private func record(_ finished: FinishedAttempt, claimed: ClaimedTask, stage: StageSpec, batcher: CompletionBatcher,
                         released: Bool = false, root: String? = nil) {
         var finished = finished
-        if released && finished.attempt.outcome == .cancelled {
+        if released && finished.attempt.outcome == .cancelled && finished.event != "task.released" {
             finished.attempt.message = "released: the worker shut down before it finished; the task goes back to the queue"
             finished.event = "task.released"
         }

@@ -65,6 +65,46 @@ public struct Worker: Sendable {
     private struct Running {
         var stop: StopSignal
         var run: RunID
+        var stage: StageTime.Key
+        var started = ContinuousClock.now
+    }
+
+    /// A task claimed ahead, waiting for a free slot.
+    private struct Ready {
+        var task: ClaimedTask
+        var run: RunRecord
+        var executor: RunExecutor
+    }
+
+    /// In-process fan-out tasks that take microseconds are claimed up to this many ahead of free slots,
+    /// and again when fewer than a quarter are left: a claim is a write transaction, and claiming for each
+    /// freed slot would be one per few tasks. How many ahead follows how long tasks take here (about
+    /// `aheadTime` of work), so slow tasks are never hoarded while other workers sit idle; commands,
+    /// and tasks of unknown length, are claimed only for free slots.
+    static let prefetch = 512
+    static let aheadTime = 0.02
+
+    /// How long this worker's tasks of each stage take: a moving mean.
+    struct StageTime {
+        struct Key: Hashable { var pipeline: String; var stage: StageName }
+        var means: [Key: Double] = [:]
+
+        mutating func add(_ took: Duration, for key: Key) {
+            let seconds = Double(took.components.seconds) + Double(took.components.attoseconds) * 1e-18
+            means[key] = means[key].map { $0 * 0.9 + seconds * 0.1 } ?? seconds
+        }
+
+        /// How many tasks of `run` to hold ahead of free slots: none until every in-process fan-out stage
+        /// of the run has a measured task time, then about `aheadTime` of work at the slowest one.
+        func ahead(_ run: RunRecord, fanOut: [StageSpec], concurrency: Int) -> Int {
+            guard !fanOut.isEmpty else { return 0 }
+            var slowest = 0.0
+            for stage in fanOut {
+                guard let mean = means[Key(pipeline: run.pipeline, stage: stage.name)] else { return 0 }
+                slowest = max(slowest, mean)
+            }
+            return min(Worker.prefetch, Int(Double(concurrency) * Worker.aheadTime / max(slowest, 1e-7)))
+        }
     }
 
     /// What the worker knows of a run it has looked at.
@@ -83,6 +123,8 @@ public struct Worker: Sendable {
         var summary = Summary()
         var runs: [RunID: Participation] = [:]
         var running: [TaskID: Running] = [:]
+        var ready: [Ready] = []
+        var taskTimes = StageTime()
         var unrecorded = 0
         var draining = false
         var look = true
@@ -107,18 +149,27 @@ public struct Worker: Sendable {
 
             while true {
                 if draining && running.isEmpty && unrecorded == 0 { return summary }
+                if !draining && !ready.isEmpty {
+                    summary.attempts += start(&ready, running: &running, batcher: batcher, released: released, nudge: nudge,
+                                              group: &group, say: say)
+                }
                 if look && !draining && ContinuousClock.now >= backoffUntil {
                     look = false
                     do {
                         let open = try await store.openRuns(limit: 500)
-                        if open.isEmpty && running.isEmpty && unrecorded == 0 && options.exitWhenIdle {
+                        if open.isEmpty && running.isEmpty && ready.isEmpty && unrecorded == 0 && options.exitWhenIdle {
                             say("no open runs: exiting")
                             return summary
                         }
                         for record in open {
                             var participation = runs[record.id] ?? participate(record, logs: logs)
                             participation.record = record
-                            let (finished, started) = try await work(on: &participation, running: &running, batcher: batcher,
+                            if record.cancelRequestedAt != nil {
+                                unrecorded += release(&ready, of: record.id, batcher: batcher, why: "the run was cancelled")
+                            }
+                            let (finished, started) = try await work(on: &participation, running: &running, ready: &ready,
+                                                                     taskTimes: taskTimes,
+                                                                     batcher: batcher,
                                                                      released: released, nudge: nudge, group: &group, say: say)
                             summary.attempts += started
                             if finished { summary.runsFinished += 1 }
@@ -126,7 +177,8 @@ public struct Worker: Sendable {
                             if running.count >= options.concurrency { break }
                         }
                         let openIDs = Set(open.map(\.id))
-                        for id in runs.keys where !openIDs.contains(id) && !running.values.contains(where: { $0.run == id }) {
+                        for id in runs.keys where !openIDs.contains(id) && !running.values.contains(where: { $0.run == id })
+                            && !ready.contains(where: { $0.run.id == id }) {
                             runs[id] = nil
                             logs.forget(id)
                         }
@@ -148,8 +200,10 @@ public struct Worker: Sendable {
                     claimMore = false
                     do {
                         for participation in runs.values.sorted(by: { $0.record.createdAt < $1.record.createdAt })
-                        where running.count < options.concurrency && participation.record.cancelRequestedAt == nil {
-                            summary.attempts += try await claim(for: participation, running: &running, batcher: batcher,
+                        where participation.record.cancelRequestedAt == nil {
+                            summary.attempts += try await claim(for: participation, running: &running, ready: &ready,
+                                                                taskTimes: taskTimes,
+                                                                batcher: batcher,
                                                                 released: released, nudge: nudge, group: &group, say: say)
                         }
                     } catch let error where !(error is CancellationError) {
@@ -173,7 +227,9 @@ public struct Worker: Sendable {
                 guard let wake = try await group.next() else { continue }
                 switch wake {
                 case .taskEnded(let id):
-                    running[id] = nil
+                    if let ended = running.removeValue(forKey: id) {
+                        taskTimes.add(ContinuousClock.now - ended.started, for: ended.stage)
+                    }
                     unrecorded += 1
                 case .recorded:
                     let recorded = batcher.takeRecorded()
@@ -202,9 +258,12 @@ public struct Worker: Sendable {
                         say("task \(id) of run \(task.run) was taken back by another process (its lease expired): stopping it here")
                         task.stop.request()
                     }
+                    // Tasks claimed ahead that were taken back are not ours to start (nor to record).
+                    ready.removeAll { !held.contains($0.task.task.id) }
                     look = true
                 case .shutdown:
                     draining = true
+                    unrecorded += release(&ready, of: nil, batcher: batcher, why: "the worker shuts down")
                     say("shutting down: no new tasks; \(running.count) running may finish within \(DurationText.format(options.drainGrace))")
                     let grace = options.drainGrace
                     group.addTask { try? await Task.sleep(for: grace); return .drainTimeout }
@@ -229,7 +288,7 @@ public struct Worker: Sendable {
     /// One look at a run: stop our tasks of a cancelled run, take back expired leases, plan, finish it
     /// when nobody else coordinates it, and claim what fits. Returns whether this worker finished the
     /// run, and how many tasks it started.
-    private func work(on p: inout Participation, running: inout [TaskID: Running], batcher: CompletionBatcher,
+    private func work(on p: inout Participation, running: inout [TaskID: Running], ready: inout [Ready], taskTimes: StageTime, batcher: CompletionBatcher,
                       released: TaskIDs, nudge: Nudge, group: inout ThrowingTaskGroup<Wake, any Error>,
                       say: @escaping @Sendable (String) -> Void) async throws -> (Bool, Int) {
         let run = p.record
@@ -271,32 +330,48 @@ public struct Worker: Sendable {
                 return (finished, 0)
             }
         }
-        return (false, try await claim(for: p, running: &running, batcher: batcher, released: released, nudge: nudge,
+        return (false, try await claim(for: p, running: &running, ready: &ready, taskTimes: taskTimes, batcher: batcher, released: released, nudge: nudge,
                                        group: &group, say: say))
     }
 
-    /// Claims tasks of the run for this worker's free slots and starts them. Returns how many it started.
-    private func claim(for p: Participation, running: inout [TaskID: Running], batcher: CompletionBatcher,
+    /// Claims tasks of the run (for the free slots; in-process fan-out tasks a batch ahead) and starts
+    /// what fits. Returns how many it started.
+    private func claim(for p: Participation, running: inout [TaskID: Running], ready: inout [Ready], taskTimes: StageTime, batcher: CompletionBatcher,
                        released: TaskIDs, nudge: Nudge, group: inout ThrowingTaskGroup<Wake, any Error>,
                        say: @escaping @Sendable (String) -> Void) async throws -> Int {
         let run = p.record
         let executor = p.executor
-        let free = options.concurrency - running.count
-        guard free > 0 else { return 0 }
-        let cannotRun = Set(run.spec.stages.filter { $0.command == .swift && engine.inProcess.body(pipeline: run.pipeline, stage: $0.name) == nil }.map(\.name))
-        let claimed = try await store.claimTasks(run: run.id, owner: owner, limit: free,
+        let registered = { (stage: StageSpec) in stage.command != .swift || engine.inProcess.body(pipeline: run.pipeline, stage: stage.name) != nil }
+        let fanOut = run.spec.stages.filter { $0.forEach != nil && $0.command == .swift && registered($0) }
+        let ahead = taskTimes.ahead(run, fanOut: fanOut, concurrency: options.concurrency)
+        let free = options.concurrency - running.count - ready.count
+        let want = ahead > 0 && ready.count < ahead / 4 ? max(free, ahead - ready.count) : free
+        guard want > 0 else { return 0 }
+        let cannotRun = Set(run.spec.stages.filter { !registered($0) }.map(\.name))
+        let claimed = try await store.claimTasks(run: run.id, owner: owner, limit: want,
                                                  filter: ClaimFilter(queues: options.queues, excludedStages: cannotRun),
                                                  now: time.now(), leaseUntil: time.now().addingTimeInterval(engine.configuration.leaseDuration.seconds))
-        let producers = Set(run.spec.stages.compactMap(\.forEach))
-        for task in claimed {
+        ready += claimed.map { Ready(task: $0, run: run, executor: executor) }
+        return start(&ready, running: &running, batcher: batcher, released: released, nudge: nudge, group: &group, say: say)
+    }
+
+    /// Starts tasks claimed ahead while slots are free. Returns how many it started.
+    private func start(_ ready: inout [Ready], running: inout [TaskID: Running], batcher: CompletionBatcher,
+                       released: TaskIDs, nudge: Nudge, group: inout ThrowingTaskGroup<Wake, any Error>,
+                       say: @escaping @Sendable (String) -> Void) -> Int {
+        let count = min(ready.count, options.concurrency - running.count)
+        guard count > 0 else { return 0 }
+        for next in ready.prefix(count) {
+            let task = next.task, run = next.run, executor = next.executor
             guard let stage = run.spec.stage(task.task.stage) else { continue }
             let stop = StopSignal()
-            running[task.task.id] = Running(stop: stop, run: run.id)
+            running[task.task.id] = Running(stop: stop, run: run.id, stage: StageTime.Key(pipeline: run.pipeline, stage: stage.name))
             let id = task.task.id
             let host = owner.host
+            let producer = run.spec.stages.contains { $0.forEach == stage.name }
             group.addTask {
                 do {
-                    try await executor.perform(task, stage: stage, run: run, stop: stop, producer: producers.contains(stage.name),
+                    try await executor.perform(task, stage: stage, run: run, stop: stop, producer: producer,
                                                nudge: nudge, batcher: batcher, released: { released.contains(id) })
                 } catch {
                     // Not run, or not recorded (the store failed mid-way): the task goes back to the queue,
@@ -313,7 +388,20 @@ public struct Worker: Sendable {
                 return .taskEnded(id)
             }
         }
-        return claimed.count
+        ready.removeFirst(count)
+        return count
+    }
+
+    /// Hands tasks claimed ahead back to the queue (of one run, or all). Returns how many.
+    private func release(_ ready: inout [Ready], of run: RunID?, batcher: CompletionBatcher, why: String) -> Int {
+        var count = 0
+        ready.removeAll { next in
+            guard run == nil || next.run.id == run, let stage = next.run.spec.stage(next.task.task.stage) else { return false }
+            next.executor.releaseUnstarted(next.task, stage: stage, batcher: batcher, why: why)
+            count += 1
+            return true
+        }
+        return count
     }
 }
 
