@@ -146,12 +146,12 @@ struct RunExecutor: Sendable {
         let engine = self.engine
         let nudge = Nudge()
         let producers = Set(spec.stages.compactMap(\.forEach))
-        // In-process fan-out tasks (microseconds each) are claimed a large batch ahead of free slots, so a
-        // claim is one transaction per batch; only a process with their code can run them anyway.
-        let inProcessFanOut = spec.stages.contains { $0.forEach != nil && $0.command == .swift }
+        // In-process fan-out tasks that take microseconds are claimed a batch ahead of free slots, so a
+        // claim is one transaction per batch (see `ClaimAhead`).
+        let fanOutStages = spec.stages.filter { $0.forEach != nil && $0.command == .swift }
+        var taskTimes = ClaimAhead()
         // Commands are claimed only for free slots: workers may be helping, and a task claimed here but
         // not started would wait for this process while a worker sits idle.
-        let prefetch = inProcessFanOut ? 512 : spec.concurrency
         let batcher = CompletionBatcher()
         return try await withThrowingTaskGroup(of: Wake.self) { group in
             group.addTask { try await watch(engine: engine, lookForCancel: true) }
@@ -167,7 +167,7 @@ struct RunExecutor: Sendable {
                 let runID = self.runID
                 group.addTask { try await progress.run(store: store, log: log, runID: runID, spec: spec) }
             }
-            var running: [TaskID: (stop: StopSignal, stage: StageName)] = [:]
+            var running: [TaskID: (stop: StopSignal, stage: StageName, started: ContinuousClock.Instant)] = [:]
             var ready: [ClaimedTask] = [] // claimed, waiting for a free slot
             var unrecorded = 0            // completions handed to the batcher, not yet committed
             var mayClaim = true           // false after a claim found nothing, until something changes
@@ -210,7 +210,7 @@ struct RunExecutor: Sendable {
                             }
                             ready.remove(at: index)
                             let stop = StopSignal()
-                            running[task.task.id] = (stop, stage.name)
+                            running[task.task.id] = (stop, stage.name, .now)
                             let producer = producers.contains(stage.name)
                             group.addTask {
                                 try await perform(task, stage: stage, run: run, stop: stop, producer: producer,
@@ -219,9 +219,11 @@ struct RunExecutor: Sendable {
                             }
                         }
                         let slotsFree = running.count < spec.concurrency
-                        let want = inProcessFanOut
-                            ? (ready.count < prefetch / 4 || (slotsFree && index >= ready.count) ? prefetch - ready.count : 0)
-                            : spec.concurrency - running.count - ready.count
+                        let ahead = taskTimes.ahead(run.pipeline, fanOut: fanOutStages, concurrency: spec.concurrency)
+                        let free = spec.concurrency - running.count - ready.count
+                        let want = ahead > 0
+                            ? (ready.count < ahead / 4 || (slotsFree && index >= ready.count) ? max(free, ahead - ready.count) : 0)
+                            : free
                         guard pass == 0, mayClaim, want > 0 else { break }
                         let claimed = try await store.claimTasks(run: runID, owner: owner, limit: want, filter: .everything,
                                                                  now: time.now(), leaseUntil: leaseExpiry())
@@ -269,7 +271,9 @@ struct RunExecutor: Sendable {
                 guard let wake = try await group.next() else { continue }
                 switch wake {
                 case .taskEnded(let id):
-                    running[id] = nil
+                    if let ended = running.removeValue(forKey: id) {
+                        taskTimes.add(ContinuousClock.now - ended.started, for: ClaimAhead.Key(pipeline: run.pipeline, stage: ended.stage))
+                    }
                     unrecorded += 1
                 case .recorded:
                     let recorded = batcher.takeRecorded()

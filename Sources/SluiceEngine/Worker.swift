@@ -65,7 +65,7 @@ public struct Worker: Sendable {
     private struct Running {
         var stop: StopSignal
         var run: RunID
-        var stage: StageTime.Key
+        var stage: ClaimAhead.Key
         var started = ContinuousClock.now
     }
 
@@ -74,37 +74,6 @@ public struct Worker: Sendable {
         var task: ClaimedTask
         var run: RunRecord
         var executor: RunExecutor
-    }
-
-    /// In-process fan-out tasks that take microseconds are claimed up to this many ahead of free slots,
-    /// and again when fewer than a quarter are left: a claim is a write transaction, and claiming for each
-    /// freed slot would be one per few tasks. How many ahead follows how long tasks take here (about
-    /// `aheadTime` of work), so slow tasks are never hoarded while other workers sit idle; commands,
-    /// and tasks of unknown length, are claimed only for free slots.
-    static let prefetch = 512
-    static let aheadTime = 0.02
-
-    /// How long this worker's tasks of each stage take: a moving mean.
-    struct StageTime {
-        struct Key: Hashable { var pipeline: String; var stage: StageName }
-        var means: [Key: Double] = [:]
-
-        mutating func add(_ took: Duration, for key: Key) {
-            let seconds = Double(took.components.seconds) + Double(took.components.attoseconds) * 1e-18
-            means[key] = means[key].map { $0 * 0.9 + seconds * 0.1 } ?? seconds
-        }
-
-        /// How many tasks of `run` to hold ahead of free slots: none until every in-process fan-out stage
-        /// of the run has a measured task time, then about `aheadTime` of work at the slowest one.
-        func ahead(_ run: RunRecord, fanOut: [StageSpec], concurrency: Int) -> Int {
-            guard !fanOut.isEmpty else { return 0 }
-            var slowest = 0.0
-            for stage in fanOut {
-                guard let mean = means[Key(pipeline: run.pipeline, stage: stage.name)] else { return 0 }
-                slowest = max(slowest, mean)
-            }
-            return min(Worker.prefetch, Int(Double(concurrency) * Worker.aheadTime / max(slowest, 1e-7)))
-        }
     }
 
     /// What the worker knows of a run it has looked at.
@@ -124,7 +93,7 @@ public struct Worker: Sendable {
         var runs: [RunID: Participation] = [:]
         var running: [TaskID: Running] = [:]
         var ready: [Ready] = []
-        var taskTimes = StageTime()
+        var taskTimes = ClaimAhead()
         var unrecorded = 0
         var draining = false
         var look = true
@@ -288,7 +257,7 @@ public struct Worker: Sendable {
     /// One look at a run: stop our tasks of a cancelled run, take back expired leases, plan, finish it
     /// when nobody else coordinates it, and claim what fits. Returns whether this worker finished the
     /// run, and how many tasks it started.
-    private func work(on p: inout Participation, running: inout [TaskID: Running], ready: inout [Ready], taskTimes: StageTime, batcher: CompletionBatcher,
+    private func work(on p: inout Participation, running: inout [TaskID: Running], ready: inout [Ready], taskTimes: ClaimAhead, batcher: CompletionBatcher,
                       released: TaskIDs, nudge: Nudge, group: inout ThrowingTaskGroup<Wake, any Error>,
                       say: @escaping @Sendable (String) -> Void) async throws -> (Bool, Int) {
         let run = p.record
@@ -336,14 +305,14 @@ public struct Worker: Sendable {
 
     /// Claims tasks of the run (for the free slots; in-process fan-out tasks a batch ahead) and starts
     /// what fits. Returns how many it started.
-    private func claim(for p: Participation, running: inout [TaskID: Running], ready: inout [Ready], taskTimes: StageTime, batcher: CompletionBatcher,
+    private func claim(for p: Participation, running: inout [TaskID: Running], ready: inout [Ready], taskTimes: ClaimAhead, batcher: CompletionBatcher,
                        released: TaskIDs, nudge: Nudge, group: inout ThrowingTaskGroup<Wake, any Error>,
                        say: @escaping @Sendable (String) -> Void) async throws -> Int {
         let run = p.record
         let executor = p.executor
         let registered = { (stage: StageSpec) in stage.command != .swift || engine.inProcess.body(pipeline: run.pipeline, stage: stage.name) != nil }
-        let fanOut = run.spec.stages.filter { $0.forEach != nil && $0.command == .swift && registered($0) }
-        let ahead = taskTimes.ahead(run, fanOut: fanOut, concurrency: options.concurrency)
+        let ahead = taskTimes.ahead(run.pipeline, fanOut: run.spec.stages.filter { $0.forEach != nil && $0.command == .swift && registered($0) },
+                                    concurrency: options.concurrency)
         let free = options.concurrency - running.count - ready.count
         let want = ahead > 0 && ready.count < ahead / 4 ? max(free, ahead - ready.count) : free
         guard want > 0 else { return 0 }
@@ -365,7 +334,7 @@ public struct Worker: Sendable {
             let task = next.task, run = next.run, executor = next.executor
             guard let stage = run.spec.stage(task.task.stage) else { continue }
             let stop = StopSignal()
-            running[task.task.id] = Running(stop: stop, run: run.id, stage: StageTime.Key(pipeline: run.pipeline, stage: stage.name))
+            running[task.task.id] = Running(stop: stop, run: run.id, stage: ClaimAhead.Key(pipeline: run.pipeline, stage: stage.name))
             let id = task.task.id
             let host = owner.host
             let producer = run.spec.stages.contains { $0.forEach == stage.name }

@@ -188,7 +188,7 @@ struct PostgresFaultTests {
             stages:
               only:
                 grace: 1s
-                run: ["sh", "-c", "echo $SLUICE_ATTEMPT >> started; if [ $SLUICE_ATTEMPT = 1 ]; then sleep 6; fi; echo $SLUICE_ATTEMPT >> finished"]
+                run: ["sh", "-c", "echo $SLUICE_ATTEMPT >> started; if [ $SLUICE_ATTEMPT = 1 ]; then echo $$ > first.pid; sleep 60; fi; echo $SLUICE_ATTEMPT >> finished"]
             """.write(toFile: cli.dir.file("p.yml"), atomically: true, encoding: .utf8)
         let id = try cli.run(["run", "p.yml", "--detach", "--state", url]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         let paused = try cli.start(["worker", "--state", url, "--lease", "2s", "--poll", "100ms"])
@@ -216,6 +216,8 @@ struct PostgresFaultTests {
         #expect(attempts.map { $0["outcome"] as? String ?? "" } == ["lost", "success"], "the replacing attempt's success stands")
         #expect(lines(cli, "started") == ["1", "2"])
         #expect(lines(cli, "finished") == ["2"], "the first attempt's command was stopped when its task was taken over")
+        let first = try #require(Int32(lines(cli, "first.pid").first ?? ""), "the first attempt wrote its pid")
+        #expect(kill(first, 0) != 0, "the first attempt's command (pid \(first)) is gone, not left running")
         #expect(try await TestPostgres.execute(url, "SELECT count(*)::text FROM events WHERE run_id = '\(id)' AND event = 'stage.success'") == ["1"])
         #expect(try await TestPostgres.execute(url, "SELECT outcome FROM attempts ORDER BY number") == ["lost", "success"])
     }

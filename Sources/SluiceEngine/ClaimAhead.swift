@@ -1,0 +1,33 @@
+import SluiceCore
+
+/// How many in-process fan-out tasks a process claims ahead of its free slots.
+///
+/// A claim is a write transaction; claiming for each freed slot would be one per few tasks when tasks
+/// take microseconds. So such tasks are claimed up to `limit` ahead, and again when fewer than a quarter
+/// are left. How many follows how long the stage's tasks take in this process (about `aheadTime` of
+/// work, a moving mean), so slow tasks are never held back from idle workers: none are claimed ahead
+/// until every in-process fan-out stage of the run has a measured task time. Commands are always
+/// claimed for free slots only.
+struct ClaimAhead {
+    static let limit = 512
+    static let aheadTime = 0.02
+
+    struct Key: Hashable { var pipeline: String; var stage: StageName }
+    private var means: [Key: Double] = [:]
+
+    mutating func add(_ took: Duration, for key: Key) {
+        let seconds = Double(took.components.seconds) + Double(took.components.attoseconds) * 1e-18
+        means[key] = means[key].map { $0 * 0.9 + seconds * 0.1 } ?? seconds
+    }
+
+    /// How many tasks of a run of `pipeline` to hold ahead of free slots.
+    func ahead(_ pipeline: String, fanOut: [StageSpec], concurrency: Int) -> Int {
+        guard !fanOut.isEmpty else { return 0 }
+        var slowest = 0.0
+        for stage in fanOut {
+            guard let mean = means[Key(pipeline: pipeline, stage: stage.name)] else { return 0 }
+            slowest = max(slowest, mean)
+        }
+        return min(Self.limit, Int(Double(concurrency) * Self.aheadTime / max(slowest, 1e-7)))
+    }
+}
