@@ -5,9 +5,9 @@ import SluiceCore
 /// A claim is a write transaction; claiming for each freed slot would be one per few tasks when tasks
 /// take microseconds. So such tasks are claimed up to `limit` ahead, and again when fewer than a quarter
 /// are left. How many follows how long the stage's tasks take in this process (about `aheadTime` of
-/// work, a moving mean), so slow tasks are never held back from idle workers: none are claimed ahead
-/// until every in-process fan-out stage of the run has a measured task time. Commands are always
-/// claimed for free slots only.
+/// work; a moving mean that halves the weight of older tasks at each new one), so slow tasks are never
+/// held back from idle workers: none are claimed ahead until every in-process fan-out stage of the run
+/// has a measured task time. Commands are always claimed for free slots only.
 struct ClaimAhead {
     static let limit = 512
     static let aheadTime = 0.02
@@ -17,7 +17,7 @@ struct ClaimAhead {
 
     mutating func add(_ took: Duration, for key: Key) {
         let seconds = Double(took.components.seconds) + Double(took.components.attoseconds) * 1e-18
-        means[key] = means[key].map { $0 * 0.9 + seconds * 0.1 } ?? seconds
+        means[key] = means[key].map { ($0 + seconds) / 2 } ?? seconds
     }
 
     /// How many tasks of a run of `pipeline` to hold ahead of free slots.

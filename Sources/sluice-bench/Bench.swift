@@ -274,7 +274,9 @@ enum Bench {
         let header = ["workload", "N", "sluice wall", "per task", "peak RSS", "baseline", "baseline wall", "ratio", "note"]
         let body = rows.map { r in
             [r.workload, String(r.n), time(r.sluice), r.perTaskMicroseconds >= 1000 ? String(format: "%.2f ms", r.perTaskMicroseconds / 1000) : String(format: "%.1f µs", r.perTaskMicroseconds),
-             mb(r.sluice.rssBytes), r.baseline, time(r.baselineFigure), String(format: "%.2fx", r.ratio), r.note ?? ""]
+             mb(r.sluice.rssBytes), r.baseline, time(r.baselineFigure),
+             // A baseline under the timer's millisecond makes a ratio meaningless (W4's plain calls).
+             r.baselineFigure.seconds < 0.0005 ? "—" : String(format: "%.2fx", r.ratio), r.note ?? ""]
         }
         let all = [header] + body
         let widths = header.indices.map { i in all.map { $0[i].count }.max() ?? 0 }

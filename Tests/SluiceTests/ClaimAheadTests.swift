@@ -1,0 +1,32 @@
+import Testing
+import SluiceCore
+@testable import SluiceEngine
+
+/// How many Swift fan-out tasks a process claims ahead of its free slots.
+@Suite("Claiming ahead")
+struct ClaimAheadTests {
+    let fan = StageSpec(name: "fan", command: .swift, forEach: "find")
+    let other = StageSpec(name: "other", command: .swift, forEach: "find")
+
+    @Test func nothingAheadUntilEveryFanOutStageIsMeasuredThenAboutTwentyMillisecondsOfWork() {
+        var times = ClaimAhead()
+        #expect(times.ahead("p", fanOut: [fan], concurrency: 4) == 0, "unknown task time: free slots only")
+        #expect(times.ahead("p", fanOut: [], concurrency: 4) == 0, "no Swift fan-out stage")
+        times.add(.microseconds(5), for: .init(pipeline: "p", stage: "fan"))
+        #expect(times.ahead("p", fanOut: [fan], concurrency: 4) == ClaimAhead.limit, "microsecond tasks: a full batch")
+        #expect(times.ahead("p", fanOut: [fan, other], concurrency: 4) == 0, "another fan-out stage is still unmeasured")
+        #expect(times.ahead("q", fanOut: [fan], concurrency: 4) == 0, "times are per pipeline")
+        times.add(.milliseconds(1), for: .init(pipeline: "p", stage: "other"))
+        #expect(times.ahead("p", fanOut: [fan, other], concurrency: 4) == 80, "the slowest stage decides: 4 × 20 ms / 1 ms")
+        times.add(.seconds(2), for: .init(pipeline: "p", stage: "fan"))
+        #expect(times.ahead("p", fanOut: [fan], concurrency: 4) == 0, "slow tasks are not held back from other workers")
+    }
+
+    @Test func theMeanFollowsTheRecentTasks() {
+        var times = ClaimAhead()
+        let key = ClaimAhead.Key(pipeline: "p", stage: "fan")
+        times.add(.milliseconds(50), for: key) // a first task that waited for the pool
+        for _ in 0..<12 { times.add(.microseconds(10), for: key) }
+        #expect(times.ahead("p", fanOut: [fan], concurrency: 2) == ClaimAhead.limit, "a dozen quick tasks outweigh one slow start")
+    }
+}
