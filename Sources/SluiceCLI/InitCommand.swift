@@ -3,7 +3,7 @@ import Foundation
 import SluiceCore
 
 struct Init: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
+    static let configuration = CommandConfiguration(commandName: "init", 
         abstract: "Write a working example pipeline and its scripts into the current folder.")
 
     @Option(help: "Folder to write into.") var directory = "."

@@ -5,7 +5,7 @@ import SluiceEngine
 import SluiceStore
 
 struct Runs: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "List recent runs.")
+    static let configuration = CommandConfiguration(commandName: "runs", abstract: "List recent runs.")
 
     @Option(help: "Only runs of this pipeline.") var pipeline: String?
     @Option(help: "How many runs to list.") var limit = 20
@@ -44,7 +44,7 @@ struct Runs: AsyncParsableCommand {
 }
 
 struct Show: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Show a run (stages, statuses, durations, attempts, outcome) or a coordination session.")
+    static let configuration = CommandConfiguration(commandName: "show", abstract: "Show a run (stages, statuses, durations, attempts, outcome) or a coordination session.")
 
     @Argument(help: "Run id (or a unique prefix, or 'latest'), or a session id.") var runID: String
     @Flag(help: "Print the audit report as JSON.") var json = false
@@ -121,7 +121,7 @@ struct Show: AsyncParsableCommand {
 }
 
 struct Logs: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
+    static let configuration = CommandConfiguration(commandName: "logs", 
         abstract: "Print a run's event log, or with --stage the output of a stage's task.")
 
     @Argument(help: "Run id (or a unique prefix, or 'latest').") var runID: String

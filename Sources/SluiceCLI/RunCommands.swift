@@ -9,7 +9,7 @@ import SluiceNotify
 import SluiceStore
 
 struct Validate: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
+    static let configuration = CommandConfiguration(commandName: "validate", 
         abstract: "Check pipeline files and report every mistake with file:line:column.")
 
     @Argument(help: "Pipeline files (or names of pipelines built into this executable).") var files: [String]
@@ -76,7 +76,7 @@ struct DisplayOptions: ParsableArguments {
 }
 
 struct Run: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
+    static let configuration = CommandConfiguration(commandName: "run", 
         abstract: "Run a pipeline now and watch it.",
         discussion: "Exit code: 0 success, 1 partial success, 2 failure, 130 cancelled, 3 internal error.")
 
@@ -176,7 +176,7 @@ final class InterruptHandler: @unchecked Sendable {
 }
 
 struct Resume: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
+    static let configuration = CommandConfiguration(commandName: "resume", 
         abstract: "Finish a run that crashed or was cancelled: what succeeded is not run again.",
         discussion: "Failed stages and items are run again only with --retry-failed.")
 
@@ -211,7 +211,7 @@ struct Resume: AsyncParsableCommand {
 }
 
 struct Cancel: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Cancel a run that is executing (from any terminal).")
+    static let configuration = CommandConfiguration(commandName: "cancel", abstract: "Cancel a run that is executing (from any terminal).")
 
     @Argument(help: "Run id (or a unique prefix, or 'latest').") var runID: String
     @OptionGroup var state: StateOptions
@@ -238,7 +238,7 @@ struct Cancel: AsyncParsableCommand {
 }
 
 struct Pipelines: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "List the pipelines built into this executable (defined in Swift).")
+    static let configuration = CommandConfiguration(commandName: "pipelines", abstract: "List the pipelines built into this executable (defined in Swift).")
 
     func run() async throws {
         try await guarded {

@@ -23,7 +23,7 @@ struct ServedPipelines: ParsableArguments {
 }
 
 struct Serve: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
+    static let configuration = CommandConfiguration(commandName: "serve", 
         abstract: "Run pipelines on their own: schedules (cron, every), file arrivals and mailboxes.",
         discussion: """
             Serves every pipeline file given (or every *.yml in the folders given): each `schedule:`, `on_files:` and `on_mail:`
@@ -69,7 +69,7 @@ struct Serve: AsyncParsableCommand {
 }
 
 struct Schedules: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "List every trigger of the pipelines `sluice serve` would serve, with the next fire time.")
+    static let configuration = CommandConfiguration(commandName: "schedules", abstract: "List every trigger of the pipelines `sluice serve` would serve, with the next fire time.")
 
     @OptionGroup var served: ServedPipelines
 
@@ -127,7 +127,7 @@ struct TokenCommand: AsyncParsableCommand {
         subcommands: [Create.self, List.self, Revoke.self])
 
     struct Create: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Create a token; it is printed once (the store keeps only its hash).")
+        static let configuration = CommandConfiguration(commandName: "create", abstract: "Create a token; it is printed once (the store keeps only its hash).")
         @Argument(help: "A name for the token (who or what uses it).") var name: String
         @OptionGroup var state: StateOptions
 
@@ -151,7 +151,7 @@ struct TokenCommand: AsyncParsableCommand {
     }
 
     struct List: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List tokens (names and dates, never secrets).")
+        static let configuration = CommandConfiguration(commandName: "list", abstract: "List tokens (names and dates, never secrets).")
         @OptionGroup var state: StateOptions
 
         func run() async throws {
@@ -165,7 +165,7 @@ struct TokenCommand: AsyncParsableCommand {
     }
 
     struct Revoke: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Revoke a token: requests with it are refused from now on.")
+        static let configuration = CommandConfiguration(commandName: "revoke", abstract: "Revoke a token: requests with it are refused from now on.")
         @Argument(help: "The token's name.") var name: String
         @OptionGroup var state: StateOptions
 

@@ -47,7 +47,7 @@ func deliverAfterRun(_ run: RunID, engine: Engine, note: (String) -> Void, limit
 }
 
 struct Sessions: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
+    static let configuration = CommandConfiguration(commandName: "sessions", 
         abstract: "List coordination sessions: pipelines whose runs are reported together.",
         discussion: "`sluice show SESSION` shows one (members, runs, what is missing, its notifications).")
 
@@ -136,7 +136,7 @@ struct Outbox: AsyncParsableCommand {
         subcommands: [List.self, Deliver.self, Retry.self], defaultSubcommand: List.self)
 
     struct List: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List notifications, newest first.")
+        static let configuration = CommandConfiguration(commandName: "list", abstract: "List notifications, newest first.")
         @Option(help: "Only these: pending, delivered or failed.") var status: String?
         @Option(help: "How many to list.") var limit = 20
         @OptionGroup var state: StateOptions
@@ -163,7 +163,7 @@ struct Outbox: AsyncParsableCommand {
     }
 
     struct Deliver: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Time out due sessions and deliver every notification due now.")
+        static let configuration = CommandConfiguration(commandName: "deliver", abstract: "Time out due sessions and deliver every notification due now.")
         @OptionGroup var state: StateOptions
 
         func run() async throws {
@@ -177,7 +177,7 @@ struct Outbox: AsyncParsableCommand {
     }
 
     struct Retry: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Put a failed notification back in the queue (after fixing its channel).")
+        static let configuration = CommandConfiguration(commandName: "retry", abstract: "Put a failed notification back in the queue (after fixing its channel).")
         @Argument(help: "The notification's id (`sluice outbox list`).") var id: Int64
         @OptionGroup var state: StateOptions
 
