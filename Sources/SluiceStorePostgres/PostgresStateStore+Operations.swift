@@ -326,11 +326,7 @@ extension PostgresStateStore {
             // the oldest claimable tasks come first. No row: the run is cancelled or over.
             var excluded: [String] = []
             var limited: [String] = []
-            let stages = try await tx.rows("""
-                SELECT s.name, s.queue, s.max_running FROM runs r LEFT JOIN stages s ON s.run_id = r.id AND s.status = 'running'
-                WHERE r.id = \(run.rawValue) AND r.cancel_requested_at IS NULL AND r.status IN ('pending', 'running')
-                ORDER BY s.name
-                """)
+            let stages = try await tx.rows(Statements.ClaimStages.self) { $0.append(run.rawValue) }
             if stages.isEmpty { return [] }
             for row in stages {
                 guard let name = try row["name"] as String? else { continue } // no running stage
@@ -344,23 +340,16 @@ extension PostgresStateStore {
             if limited.isEmpty {
                 // The common case, in one statement: the oldest claimable tasks are locked and moved to
                 // running, their attempts inserted, and a worker-pool run's lease stretched to cover them.
-                return try await tx.rows("""
-                    WITH picked AS (
-                      SELECT id FROM tasks WHERE run_id = \(run.rawValue) AND status = 'pending'
-                        AND (not_before IS NULL OR not_before <= \(t)) AND NOT (stage = ANY(\(excluded)))
-                      ORDER BY id LIMIT \(limit) FOR UPDATE SKIP LOCKED),
-                    claimed AS (
-                      UPDATE tasks SET status = 'running', attempts = tasks.attempts + 1, lease_owner = \(owner.id),
-                        lease_expires_at = \(leaseUntil.timeIntervalSince1970), not_before = NULL
-                      FROM picked WHERE tasks.id = picked.id RETURNING tasks.*),
-                    attempt_rows AS (
-                      INSERT INTO attempts (task_id, number, run_id, stage, outcome, started_at, host, owner)
-                      SELECT id, attempts, run_id, stage, 'running', \(t), \(owner.host), \(owner.id) FROM claimed),
-                    run_lease AS (
-                      UPDATE runs SET lease_expires_at = GREATEST(lease_expires_at, \(leaseUntil.timeIntervalSince1970))
-                      WHERE id = \(run.rawValue) AND lease_owner = \(LeaseOwner.workerPool.id) AND EXISTS (SELECT 1 FROM claimed))
-                    SELECT * FROM claimed ORDER BY id
-                    """).map { row in
+                return try await tx.rows(Statements.ClaimTasks.self) { b in
+                    b.append(run.rawValue)
+                    b.append(t)
+                    b.append(excluded)
+                    b.append(Int64(limit))
+                    b.append(owner.id)
+                    b.append(leaseUntil.timeIntervalSince1970)
+                    b.append(owner.host)
+                    b.append(LeaseOwner.workerPool.id)
+                }.map { row in
                     let task = try Self.taskRecord(row)
                     let base = try row["retry_base"] as Int? ?? 0
                     return ClaimedTask(task: task, attempt: task.attempts, attemptInBudget: task.attempts - base, startedAt: now)
@@ -552,10 +541,7 @@ extension PostgresStateStore {
             // Which of these tasks this owner still holds, at the attempt the completion is for: one look
             // for the whole batch, the rows locked.
             var held: [TaskID: Int] = [:]
-            for row in try await tx.rows("""
-                SELECT id, attempts, lease_owner FROM tasks WHERE id = ANY(\(completions.map(\.attempt.taskID))) AND status = 'running'
-                ORDER BY id FOR UPDATE
-                """) where try row["lease_owner"] as String? == owner.id {
+            for row in try await tx.rows(Statements.HeldTasks.self, { $0.append(completions.map(\.attempt.taskID)) }) where try row["lease_owner"] as String? == owner.id {
                 held[try row["id"] as Int64] = try row["attempts"] as Int
             }
             var rows: [CompletionRow] = []
@@ -577,26 +563,7 @@ extension PostgresStateStore {
                 // many completions). A release gives the try back to the task's budget (retry_base) and
                 // does not count as a lost attempt.
                 let batch = String(decoding: try Self.encoder.encode(rows), as: UTF8.self)
-                try await tx.exec("""
-                    WITH c AS (
-                      SELECT * FROM jsonb_to_recordset(\(batch)::jsonb) AS c (task_id BIGINT, number BIGINT, outcome TEXT,
-                        started_at DOUBLE PRECISION, finished_at DOUBLE PRECISION, exit_code BIGINT, signal BIGINT, cpu_ms BIGINT,
-                        peak_rss BIGINT, stdout_bytes BIGINT, stderr_bytes BIGINT, stderr_tail TEXT, message TEXT, pid BIGINT,
-                        start_ticks BIGINT, counters TEXT, status TEXT, task_finished_at DOUBLE PRECISION,
-                        not_before DOUBLE PRECISION, release BOOLEAN, lost BOOLEAN, result TEXT)),
-                    finished_attempts AS (
-                      UPDATE attempts SET outcome = c.outcome, started_at = c.started_at, finished_at = c.finished_at,
-                        exit_code = c.exit_code, signal = c.signal, cpu_ms = c.cpu_ms, peak_rss = c.peak_rss,
-                        stdout_bytes = c.stdout_bytes, stderr_bytes = c.stderr_bytes, stderr_tail = c.stderr_tail,
-                        message = c.message, pid = COALESCE(c.pid, attempts.pid),
-                        start_ticks = COALESCE(c.start_ticks, attempts.start_ticks), counters = c.counters
-                      FROM c WHERE attempts.task_id = c.task_id AND attempts.number = c.number)
-                    UPDATE tasks SET status = c.status, finished_at = c.task_finished_at, lease_owner = NULL, lease_expires_at = NULL,
-                      not_before = c.not_before,
-                      lost_attempts = CASE WHEN c.release THEN tasks.lost_attempts WHEN c.lost THEN tasks.lost_attempts + 1 ELSE 0 END,
-                      retry_base = tasks.retry_base + CASE WHEN c.release THEN 1 ELSE 0 END, result = decode(c.result, 'base64')
-                    FROM c WHERE tasks.id = c.task_id
-                    """)
+                try await tx.exec(Statements.CompleteBatch.self) { $0.append(batch) }
             }
             try await Self.insert(events, tx)
             // Each stage is rolled up once per batch, after all its completions: decided here, once.
@@ -622,22 +589,19 @@ extension PostgresStateStore {
     /// Locks the rows of these stages and of the fan-out stages that take their items (transitively),
     /// in (run, name) order: every transaction takes stage locks in that order, so none waits in a cycle.
     static func lockStages(_ stages: [(RunID, StageName)], _ tx: Tx) async throws {
-        try await tx.exec("""
-            WITH RECURSIVE s (run_id, name) AS (
-              SELECT r COLLATE "C", n COLLATE "C" FROM unnest(\(stages.map(\.0.rawValue))::text[], \(stages.map(\.1))::text[]) AS u (r, n)
-              UNION SELECT st.run_id, st.name FROM stages st JOIN s ON st.run_id = s.run_id AND st.producer = s.name)
-            SELECT name FROM stages WHERE (run_id, name) IN (SELECT run_id, name FROM s) ORDER BY run_id, name FOR UPDATE
-            """)
+        try await tx.exec(Statements.LockStages.self) { b in
+            b.append(stages.map(\.0.rawValue))
+            b.append(stages.map(\.1))
+        }
     }
 
     /// Ends a running stage when all its tasks ended (and, for a fan-out stage, its producer will emit
     /// no more items): decided inside the caller's transaction, which holds the stage's lock, once.
     static func rollUp(run: RunID, stage: StageName, now t: Double, _ tx: Tx) async throws -> StageRecord? {
-        guard let row = try await tx.rows("""
-            SELECT s.producer, s.tolerance, p.status AS producer_status FROM stages s
-              LEFT JOIN stages p ON p.run_id = s.run_id AND p.name = s.producer
-            WHERE s.run_id = \(run.rawValue) AND s.name = \(stage) AND s.status = 'running'
-            """).first else { return nil }
+        guard let row = try await tx.rows(Statements.RollUpStage.self, { b in
+            b.append(run.rawValue)
+            b.append(stage)
+        }).first else { return nil }
         let producerName: String? = try row["producer"]
         var producer = StageRollup.Producer.none
         if producerName != nil {
@@ -649,9 +613,10 @@ extension PostgresStateStore {
             }
         }
         if producer == .running { return nil }
-        let unfinished = try await tx.value("""
-            SELECT EXISTS (SELECT 1 FROM tasks WHERE run_id = \(run.rawValue) AND stage = \(stage) AND status IN ('pending', 'running'))
-            """, as: Bool.self) ?? false
+        let unfinished = try await tx.rows(Statements.StageUnfinished.self) { b in
+            b.append(run.rawValue)
+            b.append(stage)
+        }.first.map { try $0["unfinished"] as Bool } ?? false
         if unfinished { return nil }
         let tolerance = (try row["tolerance"] as String?).flatMap { try? JSONDecoder().decode(FailureTolerance.self, from: Data($0.utf8)) } ?? .count(0)
         let counts = try await taskCounts(run: run, stage: stage, tx)

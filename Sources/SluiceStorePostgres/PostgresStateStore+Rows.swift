@@ -40,6 +40,61 @@ struct Tx {
     }
 }
 
+extension Tx {
+    /// Runs a named prepared statement: PostgreSQL parses and plans it once per connection, and each
+    /// later call sends only its values.
+    ///
+    /// postgres-nio hands the statement to the connection's channel the way it hands a query (see
+    /// `result(_:)`): a write to a channel that has just closed is never answered. So the call starts on
+    /// the connection's own event loop (a task executor preference): the check that the connection is
+    /// open and the write run in one job there, where nothing can close the channel in between.
+    func rows<Text: StatementText>(_ text: Text.Type, _ bind: (inout PostgresBindings) throws -> Void = { _ in }) async throws -> [Row] {
+        var bindings = PostgresBindings()
+        try bind(&bindings)
+        let statement = Prepared<Text>(bindings: bindings)
+        let connection = self.connection, logger = self.logger
+        return try await withTaskExecutorPreference(EventLoopTaskExecutor(connection.eventLoop)) {
+            guard !connection.isClosed else { throw ConnectionClosed() }
+            var rows: [Row] = []
+            for try await row in try await connection.execute(statement, logger: logger) { rows.append(Row(raw: row)) }
+            return rows
+        }
+    }
+
+    func exec<Text: StatementText>(_ text: Text.Type, _ bind: (inout PostgresBindings) throws -> Void = { _ in }) async throws {
+        _ = try await rows(text, bind)
+    }
+}
+
+/// The text of a prepared statement: a name unique in the store, and its SQL with `$1`… placeholders.
+protocol StatementText {
+    static var name: String { get }
+    static var sql: String { get }
+}
+
+/// A prepared statement whose rows are read by column name.
+struct Prepared<Text: StatementText>: PostgresPreparedStatement {
+    static var name: String { Text.name }
+    static var sql: String { Text.sql }
+    let bindings: PostgresBindings
+
+    func makeBindings() throws -> PostgresBindings { bindings }
+    func decodeRow(_ row: PostgresRow) throws -> PostgresRandomAccessRow { row.makeRandomAccess() }
+}
+
+/// Runs jobs on a NIO event loop: an async call made with this as its task executor preference starts
+/// on the loop's thread, as the loop's own work does.
+final class EventLoopTaskExecutor: TaskExecutor {
+    let loop: any EventLoop
+
+    init(_ loop: any EventLoop) { self.loop = loop }
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        loop.execute { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
+    }
+}
+
 /// The connection closed before a query could be sent on it.
 struct ConnectionClosed: Error, CustomStringConvertible {
     var description: String { "the connection to the server closed" }

@@ -134,6 +134,23 @@ struct PostgresStoreTests {
         }
     }
 
+    @Test func theHotStatementsArePreparedOncePerConnectionAndAnswerAsQueriesDo() async throws {
+        let url = try await TestPostgres.freshDatabase()
+        let store = try await PostgresStateStore.open(url: url)
+        func read() async throws -> ([Bool], [Bool], [String]) { try await store.read { tx in
+            let first = try await tx.rows(Statements.StageUnfinished.self) { $0.append("no-run"); $0.append("s") }
+            let second = try await tx.rows(Statements.StageUnfinished.self) { $0.append("no-run"); $0.append("s") }
+            let prepared = try await tx.rows("SELECT name FROM pg_prepared_statements ORDER BY name").map { try $0["name"] as String }
+            return (try first.map { try $0["unfinished"] as Bool }, try second.map { try $0["unfinished"] as Bool }, prepared)
+        } }
+        let outcome: ([Bool], [Bool], [String])
+        do { outcome = try await read() } catch { await store.close(); throw error }
+        await store.close()
+        let (first, second, prepared) = outcome
+        #expect(first == [false] && second == [false])
+        #expect(prepared == [Statements.StageUnfinished.name], "prepared once on this connection, by its name")
+    }
+
     @Test func aStoreFromANewerVersionIsRefusedAndLeftUnchanged() async throws {
         let url = try await TestPostgres.freshDatabase()
         try await PostgresStateStore.open(url: url).close()
