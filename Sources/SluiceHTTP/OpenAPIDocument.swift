@@ -189,34 +189,13 @@ enum OpenAPIDocument {
             }
           },
           "400": {
-            "description": "Invalid parameters or body.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/Error"
-                }
-              }
-            }
+            "$ref": "#/components/responses/InvalidRequest"
           },
           "401": {
-            "description": "No valid token (none, wrong or revoked). Reads need one unless the server is bound to loopback.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/Error"
-                }
-              }
-            }
+            "$ref": "#/components/responses/Unauthorized"
           },
           "503": {
-            "description": "The store cannot be reached, or the server is shutting down.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/Error"
-                }
-              }
-            }
+            "$ref": "#/components/responses/StoreUnavailable"
           }
         }
       }
@@ -273,44 +252,16 @@ enum OpenAPIDocument {
             }
           },
           "400": {
-            "description": "Invalid parameters or body.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/Error"
-                }
-              }
-            }
+            "$ref": "#/components/responses/InvalidRequest"
           },
           "401": {
-            "description": "No valid token (none, wrong or revoked). Reads need one unless the server is bound to loopback.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/Error"
-                }
-              }
-            }
+            "$ref": "#/components/responses/Unauthorized"
           },
           "404": {
-            "description": "No such run, task or file.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/Error"
-                }
-              }
-            }
+            "$ref": "#/components/responses/NotFound"
           },
           "503": {
-            "description": "The store cannot be reached, or the server is shutting down.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/Error"
-                }
-              }
-            }
+            "$ref": "#/components/responses/StoreUnavailable"
           }
         }
       }
@@ -371,44 +322,16 @@ enum OpenAPIDocument {
             }
           },
           "400": {
-            "description": "Invalid parameters or body.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/Error"
-                }
-              }
-            }
+            "$ref": "#/components/responses/InvalidRequest"
           },
           "401": {
-            "description": "No valid token (none, wrong or revoked). Reads need one unless the server is bound to loopback.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/Error"
-                }
-              }
-            }
+            "$ref": "#/components/responses/Unauthorized"
           },
           "404": {
-            "description": "No such run, task or file.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/Error"
-                }
-              }
-            }
+            "$ref": "#/components/responses/NotFound"
           },
           "503": {
-            "description": "The store cannot be reached, or the server is shutting down.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/Error"
-                }
-              }
-            }
+            "$ref": "#/components/responses/StoreUnavailable"
           }
         }
       }
@@ -477,44 +400,16 @@ enum OpenAPIDocument {
             }
           },
           "400": {
-            "description": "Invalid parameters or body.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/Error"
-                }
-              }
-            }
+            "$ref": "#/components/responses/InvalidRequest"
           },
           "401": {
-            "description": "No valid token (none, wrong or revoked). Reads need one unless the server is bound to loopback.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/Error"
-                }
-              }
-            }
+            "$ref": "#/components/responses/Unauthorized"
           },
           "404": {
-            "description": "No such run, task or file.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/Error"
-                }
-              }
-            }
+            "$ref": "#/components/responses/NotFound"
           },
           "503": {
-            "description": "The store cannot be reached, or the server is shutting down.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/Error"
-                }
-              }
-            }
+            "$ref": "#/components/responses/StoreUnavailable"
           }
         }
       }
@@ -553,34 +448,13 @@ enum OpenAPIDocument {
             }
           },
           "401": {
-            "description": "No valid token (none, wrong or revoked). Reads need one unless the server is bound to loopback.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/Error"
-                }
-              }
-            }
+            "$ref": "#/components/responses/Unauthorized"
           },
           "404": {
-            "description": "No such run, task or file.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/Error"
-                }
-              }
-            }
+            "$ref": "#/components/responses/NotFound"
           },
           "503": {
-            "description": "The store cannot be reached, or the server is shutting down.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/Error"
-                }
-              }
-            }
+            "$ref": "#/components/responses/StoreUnavailable"
           }
         }
       }
@@ -673,44 +547,16 @@ enum OpenAPIDocument {
             }
           },
           "400": {
-            "description": "Invalid parameters or body.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/Error"
-                }
-              }
-            }
+            "$ref": "#/components/responses/InvalidRequest"
           },
           "401": {
-            "description": "No valid token (none, wrong or revoked). Reads need one unless the server is bound to loopback.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/Error"
-                }
-              }
-            }
+            "$ref": "#/components/responses/Unauthorized"
           },
           "404": {
-            "description": "No such run, task or file.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/Error"
-                }
-              }
-            }
+            "$ref": "#/components/responses/NotFound"
           },
           "503": {
-            "description": "The store cannot be reached, or the server is shutting down.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/Error"
-                }
-              }
-            }
+            "$ref": "#/components/responses/StoreUnavailable"
           }
         }
       }
@@ -745,14 +591,7 @@ enum OpenAPIDocument {
             }
           },
           "401": {
-            "description": "No valid token (none, wrong or revoked). Reads need one unless the server is bound to loopback.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/Error"
-                }
-              }
-            }
+            "$ref": "#/components/responses/Unauthorized"
           }
         }
       }
@@ -779,14 +618,7 @@ enum OpenAPIDocument {
             }
           },
           "401": {
-            "description": "No valid token (none, wrong or revoked). Reads need one unless the server is bound to loopback.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/Error"
-                }
-              }
-            }
+            "$ref": "#/components/responses/Unauthorized"
           }
         }
       }
@@ -846,24 +678,10 @@ enum OpenAPIDocument {
             }
           },
           "400": {
-            "description": "Invalid parameters.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/Error"
-                }
-              }
-            }
+            "$ref": "#/components/responses/InvalidParameters"
           },
           "401": {
-            "description": "No valid token (none, wrong or revoked). Reads need one unless the server is bound to loopback.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/Error"
-                }
-              }
-            }
+            "$ref": "#/components/responses/Unauthorized"
           }
         }
       }
@@ -929,24 +747,10 @@ enum OpenAPIDocument {
             }
           },
           "400": {
-            "description": "Invalid parameters.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/Error"
-                }
-              }
-            }
+            "$ref": "#/components/responses/InvalidParameters"
           },
           "401": {
-            "description": "No valid token (none, wrong or revoked). Reads need one unless the server is bound to loopback.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/Error"
-                }
-              }
-            }
+            "$ref": "#/components/responses/Unauthorized"
           }
         }
       }
@@ -985,14 +789,7 @@ enum OpenAPIDocument {
             }
           },
           "401": {
-            "description": "No valid token (none, wrong or revoked). Reads need one unless the server is bound to loopback.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/Error"
-                }
-              }
-            }
+            "$ref": "#/components/responses/Unauthorized"
           },
           "404": {
             "description": "No such session.",
@@ -1069,24 +866,10 @@ enum OpenAPIDocument {
             }
           },
           "400": {
-            "description": "Invalid parameters or body.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/Error"
-                }
-              }
-            }
+            "$ref": "#/components/responses/InvalidRequest"
           },
           "401": {
-            "description": "No valid token (none, wrong or revoked). Reads need one unless the server is bound to loopback.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/Error"
-                }
-              }
-            }
+            "$ref": "#/components/responses/Unauthorized"
           },
           "404": {
             "description": "No such pipeline served here.",
@@ -1119,14 +902,7 @@ enum OpenAPIDocument {
             }
           },
           "503": {
-            "description": "The store cannot be reached, or the server is shutting down.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/Error"
-                }
-              }
-            }
+            "$ref": "#/components/responses/StoreUnavailable"
           }
         }
       }
@@ -1164,44 +940,16 @@ enum OpenAPIDocument {
             }
           },
           "401": {
-            "description": "No valid token (none, wrong or revoked). Reads need one unless the server is bound to loopback.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/Error"
-                }
-              }
-            }
+            "$ref": "#/components/responses/Unauthorized"
           },
           "404": {
-            "description": "No such run, task or file.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/Error"
-                }
-              }
-            }
+            "$ref": "#/components/responses/NotFound"
           },
           "409": {
-            "description": "Nothing to do, or the run is being executed.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/Error"
-                }
-              }
-            }
+            "$ref": "#/components/responses/Conflict"
           },
           "503": {
-            "description": "The store cannot be reached, or the server is shutting down.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/Error"
-                }
-              }
-            }
+            "$ref": "#/components/responses/StoreUnavailable"
           }
         }
       }
@@ -1239,44 +987,16 @@ enum OpenAPIDocument {
             }
           },
           "401": {
-            "description": "No valid token (none, wrong or revoked). Reads need one unless the server is bound to loopback.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/Error"
-                }
-              }
-            }
+            "$ref": "#/components/responses/Unauthorized"
           },
           "404": {
-            "description": "No such run, task or file.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/Error"
-                }
-              }
-            }
+            "$ref": "#/components/responses/NotFound"
           },
           "409": {
-            "description": "Nothing to do, or the run is being executed.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/Error"
-                }
-              }
-            }
+            "$ref": "#/components/responses/Conflict"
           },
           "503": {
-            "description": "The store cannot be reached, or the server is shutting down.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/Error"
-                }
-              }
-            }
+            "$ref": "#/components/responses/StoreUnavailable"
           }
         }
       }
@@ -1314,44 +1034,16 @@ enum OpenAPIDocument {
             }
           },
           "401": {
-            "description": "No valid token (none, wrong or revoked). Reads need one unless the server is bound to loopback.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/Error"
-                }
-              }
-            }
+            "$ref": "#/components/responses/Unauthorized"
           },
           "404": {
-            "description": "No such run, task or file.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/Error"
-                }
-              }
-            }
+            "$ref": "#/components/responses/NotFound"
           },
           "409": {
-            "description": "Nothing to do, or the run is being executed.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/Error"
-                }
-              }
-            }
+            "$ref": "#/components/responses/Conflict"
           },
           "503": {
-            "description": "The store cannot be reached, or the server is shutting down.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/Error"
-                }
-              }
-            }
+            "$ref": "#/components/responses/StoreUnavailable"
           }
         }
       }
@@ -1378,24 +1070,10 @@ enum OpenAPIDocument {
             }
           },
           "401": {
-            "description": "No valid token (none, wrong or revoked). Reads need one unless the server is bound to loopback.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/Error"
-                }
-              }
-            }
+            "$ref": "#/components/responses/Unauthorized"
           },
           "503": {
-            "description": "The store cannot be reached, or the server is shutting down.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/Error"
-                }
-              }
-            }
+            "$ref": "#/components/responses/StoreUnavailable"
           }
         }
       }
@@ -2198,6 +1876,68 @@ enum OpenAPIDocument {
             }
           }
         }
+      }
+    },
+    "responses": {
+      "InvalidRequest": {
+        "content": {
+          "application/json": {
+            "schema": {
+              "$ref": "#/components/schemas/Error"
+            }
+          }
+        },
+        "description": "Invalid parameters or body."
+      },
+      "Unauthorized": {
+        "content": {
+          "application/json": {
+            "schema": {
+              "$ref": "#/components/schemas/Error"
+            }
+          }
+        },
+        "description": "No valid token (none, wrong or revoked). Reads need one unless the server is bound to loopback."
+      },
+      "StoreUnavailable": {
+        "content": {
+          "application/json": {
+            "schema": {
+              "$ref": "#/components/schemas/Error"
+            }
+          }
+        },
+        "description": "The store cannot be reached, or the server is shutting down."
+      },
+      "NotFound": {
+        "content": {
+          "application/json": {
+            "schema": {
+              "$ref": "#/components/schemas/Error"
+            }
+          }
+        },
+        "description": "No such run, task or file."
+      },
+      "InvalidParameters": {
+        "content": {
+          "application/json": {
+            "schema": {
+              "$ref": "#/components/schemas/Error"
+            }
+          }
+        },
+        "description": "Invalid parameters."
+      },
+      "Conflict": {
+        "content": {
+          "application/json": {
+            "schema": {
+              "$ref": "#/components/schemas/Error"
+            }
+          }
+        },
+        "description": "Nothing to do, or the run is being executed."
       }
     }
   }

@@ -488,6 +488,15 @@ struct APIServerTests {
             let document = answer.json
             #expect(document["openapi"] as? String == "3.1.0")
             let paths = try #require(document["paths"] as? [String: [String: Any]])
+            let shared = (document["components"] as? [String: Any])?["responses"] as? [String: Any] ?? [:]
+            /// A response as written, or the shared one its `$ref` names.
+            func resolved(_ response: Any?) -> [String: Any]? {
+                guard let response = response as? [String: Any] else { return nil }
+                guard let ref = response["$ref"] as? String else { return response }
+                let name = ref.replacingOccurrences(of: "#/components/responses/", with: "")
+                #expect(shared[name] != nil, "\(ref) is not in components.responses")
+                return shared[name] as? [String: Any]
+            }
             var checked = 0
             for (template, operations) in paths.sorted(by: { $0.key < $1.key }) {
                 let path = template.replacingOccurrences(of: "{id}", with: run.id.rawValue)
@@ -496,7 +505,7 @@ struct APIServerTests {
                     let responses = try #require((operation as? [String: Any])?["responses"] as? [String: Any], "\(method) \(template)")
                     let got = try await APIHarness.request(base, path, method: method.uppercased(), body: method == "post" ? "{}" : nil, token: token)
                     #expect(responses[String(got.status)] != nil, "\(method.uppercased()) \(template) answered \(got.status), not in the document")
-                    if let content = (responses[String(got.status)] as? [String: Any])?["content"] as? [String: Any] {
+                    if let content = resolved(responses[String(got.status)])?["content"] as? [String: Any] {
                         #expect(content.keys.contains { got.contentType.hasPrefix($0) }, "\(method.uppercased()) \(template): \(got.contentType)")
                     }
                     checked += 1
