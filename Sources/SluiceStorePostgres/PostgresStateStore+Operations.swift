@@ -337,76 +337,56 @@ extension PostgresStateStore {
                     limited.append(name)
                 }
             }
-            if limited.isEmpty {
-                // The common case, in one statement: the oldest claimable tasks are locked and moved to
-                // running, their attempts inserted, and a worker-pool run's lease stretched to cover them.
-                return try await tx.rows(Statements.ClaimTasks.self) { b in
-                    b.append(run.rawValue)
-                    b.append(t)
-                    b.append(excluded)
-                    b.append(Int64(limit))
-                    b.append(owner.id)
-                    b.append(leaseUntil.timeIntervalSince1970)
-                    b.append(owner.host)
-                    b.append(LeaseOwner.workerPool.id)
-                }.map { row in
-                    let task = try Self.taskRecord(row)
-                    let base = try row["retry_base"] as Int? ?? 0
-                    return ClaimedTask(task: task, attempt: task.attempts, attemptInBudget: task.attempts - base, startedAt: now)
-                }
-            }
             // A limited stage's row is locked before its running tasks are counted: its limit holds
-            // across every claimer.
-            var remaining: [StageName: Int] = [:]
-            for row in try await tx.rows("""
-                SELECT name, max_running FROM stages WHERE run_id = \(run.rawValue) AND name = ANY(\(limited)) AND status = 'running'
-                ORDER BY name FOR UPDATE
-                """) {
-                let name: String = try row["name"]
-                guard let max = try row["max_running"] as Int? else { continue }
-                let busy = try await tx.value("""
-                    SELECT count(*) FROM tasks WHERE run_id = \(run.rawValue) AND stage = \(name) AND status = 'running'
-                    """, as: Int.self) ?? 0
-                if busy >= max { excluded.append(name) } else { remaining[name] = max - busy }
-            }
-            let candidates = try await tx.rows("""
-                SELECT * FROM tasks WHERE run_id = \(run.rawValue) AND status = 'pending'
-                  AND (not_before IS NULL OR not_before <= \(t)) AND NOT (stage = ANY(\(excluded)))
-                ORDER BY id LIMIT \(limit * 4) FOR UPDATE SKIP LOCKED
-                """)
-            var claimed: [ClaimedTask] = []
-            for row in candidates where claimed.count < limit {
-                var task = try Self.taskRecord(row)
-                if let left = remaining[task.stage] {
-                    guard left > 0 else { continue }
-                    remaining[task.stage] = left - 1
+            // across every claimer. Its tasks are chosen here, within what its limit leaves.
+            var chosen: [TaskID]?
+            if !limited.isEmpty {
+                var remaining: [StageName: Int] = [:]
+                for row in try await tx.rows("""
+                    SELECT name, max_running FROM stages WHERE run_id = \(run.rawValue) AND name = ANY(\(limited)) AND status = 'running'
+                    ORDER BY name FOR UPDATE
+                    """) {
+                    let name: String = try row["name"]
+                    guard let max = try row["max_running"] as Int? else { continue }
+                    let busy = try await tx.value("""
+                        SELECT count(*) FROM tasks WHERE run_id = \(run.rawValue) AND stage = \(name) AND status = 'running'
+                        """, as: Int.self) ?? 0
+                    if busy >= max { excluded.append(name) } else { remaining[name] = max - busy }
                 }
-                let attempt = task.attempts + 1
+                var ids: [TaskID] = []
+                for row in try await tx.rows("""
+                    SELECT id, stage FROM tasks WHERE run_id = \(run.rawValue) AND status = 'pending'
+                      AND (not_before IS NULL OR not_before <= \(t)) AND NOT (stage = ANY(\(excluded)))
+                    ORDER BY id LIMIT \(limit * 4) FOR UPDATE SKIP LOCKED
+                    """) where ids.count < limit {
+                    let stage: String = try row["stage"]
+                    if let left = remaining[stage] {
+                        guard left > 0 else { continue }
+                        remaining[stage] = left - 1
+                    }
+                    ids.append(try row["id"])
+                }
+                if ids.isEmpty { return [] }
+                chosen = ids
+            }
+            // One statement: the oldest claimable tasks (or those chosen above, which this transaction
+            // already locked) are locked and moved to running, their attempts inserted, and a worker-pool
+            // run's lease stretched to cover them.
+            return try await tx.rows(Statements.ClaimTasks.self) { b in
+                b.append(run.rawValue)
+                b.append(t)
+                b.append(excluded)
+                b.append(Int64(limit))
+                b.append(owner.id)
+                b.append(leaseUntil.timeIntervalSince1970)
+                b.append(owner.host)
+                b.append(LeaseOwner.workerPool.id)
+                b.append(chosen)
+            }.map { row in
+                let task = try Self.taskRecord(row)
                 let base = try row["retry_base"] as Int? ?? 0
-                task.status = .running
-                task.attempts = attempt
-                task.leaseOwner = owner.id
-                task.leaseExpiresAt = leaseUntil
-                claimed.append(ClaimedTask(task: task, attempt: attempt, attemptInBudget: attempt - base, startedAt: now))
+                return ClaimedTask(task: task, attempt: task.attempts, attemptInBudget: task.attempts - base, startedAt: now)
             }
-            if !claimed.isEmpty {
-                // Two statements for the whole batch (not two per task): the tasks, then their attempts.
-                let ids = claimed.map(\.task.id)
-                try await tx.exec("""
-                    UPDATE tasks SET status = 'running', attempts = attempts + 1, lease_owner = \(owner.id),
-                      lease_expires_at = \(leaseUntil.timeIntervalSince1970), not_before = NULL
-                    WHERE id = ANY(\(ids))
-                    """)
-                try await tx.exec("""
-                    INSERT INTO attempts (task_id, number, run_id, stage, outcome, started_at, host, owner)
-                    SELECT id, attempts, run_id, stage, 'running', \(t), \(owner.host), \(owner.id) FROM tasks WHERE id = ANY(\(ids))
-                    """)
-                try await tx.exec("""
-                    UPDATE runs SET lease_expires_at = GREATEST(lease_expires_at, \(leaseUntil.timeIntervalSince1970))
-                    WHERE id = \(run.rawValue) AND lease_owner = \(LeaseOwner.workerPool.id)
-                    """)
-            }
-            return claimed
         }
     }
 

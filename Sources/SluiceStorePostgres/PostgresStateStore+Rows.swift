@@ -10,51 +10,31 @@ struct Tx {
     let logger: Logger
 
     func rows(_ query: PostgresQuery) async throws -> [Row] {
-        try await result(query).rows.map { Row(raw: $0.makeRandomAccess()) }
+        let logger = self.logger
+        return try await onOpenConnection { connection in
+            var rows: [Row] = []
+            for try await row in try await connection.query(query, logger: logger) { rows.append(Row(raw: row.makeRandomAccess())) }
+            return rows
+        }
     }
 
     func exec(_ query: PostgresQuery) async throws {
-        _ = try await result(query)
+        _ = try await rows(query)
     }
 
     /// The first column of the first row, nil when there is no row or it is NULL.
     func value<T: PostgresDecodable>(_ query: PostgresQuery, as type: T.Type) async throws -> T? {
-        guard let row = try await result(query).rows.first, let cell = row.first, cell.bytes != nil else { return nil }
-        return try cell.decode(T.self)
+        guard let row = try await rows(query).first, row.raw.count > 0, row.raw[0].bytes != nil else { return nil }
+        return try row.raw[0].decode(T.self)
     }
 
-    /// Runs `query` and collects its rows, handing it to the connection from the connection's own event
-    /// loop after checking that the connection is still open.
-    ///
-    /// postgres-nio (1.33.2) writes a query into the connection's channel without a way back: when the
-    /// channel closed just before (the server restarted), the write goes nowhere and the query's answer
-    /// never comes, so a store call waited forever and a worker stopped with tasks marked running.
-    /// On the event loop nothing can close the channel between the check and the write, and an open
-    /// channel's handler fails every query it holds when the connection drops later.
-    func result(_ query: PostgresQuery) async throws -> PostgresQueryResult {
-        let connection = self.connection, logger = self.logger
-        return try await connection.eventLoop.flatSubmit { () -> EventLoopFuture<PostgresQueryResult> in
-            guard !connection.isClosed else { return connection.eventLoop.makeFailedFuture(ConnectionClosed()) }
-            return connection.query(query, logger: logger)
-        }.get()
-    }
-}
-
-extension Tx {
     /// Runs a named prepared statement: PostgreSQL parses and plans it once per connection, and each
     /// later call sends only its values.
-    ///
-    /// postgres-nio hands the statement to the connection's channel the way it hands a query (see
-    /// `result(_:)`): a write to a channel that has just closed is never answered. So the call starts on
-    /// the connection's own event loop (a task executor preference): the check that the connection is
-    /// open and the write run in one job there, where nothing can close the channel in between.
     func rows<Text: StatementText>(_ text: Text.Type, _ bind: (inout PostgresBindings) throws -> Void = { _ in }) async throws -> [Row] {
         var bindings = PostgresBindings()
         try bind(&bindings)
-        let statement = Prepared<Text>(bindings: bindings)
-        let connection = self.connection, logger = self.logger
-        return try await withTaskExecutorPreference(EventLoopTaskExecutor(connection.eventLoop)) {
-            guard !connection.isClosed else { throw ConnectionClosed() }
+        let statement = Prepared<Text>(bindings: bindings), logger = self.logger
+        return try await onOpenConnection { connection in
             var rows: [Row] = []
             for try await row in try await connection.execute(statement, logger: logger) { rows.append(Row(raw: row)) }
             return rows
@@ -64,10 +44,27 @@ extension Tx {
     func exec<Text: StatementText>(_ text: Text.Type, _ bind: (inout PostgresBindings) throws -> Void = { _ in }) async throws {
         _ = try await rows(text, bind)
     }
+
+    /// Hands a query or statement to the connection from the connection's own event loop, after
+    /// checking that the connection is still open.
+    ///
+    /// postgres-nio (1.33.2) writes a query into the connection's channel without a way back: when the
+    /// channel closed just before (the server restarted), the write goes nowhere and the answer never
+    /// comes, so a store call waited forever and a worker stopped with tasks marked running. `send` starts
+    /// on the loop (a task executor preference), so the check and postgres-nio's write, which it makes
+    /// before its first suspension, are one job there: nothing can close the channel in between, and an
+    /// open channel's handler fails every query it holds when the connection drops later.
+    private func onOpenConnection<T: Sendable>(_ send: @Sendable (PostgresConnection) async throws -> T) async throws -> T {
+        let connection = self.connection
+        return try await withTaskExecutorPreference(EventLoopTaskExecutor(connection.eventLoop)) {
+            guard !connection.isClosed else { throw ConnectionClosed() }
+            return try await send(connection)
+        }
+    }
 }
 
 /// The text of a prepared statement: a name unique in the store, and its SQL with `$1`… placeholders.
-protocol StatementText {
+protocol StatementText: SendableMetatype {
     static var name: String { get }
     static var sql: String { get }
 }

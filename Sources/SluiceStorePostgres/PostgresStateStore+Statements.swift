@@ -16,13 +16,14 @@ enum Statements {
 
     /// Claims the oldest claimable tasks: locks and moves them to running, inserts their attempts, and
     /// stretches a worker-pool run's lease. $1 run, $2 now, $3 excluded stages, $4 limit, $5 owner id,
-    /// $6 lease end, $7 owner host, $8 the worker pool's owner id.
+    /// $6 lease end, $7 owner host, $8 the worker pool's owner id, $9 only these task ids (or NULL).
     enum ClaimTasks: StatementText {
-        static let name = "sluice_claim_tasks_v1"
+        static let name = "sluice_claim_tasks_v2"
         static let sql = """
             WITH picked AS (
               SELECT id FROM tasks WHERE run_id = $1::text AND status = 'pending'
                 AND (not_before IS NULL OR not_before <= $2::float8) AND NOT (stage = ANY($3::text[]))
+                AND ($9::bigint[] IS NULL OR id = ANY($9::bigint[]))
               ORDER BY id LIMIT $4::bigint FOR UPDATE SKIP LOCKED),
             claimed AS (
               UPDATE tasks SET status = 'running', attempts = tasks.attempts + 1, lease_owner = $5::text,
