@@ -20,6 +20,16 @@ struct ClaimAhead {
         means[key] = means[key].map { ($0 + seconds) / 2 } ?? seconds
     }
 
+    /// How many tasks to claim now: the free slots; when claiming ahead, a refill to `ahead` once fewer
+    /// than a quarter are left, or when every task waiting (`ready`) is held back by a stage limit.
+    func want(_ pipeline: String, fanOut: [StageSpec], concurrency: Int, running: Int, ready: Int,
+              readyBlocked: Bool = false) -> Int {
+        let free = concurrency - running - ready
+        let ahead = ahead(pipeline, fanOut: fanOut, concurrency: concurrency)
+        guard ahead > 0 else { return free }
+        return ready < ahead / 4 || readyBlocked ? max(free, ahead - ready) : 0
+    }
+
     /// How many tasks of a run of `pipeline` to hold ahead of free slots.
     func ahead(_ pipeline: String, fanOut: [StageSpec], concurrency: Int) -> Int {
         guard !fanOut.isEmpty else { return 0 }

@@ -150,8 +150,6 @@ struct RunExecutor: Sendable {
         // claim is one transaction per batch (see `ClaimAhead`).
         let fanOutStages = spec.stages.filter { $0.forEach != nil && $0.command == .swift }
         var taskTimes = ClaimAhead()
-        // Commands are claimed only for free slots: workers may be helping, and a task claimed here but
-        // not started would wait for this process while a worker sits idle.
         let batcher = CompletionBatcher()
         return try await withThrowingTaskGroup(of: Wake.self) { group in
             group.addTask { try await watch(engine: engine, lookForCancel: true) }
@@ -219,11 +217,9 @@ struct RunExecutor: Sendable {
                             }
                         }
                         let slotsFree = running.count < spec.concurrency
-                        let ahead = taskTimes.ahead(run.pipeline, fanOut: fanOutStages, concurrency: spec.concurrency)
-                        let free = spec.concurrency - running.count - ready.count
-                        let want = ahead > 0
-                            ? (ready.count < ahead / 4 || (slotsFree && index >= ready.count) ? max(free, ahead - ready.count) : 0)
-                            : free
+                        let want = taskTimes.want(run.pipeline, fanOut: fanOutStages, concurrency: spec.concurrency,
+                                                  running: running.count, ready: ready.count,
+                                                  readyBlocked: slotsFree && index >= ready.count)
                         guard pass == 0, mayClaim, want > 0 else { break }
                         let claimed = try await store.claimTasks(run: runID, owner: owner, limit: want, filter: .everything,
                                                                  now: time.now(), leaseUntil: leaseExpiry())

@@ -311,10 +311,8 @@ public struct Worker: Sendable {
         let run = p.record
         let executor = p.executor
         let registered = { (stage: StageSpec) in stage.command != .swift || engine.inProcess.body(pipeline: run.pipeline, stage: stage.name) != nil }
-        let ahead = taskTimes.ahead(run.pipeline, fanOut: run.spec.stages.filter { $0.forEach != nil && $0.command == .swift && registered($0) },
-                                    concurrency: options.concurrency)
-        let free = options.concurrency - running.count - ready.count
-        let want = ahead > 0 && ready.count < ahead / 4 ? max(free, ahead - ready.count) : free
+        let want = taskTimes.want(run.pipeline, fanOut: run.spec.stages.filter { $0.forEach != nil && $0.command == .swift && registered($0) },
+                                  concurrency: options.concurrency, running: running.count, ready: ready.count)
         guard want > 0 else { return 0 }
         let cannotRun = Set(run.spec.stages.filter { !registered($0) }.map(\.name))
         let claimed = try await store.claimTasks(run: run.id, owner: owner, limit: want,

@@ -22,6 +22,18 @@ struct ClaimAheadTests {
         #expect(times.ahead("p", fanOut: [fan], concurrency: 4) == 0, "slow tasks are not held back from other workers")
     }
 
+    @Test func aClaimFillsFreeSlotsOrRefillsTheBatchAheadWhenItRunsLow() {
+        var times = ClaimAhead()
+        #expect(times.want("p", fanOut: [fan], concurrency: 4, running: 1, ready: 0) == 3, "unmeasured: the free slots")
+        times.add(.microseconds(5), for: .init(pipeline: "p", stage: "fan"))
+        #expect(times.want("p", fanOut: [fan], concurrency: 4, running: 4, ready: 0) == ClaimAhead.limit)
+        #expect(times.want("p", fanOut: [fan], concurrency: 4, running: 4, ready: 200) == 0, "more than a quarter left")
+        #expect(times.want("p", fanOut: [fan], concurrency: 4, running: 4, ready: 100) == ClaimAhead.limit - 100, "refilled")
+        #expect(times.want("p", fanOut: [fan], concurrency: 4, running: 1, ready: 200, readyBlocked: true) == ClaimAhead.limit - 200,
+                "everything waiting is held by a stage limit")
+        #expect(times.want("p", fanOut: [], concurrency: 4, running: 2, ready: 1) == 1, "no Swift fan-out stage: the free slots")
+    }
+
     @Test func theMeanFollowsTheRecentTasks() {
         var times = ClaimAhead()
         let key = ClaimAhead.Key(pipeline: "p", stage: "fan")
