@@ -194,12 +194,14 @@ public struct Supervisor: Sendable {
                                            : "'\(program)' does not exist (looked in \(invocation.workingDirectory))", started: started)
             }
             executable = .path(FilePath(path))
-        } else if let path = Self.lookUp(program, path: invocation.environment["PATH"] ?? ProcessInfo.processInfo.environment["PATH"]) {
+        } else {
             // Found here, once: swift-subprocess would try to spawn the name in every PATH folder in turn
             // (a vfork and a failed exec per folder before the right one).
+            let searched = invocation.environment["PATH"] ?? ProcessInfo.processInfo.environment["PATH"]
+            guard let path = Self.lookUp(program, path: searched) else {
+                return Self.failure(Self.notFound(program, path: searched), started: started)
+            }
             executable = .path(FilePath(path))
-        } else {
-            return Self.failure("command '\(program)' was not found on PATH (\(invocation.environment["PATH"] ?? "PATH is not set"))", started: started)
         }
         var env: [Environment.Key: String] = [:]
         for (k, v) in invocation.environment {
@@ -307,6 +309,11 @@ public struct Supervisor: Sendable {
         }
     }
 
+    static func notFound(_ program: String, path: String?) -> String {
+        "command '\(program)' was not found on PATH (\(path ?? "PATH is not set: /usr/bin:/bin were searched")); "
+            + "install it, or give its path in the stage's `run` (for example ./\(program) or /usr/local/bin/\(program))"
+    }
+
     /// The first file named `program` that may be executed in a folder of `path` (a `PATH` value):
     /// relative and empty entries are ignored (a command never resolves against a working folder),
     /// folders and files without execute permission are skipped. Nil when there is none.
@@ -323,7 +330,7 @@ public struct Supervisor: Sendable {
     static func describe(_ error: SubprocessError, program: String, invocation: CommandInvocation) -> String {
         switch error.code {
         case .executableNotFound:
-            return "command '\(program)' was not found on PATH (\(invocation.environment["PATH"] ?? "PATH is not set"))"
+            return notFound(program, path: invocation.environment["PATH"])
         case .failedToChangeWorkingDirectory:
             return "the working directory '\(invocation.workingDirectory)' does not exist or cannot be entered"
         default:
