@@ -542,7 +542,7 @@ extension PostgresStateStore {
                 // The attempts and their tasks, the whole batch in one statement (one round trip, however
                 // many completions). A release gives the try back to the task's budget (retry_base) and
                 // does not count as a lost attempt.
-                let batch = String(decoding: try Self.encoder.encode(rows), as: UTF8.self)
+                let batch = String(decoding: try CompletionRow.encoder.encode(rows), as: UTF8.self)
                 try await tx.exec(Statements.CompleteBatch.self) { $0.append(batch) }
             }
             try await Self.insert(events, tx)
@@ -825,6 +825,9 @@ extension PostgresStateStore {
 /// One completion as a row of the JSON batch that `completeAttempts` sends in one statement (keys are
 /// the columns; a nil is left out, which the statement reads as NULL).
 struct CompletionRow: Encodable {
+    /// Keys in any order (the batch is read by PostgreSQL, never stored): no sorting per completion.
+    static let encoder = JSONEncoder()
+
     var task_id: Int64
     var number: Int
     var outcome: String
