@@ -27,7 +27,8 @@ struct ClaimAhead {
         let free = concurrency - running - ready
         let ahead = ahead(pipeline, fanOut: fanOut, concurrency: concurrency)
         guard ahead > 0 else { return free }
-        return ready < ahead / 4 || readyBlocked ? max(free, ahead - ready) : 0
+        // `max(1, …)`: with fewer than four ahead, an empty queue must still be refilled.
+        return ready < max(1, ahead / 4) || readyBlocked ? max(free, ahead - ready) : max(0, free)
     }
 
     /// How many tasks of a run of `pipeline` to hold ahead of free slots.

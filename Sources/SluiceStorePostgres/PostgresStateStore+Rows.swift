@@ -10,22 +10,28 @@ struct Tx {
     let logger: Logger
 
     func rows(_ query: PostgresQuery) async throws -> [Row] {
-        let logger = self.logger
-        return try await onOpenConnection { connection in
-            var rows: [Row] = []
-            for try await row in try await connection.query(query, logger: logger) { rows.append(Row(raw: row.makeRandomAccess())) }
-            return rows
-        }
+        try await result(query).rows.map { Row(raw: $0.makeRandomAccess()) }
     }
 
     func exec(_ query: PostgresQuery) async throws {
-        _ = try await rows(query)
+        _ = try await result(query)
     }
 
     /// The first column of the first row, nil when there is no row or it is NULL.
     func value<T: PostgresDecodable>(_ query: PostgresQuery, as type: T.Type) async throws -> T? {
-        guard let row = try await rows(query).first, row.raw.count > 0, row.raw[0].bytes != nil else { return nil }
-        return try row.raw[0].decode(T.self)
+        guard let row = try await result(query).rows.first, let cell = row.first, cell.bytes != nil else { return nil }
+        return try cell.decode(T.self)
+    }
+
+    /// Runs `query` and collects its rows, handing it to the connection from the connection's own event
+    /// loop after checking that the connection is still open (see `onOpenConnection`). Queries go through
+    /// postgres-nio's future-based API, submitted on the loop: every statement but the prepared ones.
+    func result(_ query: PostgresQuery) async throws -> PostgresQueryResult {
+        let connection = self.connection, logger = self.logger
+        return try await connection.eventLoop.flatSubmit { () -> EventLoopFuture<PostgresQueryResult> in
+            guard !connection.isClosed else { return connection.eventLoop.makeFailedFuture(ConnectionClosed()) }
+            return connection.query(query, logger: logger)
+        }.get()
     }
 
     /// Runs a named prepared statement: PostgreSQL parses and plans it once per connection, and each

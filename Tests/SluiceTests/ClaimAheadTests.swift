@@ -32,6 +32,11 @@ struct ClaimAheadTests {
         #expect(times.want("p", fanOut: [fan], concurrency: 4, running: 1, ready: 200, readyBlocked: true) == ClaimAhead.limit - 200,
                 "everything waiting is held by a stage limit")
         #expect(times.want("p", fanOut: [], concurrency: 4, running: 2, ready: 1) == 1, "no Swift fan-out stage: the free slots")
+        // Tasks of 20 ms at concurrency 3: three ahead. An empty queue is refilled (a quarter of 3 is 0).
+        var slow = ClaimAhead()
+        slow.add(.milliseconds(20), for: .init(pipeline: "p", stage: "fan"))
+        #expect(slow.want("p", fanOut: [fan], concurrency: 3, running: 3, ready: 0) == 3)
+        #expect(slow.want("p", fanOut: [fan], concurrency: 3, running: 0, ready: 0) == 3)
     }
 
     @Test func theMeanFollowsTheRecentTasks() {
