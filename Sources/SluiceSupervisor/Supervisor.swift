@@ -230,9 +230,10 @@ public struct Supervisor: Sendable {
                 platformOptions: options, input: .none, output: .sequence, error: .sequence
             ) { execution in
                 let pid = execution.processIdentifier.value
-                let startTicks = ProcFS.startTicks(pid)
+                let stat = ProcFS.stat(pid)
+                let startTicks = stat?.startTicks
                 // One sample at once: a process that ends before the watcher's first tick is measured too.
-                state.sample(pid: pid, group: false)
+                state.sample(pid: pid, group: false, stat: stat)
                 await onStart(pid, startTicks)
                 await withTaskGroup(of: Void.self) { group in
                     group.addTask {
@@ -255,7 +256,7 @@ public struct Supervisor: Sendable {
                                 if let doneRegex, (try? doneRegex.firstMatch(in: rest)) != nil { state.complete(rest) }
                             }
                         } catch {}
-                        state.wake.nudge() // end of output: the process has most likely exited
+                        state.streamEnded() // end of output: the process has most likely exited
                     }
                     group.addTask {
                         var lines = LineSplitter()
@@ -274,7 +275,7 @@ public struct Supervisor: Sendable {
                                 if let doneRegex, (try? doneRegex.firstMatch(in: rest)) != nil { state.complete(rest) }
                             }
                         } catch {}
-                        state.wake.nudge()
+                        state.streamEnded()
                     }
                     group.addTask {
                         await Self.watch(pid: pid, invocation: invocation, state: state, stop: stop, tick: tick, started: started)
@@ -282,8 +283,11 @@ public struct Supervisor: Sendable {
                     await group.waitForAll()
                 }
             }
-            var report = state.report(wallMs: elapsedMs(), stdoutBytes: stdoutLog.total, stderrBytes: stderrLog.total,
-                                      pid: result.processIdentifier.value)
+            let pid = result.processIdentifier.value
+            // The main process is reaped: any process still in its group (a background job that let go of
+            // the output) is a leftover, stopped with the task. One `kill(-pgid, 0)` when there is none.
+            if ProcFS.groupExists(pid) { await Self.terminateGroup(pid, grace: invocation.grace, tick: tick) }
+            var report = state.report(wallMs: elapsedMs(), stdoutBytes: stdoutLog.total, stderrBytes: stderrLog.total, pid: pid)
             let exitCode: Int32?, signal: Int32?
             switch result.terminationStatus {
             case .exited(let code): exitCode = code; signal = nil
@@ -363,8 +367,11 @@ public struct Supervisor: Sendable {
                 if group { lastGroupSample = now }
             }
             if mainGone {
-                // Leftover members of the group (daemons, background jobs) are stopped with the task.
-                if ProcFS.groupExists(pid) { await terminateGroup(pid, grace: invocation.grace, tick: tick) }
+                // Leftover members of the group (daemons, background jobs) are stopped with the task: here
+                // when they hold its output open (the readers would wait for them forever), otherwise once
+                // the main process is reaped (`run`). Looking for them here, next to the unreaped main
+                // process, meant reading /proc after every command.
+                if !state.outputClosed, ProcFS.groupExists(pid) { await terminateGroup(pid, grace: invocation.grace, tick: tick) }
                 return
             }
             var reason: ProcessEnding?

@@ -13,6 +13,7 @@ final class WatchState: Sendable {
         var stderrTail: [String] = []
         var cpuMs: Int64?
         var peakRSS: Int64 = 0
+        var streamsEnded = 0
     }
 
     private let values = Mutex(Values())
@@ -28,6 +29,15 @@ final class WatchState: Sendable {
             group.cancelAll()
         }
     }
+
+    /// A reader reached the end of its stream (stdout or stderr).
+    func streamEnded() {
+        values.withLock { $0.streamsEnded += 1 }
+        wake.nudge()
+    }
+
+    /// Both streams ended: nothing holds the task's output open any more.
+    var outputClosed: Bool { values.withLock { $0.streamsEnded >= 2 } }
 
     func touch() { values.withLock { $0.lastOutput = ContinuousClock.now } }
     var lastOutput: ContinuousClock.Instant { values.withLock { $0.lastOutput } }
@@ -52,8 +62,8 @@ final class WatchState: Sendable {
     }
 
     /// Samples CPU time and memory of the main process and, when `group` is set, the resident memory of its whole group.
-    func sample(pid: Int32, group: Bool) {
-        let cpu = ProcFS.cpuMilliseconds(pid)
+    func sample(pid: Int32, group: Bool, stat: ProcFS.Stat? = nil) {
+        let cpu = (stat ?? ProcFS.stat(pid)).map { $0.cpuTicks * 1000 / ProcFS.ticksPerSecond }
         var peak = ProcFS.memory(pid)?.peak ?? 0
         if group {
             let members = ProcFS.members(ofGroup: pid)
@@ -115,10 +125,15 @@ final class LogFile: @unchecked Sendable {
     private let counters = Mutex((total: Int64(0), truncated: false))
 
     init(path: String, limit: Int64) throws {
-        try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent,
-                                                withIntermediateDirectories: true)
-        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        var fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        if fd < 0 && errno == ENOENT {
+            // The first log of its folder (not looked for per task: two per command).
+            try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent,
+                                                    withIntermediateDirectories: true)
+            fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        }
         if fd < 0 { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+        self.fd = fd
         self.limit = limit
     }
 

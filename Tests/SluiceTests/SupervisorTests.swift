@@ -149,6 +149,35 @@ struct SupervisorTests {
         #expect(try alive("pids").isEmpty)
     }
 
+    @Test func backgroundChildrenWithoutTheOutputDoNotOutliveTheirTask() async throws {
+        // The background job lets go of stdout and stderr, so the output ends with the main process;
+        // the job is still a leftover of the task's group.
+        let script = "sleep 30 >/dev/null 2>&1 & echo $! > pids; echo done"
+        let report = await Supervisor().run(invocation(["sh", "-c", script], grace: .milliseconds(500)), stop: StopSignal())
+        #expect(report.ending == .exited(0))
+        #expect(report.wallMs < 10_000)
+        #expect(try alive("pids").isEmpty)
+    }
+
+    @Test func procStatFieldsAgreeWithTheKernel() throws {
+        let me = getpid()
+        let stat = try #require(ProcFS.stat(me))
+        #expect(stat.group == getpgrp())
+        // Its own CPU time and its waited-for children's, as getrusage counts them (stat counts in ticks).
+        func used(_ who: __rusage_who) -> Int64 {
+            var usage = rusage()
+            getrusage(who.rawValue, &usage)
+            return Int64(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) * 1000 + Int64(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1000
+        }
+        let before = used(RUSAGE_SELF) + used(RUSAGE_CHILDREN)
+        let statMs = stat.cpuTicks * 1000 / ProcFS.ticksPerSecond
+        #expect(statMs <= before + 30 && statMs + 1000 >= before, "stat says \(statMs) ms of CPU, getrusage \(before) ms")
+        #expect(stat.startTicks > 0)
+        let memory = try #require(ProcFS.memory(me))
+        #expect(memory.peak >= memory.current && memory.current > 1_000_000, "VmHWM \(memory.peak), VmRSS \(memory.current)")
+        #expect(ProcFS.stat(Int32.max) == nil, "no such process")
+    }
+
     @Test func logsAreCappedButCounted() async throws {
         let report = await Supervisor().run(invocation(["sh", "-c", "head -c 10000 /dev/zero"], logLimit: 1000), stop: StopSignal())
         #expect(report.stdoutBytes == 10000)
