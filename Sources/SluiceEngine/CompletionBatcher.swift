@@ -19,7 +19,7 @@ final class CompletionBatcher: Sendable {
         var failure: String?
     }
 
-    private let pending = Mutex<[AttemptCompletion]>([])
+    private let pending = Mutex<(completions: [AttemptCompletion], processes: [ProcessStart])>(([], []))
     private let work = Nudge()
     /// Nudged after every commit; the loop then takes `takeRecorded()`.
     let committed = Nudge()
@@ -29,16 +29,23 @@ final class CompletionBatcher: Sendable {
     init(maxBatch: Int = 1024) { self.maxBatch = maxBatch }
 
     func submit(_ completion: AttemptCompletion) {
-        pending.withLock { $0.append(completion) }
+        pending.withLock { $0.completions.append(completion) }
         work.nudge()
     }
 
-    static func complete(_ batch: [AttemptCompletion], store: any StateStore, owner: LeaseOwner, time: any TimeSource,
-                         logger: Logger, retrying: Bool) async throws -> [CompletionResult] {
+    /// A process an attempt started, recorded (so it can be stopped after a crash) in the next commit,
+    /// with the completions of that moment: not a transaction of its own per command.
+    func started(_ process: ProcessStart) {
+        pending.withLock { $0.processes.append(process) }
+        work.nudge()
+    }
+
+    static func complete(_ batch: [AttemptCompletion], processes: [ProcessStart] = [], store: any StateStore, owner: LeaseOwner,
+                         time: any TimeSource, logger: Logger, retrying: Bool) async throws -> [CompletionResult] {
         var pause: Duration = .milliseconds(500)
         while true {
             do {
-                return try await store.completeAttempts(batch, owner: owner, now: time.now())
+                return try await store.completeAttempts(batch, processes: processes, owner: owner, now: time.now())
             } catch {
                 guard retrying, !Task.isCancelled else { throw error }
                 logger.warning("recording \(batch.count) task result(s) failed; trying again in \(DurationText.format(pause)): \(error)")
@@ -64,14 +71,19 @@ final class CompletionBatcher: Sendable {
         while !Task.isCancelled {
             await work.wait()
             while true {
-                let batch = pending.withLock { p -> [AttemptCompletion] in
-                    let n = min(p.count, maxBatch)
-                    defer { p.removeFirst(n) }
-                    return Array(p.prefix(n))
+                let (batch, processes) = pending.withLock { p -> ([AttemptCompletion], [ProcessStart]) in
+                    let n = min(p.completions.count, maxBatch)
+                    defer {
+                        p.completions.removeFirst(n)
+                        p.processes.removeAll()
+                    }
+                    return (Array(p.completions.prefix(n)), p.processes)
                 }
-                if batch.isEmpty { break }
+                if batch.isEmpty && processes.isEmpty { break }
                 do {
-                    let results = try await Self.complete(batch, store: store, owner: owner, time: time, logger: logger, retrying: retrying)
+                    let results = try await Self.complete(batch, processes: processes, store: store, owner: owner, time: time,
+                                                          logger: logger, retrying: retrying)
+                    guard !batch.isEmpty else { continue }
                     var stageEnded = false
                     var events: [EventRecord] = []
                     for (completion, result) in zip(batch, results) {

@@ -439,7 +439,8 @@ struct RunExecutor: Sendable {
             group.addTask {
                 switch stage.command {
                 case .argv, .shell:
-                    return try await runCommand(CommandTask(run: run, stage: stage, claimed: claimed, files: files), stop: stop, sink: sink)
+                    return try await runCommand(CommandTask(run: run, stage: stage, claimed: claimed, files: files), stop: stop, sink: sink,
+                                                batcher: batcher)
                 case .swift:
                     return try await runSwift(claimed, stage: stage, run: run, stop: stop, sink: sink)
                 }
@@ -477,7 +478,7 @@ struct RunExecutor: Sendable {
         record(finished, claimed: claimed, stage: stage, batcher: batcher, released: released(), root: run.spec.root)
     }
 
-    private func runCommand(_ command: CommandTask, stop: StopSignal, sink: OutputSink) async throws -> FinishedAttempt {
+    private func runCommand(_ command: CommandTask, stop: StopSignal, sink: OutputSink, batcher: CompletionBatcher) async throws -> FinishedAttempt {
         let claimed = command.claimed
         let stage = command.stage
         let task = claimed.task
@@ -502,12 +503,11 @@ struct RunExecutor: Sendable {
                                                          withIntermediateDirectories: true)
                 invocation.environment["SLUICE_ITEMS"] = itemsFile
             }
-            let store = self.store
             let ticks = StartTicks()
             report = await engine.supervisor.run(invocation, stop: stop, onStdoutLine: { line in sink.line(line) },
                                                  onStart: { pid, startTicks in
                 ticks.set(startTicks)
-                try? await store.recordProcess(task: task.id, attempt: claimed.attempt, pid: pid, startTicks: startTicks)
+                batcher.started(ProcessStart(task: task.id, attempt: claimed.attempt, pid: pid, startTicks: startTicks))
             })
             startTicks = ticks.value
             if let itemsFile { sink.readItemsFile(itemsFile) }

@@ -77,14 +77,13 @@ public protocol StateStore: Sendable {
     /// Returns the tasks it still holds (a task missing was taken back after its lease expired).
     @discardableResult
     func renewTaskLeases(owner: LeaseOwner, until: Date) async throws -> Set<TaskID>
-    /// Records the process that an attempt started, so it can be found again after a crash.
-    func recordProcess(task: TaskID, attempt: Int, pid: Int32, startTicks: Int64?) async throws
-
     /// Ends attempts and moves their tasks on, in one transaction (a batch of completions is one commit).
     /// A stage whose last unfinished task ends here is rolled up in the same transaction, its
     /// `stageEvent` recorded with it. A completion whose task `owner` no longer holds is `.leaseLost`
-    /// and changes nothing.
-    func completeAttempts(_ completions: [AttemptCompletion], owner: LeaseOwner, now: Date) async throws -> [CompletionResult]
+    /// and changes nothing. `processes` records, first and in the same transaction, the processes that
+    /// attempts started, so they can be found again after a crash (see `recordProcess`).
+    func completeAttempts(_ completions: [AttemptCompletion], processes: [ProcessStart], owner: LeaseOwner,
+                          now: Date) async throws -> [CompletionResult]
 
     /// Records items a producer stage emitted (deduplicated by key) and, in the same transaction, creates
     /// a task per new item for every fan-out stage that is already taking that producer's items.
@@ -283,6 +282,21 @@ public struct StageSummary: Sendable, Hashable {
     }
 }
 
+/// The process an attempt started: with its start time, it names that process for good (pids are reused).
+public struct ProcessStart: Sendable, Hashable {
+    public var task: TaskID
+    public var attempt: Int
+    public var pid: Int32
+    public var startTicks: Int64?
+
+    public init(task: TaskID, attempt: Int, pid: Int32, startTicks: Int64?) {
+        self.task = task
+        self.attempt = attempt
+        self.pid = pid
+        self.startTicks = startTicks
+    }
+}
+
 /// How one attempt ended and where its task goes next.
 public struct AttemptCompletion: Sendable {
     public var attempt: AttemptRecord
@@ -309,6 +323,17 @@ public struct AttemptCompletion: Sendable {
 extension StateStore {
     public func waitForWork(timeout: Duration) async {
         try? await Task.sleep(for: timeout)
+    }
+
+    /// Records the process that an attempt started, so it can be found again after a crash.
+    public func recordProcess(task: TaskID, attempt: Int, pid: Int32, startTicks: Int64?) async throws {
+        _ = try await completeAttempts([], processes: [ProcessStart(task: task, attempt: attempt, pid: pid, startTicks: startTicks)],
+                                       owner: .workerPool, now: Date())
+    }
+
+    /// Ends attempts (see `completeAttempts(_:processes:owner:now:)`).
+    public func completeAttempts(_ completions: [AttemptCompletion], owner: LeaseOwner, now: Date) async throws -> [CompletionResult] {
+        try await completeAttempts(completions, processes: [], owner: owner, now: now)
     }
 
     /// One completion (see `completeAttempts`).

@@ -493,16 +493,9 @@ extension PostgresStateStore {
                  revokedAt: try row.date("revoked_at"))
     }
 
-    public func recordProcess(task: TaskID, attempt: Int, pid: Int32, startTicks: Int64?) async throws {
-        try await transaction { tx in
-            try await tx.exec("""
-                UPDATE attempts SET pid = \(Int64(pid)), start_ticks = \(startTicks) WHERE task_id = \(task) AND number = \(attempt)
-                """)
-        }
-    }
-
-    public func completeAttempts(_ completions: [AttemptCompletion], owner: LeaseOwner, now: Date) async throws -> [CompletionResult] {
-        guard !completions.isEmpty else { return [] }
+    public func completeAttempts(_ completions: [AttemptCompletion], processes: [ProcessStart], owner: LeaseOwner,
+                                 now: Date) async throws -> [CompletionResult] {
+        guard !completions.isEmpty || !processes.isEmpty else { return [] }
         // Other workers are woken only when this may give them work: a stage ended (the next ones may
         // start, or the run may end) or a task went back to the queue. A plain success or failure does
         // not; the worker that recorded it claims for its own freed slots.
@@ -514,15 +507,23 @@ extension PostgresStateStore {
             let t = now.timeIntervalSince1970
             // The stages whose tasks end here, and the fan-out stages their rollup may end, are locked
             // first: of two completions of a stage's last tasks, the second sees the first and rolls it up.
-            try await Self.lockStages(completions.map { ($0.attempt.runID, $0.attempt.stage) }, tx)
+            if !completions.isEmpty { try await Self.lockStages(completions.map { ($0.attempt.runID, $0.attempt.stage) }, tx) }
             var results: [CompletionResult] = []
             var touched: [(RunID, StageName, Int)] = [] // stage, index of its last completion in this batch
             var events: [EventRecord] = []
             // Which of these tasks this owner still holds, at the attempt the completion is for: one look
             // for the whole batch, the rows locked.
             var held: [TaskID: Int] = [:]
-            for row in try await tx.rows(Statements.HeldTasks.self, { $0.append(completions.map(\.attempt.taskID)) }) where try row["lease_owner"] as String? == owner.id {
-                held[try row["id"] as Int64] = try row["attempts"] as Int
+            if !completions.isEmpty {
+                for row in try await tx.rows(Statements.HeldTasks.self, { $0.append(completions.map(\.attempt.taskID)) }) where try row["lease_owner"] as String? == owner.id {
+                    held[try row["id"] as Int64] = try row["attempts"] as Int
+                }
+            }
+            // Processes started by attempts (after the locks above, in the order every completion takes them).
+            for p in processes {
+                try await tx.exec("""
+                    UPDATE attempts SET pid = \(Int64(p.pid)), start_ticks = \(p.startTicks) WHERE task_id = \(p.task) AND number = \(p.attempt)
+                    """)
             }
             var rows: [CompletionRow] = []
             for (index, completion) in completions.enumerated() {

@@ -368,17 +368,15 @@ extension SQLiteStateStore {
         }
     }
 
-    public func recordProcess(task: TaskID, attempt: Int, pid: Int32, startTicks: Int64?) async throws {
-        try await write { db in
-            try db.exec(sql: "UPDATE attempts SET pid = ?, start_ticks = ? WHERE task_id = ? AND number = ?",
-                           arguments: [Int64(pid), startTicks, task, attempt])
-        }
-    }
-
-    public func completeAttempts(_ completions: [AttemptCompletion], owner: LeaseOwner, now: Date) async throws -> [CompletionResult] {
-        guard !completions.isEmpty else { return [] }
+    public func completeAttempts(_ completions: [AttemptCompletion], processes: [ProcessStart], owner: LeaseOwner,
+                                 now: Date) async throws -> [CompletionResult] {
+        guard !completions.isEmpty || !processes.isEmpty else { return [] }
         return try await write { db in
             let t = now.timeIntervalSince1970
+            if !processes.isEmpty {
+                let record = try db.cachedStatement(sql: "UPDATE attempts SET pid = ?, start_ticks = ? WHERE task_id = ? AND number = ?")
+                for p in processes { try record.execute(arguments: [Int64(p.pid), p.startTicks, p.task, p.attempt]) }
+            }
             var results: [CompletionResult] = []
             var touched: [(RunID, StageName, Int)] = [] // stage, index of its last completion in this batch
             for (index, completion) in completions.enumerated() {
