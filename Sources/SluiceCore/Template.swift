@@ -46,31 +46,21 @@ public enum Template {
     /// Replaces every placeholder with its value. Validation has rejected unknown names before a run;
     /// one that is still unknown renders as an empty string.
     public static func render(_ text: String, values: [String: String]) -> String {
-        guard text.contains("{{") else { return text }
-        var out = ""
-        let chars = Array(text)
-        var i = 0
-        while i < chars.count {
-            if i < chars.count - 1, chars[i] == "{", chars[i + 1] == "{",
-               let end = closing(chars, from: i + 2) {
-                let name = String(chars[(i + 2)..<end]).trimmingCharacters(in: .whitespaces)
-                out += values[name] ?? ""
-                i = end + 2
-            } else {
-                out.append(chars[i])
-                i += 1
-            }
-        }
-        return out
+        render(text) { values[$0] }
     }
 
-    private static func closing(_ chars: [Character], from start: Int) -> Int? {
-        var j = start
-        while j < chars.count - 1 {
-            if chars[j] == "}" && chars[j + 1] == "}" { return j }
-            j += 1
+    /// Replaces every placeholder with the value `lookup` gives for its name (empty when nil).
+    public static func render(_ text: String, lookup: (String) -> String?) -> String {
+        guard text.contains("{{") else { return text }
+        var out = ""
+        var rest = text[...]
+        while let open = rest.range(of: "{{"), let close = rest[open.upperBound...].range(of: "}}") {
+            out += rest[..<open.lowerBound]
+            out += lookup(rest[open.upperBound..<close.lowerBound].trimmingCharacters(in: .whitespaces)) ?? ""
+            rest = rest[close.upperBound...]
         }
-        return nil
+        out += rest
+        return out
     }
 
     /// The names a pipeline may use: `params.<name>` for each param, `run.id`, `run.dir`, `stage`, `pipeline`, `root`.

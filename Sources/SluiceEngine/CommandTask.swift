@@ -24,22 +24,29 @@ struct CommandTask: Sendable {
         "SLUICE_PARAM_" + name.uppercased().map { $0.isLetter || $0.isNumber ? String($0) : "_" }.joined()
     }
 
+    /// This process's environment, which every command inherits: read once (reading it builds a
+    /// dictionary of every variable, per command before).
+    static let inheritedEnvironment = ProcessInfo.processInfo.environment
+
     /// The task's name in file paths.
     var fileKey: String { Items.fileName(key: claimed.task.key, taskID: claimed.task.id) }
 
     func invocation() throws(EngineError) -> CommandInvocation {
-        var values = Self.templateValues(run: run, stage: stage.name)
-        if stage.forEach != nil { values.merge(Items.templateValues(claimed.task.item)) { _, item in item } }
+        let values = Self.templateValues(run: run, stage: stage.name)
+        let item = stage.forEach != nil ? Items.ItemValues(claimed.task.item) : nil
+        func render(_ text: String) -> String {
+            Template.render(text) { name in (Template.isItemName(name) ? item?[name] : nil) ?? values[name] }
+        }
         let arguments: [String]
         switch stage.command {
-        case .argv(let argv): arguments = argv.map { Template.render($0, values: values) }
+        case .argv(let argv): arguments = argv.map(render)
         case .shell(let script): arguments = ["/bin/sh", "-c", script]
         case .swift:
             throw EngineError(.invalidInput, "stage '\(stage.name)' is a Swift stage, not a command")
         }
-        var env = ProcessInfo.processInfo.environment
-        for (k, v) in run.spec.env { env[k] = Template.render(v, values: values) }
-        for (k, v) in stage.env { env[k] = Template.render(v, values: values) }
+        var env = Self.inheritedEnvironment
+        for (k, v) in run.spec.env { env[k] = render(v) }
+        for (k, v) in stage.env { env[k] = render(v) }
         for (k, v) in run.params { env[Self.paramEnvironmentName(k)] = v }
         env["SLUICE_RUN_ID"] = run.id.rawValue
         env["SLUICE_PIPELINE"] = run.pipeline
@@ -53,10 +60,10 @@ struct CommandTask: Sendable {
             env["SLUICE_ITEM_KEY"] = claimed.task.key
         }
 
-        let root = URL(fileURLWithPath: run.spec.root).standardizedFileURL
+        let root = URL(fileURLWithPath: run.spec.root, isDirectory: true).standardizedFileURL
         var workdir = root
         if let relative = stage.workdir {
-            workdir = root.appendingPathComponent(Template.render(relative, values: values)).standardizedFileURL
+            workdir = root.appendingPathComponent(render(relative)).standardizedFileURL
             guard workdir.path == root.path || workdir.path.hasPrefix(root.path + "/") else {
                 throw EngineError(.invalidInput, "stage '\(stage.name)': workdir '\(relative)' resolves to '\(workdir.path)', outside the pipeline folder '\(root.path)'",
                                   hint: "use a folder inside the pipeline's folder")

@@ -39,22 +39,50 @@ public enum Items {
     /// The values of `{{item}}` and `{{item.field}}` (nested fields as `item.a.b`) for an item's JSON:
     /// text is given as is, other values as JSON.
     public static func templateValues(_ data: Data?) -> [String: String] {
-        guard let data, let value = try? JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed]) else { return [:] }
+        let item = ItemValues(data)
         var values: [String: String] = [:]
-        func text(_ v: Any) -> String {
+        func walk(_ v: Any, _ prefix: String, depth: Int) {
+            values[prefix] = ItemValues.text(v)
+            guard depth < 8, let object = v as? [String: Any] else { return }
+            for (k, child) in object { walk(child, "\(prefix).\(k)", depth: depth + 1) }
+        }
+        if let root = item.root { walk(root, "item", depth: 0) }
+        return values
+    }
+
+    /// An item's placeholder values, each worked out when a template asks for it (a command usually
+    /// names one or two fields; rendering them all was most of preparing a fan-out command).
+    public struct ItemValues {
+        let root: Any?
+
+        public init(_ data: Data?) {
+            root = data.flatMap { try? JSONSerialization.jsonObject(with: $0, options: [.fragmentsAllowed]) }
+        }
+
+        /// The value of `item` or `item.a.b` (a field name may itself hold dots), or nil.
+        public subscript(name: String) -> String? {
+            guard let root else { return nil }
+            if name == "item" { return Self.text(root) }
+            guard name.hasPrefix("item.") else { return nil }
+            return Self.find(name.dropFirst(5), in: root, depth: 1)
+        }
+
+        private static func find(_ path: Substring, in value: Any, depth: Int) -> String? {
+            guard depth <= 8, let object = value as? [String: Any] else { return nil }
+            if let child = object[String(path)] { return text(child) }
+            for (key, child) in object where path.hasPrefix(key + ".") {
+                if let found = find(path.dropFirst(key.count + 1), in: child, depth: depth + 1) { return found }
+            }
+            return nil
+        }
+
+        static func text(_ v: Any) -> String {
             if let s = v as? String { return s }
             if let n = v as? NSNumber { return isBoolean(n) ? (n.boolValue ? "true" : "false") : n.stringValue }
             if v is NSNull { return "" }
             return (try? JSONSerialization.data(withJSONObject: v, options: [.sortedKeys, .fragmentsAllowed, .withoutEscapingSlashes]))
                 .map { String(decoding: $0, as: UTF8.self) } ?? ""
         }
-        func walk(_ v: Any, _ prefix: String, depth: Int) {
-            values[prefix] = text(v)
-            guard depth < 8, let object = v as? [String: Any] else { return }
-            for (k, child) in object { walk(child, "\(prefix).\(k)", depth: depth + 1) }
-        }
-        walk(value, "item", depth: 0)
-        return values
     }
 
     /// A file name for a task key: the key itself when it is safe, else a cleaned form with the task id.

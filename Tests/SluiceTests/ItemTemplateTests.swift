@@ -1,0 +1,44 @@
+import Foundation
+import Testing
+import SluiceCore
+@testable import SluiceEngine
+
+/// `{{item}}` and `{{item.field}}` in a fan-out command: worked out per name, as the full table would say.
+@Suite("Item placeholders")
+struct ItemTemplateTests {
+    let json = Data(#"{"key": "k1", "n": 7, "ok": true, "none": null, "nested": {"a": {"b": "deep"}, "list": [1, 2]}, "dotted.name": "d"}"#.utf8)
+
+    @Test func eachNameHasTheValueTheFullTableGives() {
+        let lazy = Items.ItemValues(json)
+        let table = Items.templateValues(json)
+        #expect(table.count > 8)
+        for (name, value) in table {
+            #expect(lazy[name] == value, "\(name)")
+        }
+        #expect(lazy["item.key"] == "k1")
+        #expect(lazy["item.n"] == "7")
+        #expect(lazy["item.ok"] == "true")
+        #expect(lazy["item.none"] == "")
+        #expect(lazy["item.nested.a.b"] == "deep")
+        #expect(lazy["item.nested.list"] == "[1,2]")
+        #expect(lazy["item.dotted.name"] == "d", "a field name may hold dots")
+        #expect(lazy["item.missing"] == nil)
+        #expect(lazy["params.x"] == nil)
+        #expect(Items.ItemValues(Data("\"plain text\"".utf8))["item"] == "plain text")
+        #expect(Items.ItemValues(nil)["item"] == nil)
+    }
+
+    @Test func renderingLooksNamesUpAndLeavesTheRestAsWritten() {
+        let item = Items.ItemValues(json)
+        let values = ["run.id": "r1"]
+        func render(_ text: String) -> String {
+            Template.render(text) { name in (Template.isItemName(name) ? item[name] : nil) ?? values[name] }
+        }
+        #expect(render("{{ item.key }}-{{run.id}}") == "k1-r1")
+        #expect(render("--x={{item.nested.a.b}}") == "--x=deep")
+        #expect(render("{{unknown}}|{{item.missing}}") == "|")
+        #expect(render("no placeholders") == "no placeholders")
+        #expect(render("open {{ without close") == "open {{ without close")
+        #expect(render("{{{run.id}}}") == "}", "the name is '{run.id', unknown")
+    }
+}
