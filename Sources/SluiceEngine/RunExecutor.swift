@@ -497,6 +497,8 @@ struct RunExecutor: Sendable {
                                          "attempt \(claimed.attempt): \(Self.display(invocation.arguments))",
                                          attrs: ["argv": Self.display(invocation.arguments), "workdir": invocation.workingDirectory])])
             }
+            // A producer's stdout lines are items, scheduled as they come: read while it runs.
+            invocation.liveOutput = sink.producer
             let itemsFile = sink.producer ? files.itemsFile(stage: stage.name, task: command.fileKey, attempt: claimed.attempt) : nil
             if let itemsFile {
                 try? FileManager.default.createDirectory(atPath: (itemsFile as NSString).deletingLastPathComponent,

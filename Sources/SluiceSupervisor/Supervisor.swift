@@ -27,11 +27,16 @@ public struct CommandInvocation: Sendable {
     public var doneWhen: String?
     /// Time between SIGTERM and SIGKILL.
     public var grace: Duration
+    /// Whether stdout's lines are needed while the command runs (a producer's items are scheduled as
+    /// they come): its output then passes through pipes. Otherwise (and without `doneWhen`) the command
+    /// writes straight into its log files, and its stdout lines are read from the file once it ended.
+    public var liveOutput: Bool
 
     public init(arguments: [String], environment: [String: String], workingDirectory: String,
                 stdoutPath: String, stderrPath: String, logLimit: Int64 = 64 << 20,
                 timeout: Duration? = nil, hangAfter: Duration? = nil, doneWhen: String? = nil,
-                grace: Duration = .seconds(10)) {
+                grace: Duration = .seconds(10), liveOutput: Bool = false) {
+        self.liveOutput = liveOutput
         self.arguments = arguments
         self.environment = environment
         self.workingDirectory = workingDirectory
@@ -211,106 +216,185 @@ public struct Supervisor: Sendable {
         options.processGroupID = 0 // its own group, so the whole tree can be signalled
 
         let state = WatchState()
+        let tick = self.tick
+        let ended: (pid: Int32, status: TerminationStatus, stdoutBytes: Int64, stderrBytes: Int64)
+        do {
+            if invocation.liveOutput || invocation.doneWhen != nil {
+                ended = try await Self.runPiped(executable, env: env, options: options, invocation: invocation, state: state,
+                                                stop: stop, tick: tick, started: started, onStdoutLine: onStdoutLine, onStart: onStart)
+            } else {
+                ended = try await Self.runToFiles(executable, env: env, options: options, invocation: invocation, state: state,
+                                                  stop: stop, tick: tick, started: started, onStdoutLine: onStdoutLine, onStart: onStart)
+            }
+        } catch let error as LogFileError {
+            return Self.failure("cannot write the task's log files: \(error.underlying)", started: started)
+        } catch let error as SubprocessError {
+            return Self.failure(Self.describe(error, program: program, invocation: invocation), started: started)
+        } catch {
+            return Self.failure("the command could not be started: \(error)", started: started)
+        }
+        let pid = ended.pid
+        // The main process is reaped: any process still in its group (a background job that let go of
+        // the output) is a leftover, stopped with the task. One `kill(-pgid, 0)` when there is none.
+        if ProcFS.groupExists(pid) { await Self.terminateGroup(pid, grace: invocation.grace, tick: tick) }
+        var report = state.report(wallMs: elapsedMs(), stdoutBytes: ended.stdoutBytes, stderrBytes: ended.stderrBytes, pid: pid)
+        let exitCode: Int32?, signal: Int32?
+        switch ended.status {
+        case .exited(let code): exitCode = code; signal = nil
+        case .signaled(let sig): exitCode = nil; signal = sig
+        }
+        report.exitCode = exitCode
+        report.signal = signal
+        if let reason = state.stopReason {
+            report.ending = reason
+        } else if let line = state.completedLine {
+            // The pattern matched, and the process ended before the watcher stopped it.
+            report.ending = .completed(line: line)
+        } else if let exitCode {
+            report.ending = .exited(exitCode)
+        } else {
+            report.ending = .signalled(signal ?? 0)
+        }
+        return report
+    }
+
+    struct LogFileError: Error { var underlying: any Error }
+
+    /// The command writes into its log files itself; its stdout lines (the line protocol) and the tail
+    /// of stderr are read from the files once it ended.
+    static func runToFiles(_ executable: Executable, env: [Environment.Key: String], options: PlatformOptions,
+                           invocation: CommandInvocation, state: WatchState, stop: StopSignal, tick: Duration,
+                           started: ContinuousClock.Instant, onStdoutLine: (@Sendable (String) -> Void)?,
+                           onStart: @escaping @Sendable (_ pid: Int32, _ startTicks: Int64?) async -> Void)
+    async throws -> (pid: Int32, status: TerminationStatus, stdoutBytes: Int64, stderrBytes: Int64) {
+        let stdoutFile: CapturedFile, stderrFile: CapturedFile
+        do {
+            stdoutFile = try CapturedFile(path: invocation.stdoutPath, limit: invocation.logLimit)
+            do { stderrFile = try CapturedFile(path: invocation.stderrPath, limit: invocation.logLimit) } catch {
+                stdoutFile.close()
+                throw error
+            }
+        } catch { throw LogFileError(underlying: error) }
+        defer { stdoutFile.close(); stderrFile.close() }
+        state.outputIsFiles([stdoutFile, stderrFile])
+        let result = try await Subprocess.run(
+            executable, arguments: Arguments(Array(invocation.arguments.dropFirst())),
+            environment: .custom(env), workingDirectory: FilePath(invocation.workingDirectory),
+            platformOptions: options, input: .none,
+            output: .fileDescriptor(FileDescriptor(rawValue: stdoutFile.fd), closeAfterSpawningProcess: false),
+            error: .fileDescriptor(FileDescriptor(rawValue: stderrFile.fd), closeAfterSpawningProcess: false)
+        ) { execution in
+            let pid = execution.processIdentifier.value
+            let exit = ExitWatch(pidfd: execution.processIdentifier.processDescriptor, wake: state.wake)
+            defer { exit.stop() }
+            let stat = ProcFS.stat(pid)
+            // One sample at once: a process that ends before the watcher's first tick is measured too.
+            state.sample(pid: pid, group: false, stat: stat)
+            await onStart(pid, stat?.startTicks)
+            await Self.watch(pid: pid, invocation: invocation, state: state, stop: stop, tick: tick, started: started, exit: exit)
+        }
+        stdoutFile.check()
+        stderrFile.check()
+        if let onStdoutLine {
+            // The line protocol, read back in pieces (the kept part: at most the log limit).
+            var lines = LineSplitter()
+            var offset: Int64 = 0
+            while true {
+                let chunk = stdoutFile.read(from: offset, maxBytes: 1 << 16)
+                if chunk.isEmpty { break }
+                offset += Int64(chunk.count)
+                chunk.withUnsafeBytes { lines.append($0) }
+                while let line = lines.next() { onStdoutLine(line) }
+            }
+            if let rest = lines.rest() { onStdoutLine(rest) }
+        }
+        // The tail of stderr: its last lines, from the last 16 KiB kept.
+        let kept = stderrFile.keptSize
+        if kept > 0 {
+            var lines = LineSplitter()
+            var tail = stderrFile.read(from: max(0, kept - (16 << 10)))
+            if kept > 16 << 10, let newline = tail.firstIndex(of: UInt8(ascii: "\n")) { tail.removeFirst(newline + 1) }
+            tail.withUnsafeBytes { lines.append($0) }
+            while let line = lines.next() { state.stderrLine(line) }
+            if let rest = lines.rest() { state.stderrLine(rest) }
+        }
+        return (result.processIdentifier.value, result.terminationStatus, stdoutFile.total, stderrFile.total)
+    }
+
+    /// The command's output passes through pipes, read as it comes: for `doneWhen` and for stdout lines
+    /// needed while it runs.
+    static func runPiped(_ executable: Executable, env: [Environment.Key: String], options: PlatformOptions,
+                         invocation: CommandInvocation, state: WatchState, stop: StopSignal, tick: Duration,
+                         started: ContinuousClock.Instant, onStdoutLine: (@Sendable (String) -> Void)?,
+                         onStart: @escaping @Sendable (_ pid: Int32, _ startTicks: Int64?) async -> Void)
+    async throws -> (pid: Int32, status: TerminationStatus, stdoutBytes: Int64, stderrBytes: Int64) {
         let donePattern = invocation.doneWhen
         let stdoutLog: LogFile
         let stderrLog: LogFile
         do {
             stdoutLog = try LogFile(path: invocation.stdoutPath, limit: invocation.logLimit)
             stderrLog = try LogFile(path: invocation.stderrPath, limit: invocation.logLimit)
-        } catch {
-            return Self.failure("cannot write the task's log files: \(error)", started: started)
-        }
+        } catch { throw LogFileError(underlying: error) }
         defer { stdoutLog.close(); stderrLog.close() }
-        let tick = self.tick
-
-        do {
-            let result = try await Subprocess.run(
-                executable, arguments: Arguments(Array(invocation.arguments.dropFirst())),
-                environment: .custom(env), workingDirectory: FilePath(invocation.workingDirectory),
-                platformOptions: options, input: .none, output: .sequence, error: .sequence
-            ) { execution in
-                let pid = execution.processIdentifier.value
-                let stat = ProcFS.stat(pid)
-                let startTicks = stat?.startTicks
-                // One sample at once: a process that ends before the watcher's first tick is measured too.
-                state.sample(pid: pid, group: false, stat: stat)
-                await onStart(pid, startTicks)
-                await withTaskGroup(of: Void.self) { group in
-                    group.addTask {
-                        var lines = LineSplitter()
-                        let doneRegex = donePattern.flatMap { try? Regex($0) }
-                        do {
-                            for try await chunk in execution.standardOutput {
-                                chunk.withUnsafeBytes { stdoutLog.write($0) }
-                                state.touch()
-                                if doneRegex != nil || onStdoutLine != nil {
-                                    chunk.withUnsafeBytes { lines.append($0) }
-                                    while let line = lines.next() {
-                                        onStdoutLine?(line)
-                                        if let doneRegex, (try? doneRegex.firstMatch(in: line)) != nil { state.complete(line) }
-                                    }
-                                }
-                            }
-                            if let rest = lines.rest() {
-                                onStdoutLine?(rest)
-                                if let doneRegex, (try? doneRegex.firstMatch(in: rest)) != nil { state.complete(rest) }
-                            }
-                        } catch {}
-                        state.streamEnded() // end of output: the process has most likely exited
-                    }
-                    group.addTask {
-                        var lines = LineSplitter()
-                        let doneRegex = donePattern.flatMap { try? Regex($0) }
-                        do {
-                            for try await chunk in execution.standardError {
-                                chunk.withUnsafeBytes { stderrLog.write($0); lines.append($0) }
-                                state.touch()
+        let result = try await Subprocess.run(
+            executable, arguments: Arguments(Array(invocation.arguments.dropFirst())),
+            environment: .custom(env), workingDirectory: FilePath(invocation.workingDirectory),
+            platformOptions: options, input: .none, output: .sequence, error: .sequence
+        ) { execution in
+            let pid = execution.processIdentifier.value
+            let stat = ProcFS.stat(pid)
+            // One sample at once: a process that ends before the watcher's first tick is measured too.
+            state.sample(pid: pid, group: false, stat: stat)
+            await onStart(pid, stat?.startTicks)
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    var lines = LineSplitter()
+                    let doneRegex = donePattern.flatMap { try? Regex($0) }
+                    do {
+                        for try await chunk in execution.standardOutput {
+                            chunk.withUnsafeBytes { stdoutLog.write($0) }
+                            state.touch()
+                            if doneRegex != nil || onStdoutLine != nil {
+                                chunk.withUnsafeBytes { lines.append($0) }
                                 while let line = lines.next() {
-                                    state.stderrLine(line)
+                                    onStdoutLine?(line)
                                     if let doneRegex, (try? doneRegex.firstMatch(in: line)) != nil { state.complete(line) }
                                 }
                             }
-                            if let rest = lines.rest() {
-                                state.stderrLine(rest)
-                                if let doneRegex, (try? doneRegex.firstMatch(in: rest)) != nil { state.complete(rest) }
-                            }
-                        } catch {}
-                        state.streamEnded()
-                    }
-                    group.addTask {
-                        await Self.watch(pid: pid, invocation: invocation, state: state, stop: stop, tick: tick, started: started)
-                    }
-                    await group.waitForAll()
+                        }
+                        if let rest = lines.rest() {
+                            onStdoutLine?(rest)
+                            if let doneRegex, (try? doneRegex.firstMatch(in: rest)) != nil { state.complete(rest) }
+                        }
+                    } catch {}
+                    state.streamEnded() // end of output: the process has most likely exited
                 }
+                group.addTask {
+                    var lines = LineSplitter()
+                    let doneRegex = donePattern.flatMap { try? Regex($0) }
+                    do {
+                        for try await chunk in execution.standardError {
+                            chunk.withUnsafeBytes { stderrLog.write($0); lines.append($0) }
+                            state.touch()
+                            while let line = lines.next() {
+                                state.stderrLine(line)
+                                if let doneRegex, (try? doneRegex.firstMatch(in: line)) != nil { state.complete(line) }
+                            }
+                        }
+                        if let rest = lines.rest() {
+                            state.stderrLine(rest)
+                            if let doneRegex, (try? doneRegex.firstMatch(in: rest)) != nil { state.complete(rest) }
+                        }
+                    } catch {}
+                    state.streamEnded()
+                }
+                group.addTask {
+                    await Self.watch(pid: pid, invocation: invocation, state: state, stop: stop, tick: tick, started: started)
+                }
+                await group.waitForAll()
             }
-            let pid = result.processIdentifier.value
-            // The main process is reaped: any process still in its group (a background job that let go of
-            // the output) is a leftover, stopped with the task. One `kill(-pgid, 0)` when there is none.
-            if ProcFS.groupExists(pid) { await Self.terminateGroup(pid, grace: invocation.grace, tick: tick) }
-            var report = state.report(wallMs: elapsedMs(), stdoutBytes: stdoutLog.total, stderrBytes: stderrLog.total, pid: pid)
-            let exitCode: Int32?, signal: Int32?
-            switch result.terminationStatus {
-            case .exited(let code): exitCode = code; signal = nil
-            case .signaled(let sig): exitCode = nil; signal = sig
-            }
-            report.exitCode = exitCode
-            report.signal = signal
-            if let reason = state.stopReason {
-                report.ending = reason
-            } else if let line = state.completedLine {
-                // The pattern matched, and the process ended before the watcher stopped it.
-                report.ending = .completed(line: line)
-            } else if let exitCode {
-                report.ending = .exited(exitCode)
-            } else {
-                report.ending = .signalled(signal ?? 0)
-            }
-            return report
-        } catch let error as SubprocessError {
-            return Self.failure(Self.describe(error, program: program, invocation: invocation), started: started)
-        } catch {
-            return Self.failure("the command could not be started: \(error)", started: started)
         }
+        return (result.processIdentifier.value, result.terminationStatus, stdoutLog.total, stderrLog.total)
     }
 
     static func notFound(_ program: String, path: String?) -> String {
@@ -351,15 +435,23 @@ public struct Supervisor: Sendable {
     /// Watches the process: stop requests, timeout, hang, completion; samples CPU and memory; once the
     /// main process is gone, stops what is left of its group so no grandchild outlives the task.
     static func watch(pid: Int32, invocation: CommandInvocation, state: WatchState, stop: StopSignal,
-                      tick: Duration, started: ContinuousClock.Instant) async {
+                      tick: Duration, started: ContinuousClock.Instant, exit: ExitWatch? = nil) async {
         // Resources are sampled at spawn and then every 200 ms (the group's members once a second):
         // reading /proc every tick was a large share of a short command's cost.
         var lastSample = ContinuousClock.now
         var lastGroupSample = ContinuousClock.now
         while true {
             let now = ContinuousClock.now
-            let procState = ProcFS.state(pid)
-            let mainGone = procState == nil || procState == "Z"
+            // Output written straight to files counts as output when they grew (hang detection); the
+            // cap is kept here too.
+            if state.checkFiles() { state.touch() }
+            let mainGone: Bool
+            if exit?.exited == true {
+                mainGone = true
+            } else {
+                let procState = ProcFS.state(pid)
+                mainGone = procState == nil || procState == "Z"
+            }
             if !mainGone && now - lastSample >= .milliseconds(200) {
                 let group = now - lastGroupSample >= .seconds(1)
                 state.sample(pid: pid, group: group)

@@ -30,6 +30,19 @@ final class WatchState: Sendable {
         }
     }
 
+    private let files = Mutex<[CapturedFile]>([])
+
+    /// The command writes into these files, not into pipes: nothing holds its output open for a reader.
+    func outputIsFiles(_ captured: [CapturedFile]) {
+        files.withLock { $0 = captured }
+        values.withLock { $0.streamsEnded = 2 }
+    }
+
+    /// Looks at the files the command writes into: true when one grew.
+    func checkFiles() -> Bool {
+        files.withLock { $0 }.reduce(false) { grew, file in file.check() || grew }
+    }
+
     /// A reader reached the end of its stream (stdout or stderr).
     func streamEnded() {
         values.withLock { $0.streamsEnded += 1 }

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import Synchronization
 @testable import SluiceSupervisor
 import SluiceTesting
 
@@ -20,11 +21,15 @@ struct SupervisorTests {
     init() throws { dir = try TemporaryDirectory(prefix: "supervisor") }
 
     func invocation(_ argv: [String], timeout: Duration? = nil, hang: Duration? = nil, doneWhen: String? = nil,
-                    grace: Duration = .seconds(2), logLimit: Int64 = 1 << 20) -> CommandInvocation {
+                    grace: Duration = .seconds(2), logLimit: Int64 = 1 << 20, live: Bool = false) -> CommandInvocation {
         CommandInvocation(arguments: argv, environment: ProcessInfo.processInfo.environment,
                           workingDirectory: dir.path, stdoutPath: dir.file("out.log"), stderrPath: dir.file("err.log"),
-                          logLimit: logLimit, timeout: timeout, hangAfter: hang, doneWhen: doneWhen, grace: grace)
+                          logLimit: logLimit, timeout: timeout, hangAfter: hang, doneWhen: doneWhen, grace: grace,
+                          liveOutput: live)
     }
+
+    /// The two ways output is captured: straight into the log files, or through pipes read as it comes.
+    static let modes = [false, true]
 
     /// Reads the pids that a script wrote (one per line) and tells which are still alive.
     func alive(_ pidFile: String) throws -> [Int32] {
@@ -34,8 +39,8 @@ struct SupervisorTests {
         return pids.filter { ProcFS.isAlive($0, startTicks: nil) }
     }
 
-    @Test func exitCodeAndStreamsAreCaptured() async throws {
-        let report = await Supervisor().run(invocation(["sh", "-c", "echo hello; echo oops >&2; exit 3"]), stop: StopSignal())
+    @Test(arguments: modes) func exitCodeAndStreamsAreCaptured(live: Bool) async throws {
+        let report = await Supervisor().run(invocation(["sh", "-c", "echo hello; echo oops >&2; exit 3"], live: live), stop: StopSignal())
         #expect(report.ending == .exited(3))
         #expect(report.exitCode == 3)
         #expect(try String(contentsOfFile: dir.file("out.log"), encoding: .utf8) == "hello\n")
@@ -81,10 +86,10 @@ struct SupervisorTests {
         #expect(message.contains("'no-such-command-xyz' was not found on PATH"))
     }
 
-    @Test func timeoutStopsTheWholeProcessGroup() async throws {
+    @Test(arguments: modes) func timeoutStopsTheWholeProcessGroup(live: Bool) async throws {
         // The shell starts a grandchild that would outlive it; both must be gone afterwards.
         let script = "echo $$ > pids; sleep 60 & echo $! >> pids; wait"
-        let report = await Supervisor().run(invocation(["sh", "-c", script], timeout: .seconds(2)), stop: StopSignal())
+        let report = await Supervisor().run(invocation(["sh", "-c", script], timeout: .seconds(2), live: live), stop: StopSignal())
         #expect(report.ending == .timedOut)
         #expect(report.wallMs < 10_000)
         #expect(try alive("pids").isEmpty)
@@ -99,16 +104,16 @@ struct SupervisorTests {
         #expect(try alive("pids").isEmpty)
     }
 
-    @Test func hangIsDetectedWhenOutputStops() async throws {
+    @Test(arguments: modes) func hangIsDetectedWhenOutputStops(live: Bool) async throws {
         let script = "echo $$ > pids; echo started; sleep 30 & echo $! >> pids; wait"
-        let report = await Supervisor().run(invocation(["sh", "-c", script], hang: .seconds(2)), stop: StopSignal())
+        let report = await Supervisor().run(invocation(["sh", "-c", script], hang: .seconds(2), live: live), stop: StopSignal())
         #expect(report.ending == .hung)
         #expect(try alive("pids").isEmpty)
     }
 
-    @Test func steadyOutputIsNotAHang() async throws {
+    @Test(arguments: modes) func steadyOutputIsNotAHang(live: Bool) async throws {
         let script = "for i in 1 2 3 4 5 6; do echo tick $i; sleep 0.2; done"
-        let report = await Supervisor().run(invocation(["sh", "-c", script], hang: .seconds(3)), stop: StopSignal())
+        let report = await Supervisor().run(invocation(["sh", "-c", script], hang: .seconds(3), live: live), stop: StopSignal())
         #expect(report.ending == .exited(0))
     }
 
@@ -126,10 +131,10 @@ struct SupervisorTests {
         #expect(report.ending == .completed(line: "All done"))
     }
 
-    @Test func stopRequestEndsTheGroup() async throws {
+    @Test(arguments: modes) func stopRequestEndsTheGroup(live: Bool) async throws {
         let stop = StopSignal()
         let script = "echo $$ > pids; sleep 30 & echo $! >> pids; wait"
-        async let report = Supervisor().run(invocation(["sh", "-c", script]), stop: stop)
+        async let report = Supervisor().run(invocation(["sh", "-c", script], live: live), stop: stop)
         // Stop once both processes exist (the shell wrote both pids).
         func written() -> Int {
             ((try? String(contentsOfFile: dir.file("pids"), encoding: .utf8)) ?? "").split(separator: "\n").count
@@ -141,19 +146,19 @@ struct SupervisorTests {
         #expect(try alive("pids").isEmpty)
     }
 
-    @Test func backgroundChildrenDoNotOutliveTheirTask() async throws {
+    @Test(arguments: modes) func backgroundChildrenDoNotOutliveTheirTask(live: Bool) async throws {
         // The main process exits at once, leaving a background job holding stdout open.
         let script = "sleep 30 & echo $! > pids; echo done"
-        let report = await Supervisor().run(invocation(["sh", "-c", script], grace: .milliseconds(500)), stop: StopSignal())
+        let report = await Supervisor().run(invocation(["sh", "-c", script], grace: .milliseconds(500), live: live), stop: StopSignal())
         #expect(report.ending == .exited(0))
         #expect(try alive("pids").isEmpty)
     }
 
-    @Test func backgroundChildrenWithoutTheOutputDoNotOutliveTheirTask() async throws {
+    @Test(arguments: modes) func backgroundChildrenWithoutTheOutputDoNotOutliveTheirTask(live: Bool) async throws {
         // The background job lets go of stdout and stderr, so the output ends with the main process;
         // the job is still a leftover of the task's group.
         let script = "sleep 30 >/dev/null 2>&1 & echo $! > pids; echo done"
-        let report = await Supervisor().run(invocation(["sh", "-c", script], grace: .milliseconds(500)), stop: StopSignal())
+        let report = await Supervisor().run(invocation(["sh", "-c", script], grace: .milliseconds(500), live: live), stop: StopSignal())
         #expect(report.ending == .exited(0))
         #expect(report.wallMs < 10_000)
         #expect(try alive("pids").isEmpty)
@@ -178,16 +183,40 @@ struct SupervisorTests {
         #expect(ProcFS.stat(Int32.max) == nil, "no such process")
     }
 
-    @Test func logsAreCappedButCounted() async throws {
-        let report = await Supervisor().run(invocation(["sh", "-c", "head -c 10000 /dev/zero"], logLimit: 1000), stop: StopSignal())
+    @Test(arguments: modes) func logsAreCappedButCounted(live: Bool) async throws {
+        let report = await Supervisor().run(invocation(["sh", "-c", "head -c 10000 /dev/zero"], logLimit: 1000, live: live), stop: StopSignal())
         #expect(report.stdoutBytes == 10000)
         let text = try Data(contentsOf: URL(fileURLWithPath: dir.file("out.log")))
         #expect(text.count < 1200)
         #expect(String(decoding: text, as: UTF8.self).contains("log truncated at 1000 bytes"))
     }
 
-    @Test func peakMemoryIsSampled() async throws {
-        let report = await Supervisor().run(invocation(["sh", "-c", "sleep 0.4"]), stop: StopSignal())
+    @Test(arguments: modes) func stdoutLinesAndTheStderrTailReachTheCaller(live: Bool) async throws {
+        let lines = LinesSeen()
+        let script = "echo '::count:: rows 3'; printf 'a\\nb\\nlast-without-newline'; for i in $(seq 50); do echo err$i >&2; done"
+        let report = await Supervisor().run(invocation(["sh", "-c", script], live: live), stop: StopSignal(),
+                                            onStdoutLine: { lines.add($0) })
+        #expect(report.ending == .exited(0))
+        #expect(lines.all == ["::count:: rows 3", "a", "b", "last-without-newline"])
+        #expect(report.stderrTail == (31...50).map { "err\($0)" }, "the last 20 lines of stderr")
+        #expect(report.stdoutBytes == 41)
+    }
+
+    @Test(arguments: modes) func outputOverTheCapWhileTheCommandRunsIsCountedNotKept(live: Bool) async throws {
+        // Written over half a second: the cap holds while the command runs, not only at its end.
+        let script = "for i in 1 2 3 4 5; do head -c 3000 /dev/zero; sleep 0.1; done; echo tail-line >&2"
+        let report = await Supervisor().run(invocation(["sh", "-c", script], logLimit: 1000, live: live), stop: StopSignal())
+        #expect(report.ending == .exited(0))
+        #expect(report.stdoutBytes == 15_000)
+        let kept = try Data(contentsOf: URL(fileURLWithPath: dir.file("out.log")))
+        #expect(kept.count < 1200)
+        #expect(kept.prefix(1000).allSatisfy { $0 == 0 })
+        #expect(String(decoding: kept.dropFirst(1000), as: UTF8.self).contains("log truncated at 1000 bytes"))
+        #expect(report.stderrTail == ["tail-line"])
+    }
+
+    @Test(arguments: modes) func peakMemoryIsSampled(live: Bool) async throws {
+        let report = await Supervisor().run(invocation(["sh", "-c", "sleep 0.4"], live: live), stop: StopSignal())
         #expect((report.peakRSSBytes ?? 0) > 100_000)
     }
 }
@@ -205,4 +234,11 @@ struct LineSplitterTests {
         #expect(splitter.rest() == "four")
         #expect(splitter.rest() == nil)
     }
+}
+
+/// Lines a supervised command's stdout delivered, in order.
+final class LinesSeen: Sendable {
+    private let lines = Mutex<[String]>([])
+    func add(_ line: String) { lines.withLock { $0.append(line) } }
+    var all: [String] { lines.withLock { $0 } }
 }
