@@ -90,8 +90,8 @@ final class CapturedFile: Sendable {
 }
 
 /// Tells when a process exited, through its pidfd (readable once the process ends): the watcher wakes
-/// at once instead of at its next tick. Without a pidfd (old kernels), `exited` stays false and the
-/// watcher finds the exit in /proc.
+/// at once instead of at its next tick. Without a pidfd (kernels before 5.4), `available` is false and
+/// the watcher looks for the exit in /proc, soon after the start and then less and less often.
 final class ExitWatch: Sendable {
     private final class Shared: @unchecked Sendable {
         let exited = Atomic<Bool>(false)
@@ -111,9 +111,11 @@ final class ExitWatch: Sendable {
         }
     }
     private let shared = Shared()
+    let available: Bool
 
     init(pidfd: Int32, wake: Nudge) {
         let fd = pidfd >= 0 ? fcntl(pidfd, F_DUPFD_CLOEXEC, 0) : -1
+        available = fd >= 0
         guard fd >= 0 else { return }
         let source = DispatchSource.makeReadSource(fileDescriptor: fd, queue: .global())
         let shared = self.shared

@@ -440,6 +440,9 @@ public struct Supervisor: Sendable {
         // reading /proc every tick was a large share of a short command's cost.
         var lastSample = ContinuousClock.now
         var lastGroupSample = ContinuousClock.now
+        // Without a pidfd nothing wakes the watcher when a command that writes to files exits: it looks
+        // 1 ms after the start, then twice as long each time, up to a tick.
+        var pause = exit.map { $0.available } == false ? min(.milliseconds(1), tick) : tick
         while true {
             let now = ContinuousClock.now
             // Output written straight to files counts as output when they grew (hang detection); the
@@ -476,7 +479,8 @@ public struct Supervisor: Sendable {
                 await terminateGroup(pid, grace: invocation.grace, tick: tick)
                 return
             }
-            await state.pause(tick)
+            await state.pause(pause)
+            pause = min(pause * 2, tick)
         }
     }
 
