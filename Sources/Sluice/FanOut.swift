@@ -13,9 +13,7 @@ public struct ItemEmitter<Item: Encodable & Sendable>: Sendable {
     }
 
     static func encode(_ item: Item) throws -> Data {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        return try encoder.encode(item)
+        try ValueCoding.encode(item, sortedKeys: true)
     }
 
     public func emit(contentsOf items: some Sequence<Item>) throws {
@@ -90,11 +88,11 @@ public struct ForEach<Item: Codable & Sendable, Output: Codable & Sendable>: Pip
                 throw StageResultError(message: "stage '\(context.stage)' ran without an item", hint: nil)
             }
             let item: Item
-            do { item = try JSONDecoder().decode(Item.self, from: data) } catch {
+            do { item = try ValueCoding.decode(Item.self, from: data) } catch {
                 throw StageResultError(message: "item \(context.taskKey) of stage '\(producer)' cannot be read as \(Item.self): \(error)",
                                        hint: "the producer's items must decode as \(Item.self)")
             }
-            return try JSONEncoder().encode(try await body(context, item))
+            return try ValueCoding.encode(try await body(context, item))
         }
         definition = StageDefinition(
             spec: StageSpec(name: name, needs: specNeeds(needs), command: .swift, forEach: producer,
@@ -137,6 +135,7 @@ public struct StageResults<Output: Decodable & Sendable>: AsyncSequence, Sendabl
 
         public mutating func next() async throws -> (key: String, value: Output)? {
             guard let next = try await pages.next() else { return nil }
+            if Output.self == Int.self, let number = ValueCoding.plainInteger(next.result) { return (next.key, number as! Output) }
             return (next.key, try decoder.decode(Output.self, from: next.result))
         }
     }
@@ -159,7 +158,7 @@ extension StageContext {
     public func results<Item, Output>(of stage: ForEach<Item, Output>) async throws -> [String: Output] {
         var results: [String: Output] = [:]
         for (key, data) in try await encodedResults(of: stage.name) {
-            results[key] = try JSONDecoder().decode(Output.self, from: data)
+            results[key] = try ValueCoding.decode(Output.self, from: data)
         }
         return results
     }

@@ -22,7 +22,7 @@ public struct Stage<Output: Codable & Sendable>: PipelineComponent, StageReferen
     public init(_ name: StageName, needs: [any StageReference], body: @escaping @Sendable (StageContext) async throws -> Output) {
         let encode: StageBody = { context in
             let value = try await body(context)
-            return try JSONEncoder().encode(value)
+            return try ValueCoding.encode(value)
         }
         definition = StageDefinition(spec: StageSpec(name: name, needs: specNeeds(needs), command: .swift), body: encode)
     }
@@ -81,7 +81,7 @@ extension StageContext {
                                    hint: "add '\(stage.name)' to this stage's needs (it must have succeeded)")
         }
         do {
-            return try JSONDecoder().decode(Output.self, from: data)
+            return try ValueCoding.decode(Output.self, from: data)
         } catch {
             throw StageResultError(message: "the recorded result of stage '\(stage.name)' cannot be read as \(Output.self): \(error)",
                                    hint: "a result recorded by an earlier build must still decode; keep the type compatible or resume with that build")

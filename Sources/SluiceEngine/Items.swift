@@ -8,6 +8,8 @@ public enum Items {
     /// An item from its JSON text: its key is the item's `"key"` (or `"id"`) field when it has one, else a
     /// hash of its canonical JSON, so the same item always gets the same key.
     public static func record(json data: Data) throws -> ItemRecord {
+        // A plain integer is its own canonical JSON (JSONSerialization writes it back unchanged).
+        if isPlainInteger(data) { return ItemRecord(key: contentKey(data), value: data) }
         let value = try JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed])
         let canonical = try JSONSerialization.data(withJSONObject: value, options: [.sortedKeys, .fragmentsAllowed, .withoutEscapingSlashes])
         if let object = value as? [String: Any] {
@@ -19,6 +21,14 @@ public enum Items {
             }
         }
         return ItemRecord(key: contentKey(canonical), value: canonical)
+    }
+
+    /// `-?[1-9][0-9]*` or `0`, short enough to be an Int64 for certain.
+    static func isPlainInteger(_ data: Data) -> Bool {
+        guard let first = data.first, data.count <= 18 else { return false }
+        let digits = first == UInt8(ascii: "-") ? data.dropFirst() : data[...]
+        guard let lead = digits.first, lead != UInt8(ascii: "0") || (digits.count == 1 && first != UInt8(ascii: "-")) else { return false }
+        return digits.allSatisfy { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }
     }
 
     /// JSON booleans come back as NSNumber; their Objective-C type is `c`.

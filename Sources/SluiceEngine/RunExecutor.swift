@@ -21,7 +21,8 @@ struct RunExecutor: Sendable {
     var owner: LeaseOwner { engine.owner }
 
     private enum Wake: Sendable {
-        case taskEnded(TaskID)
+        /// A task ended, or a row of `count` in-process tasks that ran in one child task (`performInline`).
+        case taskEnded(TaskID, count: Int = 1, took: Duration? = nil)
         case recorded
         case nudged
         case cancelRequested
@@ -206,10 +207,27 @@ struct RunExecutor: Sendable {
                                 index += 1
                                 continue
                             }
-                            ready.remove(at: index)
                             let stop = StopSignal()
                             running[task.task.id] = (stop, stage.name, .now)
                             let producer = producers.contains(stage.name)
+                            if let body = runsInline(stage, pipeline: run.pipeline, producer: producer) {
+                                // This task and the next ready ones of its stage, in a row: a share of them
+                                // per free slot, at most 64 (a stop or a retry waits for at most that many).
+                                let free = spec.concurrency - running.count + 1
+                                // Claims come in task order, so a stage's ready tasks are mostly side by side:
+                                // the row is those that follow this one.
+                                let adjacent = ready[index...].prefix { $0.task.stage == stage.name }.count
+                                let size = min(64, max(1, adjacent / free))
+                                let chunk = Array(ready[index..<(index + size)])
+                                ready.removeSubrange(index..<(index + size))
+                                let id = task.task.id
+                                group.addTask {
+                                    let took = await performInline(chunk, stage: stage, run: run, body: body, stop: stop, batcher: batcher)
+                                    return .taskEnded(id, count: chunk.count, took: took)
+                                }
+                                continue
+                            }
+                            ready.remove(at: index)
                             group.addTask {
                                 try await perform(task, stage: stage, run: run, stop: stop, producer: producer,
                                                   nudge: nudge, batcher: batcher)
@@ -266,11 +284,12 @@ struct RunExecutor: Sendable {
                 }
                 guard let wake = try await group.next() else { continue }
                 switch wake {
-                case .taskEnded(let id):
+                case .taskEnded(let id, let count, let took):
                     if let ended = running.removeValue(forKey: id) {
-                        taskTimes.add(ContinuousClock.now - ended.started, for: ClaimAhead.Key(pipeline: run.pipeline, stage: ended.stage))
+                        taskTimes.add((took ?? ContinuousClock.now - ended.started) / max(count, 1),
+                                      for: ClaimAhead.Key(pipeline: run.pipeline, stage: ended.stage))
                     }
-                    unrecorded += 1
+                    unrecorded += count
                 case .recorded:
                     let recorded = batcher.takeRecorded()
                     if let failure = recorded.failure {
@@ -630,7 +649,7 @@ struct RunExecutor: Sendable {
     }
 
     /// Decides where the task goes (the core's retry rules) and hands the completion to the batcher.
-    private func record(_ finished: FinishedAttempt, claimed: ClaimedTask, stage: StageSpec, batcher: CompletionBatcher,
+    func record(_ finished: FinishedAttempt, claimed: ClaimedTask, stage: StageSpec, batcher: CompletionBatcher,
                         released: Bool = false, root: String? = nil) {
         var finished = finished
         if released && finished.attempt.outcome == .cancelled && finished.event != "task.released" {

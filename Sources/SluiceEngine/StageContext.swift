@@ -40,7 +40,9 @@ public struct StageContext: Sendable {
     /// The run's folder (`.sluice/runs/<id>`), for files that belong to this run.
     public let runDirectory: URL
     /// Carries `sluice.run_id`, `sluice.stage`, `sluice.task_id` and `sluice.attempt`; lines also go to the task's log file.
-    public let logger: Logger
+    /// Made at the first use (most fan-out tasks never log).
+    public var logger: Logger { loggerBox.logger }
+    private let loggerBox: LazyLogger
     /// The item this task processes (JSON), for a fan-out stage.
     public let item: Data?
     let store: any StateStore
@@ -61,14 +63,16 @@ public struct StageContext: Sendable {
         self.store = store
         self.item = item
         self.sink = sink
-        // Lines go to the task's log file (`sluice logs RUN --stage S`), not to the terminal the live view draws on.
-        var logger = Logger(label: "sluice.stage") { _ in TaskLogHandler(path: logFile) }
-        logger.logLevel = .info
-        logger[metadataKey: "sluice.run_id"] = "\(runID)"
-        logger[metadataKey: "sluice.stage"] = "\(stage)"
-        logger[metadataKey: "sluice.task_id"] = "\(taskID)"
-        logger[metadataKey: "sluice.attempt"] = "\(attempt)"
-        self.logger = logger
+        loggerBox = LazyLogger {
+            // Lines go to the task's log file (`sluice logs RUN --stage S`), not to the terminal the live view draws on.
+            var logger = Logger(label: "sluice.stage") { _ in TaskLogHandler(path: logFile) }
+            logger.logLevel = .info
+            logger[metadataKey: "sluice.run_id"] = "\(runID)"
+            logger[metadataKey: "sluice.stage"] = "\(stage)"
+            logger[metadataKey: "sluice.task_id"] = "\(taskID)"
+            logger[metadataKey: "sluice.attempt"] = "\(attempt)"
+            return logger
+        }
     }
 
     /// The encoded results of an upstream stage's successful tasks, by task key, from the store
@@ -205,4 +209,21 @@ public struct EncodedResults: AsyncSequence, Sendable {
     }
 
     public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(source: self) }
+}
+
+/// A task's logger, made once, when the stage first uses it.
+final class LazyLogger: Sendable {
+    private let make: @Sendable () -> Logger
+    private let made = Mutex<Logger?>(nil)
+
+    init(_ make: @escaping @Sendable () -> Logger) { self.make = make }
+
+    var logger: Logger {
+        made.withLock { made in
+            if let made { return made }
+            let logger = make()
+            made = logger
+            return logger
+        }
+    }
 }

@@ -321,19 +321,21 @@ extension SQLiteStateStore {
             for row in try db.rows(sql: claimable, arguments: StatementArguments(
                 [run.rawValue, t] + excluded.map { $0 as any DatabaseValueConvertible } + [remaining.isEmpty ? limit : limit * 4])) {
                 guard ids.count < limit else { break }
-                let stage: String = row["stage"]
-                if let left = remaining[stage] {
-                    guard left > 0 else { continue }
-                    remaining[stage] = left - 1
+                if !remaining.isEmpty {
+                    let stage: String = row[1]
+                    if let left = remaining[stage] {
+                        guard left > 0 else { continue }
+                        remaining[stage] = left - 1
+                    }
                 }
-                ids.append(row["id"])
+                ids.append(row[0])
             }
             guard !ids.isEmpty else { return [] }
             let lease = leaseUntil.timeIntervalSince1970
             // One statement moves them all; each then gets its attempt row.
             let rows = try db.rows(sql: """
                 UPDATE tasks SET status = 'running', attempts = attempts + 1, lease_owner = ?, lease_expires_at = ?, not_before = NULL
-                WHERE id IN (\(ids.map { _ in "?" }.joined(separator: ","))) RETURNING *
+                WHERE id IN (\(ids.map { _ in "?" }.joined(separator: ","))) RETURNING \(Self.claimedColumns)
                 """, arguments: StatementArguments([owner.id, lease] + ids.map { $0 as any DatabaseValueConvertible }))
             let insertAttempt = try db.cachedStatement(sql: """
                 INSERT INTO attempts (task_id, number, run_id, stage, outcome, started_at, host, owner)
@@ -342,9 +344,8 @@ extension SQLiteStateStore {
             var claimed: [ClaimedTask] = []
             claimed.reserveCapacity(rows.count)
             for row in rows {
-                let task = try Self.taskRecord(row)
+                let (task, base) = Self.claimedTask(row)
                 try insertAttempt.execute(arguments: [task.id, task.attempts, run.rawValue, task.stage, t, owner.host, owner.id])
-                let base = row["retry_base"] as Int? ?? 0
                 claimed.append(ClaimedTask(task: task, attempt: task.attempts, attemptInBudget: task.attempts - base, startedAt: now))
             }
             claimed.sort { $0.task.id < $1.task.id }

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import SluiceCore
+import SluiceStore
 @testable import SluiceEngine
 
 /// `{{item}}` and `{{item.field}}` in a fan-out command: worked out per name, as the full table would say.
@@ -40,5 +41,25 @@ struct ItemTemplateTests {
         #expect(render("no placeholders") == "no placeholders")
         #expect(render("open {{ without close") == "open {{ without close")
         #expect(render("{{{run.id}}}") == "}", "the name is '{run.id', unknown")
+    }
+}
+
+/// Items keyed by content: plain integers skip the JSON round trip, with the same key and bytes.
+@Suite("Item records")
+struct ItemRecordTests {
+    @Test func plainIntegersAreRecordedAsTheFullPathRecordsThem() throws {
+        for text in ["0", "7", "-12", "123456789012345678", "4096"] {
+            let data = Data(text.utf8)
+            #expect(Items.isPlainInteger(data), "\(text)")
+            let value = try JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed])
+            let canonical = try JSONSerialization.data(withJSONObject: value, options: [.sortedKeys, .fragmentsAllowed, .withoutEscapingSlashes])
+            let record = try Items.record(json: data)
+            #expect(record.value == canonical, "\(text) is its own canonical JSON")
+            #expect(record.key == Items.contentKey(canonical))
+        }
+        for text in ["-0", "007", "1.5", "1e3", "12345678901234567890", "\"7\"", "-", ""] {
+            #expect(!Items.isPlainInteger(Data(text.utf8)), "\(text)")
+        }
+        #expect(try Items.record(json: Data("1.50".utf8)).value == Data("1.5".utf8), "other numbers take the full path")
     }
 }

@@ -110,6 +110,40 @@ struct SwiftAPITests {
         #expect(try await f.store.attempts(of: run.id).map(\.outcome) == [.cancelled])
     }
 
+    @Test func cancellingAFanOutStopsTheTaskRunningAndRecordsTheRestAsCancelled() async throws {
+        // Microsecond tasks first (so they are claimed ahead and run in rows), then slow ones: the cancel
+        // lands while a row is part done.
+        let f = try SwiftFixture()
+        let slowStarted = Mutex(0)
+        let numbers = Discover<Int>("numbers") { _, items in
+            for i in 0..<400 { try await items.send(i) }
+        }
+        let work = ForEach("work", over: numbers) { _, x -> Int in
+            if x >= 300 {
+                slowStarted.withLock { $0 += 1 }
+                try await Task.sleep(for: .seconds(60))
+            }
+            return x
+        }
+        let pipeline = try Pipeline("cancel-rows", concurrency: 2, root: f.dir.path) { numbers; work }
+        let engine = f.engine([pipeline])
+        guard case .started(let run) = try await engine.start(pipeline.spec) else { Issue.record("not started"); return }
+        async let outcome = engine.execute(run)
+        for _ in 0..<2000 where slowStarted.withLock({ $0 }) < 2 { try await Task.sleep(for: .milliseconds(10)) }
+        _ = try await engine.cancel(run)
+        #expect(try await outcome == .cancelled)
+        let attempts = try await f.store.attempts(of: run.id).filter { $0.stage == "work" }
+        let tasks = try await f.store.tasks(of: run.id).filter { $0.stage == "work" }
+        #expect(tasks.count == 400)
+        #expect(attempts.filter { $0.outcome == .success }.count == 300, "the quick ones succeeded")
+        #expect(!attempts.contains { $0.outcome == .failed || $0.outcome == .running }, "nothing failed or left running")
+        let cancelled = attempts.filter { $0.outcome == .cancelled }
+        #expect(cancelled.filter { $0.message == "cancelled because the run was cancelled" }.count == 2, "the two running were stopped")
+        #expect(cancelled.allSatisfy { $0.message == "cancelled because the run was cancelled" || $0.message == "cancelled before it started" })
+        #expect(tasks.allSatisfy { $0.status == .success || $0.status == .cancelled })
+        #expect(slowStarted.withLock { $0 } == 2, "no slow task started after the cancel")
+    }
+
     @Test func aTimeoutCancelsTheClosure() async throws {
         let f = try SwiftFixture()
         let pipeline = try Pipeline("timeout", root: f.dir.path) {

@@ -1,0 +1,27 @@
+import Foundation
+
+/// How stage results and items are written and read: JSON, with plain integers (counts, ids) written
+/// and read directly — the same text JSONEncoder writes, without an encoder per value. Fan-out tasks
+/// that take microseconds spent more in making coders than in their work.
+enum ValueCoding {
+    static func encode<Value: Encodable>(_ value: Value, sortedKeys: Bool = false) throws -> Data {
+        if let number = value as? Int { return Data(String(number).utf8) }
+        let encoder = JSONEncoder()
+        if sortedKeys { encoder.outputFormatting = [.sortedKeys] }
+        return try encoder.encode(value)
+    }
+
+    static func decode<Value: Decodable>(_ type: Value.Type, from data: Data) throws -> Value {
+        if Value.self == Int.self, let number = plainInteger(data) { return number as! Value }
+        return try JSONDecoder().decode(type, from: data)
+    }
+
+    /// `data` as an Int when it is a JSON integer written plainly (`-?[0-9]+`, no leading zero, in range).
+    static func plainInteger(_ data: Data) -> Int? {
+        guard let first = data.first, data.count <= 19 else { return nil }
+        let digits = first == UInt8(ascii: "-") ? data.dropFirst() : data[...]
+        guard let lead = digits.first, lead != UInt8(ascii: "0") || digits.count == 1,
+              digits.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }) else { return nil }
+        return Int(String(decoding: data, as: UTF8.self))
+    }
+}
