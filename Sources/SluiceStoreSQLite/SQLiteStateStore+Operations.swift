@@ -337,15 +337,15 @@ extension SQLiteStateStore {
                 UPDATE tasks SET status = 'running', attempts = attempts + 1, lease_owner = ?, lease_expires_at = ?, not_before = NULL
                 WHERE id IN (\(ids.map { _ in "?" }.joined(separator: ","))) RETURNING \(Self.claimedColumns)
                 """, arguments: StatementArguments([owner.id, lease] + ids.map { $0 as any DatabaseValueConvertible }))
-            let insertAttempt = try db.cachedStatement(sql: """
+            // Their attempt rows, all in one statement (a statement per task was a third of a claim).
+            try db.exec(sql: """
                 INSERT INTO attempts (task_id, number, run_id, stage, outcome, started_at, host, owner)
-                VALUES (?, ?, ?, ?, 'running', ?, ?, ?)
-                """)
+                SELECT id, attempts, run_id, stage, 'running', ?, ?, ? FROM tasks WHERE id IN (\(ids.map { _ in "?" }.joined(separator: ",")))
+                """, arguments: StatementArguments([t, owner.host, owner.id] + ids.map { $0 as any DatabaseValueConvertible }))
             var claimed: [ClaimedTask] = []
             claimed.reserveCapacity(rows.count)
             for row in rows {
                 let (task, base) = Self.claimedTask(row)
-                try insertAttempt.execute(arguments: [task.id, task.attempts, run.rawValue, task.stage, t, owner.host, owner.id])
                 claimed.append(ClaimedTask(task: task, attempt: task.attempts, attemptInBudget: task.attempts - base, startedAt: now))
             }
             claimed.sort { $0.task.id < $1.task.id }
@@ -521,25 +521,29 @@ extension SQLiteStateStore {
         guard !items.isEmpty else { return 0 }
         return try await write { db in
             let t = now.timeIntervalSince1970
-            var seq = try db.one(Int.self, sql: "SELECT COALESCE(MAX(seq), 0) FROM items WHERE run_id = ? AND stage = ?",
-                                       arguments: [run.rawValue, stage]) ?? 0
+            let first = try db.one(Int.self, sql: "SELECT COALESCE(MAX(seq), 0) FROM items WHERE run_id = ? AND stage = ?",
+                                   arguments: [run.rawValue, stage]) ?? 0
+            var seq = first
             let insertItem = try db.cachedStatement(sql: "INSERT INTO items (run_id, stage, key, seq, value, created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
-            var fresh: [ItemRecord] = []
+            var fresh = 0
             for item in items {
                 seq += 1
                 try insertItem.execute(arguments: [run.rawValue, stage, item.key, seq, item.value, t])
-                if db.changesCount == 1 { fresh.append(item) }
+                fresh += db.changesCount
             }
+            guard fresh > 0 else { return 0 }
+            // A task per new item for each fan-out stage already taking them: one statement per stage,
+            // from the items just recorded (those with a sequence number above `first`).
             let consumers = try db.all(String.self, sql: "SELECT name FROM stages WHERE run_id = ? AND producer = ? AND status = 'running'",
-                                                arguments: [run.rawValue, stage])
-            let insertTask = try db.cachedStatement(sql: """
-                INSERT INTO tasks (run_id, stage, key, status, created_at, item) VALUES (?, ?, ?, 'pending', ?, ?)
-                ON CONFLICT (run_id, stage, key) DO NOTHING
-                """)
+                                       arguments: [run.rawValue, stage])
             for consumer in consumers {
-                for item in fresh { try insertTask.execute(arguments: [run.rawValue, consumer, item.key, t, item.value]) }
+                try db.exec(sql: """
+                    INSERT INTO tasks (run_id, stage, key, status, created_at, item)
+                    SELECT run_id, ?, key, 'pending', ?, value FROM items WHERE run_id = ? AND stage = ? AND seq > ? ORDER BY seq
+                    ON CONFLICT (run_id, stage, key) DO NOTHING
+                    """, arguments: [consumer, t, run.rawValue, stage, first])
             }
-            return fresh.count
+            return fresh
         }
     }
 

@@ -30,6 +30,9 @@ public final class SQLiteStateStore: StateStore {
         config.busyMode = .timeout(30)
         config.prepareDatabase { db in
             try db.execute(sql: "PRAGMA synchronous = NORMAL")
+            // The writer keeps up to 32 MiB of pages (SQLite's default is 2 MiB): a large fan-out's task
+            // and item indexes are read back from the file at every claim and completion otherwise.
+            if !db.configuration.readonly { try db.execute(sql: "PRAGMA cache_size = -32768") }
         }
         do {
             pool = try DatabasePool(path: path, configuration: config)
