@@ -380,20 +380,41 @@ extension SQLiteStateStore {
             }
             var results: [CompletionResult] = []
             var touched: [(RunID, StageName, Int)] = [] // stage, index of its last completion in this batch
+            // The task moves on only while this owner still holds this attempt: otherwise its lease was
+            // lost (taken back, or another process took the run over) and nothing is written.
+            let held = "id = ? AND status = 'running' AND attempts = ? AND lease_owner = ?"
+            let endTask = try db.cachedStatement(sql: """
+                UPDATE tasks SET status = ?, finished_at = ?, lease_owner = NULL, lease_expires_at = NULL,
+                  lost_attempts = 0, result = ? WHERE \(held)
+                """)
+            let endAttempt = try db.cachedStatement(sql: """
+                UPDATE attempts SET outcome = ?, started_at = ?, finished_at = ?, exit_code = ?, signal = ?, cpu_ms = ?, peak_rss = ?,
+                  stdout_bytes = ?, stderr_bytes = ?, stderr_tail = ?, message = ?,
+                  pid = COALESCE(?, pid), start_ticks = COALESCE(?, start_ticks), counters = ?
+                WHERE task_id = ? AND number = ?
+                """)
             for (index, completion) in completions.enumerated() {
                 let attempt = completion.attempt
-                // The task moves on only while this owner still holds this attempt: otherwise its lease was
-                // lost (taken back, or another process took the run over) and nothing is written.
-                let held = "id = ? AND status = 'running' AND attempts = ? AND lease_owner = ?"
                 let lostDelta = attempt.outcome == .lost ? "lost_attempts + 1" : "0"
                 switch completion.next {
                 case .succeed, .fail, .cancel:
                     let next = completion.next
                     let status: TaskStatus = next == .succeed ? .success : (next == .fail ? .failed : .cancelled)
-                    try db.exec(sql: """
-                        UPDATE tasks SET status = ?, finished_at = ?, lease_owner = NULL, lease_expires_at = NULL,
-                          lost_attempts = \(lostDelta), result = ? WHERE \(held)
-                        """, arguments: [status.rawValue, t, next == .succeed ? completion.result : nil, attempt.taskID, attempt.number, owner.id])
+                    if attempt.outcome != .lost {
+                        try endTask.execute { b in
+                            b.add(status.rawValue)
+                            b.add(t)
+                            b.add(next == .succeed ? completion.result : nil)
+                            b.add(attempt.taskID)
+                            b.add(attempt.number)
+                            b.add(owner.id)
+                        }
+                    } else {
+                        try db.exec(sql: """
+                            UPDATE tasks SET status = ?, finished_at = ?, lease_owner = NULL, lease_expires_at = NULL,
+                              lost_attempts = lost_attempts + 1, result = NULL WHERE \(held)
+                            """, arguments: [status.rawValue, t, attempt.taskID, attempt.number, owner.id])
+                    }
                 case .retry(let notBefore):
                     try db.exec(sql: """
                         UPDATE tasks SET status = 'pending', not_before = ?, lease_owner = NULL, lease_expires_at = NULL,
@@ -409,18 +430,25 @@ extension SQLiteStateStore {
                     results.append(.leaseLost)
                     continue
                 }
-                try db.exec(sql: """
-                    UPDATE attempts SET outcome = ?, started_at = ?, finished_at = ?, exit_code = ?, signal = ?, cpu_ms = ?, peak_rss = ?,
-                      stdout_bytes = ?, stderr_bytes = ?, stderr_tail = ?, message = ?,
-                      pid = COALESCE(?, pid), start_ticks = COALESCE(?, start_ticks), counters = ?
-                    WHERE task_id = ? AND number = ?
-                    """, arguments: [attempt.outcome.rawValue, attempt.startedAt.timeIntervalSince1970,
-                                     (attempt.finishedAt ?? now).timeIntervalSince1970,
-                                     attempt.exitCode.map { Int64($0) }, attempt.signal.map { Int64($0) }, attempt.cpuMs,
-                                     attempt.peakRSSBytes, attempt.stdoutBytes, attempt.stderrBytes, attempt.stderrTail,
-                                     attempt.message, attempt.pid.map { Int64($0) }, attempt.processStartTicks,
-                                     attempt.counters.isEmpty ? nil : try Self.json(attempt.counters),
-                                     attempt.taskID, attempt.number])
+                let counters = attempt.counters.isEmpty ? nil : try Self.json(attempt.counters)
+                try endAttempt.execute { b in
+                    b.add(attempt.outcome.rawValue)
+                    b.add(attempt.startedAt.timeIntervalSince1970)
+                    b.add((attempt.finishedAt ?? now).timeIntervalSince1970)
+                    b.add(attempt.exitCode.map { Int64($0) })
+                    b.add(attempt.signal.map { Int64($0) })
+                    b.add(attempt.cpuMs)
+                    b.add(attempt.peakRSSBytes)
+                    b.add(attempt.stdoutBytes)
+                    b.add(attempt.stderrBytes)
+                    b.add(attempt.stderrTail)
+                    b.add(attempt.message)
+                    b.add(attempt.pid.map { Int64($0) })
+                    b.add(attempt.processStartTicks)
+                    b.add(counters)
+                    b.add(attempt.taskID)
+                    b.add(attempt.number)
+                }
                 try Self.insert(completion.events, db)
                 touched.removeAll { $0.0 == attempt.runID && $0.1 == attempt.stage }
                 touched.append((attempt.runID, attempt.stage, index))
@@ -528,7 +556,14 @@ extension SQLiteStateStore {
             var fresh = 0
             for item in items {
                 seq += 1
-                try insertItem.execute(arguments: [run.rawValue, stage, item.key, seq, item.value, t])
+                try insertItem.execute { b in
+                    b.add(run.rawValue)
+                    b.add(stage)
+                    b.add(item.key)
+                    b.add(seq)
+                    b.add(item.value)
+                    b.add(t)
+                }
                 fresh += db.changesCount
             }
             guard fresh > 0 else { return 0 }
