@@ -333,21 +333,22 @@ extension SQLiteStateStore {
             guard !ids.isEmpty else { return [] }
             let lease = leaseUntil.timeIntervalSince1970
             // One statement moves them all; each then gets its attempt row.
-            let rows = try db.rows(sql: """
+            var claimed: [ClaimedTask] = []
+            claimed.reserveCapacity(ids.count)
+            let until = Date(timeIntervalSince1970: lease)
+            let rows = try Row.fetchCursor(db.cachedStatement(sql: """
                 UPDATE tasks SET status = 'running', attempts = attempts + 1, lease_owner = ?, lease_expires_at = ?, not_before = NULL
                 WHERE id IN (\(ids.map { _ in "?" }.joined(separator: ","))) RETURNING \(Self.claimedColumns)
-                """, arguments: StatementArguments([owner.id, lease] + ids.map { $0 as any DatabaseValueConvertible }))
+                """), arguments: StatementArguments([owner.id, lease] + ids.map { $0 as any DatabaseValueConvertible }))
+            while let row = try rows.next() {
+                let (task, base) = Self.claimedTask(row, run: run, owner: owner.id, lease: until)
+                claimed.append(ClaimedTask(task: task, attempt: task.attempts, attemptInBudget: task.attempts - base, startedAt: now))
+            }
             // Their attempt rows, all in one statement (a statement per task was a third of a claim).
             try db.exec(sql: """
                 INSERT INTO attempts (task_id, number, run_id, stage, outcome, started_at, host, owner)
                 SELECT id, attempts, run_id, stage, 'running', ?, ?, ? FROM tasks WHERE id IN (\(ids.map { _ in "?" }.joined(separator: ",")))
                 """, arguments: StatementArguments([t, owner.host, owner.id] + ids.map { $0 as any DatabaseValueConvertible }))
-            var claimed: [ClaimedTask] = []
-            claimed.reserveCapacity(rows.count)
-            for row in rows {
-                let (task, base) = Self.claimedTask(row)
-                claimed.append(ClaimedTask(task: task, attempt: task.attempts, attemptInBudget: task.attempts - base, startedAt: now))
-            }
             claimed.sort { $0.task.id < $1.task.id }
             try db.exec(sql: "UPDATE runs SET lease_expires_at = MAX(lease_expires_at, ?) WHERE id = ? AND lease_owner = ?",
                         arguments: [lease, run.rawValue, LeaseOwner.workerPool.id])

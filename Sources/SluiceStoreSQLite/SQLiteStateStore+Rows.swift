@@ -59,18 +59,16 @@ extension SQLiteStateStore {
                     reason: row["reason"], startedAt: date(row, "started_at"), finishedAt: date(row, "finished_at"))
     }
 
-    /// The columns `claimedTask` reads, in its order.
-    static let claimedColumns = "id, run_id, stage, key, status, attempts, lost_attempts, not_before, lease_owner, lease_expires_at, created_at, finished_at, item, retry_base"
+    /// The columns `claimedTask` reads, in its order (what the claim just set is not read back).
+    static let claimedColumns = "id, stage, key, attempts, lost_attempts, created_at, item, retry_base"
 
-    /// A task as `claimedColumns` lists it, read by position (a claim reads hundreds: looking each
-    /// column up by name was a fifth of a claim), with its retry base.
-    static func claimedTask(_ row: Row) -> (task: TaskRecord, retryBase: Int) {
-        func date(_ index: Int) -> Date? { (row[index] as Double?).map { Date(timeIntervalSince1970: $0) } }
-        let task = TaskRecord(id: row[0], runID: RunID(row[1] as String), stage: row[2], key: row[3],
-                              status: TaskStatus(rawValue: row[4]) ?? .failed, attempts: row[5], lostAttempts: row[6],
-                              notBefore: date(7), leaseOwner: row[8], leaseExpiresAt: date(9),
-                              createdAt: date(10) ?? Date(timeIntervalSince1970: 0), finishedAt: date(11), item: row[12])
-        return (task, row[13] as Int? ?? 0)
+    /// A task the claim moved to running under `owner` until `lease`, from a row of `claimedColumns`, read
+    /// by position (a claim reads hundreds: looking each column up by name was a fifth of a claim).
+    static func claimedTask(_ row: Row, run: RunID, owner: String, lease: Date) -> (task: TaskRecord, retryBase: Int) {
+        let task = TaskRecord(id: row[0], runID: run, stage: row[1], key: row[2], status: .running, attempts: row[3],
+                              lostAttempts: row[4], notBefore: nil, leaseOwner: owner, leaseExpiresAt: lease,
+                              createdAt: Date(timeIntervalSince1970: row[5] as Double? ?? 0), finishedAt: nil, item: row[6])
+        return (task, row[7] as Int? ?? 0)
     }
 
     static func taskRecord(_ row: Row) throws -> TaskRecord {
