@@ -5,11 +5,15 @@ import SluiceStore
 
 /// Items as stages emit them and fan-out tasks receive them.
 public enum Items {
-    /// An item from its JSON text: its key is the item's `"key"` (or `"id"`) field when it has one, else a
-    /// hash of its canonical JSON, so the same item always gets the same key.
+    /// An item from its JSON text: its key is the item's `"key"` (or `"id"`) field when it has one, the
+    /// number itself for a plain integer, else a hash of its canonical JSON, so the same item always gets
+    /// the same key.
     public static func record(json data: Data) throws -> ItemRecord {
-        // A plain integer is its own canonical JSON (JSONSerialization writes it back unchanged).
-        if isPlainInteger(data) { return ItemRecord(key: contentKey(data), value: data) }
+        // A plain integer is its own canonical JSON (JSONSerialization writes it back unchanged) and its
+        // own key, as an object's "id" would be: readable, and consecutive numbers are recorded side by
+        // side in the store's key index (hashes land anywhere: a million items read back the index's
+        // pages from the file again and again).
+        if isPlainInteger(data) { return ItemRecord(key: String(decoding: data, as: UTF8.self), value: data) }
         let value = try JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed])
         let canonical = try JSONSerialization.data(withJSONObject: value, options: [.sortedKeys, .fragmentsAllowed, .withoutEscapingSlashes])
         if let object = value as? [String: Any] {
