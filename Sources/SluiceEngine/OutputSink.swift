@@ -33,9 +33,26 @@ final class OutputSink: Sendable {
     }
 
     func add(_ item: ItemRecord) {
-        state.withLock { s in
+        let full = state.withLock { s -> Bool in
             s.items.append(item)
             s.count += 1
+            return s.items.count == Self.batch
+        }
+        if full { filled.nudge() }
+    }
+
+    /// Items recorded in one go once that many wait (a producer's items are otherwise recorded every 100 ms).
+    static let batch = 1024
+    private let filled = Nudge()
+
+    /// Returns once `count` items wait to be recorded, after `timeout`, or when the task is cancelled.
+    func waitForBatch(_ count: Int, timeout: Duration) async {
+        if state.withLock({ $0.items.count >= count }) { return }
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.filled.wait() }
+            group.addTask { try? await Task.sleep(for: timeout) }
+            await group.next()
+            group.cancelAll()
         }
     }
 

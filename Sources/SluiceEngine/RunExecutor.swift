@@ -29,6 +29,8 @@ struct RunExecutor: Sendable {
         case leaseLost
         case timer
         case idleWake
+        /// A claim made while the loop went on, `wanted` asked for, launched when `changes` was at `epoch`.
+        case claimed([ClaimedTask], wanted: Int, epoch: Int)
     }
 
     /// Records events in the store, then mirrors them to the run's files.
@@ -170,6 +172,8 @@ struct RunExecutor: Sendable {
             var ready: [ClaimedTask] = [] // claimed, waiting for a free slot
             var unrecorded = 0            // completions handed to the batcher, not yet committed
             var mayClaim = true           // false after a claim found nothing, until something changes
+            var changes = 0               // counts what may give work (mayClaim set), for claims in flight
+            var claiming = false          // a claim is in flight (a child task: the loop starts tasks meanwhile)
             var needsPlan = true
             var waiting = false           // an idle wait is in the group
             var lastReclaim = ContinuousClock.now
@@ -193,7 +197,7 @@ struct RunExecutor: Sendable {
                 } else {
                     if needsPlan {
                         needsPlan = false
-                        if try await plan(planner, run: run) { mayClaim = true }
+                        if try await plan(planner, run: run) { mayClaim = true; changes += 1 }
                     }
                     // Start what is claimed, then claim more: commands only for free slots; in-process
                     // fan-out tasks a batch at a time, when fewer than a quarter of a batch is left (a claim
@@ -238,15 +242,18 @@ struct RunExecutor: Sendable {
                         let want = taskTimes.want(run.pipeline, fanOut: fanOutStages, concurrency: spec.concurrency,
                                                   running: running.count, ready: ready.count,
                                                   readyBlocked: slotsFree && index >= ready.count)
-                        guard pass == 0, mayClaim, want > 0 else { break }
-                        let claimed = try await store.claimTasks(run: runID, owner: owner, limit: want, filter: .everything,
-                                                                 now: time.now(), leaseUntil: leaseExpiry())
-                        ready += claimed
-                        if claimed.count < want { mayClaim = false }
-                        if claimed.isEmpty { break }
+                        guard pass == 0, mayClaim, want > 0, !claiming else { break }
+                        // Claimed in a child task: tasks already claimed keep starting while it is written.
+                        claiming = true
+                        let now = time.now(), lease = leaseExpiry(), epoch = changes, runID = self.runID
+                        group.addTask {
+                            let claimed = try await store.claimTasks(run: runID, owner: owner, limit: want, filter: .everything,
+                                                                     now: now, leaseUntil: lease)
+                            return .claimed(claimed, wanted: want, epoch: epoch)
+                        }
                     }
                 }
-                if running.isEmpty && ready.isEmpty && unrecorded == 0 && !waiting {
+                if running.isEmpty && ready.isEmpty && unrecorded == 0 && !waiting && !claiming {
                     // Nothing of ours in flight. Other processes (workers) may still hold tasks of the run.
                     let counts = try await store.taskCounts(run: runID).values.reduce(into: TaskCounts()) { $0.add($1) }
                     if cancelling {
@@ -299,10 +306,12 @@ struct RunExecutor: Sendable {
                     unrecorded -= recorded.count
                     // A retry puts a task back, a stage that ended lets others start.
                     mayClaim = true
+                    changes += 1
                     if recorded.stageEnded { needsPlan = true }
                     group.addTask { await batcher.committed.wait(); return .recorded }
                 case .nudged:
                     mayClaim = true
+                    changes += 1
                     group.addTask { await nudge.wait(); return .nudged }
                 case .cancelRequested:
                     cancelling = true
@@ -313,9 +322,16 @@ struct RunExecutor: Sendable {
                                       hint: "`sluice show \(runID)` tells who runs it now")
                 case .timer:
                     mayClaim = true
+                    changes += 1
+                case .claimed(let claimed, let wanted, let epoch):
+                    claiming = false
+                    ready += claimed
+                    // Fewer than asked: nothing more to claim until something changes (unless it already did).
+                    if claimed.count < wanted && epoch == changes { mayClaim = false }
                 case .idleWake:
                     waiting = false
                     mayClaim = true
+                    changes += 1
                     needsPlan = true
                     if ContinuousClock.now - lastReclaim >= engine.configuration.heartbeat {
                         lastReclaim = ContinuousClock.now
@@ -466,10 +482,14 @@ struct RunExecutor: Sendable {
             }
             if producer {
                 group.addTask {
-                    while true {
-                        do { try await Task.sleep(for: .milliseconds(100)) } catch { return nil }
+                    // Every 100 ms, or as soon as a batch of items waits: a fast discovery's first items
+                    // are processed while it goes on, not a tenth of a second later.
+                    while !Task.isCancelled {
+                        await sink.waitForBatch(OutputSink.batch, timeout: .milliseconds(100))
+                        if Task.isCancelled { return nil }
                         try? await flush()
                     }
+                    return nil
                 }
             }
             var result: FinishedAttempt?
