@@ -84,6 +84,28 @@ struct StoreContractTests {
         #expect(try await store.runs(idPrefix: "r", limit: 5).map(\.id.rawValue) == ["r1"])
     }
 
+    @Test(arguments: StoreKind.allCases) func stageSummariesGiveTheMeanAndThe95thPercentileOfTaskDurations(kind: StoreKind) async throws {
+        let h = try await StoreHarness(kind)
+        let id = RunID("r1")
+        _ = try await h.store.createRun(h.newRun("r1"), overlap: .skip, now: h.now, events: [])
+        try await h.store.applyStageTransitions(run: id, [.start("a", taskKeys: (1...20).map { "k\($0)" })], now: h.now, events: [])
+        let claimed = try await h.store.claimTasks(run: id, owner: h.me, limit: 20, filter: .everything, now: h.now,
+                                                   leaseUntil: h.now.addingTimeInterval(30))
+        #expect(claimed.count == 20)
+        // Task kN took N ms.
+        let completions = claimed.map { c -> AttemptCompletion in
+            let n = Double(c.task.key.dropFirst())!
+            var attempt = AttemptRecord(taskID: c.task.id, runID: id, stage: "a", number: c.attempt, outcome: .success, startedAt: h.now)
+            attempt.finishedAt = h.now.addingTimeInterval(n / 1000)
+            return AttemptCompletion(attempt: attempt, result: nil, next: .succeed, events: [], stageEvent: { _ in h.event("r1", "s") })
+        }
+        _ = try await h.store.completeAttempts(completions, owner: h.me, now: h.now)
+        let summary = try #require(try await h.store.stageSummaries(run: id)["a"])
+        #expect(summary.counts.success == 20)
+        #expect(summary.meanTaskMs == 10.5)
+        #expect(summary.p95TaskMs == 19, "the 19th of 20 durations")
+    }
+
     @Test(arguments: StoreKind.allCases) func overlapSkipRefusesASecondActiveRunUntilTheLeaseExpires(kind: StoreKind) async throws {
         let h = try await StoreHarness(kind)
         let store = h.store, now = h.now, me = h.me
