@@ -248,7 +248,8 @@ extension SQLiteStateStore {
 
     public func attempts(of run: RunID) async throws -> [AttemptRecord] {
         try await read { db in
-            try db.rows(sql: "SELECT * FROM attempts WHERE run_id = ? ORDER BY task_id, number", arguments: [run.rawValue])
+            try db.rows(sql: "SELECT a.* FROM tasks t CROSS JOIN attempts a ON a.task_id = t.id WHERE t.run_id = ? ORDER BY a.task_id, a.number",
+                        arguments: [run.rawValue])
                 .map(Self.attemptRecord)
         }
     }
@@ -639,8 +640,9 @@ extension SQLiteStateStore {
                 if let status = TaskStatus(rawValue: row["status"]) { summaries[row["stage"], default: StageSummary()].counts[status] = row["n"] }
             }
             for row in try db.rows(sql: """
-                SELECT stage, count(*) AS n, COALESCE(sum(stdout_bytes + stderr_bytes), 0) AS bytes,
-                  COALESCE(sum(cpu_ms), 0) AS cpu, max(peak_rss) AS rss FROM attempts WHERE run_id = ? GROUP BY stage
+                SELECT a.stage, count(*) AS n, COALESCE(sum(a.stdout_bytes + a.stderr_bytes), 0) AS bytes,
+                  COALESCE(sum(a.cpu_ms), 0) AS cpu, max(a.peak_rss) AS rss
+                FROM tasks t CROSS JOIN attempts a ON a.task_id = t.id WHERE t.run_id = ? GROUP BY a.stage
                 """, arguments: [run.rawValue]) {
                 var summary = summaries[row["stage"], default: StageSummary()]
                 summary.attempts = row["n"]
@@ -667,7 +669,7 @@ extension SQLiteStateStore {
                 summaries[stage]?.p95TaskMs = Int64(durations[index].rounded())
             }
             // Counters of successful attempts only: a retried attempt's counts would be counted twice.
-            let cursor = try Row.fetchCursor(db.cachedStatement(sql: "SELECT stage, counters FROM attempts WHERE run_id = ? AND outcome = 'success' AND counters IS NOT NULL"),
+            let cursor = try Row.fetchCursor(db.cachedStatement(sql: "SELECT a.stage, a.counters FROM tasks t CROSS JOIN attempts a ON a.task_id = t.id WHERE t.run_id = ? AND a.outcome = 'success' AND a.counters IS NOT NULL"),
                                              arguments: [run.rawValue])
             while let row = try cursor.next() {
                 let stage: String = row["stage"]
@@ -702,7 +704,7 @@ extension SQLiteStateStore {
     public func cancelUnfinished(run: RunID, now: Date, events: [EventRecord]) async throws {
         try await write { db in
             let t = now.timeIntervalSince1970
-            try db.exec(sql: "UPDATE tasks SET status = 'cancelled', finished_at = ? WHERE run_id = ? AND status = 'pending'",
+            try db.exec(sql: "UPDATE tasks INDEXED BY tasks_pending SET status = 'cancelled', finished_at = ? WHERE run_id = ? AND status = 'pending'",
                            arguments: [t, run.rawValue])
             try db.exec(sql: """
                 UPDATE stages SET status = 'cancelled', finished_at = ?, reason = COALESCE(reason, 'the run was cancelled')

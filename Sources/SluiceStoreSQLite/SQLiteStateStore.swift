@@ -195,6 +195,18 @@ public final class SQLiteStateStore: StateStore {
                 CREATE INDEX notifications_session ON notifications (session_id);
                 """)
         }
+        m.registerMigration("v11-partial-task-indexes") { db in
+            // Fewer index entries to move per task (a large fan-out's store work is mostly index updates):
+            // claims look among pending tasks only and lease renewals among running ones, so each has a
+            // partial index, and a task that ends leaves both; the attempts of a run are found through
+            // its tasks (attempts are keyed by task), so the attempts' own run index goes.
+            try db.execute(sql: """
+                DROP INDEX tasks_claim;
+                CREATE INDEX tasks_pending ON tasks(run_id, id) WHERE status = 'pending';
+                CREATE INDEX tasks_running ON tasks(run_id, lease_owner) WHERE status = 'running';
+                DROP INDEX attempts_run;
+                """)
+        }
         return m
     }
 
