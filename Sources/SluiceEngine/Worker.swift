@@ -52,7 +52,8 @@ public struct Worker: Sendable {
     var owner: LeaseOwner { engine.owner }
 
     private enum Wake: Sendable {
-        case taskEnded(TaskID)
+        /// A task ended, or a row of `count` in-process tasks run in one child task, keyed by its last task.
+        case taskEnded(TaskID, count: Int = 1, took: Duration? = nil)
         case recorded
         case work
         case heartbeat
@@ -195,11 +196,11 @@ public struct Worker: Sendable {
                 }
                 guard let wake = try await group.next() else { continue }
                 switch wake {
-                case .taskEnded(let id):
+                case .taskEnded(let id, let count, let took):
                     if let ended = running.removeValue(forKey: id) {
-                        taskTimes.add(ContinuousClock.now - ended.started, for: ended.stage)
+                        taskTimes.add((took ?? ContinuousClock.now - ended.started) / max(count, 1), for: ended.stage)
                     }
-                    unrecorded += 1
+                    unrecorded += count
                 case .recorded:
                     let recorded = batcher.takeRecorded()
                     if let failure = recorded.failure {
@@ -322,20 +323,43 @@ public struct Worker: Sendable {
         return start(&ready, running: &running, batcher: batcher, released: released, nudge: nudge, group: &group, say: say)
     }
 
-    /// Starts tasks claimed ahead while slots are free. Returns how many it started.
+    /// Starts tasks claimed ahead while slots are free. Returns how many it started. In-process fan-out
+    /// tasks run in rows, as in the run process (`RunExecutor.performInline`): a row is keyed by its last
+    /// task, which is still held while any of the row is left to run (for the heartbeat's taken-back check).
     private func start(_ ready: inout [Ready], running: inout [TaskID: Running], batcher: CompletionBatcher,
                        released: TaskIDs, nudge: Nudge, group: inout ThrowingTaskGroup<Wake, any Error>,
                        say: @escaping @Sendable (String) -> Void) -> Int {
-        let count = min(ready.count, options.concurrency - running.count)
-        guard count > 0 else { return 0 }
-        for next in ready.prefix(count) {
+        var started = 0
+        var slots = options.concurrency - running.count
+        while slots > 0, let next = ready.first {
             let task = next.task, run = next.run, executor = next.executor
-            guard let stage = run.spec.stage(task.task.stage) else { continue }
+            guard let stage = run.spec.stage(task.task.stage) else {
+                ready.removeFirst()
+                continue
+            }
             let stop = StopSignal()
-            running[task.task.id] = Running(stop: stop, run: run.id, stage: ClaimAhead.Key(pipeline: run.pipeline, stage: stage.name))
+            let key = ClaimAhead.Key(pipeline: run.pipeline, stage: stage.name)
+            let producer = run.spec.stages.contains { $0.forEach == stage.name }
+            slots -= 1
+            if let body = executor.runsInline(stage, pipeline: run.pipeline, producer: producer) {
+                let adjacent = ready.prefix { $0.run.id == run.id && $0.task.task.stage == stage.name }.count
+                let row = ready.prefix(min(64, max(1, adjacent / (slots + 1)))).map(\.task)
+                ready.removeFirst(row.count)
+                let id = row[row.count - 1].task.id
+                running[id] = Running(stop: stop, run: run.id, stage: key)
+                group.addTask {
+                    let took = await executor.performInline(row, stage: stage, run: run, body: body, stop: stop, batcher: batcher,
+                                                            released: { released.contains(id) })
+                    return .taskEnded(id, count: row.count, took: took)
+                }
+                started += row.count
+                continue
+            }
+            ready.removeFirst()
+            started += 1
+            running[task.task.id] = Running(stop: stop, run: run.id, stage: key)
             let id = task.task.id
             let host = owner.host
-            let producer = run.spec.stages.contains { $0.forEach == stage.name }
             group.addTask {
                 do {
                     try await executor.perform(task, stage: stage, run: run, stop: stop, producer: producer,
@@ -355,8 +379,7 @@ public struct Worker: Sendable {
                 return .taskEnded(id)
             }
         }
-        ready.removeFirst(count)
-        return count
+        return started
     }
 
     /// Hands tasks claimed ahead back to the queue (of one run, or all). Returns how many.
