@@ -48,12 +48,7 @@ final class OutputSink: Sendable {
     /// Returns once `count` items wait to be recorded, after `timeout`, or when the task is cancelled.
     func waitForBatch(_ count: Int, timeout: Duration) async {
         if state.withLock({ $0.items.count >= count }) { return }
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask { await self.filled.wait() }
-            group.addTask { try? await Task.sleep(for: timeout) }
-            await group.next()
-            group.cancelAll()
-        }
+        await filled.wait(upTo: timeout)
     }
 
     func fail(_ problem: String) {

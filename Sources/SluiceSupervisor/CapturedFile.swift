@@ -21,15 +21,7 @@ final class CapturedFile: Sendable {
     private let state = Mutex(State())
 
     init(path: String, limit: Int64) throws {
-        let flags = O_RDWR | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC // read back once the command ended
-        var fd = open(path, flags, 0o644)
-        if fd < 0 && errno == ENOENT {
-            try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent,
-                                                    withIntermediateDirectories: true)
-            fd = open(path, flags, 0o644)
-        }
-        if fd < 0 { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
-        self.fd = fd
+        fd = try openLog(path, flags: O_RDWR | O_APPEND) // read back once the command ended
         self.limit = limit
     }
 
@@ -50,8 +42,7 @@ final class CapturedFile: Sendable {
             } else if size > limit {
                 s.discarded += size - limit
                 _ = ftruncate(fd, off_t(limit))
-                let note = Array("\n[sluice: log truncated at \(limit) bytes; the rest of the output was counted but not kept]\n".utf8)
-                let written = note.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+                let written = truncationNote(limit: limit).withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
                 s.keptEnd = limit + Int64(max(0, written))
                 s.size = s.keptEnd!
             } else {
@@ -62,13 +53,16 @@ final class CapturedFile: Sendable {
     }
 
     /// Bytes the child wrote, kept or not (as of the last `check`).
-    var total: Int64 {
-        state.withLock { s in (s.keptEnd == nil ? s.size : limit) + s.discarded }
-    }
+    var total: Int64 { state.withLock { s in Self.kept(s, limit: limit) + s.discarded } }
+
+    /// The kept bytes' size (without the note).
+    var keptSize: Int64 { state.withLock { Self.kept($0, limit: limit) } }
+
+    private static func kept(_ s: State, limit: Int64) -> Int64 { s.keptEnd == nil ? s.size : limit }
 
     /// The bytes kept, from `offset` to the end of the kept part (not the note).
     func read(from offset: Int64 = 0, maxBytes: Int = .max) -> [UInt8] {
-        let end = state.withLock { $0.keptEnd == nil ? $0.size : limit }
+        let end = keptSize
         let start = max(0, min(offset, end))
         let count = Int(min(Int64(maxBytes), end - start))
         guard count > 0 else { return [] }
@@ -82,9 +76,6 @@ final class CapturedFile: Sendable {
         }
         return Array(bytes.prefix(done))
     }
-
-    /// The kept bytes' size (without the note).
-    var keptSize: Int64 { state.withLock { $0.keptEnd == nil ? $0.size : limit } }
 
     func close() { _ = Glibc.close(fd) }
 }

@@ -21,6 +21,9 @@ public enum ProcFS {
         public var cpuTicks: Int64
         /// Start time in clock ticks since boot.
         public var startTicks: Int64
+
+        /// `cpuTicks` in milliseconds.
+        public var cpuMilliseconds: Int64 { cpuTicks * 1000 / ProcFS.ticksPerSecond }
     }
 
     public static func stat(_ pid: Int32) -> Stat? {
@@ -80,16 +83,6 @@ public enum ProcFS {
         stat(pid).map { Character(UnicodeScalar($0.state)) }
     }
 
-    /// The process start time in clock ticks since boot: with the pid, it names one process for good.
-    public static func startTicks(_ pid: Int32) -> Int64? {
-        stat(pid)?.startTicks
-    }
-
-    /// User + system CPU time of the process and its waited-for children, in milliseconds.
-    public static func cpuMilliseconds(_ pid: Int32) -> Int64? {
-        stat(pid).map { $0.cpuTicks * 1000 / ticksPerSecond }
-    }
-
     /// Peak resident memory (VmHWM) and current resident memory (VmRSS), in bytes.
     public static func memory(_ pid: Int32) -> (peak: Int64, current: Int64)? {
         withFile("/proc/\(pid)/status", capacity: 4096) { bytes -> (peak: Int64, current: Int64) in
@@ -133,7 +126,7 @@ public enum ProcFS {
     public static func hasLiveMember(group pgid: Int32) -> Bool {
         var live = false
         forEachProcess { pid in
-            if getpgid(pid) == pgid, let s = stateAndGroup(pid), s.group == pgid, s.state != UInt8(ascii: "Z") { live = true }
+            if getpgid(pid) == pgid, let s = stat(pid), s.group == pgid, s.state != UInt8(ascii: "Z") { live = true }
             return !live
         }
         return live
@@ -155,11 +148,6 @@ public enum ProcFS {
             }
             if let pid, !body(pid) { return }
         }
-    }
-
-    /// The state letter and process group of `pid` from /proc/<pid>/stat.
-    static func stateAndGroup(_ pid: Int32) -> (state: UInt8, group: Int32)? {
-        stat(pid).map { ($0.state, $0.group) }
     }
 
     /// True while any process of the group exists (zombies included).

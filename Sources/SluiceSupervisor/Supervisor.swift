@@ -152,6 +152,17 @@ public final class Nudge: Sendable {
         for waiter in waiters { waiter.resume() }
     }
 
+    /// Returns at the next nudge (at once if one is pending), after `timeout`, or when the calling task
+    /// is cancelled.
+    public func wait(upTo timeout: Duration) async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.wait() }
+            group.addTask { try? await Task.sleep(for: timeout) }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
     /// Returns at the next nudge (at once if one is pending), or when the calling task is cancelled.
     public func wait() async {
         let id = state.withLock { s -> UInt64 in
@@ -217,7 +228,7 @@ public struct Supervisor: Sendable {
 
         let state = WatchState()
         let tick = self.tick
-        let ended: (pid: Int32, status: TerminationStatus, stdoutBytes: Int64, stderrBytes: Int64)
+        let ended: Ended
         do {
             if invocation.liveOutput || invocation.doneWhen != nil {
                 ended = try await Self.runPiped(executable, env: env, options: options, invocation: invocation, state: state,
@@ -260,13 +271,30 @@ public struct Supervisor: Sendable {
 
     struct LogFileError: Error { var underlying: any Error }
 
+    /// How a command ended, whichever way its output was captured.
+    struct Ended {
+        var pid: Int32
+        var status: TerminationStatus
+        var stdoutBytes: Int64
+        var stderrBytes: Int64
+    }
+
+    /// Right after the spawn: the process's start time (with its pid, it names it for good), a first
+    /// sample (a process that ends before the watcher's first tick is measured too), then `onStart`.
+    static func spawned(_ pid: Int32, state: WatchState,
+                        onStart: @Sendable (_ pid: Int32, _ startTicks: Int64?) async -> Void) async {
+        let stat = ProcFS.stat(pid)
+        state.sample(pid: pid, group: false, stat: stat)
+        await onStart(pid, stat?.startTicks)
+    }
+
     /// The command writes into its log files itself; its stdout lines (the line protocol) and the tail
     /// of stderr are read from the files once it ended.
     static func runToFiles(_ executable: Executable, env: [Environment.Key: String], options: PlatformOptions,
                            invocation: CommandInvocation, state: WatchState, stop: StopSignal, tick: Duration,
                            started: ContinuousClock.Instant, onStdoutLine: (@Sendable (String) -> Void)?,
                            onStart: @escaping @Sendable (_ pid: Int32, _ startTicks: Int64?) async -> Void)
-    async throws -> (pid: Int32, status: TerminationStatus, stdoutBytes: Int64, stderrBytes: Int64) {
+    async throws -> Ended {
         let stdoutFile: CapturedFile, stderrFile: CapturedFile
         do {
             stdoutFile = try CapturedFile(path: invocation.stdoutPath, limit: invocation.logLimit)
@@ -287,10 +315,7 @@ public struct Supervisor: Sendable {
             let pid = execution.processIdentifier.value
             let exit = ExitWatch(pidfd: execution.processIdentifier.processDescriptor, wake: state.wake)
             defer { exit.stop() }
-            let stat = ProcFS.stat(pid)
-            // One sample at once: a process that ends before the watcher's first tick is measured too.
-            state.sample(pid: pid, group: false, stat: stat)
-            await onStart(pid, stat?.startTicks)
+            await Self.spawned(pid, state: state, onStart: onStart)
             await Self.watch(pid: pid, invocation: invocation, state: state, stop: stop, tick: tick, started: started, exit: exit)
         }
         stdoutFile.check()
@@ -303,10 +328,9 @@ public struct Supervisor: Sendable {
                 let chunk = stdoutFile.read(from: offset, maxBytes: 1 << 16)
                 if chunk.isEmpty { break }
                 offset += Int64(chunk.count)
-                chunk.withUnsafeBytes { lines.append($0) }
-                while let line = lines.next() { onStdoutLine(line) }
+                chunk.withUnsafeBytes { lines.feed($0, onStdoutLine) }
             }
-            if let rest = lines.rest() { onStdoutLine(rest) }
+            lines.finish(onStdoutLine)
         }
         // The tail of stderr: its last lines, from the last 16 KiB kept.
         let kept = stderrFile.keptSize
@@ -314,11 +338,11 @@ public struct Supervisor: Sendable {
             var lines = LineSplitter()
             var tail = stderrFile.read(from: max(0, kept - (16 << 10)))
             if kept > 16 << 10, let newline = tail.firstIndex(of: UInt8(ascii: "\n")) { tail.removeFirst(newline + 1) }
-            tail.withUnsafeBytes { lines.append($0) }
-            while let line = lines.next() { state.stderrLine(line) }
-            if let rest = lines.rest() { state.stderrLine(rest) }
+            tail.withUnsafeBytes { lines.feed($0, state.stderrLine) }
+            lines.finish(state.stderrLine)
         }
-        return (result.processIdentifier.value, result.terminationStatus, stdoutFile.total, stderrFile.total)
+        return Ended(pid: result.processIdentifier.value, status: result.terminationStatus,
+                     stdoutBytes: stdoutFile.total, stderrBytes: stderrFile.total)
     }
 
     /// The command's output passes through pipes, read as it comes: for `doneWhen` and for stdout lines
@@ -327,7 +351,7 @@ public struct Supervisor: Sendable {
                          invocation: CommandInvocation, state: WatchState, stop: StopSignal, tick: Duration,
                          started: ContinuousClock.Instant, onStdoutLine: (@Sendable (String) -> Void)?,
                          onStart: @escaping @Sendable (_ pid: Int32, _ startTicks: Int64?) async -> Void)
-    async throws -> (pid: Int32, status: TerminationStatus, stdoutBytes: Int64, stderrBytes: Int64) {
+    async throws -> Ended {
         let donePattern = invocation.doneWhen
         let stdoutLog: LogFile
         let stderrLog: LogFile
@@ -342,49 +366,38 @@ public struct Supervisor: Sendable {
             platformOptions: options, input: .none, output: .sequence, error: .sequence
         ) { execution in
             let pid = execution.processIdentifier.value
-            let stat = ProcFS.stat(pid)
-            // One sample at once: a process that ends before the watcher's first tick is measured too.
-            state.sample(pid: pid, group: false, stat: stat)
-            await onStart(pid, stat?.startTicks)
+            await Self.spawned(pid, state: state, onStart: onStart)
             await withTaskGroup(of: Void.self) { group in
                 group.addTask {
                     var lines = LineSplitter()
                     let doneRegex = donePattern.flatMap { try? Regex($0) }
+                    func handle(_ line: String) {
+                        onStdoutLine?(line)
+                        if let doneRegex, (try? doneRegex.firstMatch(in: line)) != nil { state.complete(line) }
+                    }
                     do {
                         for try await chunk in execution.standardOutput {
                             chunk.withUnsafeBytes { stdoutLog.write($0) }
                             state.touch()
-                            if doneRegex != nil || onStdoutLine != nil {
-                                chunk.withUnsafeBytes { lines.append($0) }
-                                while let line = lines.next() {
-                                    onStdoutLine?(line)
-                                    if let doneRegex, (try? doneRegex.firstMatch(in: line)) != nil { state.complete(line) }
-                                }
-                            }
+                            if doneRegex != nil || onStdoutLine != nil { chunk.withUnsafeBytes { lines.feed($0, handle) } }
                         }
-                        if let rest = lines.rest() {
-                            onStdoutLine?(rest)
-                            if let doneRegex, (try? doneRegex.firstMatch(in: rest)) != nil { state.complete(rest) }
-                        }
+                        lines.finish(handle)
                     } catch {}
                     state.streamEnded() // end of output: the process has most likely exited
                 }
                 group.addTask {
                     var lines = LineSplitter()
                     let doneRegex = donePattern.flatMap { try? Regex($0) }
+                    func handle(_ line: String) {
+                        state.stderrLine(line)
+                        if let doneRegex, (try? doneRegex.firstMatch(in: line)) != nil { state.complete(line) }
+                    }
                     do {
                         for try await chunk in execution.standardError {
-                            chunk.withUnsafeBytes { stderrLog.write($0); lines.append($0) }
+                            chunk.withUnsafeBytes { stderrLog.write($0); lines.feed($0, handle) }
                             state.touch()
-                            while let line = lines.next() {
-                                state.stderrLine(line)
-                                if let doneRegex, (try? doneRegex.firstMatch(in: line)) != nil { state.complete(line) }
-                            }
                         }
-                        if let rest = lines.rest() {
-                            state.stderrLine(rest)
-                            if let doneRegex, (try? doneRegex.firstMatch(in: rest)) != nil { state.complete(rest) }
-                        }
+                        lines.finish(handle)
                     } catch {}
                     state.streamEnded()
                 }
@@ -394,7 +407,8 @@ public struct Supervisor: Sendable {
                 await group.waitForAll()
             }
         }
-        return (result.processIdentifier.value, result.terminationStatus, stdoutLog.total, stderrLog.total)
+        return Ended(pid: result.processIdentifier.value, status: result.terminationStatus,
+                     stdoutBytes: stdoutLog.total, stderrBytes: stderrLog.total)
     }
 
     static func notFound(_ program: String, path: String?) -> String {

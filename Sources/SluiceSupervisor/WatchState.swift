@@ -14,6 +14,8 @@ final class WatchState: Sendable {
         var cpuMs: Int64?
         var peakRSS: Int64 = 0
         var streamsEnded = 0
+        /// The command writes into files (`outputIsFiles`), not pipes.
+        var toFiles = false
     }
 
     private let values = Mutex(Values())
@@ -21,21 +23,14 @@ final class WatchState: Sendable {
     let wake = Nudge()
 
     /// Sleeps one tick, or less when woken.
-    func pause(_ tick: Duration) async {
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask { await self.wake.wait() }
-            group.addTask { try? await Task.sleep(for: tick) }
-            await group.next()
-            group.cancelAll()
-        }
-    }
+    func pause(_ tick: Duration) async { await wake.wait(upTo: tick) }
 
     private let files = Mutex<[CapturedFile]>([])
 
     /// The command writes into these files, not into pipes: nothing holds its output open for a reader.
     func outputIsFiles(_ captured: [CapturedFile]) {
         files.withLock { $0 = captured }
-        values.withLock { $0.streamsEnded = 2 }
+        values.withLock { $0.toFiles = true }
     }
 
     /// Looks at the files the command writes into: true when one grew.
@@ -49,8 +44,8 @@ final class WatchState: Sendable {
         wake.nudge()
     }
 
-    /// Both streams ended: nothing holds the task's output open any more.
-    var outputClosed: Bool { values.withLock { $0.streamsEnded >= 2 } }
+    /// Nothing holds the task's output open: it goes to files, or both pipes reached their end.
+    var outputClosed: Bool { values.withLock { $0.toFiles || $0.streamsEnded >= 2 } }
 
     func touch() { values.withLock { $0.lastOutput = ContinuousClock.now } }
     var lastOutput: ContinuousClock.Instant { values.withLock { $0.lastOutput } }
@@ -76,7 +71,7 @@ final class WatchState: Sendable {
 
     /// Samples CPU time and memory of the main process and, when `group` is set, the resident memory of its whole group.
     func sample(pid: Int32, group: Bool, stat: ProcFS.Stat? = nil) {
-        let cpu = (stat ?? ProcFS.stat(pid)).map { $0.cpuTicks * 1000 / ProcFS.ticksPerSecond }
+        let cpu = (stat ?? ProcFS.stat(pid))?.cpuMilliseconds
         var peak = ProcFS.memory(pid)?.peak ?? 0
         if group {
             let members = ProcFS.members(ofGroup: pid)
@@ -129,6 +124,35 @@ struct LineSplitter {
         defer { buffer.removeAll(); start = 0 }
         return start >= buffer.count ? nil : String(decoding: buffer[start...], as: UTF8.self)
     }
+
+    /// Appends `bytes` and hands every complete line to `body`.
+    mutating func feed(_ bytes: UnsafeRawBufferPointer, _ body: (String) -> Void) {
+        append(bytes)
+        while let line = next() { body(line) }
+    }
+
+    /// Hands the unfinished last line, if any, to `body` (at the end of the stream).
+    mutating func finish(_ body: (String) -> Void) {
+        if let line = rest() { body(line) }
+    }
+}
+
+/// Opens a task's log file (truncated), creating its folder when it is the first log there (not looked
+/// for per task: two logs per command).
+func openLog(_ path: String, flags: Int32) throws -> Int32 {
+    let flags = flags | O_CREAT | O_TRUNC | O_CLOEXEC
+    var fd = open(path, flags, 0o644)
+    if fd < 0 && errno == ENOENT {
+        try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        fd = open(path, flags, 0o644)
+    }
+    if fd < 0 { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+    return fd
+}
+
+/// The line that ends a log cut at `limit` bytes.
+func truncationNote(limit: Int64) -> [UInt8] {
+    Array("\n[sluice: log truncated at \(limit) bytes; the rest of the output was counted but not kept]\n".utf8)
 }
 
 /// An append-only log file that keeps at most `limit` bytes and counts the rest.
@@ -138,15 +162,7 @@ final class LogFile: @unchecked Sendable {
     private let counters = Mutex((total: Int64(0), truncated: false))
 
     init(path: String, limit: Int64) throws {
-        var fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        if fd < 0 && errno == ENOENT {
-            // The first log of its folder (not looked for per task: two per command).
-            try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent,
-                                                    withIntermediateDirectories: true)
-            fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        }
-        if fd < 0 { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
-        self.fd = fd
+        fd = try openLog(path, flags: O_WRONLY)
         self.limit = limit
     }
 
@@ -163,9 +179,8 @@ final class LogFile: @unchecked Sendable {
         }
         if allowed > 0, let base = bytes.baseAddress { writeAll(base, allowed) }
         if markTruncated {
-            let note = "\n[sluice: log truncated at \(limit) bytes; the rest of the output was counted but not kept]\n"
-            note.utf8CString.withUnsafeBufferPointer { p in
-                p.baseAddress.map { writeAll(UnsafeRawPointer($0), p.count - 1) }
+            truncationNote(limit: limit).withUnsafeBytes { p in
+                p.baseAddress.map { writeAll($0, p.count) }
             }
         }
     }
