@@ -1,4 +1,5 @@
 import Foundation
+import SluiceEngine
 
 /// How stage results and items are written and read: JSON, with plain integers (counts, ids) written
 /// and read directly — the same text JSONEncoder writes, without an encoder per value. Fan-out tasks
@@ -16,12 +17,8 @@ enum ValueCoding {
         return try JSONDecoder().decode(type, from: data)
     }
 
-    /// `data` as an Int when it is a JSON integer written plainly (`-?[0-9]+`, no leading zero, in range).
+    /// `data` as an Int when it is a JSON integer written plainly (`Items.isPlainInteger`).
     static func plainInteger(_ data: Data) -> Int? {
-        guard let first = data.first, data.count <= 19 else { return nil }
-        let digits = first == UInt8(ascii: "-") ? data.dropFirst() : data[...]
-        guard let lead = digits.first, lead != UInt8(ascii: "0") || digits.count == 1,
-              digits.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }) else { return nil }
-        return Int(String(decoding: data, as: UTF8.self))
+        Items.isPlainInteger(data) ? Int(String(decoding: data, as: UTF8.self)) : nil
     }
 }

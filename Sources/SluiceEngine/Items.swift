@@ -28,7 +28,7 @@ public enum Items {
     }
 
     /// `-?[1-9][0-9]*` or `0`, short enough to be an Int64 for certain.
-    static func isPlainInteger(_ data: Data) -> Bool {
+    public static func isPlainInteger(_ data: Data) -> Bool {
         guard let first = data.first, data.count <= 18 else { return false }
         let digits = first == UInt8(ascii: "-") ? data.dropFirst() : data[...]
         guard let lead = digits.first, lead != UInt8(ascii: "0") || (digits.count == 1 && first != UInt8(ascii: "-")) else { return false }
@@ -50,22 +50,9 @@ public enum Items {
         return String(decoding: hex, as: UTF8.self)
     }
 
-    /// The values of `{{item}}` and `{{item.field}}` (nested fields as `item.a.b`) for an item's JSON:
-    /// text is given as is, other values as JSON.
-    public static func templateValues(_ data: Data?) -> [String: String] {
-        let item = ItemValues(data)
-        var values: [String: String] = [:]
-        func walk(_ v: Any, _ prefix: String, depth: Int) {
-            values[prefix] = ItemValues.text(v)
-            guard depth < 8, let object = v as? [String: Any] else { return }
-            for (k, child) in object { walk(child, "\(prefix).\(k)", depth: depth + 1) }
-        }
-        if let root = item.root { walk(root, "item", depth: 0) }
-        return values
-    }
-
-    /// An item's placeholder values, each worked out when a template asks for it (a command usually
-    /// names one or two fields; rendering them all was most of preparing a fan-out command).
+    /// The values of `{{item}}` and `{{item.field}}` (nested fields as `item.a.b`) for an item's JSON,
+    /// each worked out when a template asks for it (a command usually names one or two fields; rendering
+    /// them all was most of preparing a fan-out command): text as is, other values as JSON.
     public struct ItemValues {
         let root: Any?
 

@@ -12,8 +12,15 @@ extension RunExecutor {
         return engine.inProcess.body(pipeline: pipeline, stage: stage.name)
     }
 
+    /// How many of `adjacent` ready tasks of one stage the next row takes: a share per free slot (this
+    /// one included), at most 64 (a stop or a retry waits for at most that many). The run process and
+    /// workers both use it.
+    static func rowSize(adjacent: Int, freeSlots: Int) -> Int {
+        min(64, max(1, adjacent / max(1, freeSlots)))
+    }
+
     /// Runs claimed tasks of one stage one after another, each recorded as `perform` records it, and
-    /// returns how long each took. A stop cancels the task running (it is recorded as cancelled, or
+    /// returns how long the row took. A stop cancels the task running (it is recorded as cancelled, or
     /// released: `released`) and those not started yet are recorded the same way without running.
     func performInline(_ tasks: [ClaimedTask], stage: StageSpec, run: RunRecord, body: @escaping StageBody, stop: StopSignal,
                        batcher: CompletionBatcher, released: @escaping @Sendable () -> Bool = { false }) async -> Duration {
@@ -24,9 +31,7 @@ extension RunExecutor {
             }
             group.addTask {
                 let started = ContinuousClock.now
-                let root = URL(fileURLWithPath: run.spec.root, isDirectory: true)
-                let workDirectory = stage.workdir.map { root.appendingPathComponent($0) } ?? root
-                let runDirectory = URL(fileURLWithPath: run.runDir, isDirectory: true)
+                let folders = InProcessFolders(run: run, stage: stage)
                 for (index, claimed) in tasks.enumerated() {
                     if stop.isRequested || Task.isCancelled {
                         for rest in tasks[index...] {
@@ -41,37 +46,16 @@ extension RunExecutor {
                     }
                     let clock = ContinuousClock.now
                     var attempt = attemptRecord(claimed: claimed, stage: stage, run: run)
-                    let task = claimed.task
                     let sink = OutputSink(producer: false)
-                    let context = StageContext(
-                        runID: run.id, pipeline: run.pipeline, stage: stage.name, taskID: task.id, taskKey: task.key,
-                        attempt: claimed.attempt, params: run.params, workDirectory: workDirectory, runDirectory: runDirectory,
-                        logFile: files.stdout(stage: stage.name, task: Items.fileName(key: task.key, taskID: task.id), attempt: claimed.attempt),
-                        store: store, item: task.item, sink: sink)
-                    var result: Data?
-                    do {
-                        result = try await body(context)
-                        attempt.outcome = .success
-                        attempt.message = "returned"
-                    } catch {
-                        if stop.isRequested {
-                            attempt.outcome = .cancelled
-                            attempt.message = "cancelled because the run was cancelled"
-                        } else {
-                            attempt.outcome = .failed
-                            attempt.message = "threw: \(error is CancellationError ? "cancelled" : "\(error)")"
-                            attempt.stderrTail = error is CancellationError ? "cancelled" : "\(error)"
-                        }
+                    let end: SwiftEnd
+                    do { end = .returned(try await body(context(for: claimed, stage: stage, run: run, folders: folders, sink: sink))) } catch {
+                        // A stop cancels the body: whatever it throws then, the task was cancelled.
+                        end = stop.isRequested ? .stopRequested : .threw(error is CancellationError ? "cancelled" : "\(error)")
                     }
-                    attempt.finishedAt = time.now()
+                    let result = settle(&attempt, end: end, timeout: nil)
                     var finished = FinishedAttempt(attempt: attempt, event: Self.eventName(attempt.outcome), attrs: [:], result: result)
                     if attempt.outcome != .success { finished.attrs["wall_ms"] = String((ContinuousClock.now - clock).milliseconds) }
-                    if let problem = sink.problem, finished.attempt.outcome == .success {
-                        finished.attempt.outcome = .failed
-                        finished.attempt.message = problem
-                        finished.attempt.stderrTail = problem
-                        finished.event = "task.failure"
-                    }
+                    if let problem = sink.problem { finished.failIfSucceeded(problem) }
                     finished.attempt.counters = sink.counters.attributes
                     record(finished, claimed: claimed, stage: stage, batcher: batcher, released: released(), root: run.spec.root)
                 }
@@ -87,8 +71,63 @@ extension RunExecutor {
     }
 
     /// A new attempt of an in-process task, as it starts.
-    private func attemptRecord(claimed: ClaimedTask, stage: StageSpec, run: RunRecord) -> AttemptRecord {
+    func attemptRecord(claimed: ClaimedTask, stage: StageSpec, run: RunRecord) -> AttemptRecord {
         AttemptRecord(taskID: claimed.task.id, runID: run.id, stage: stage.name, number: claimed.attempt,
                       outcome: .running, startedAt: time.now(), host: owner.host, pid: owner.pid)
+    }
+
+    /// The folders an in-process stage sees, worked out once per stage (no `stat` of the folder per task).
+    struct InProcessFolders {
+        var work: URL
+        var run: URL
+
+        init(run record: RunRecord, stage: StageSpec) {
+            let root = URL(fileURLWithPath: record.spec.root, isDirectory: true)
+            work = stage.workdir.map { root.appendingPathComponent($0) } ?? root
+            run = URL(fileURLWithPath: record.runDir, isDirectory: true)
+        }
+    }
+
+    /// What an in-process task's body sees.
+    func context(for claimed: ClaimedTask, stage: StageSpec, run: RunRecord, folders: InProcessFolders, sink: OutputSink) -> StageContext {
+        let task = claimed.task
+        return StageContext(
+            runID: run.id, pipeline: run.pipeline, stage: stage.name, taskID: task.id, taskKey: task.key,
+            attempt: claimed.attempt, params: run.params, workDirectory: folders.work, runDirectory: folders.run,
+            logFile: files.stdout(stage: stage.name, task: Items.fileName(key: task.key, taskID: task.id), attempt: claimed.attempt),
+            store: store, item: task.item, sink: sink)
+    }
+
+    /// Ends an in-process attempt as its body ended; returns the result to record (a success's).
+    func settle(_ attempt: inout AttemptRecord, end: SwiftEnd, timeout: Duration?) -> Data? {
+        attempt.finishedAt = time.now()
+        switch end {
+        case .returned(let data):
+            attempt.outcome = .success
+            attempt.message = "returned"
+            return data
+        case .threw(let message):
+            attempt.outcome = .failed
+            attempt.message = "threw: \(message)"
+            attempt.stderrTail = message
+        case .stopRequested:
+            attempt.outcome = .cancelled
+            attempt.message = "cancelled because the run was cancelled"
+        case .timedOut:
+            attempt.outcome = .timedOut
+            attempt.message = "timed out after \(DurationText.format(timeout ?? .zero)); cancelled"
+        }
+        return nil
+    }
+}
+
+extension RunExecutor.FinishedAttempt {
+    /// A task that did its work but broke a rule on the way (its output protocol, its outputs) failed.
+    mutating func failIfSucceeded(_ problem: String, prefix: String = "") {
+        guard attempt.outcome == .success else { return }
+        attempt.outcome = .failed
+        attempt.message = prefix + problem
+        attempt.stderrTail = problem
+        event = "task.failure"
     }
 }

@@ -173,6 +173,11 @@ struct RunExecutor: Sendable {
             var unrecorded = 0            // completions handed to the batcher, not yet committed
             var mayClaim = true           // false after a claim found nothing, until something changes
             var changes = 0               // counts what may give work (mayClaim set), for claims in flight
+            /// Something happened that may give work: claim again (and tell a claim in flight).
+            func mayGiveWork() {
+                mayClaim = true
+                changes += 1
+            }
             var claiming = false          // a claim is in flight (a child task: the loop starts tasks meanwhile)
             var needsPlan = true
             var waiting = false           // an idle wait is in the group
@@ -197,7 +202,7 @@ struct RunExecutor: Sendable {
                 } else {
                     if needsPlan {
                         needsPlan = false
-                        if try await plan(planner, run: run) { mayClaim = true; changes += 1 }
+                        if try await plan(planner, run: run) { mayGiveWork() }
                     }
                     // Start what is claimed, then claim more: commands only for free slots; in-process
                     // fan-out tasks a batch at a time, when fewer than a quarter of a batch is left (a claim
@@ -215,13 +220,11 @@ struct RunExecutor: Sendable {
                             running[task.task.id] = (stop, stage.name, .now)
                             let producer = producers.contains(stage.name)
                             if let body = runsInline(stage, pipeline: run.pipeline, producer: producer) {
-                                // This task and the next ready ones of its stage, in a row: a share of them
-                                // per free slot, at most 64 (a stop or a retry waits for at most that many).
-                                let free = spec.concurrency - running.count + 1
+                                // This task and the next ready ones of its stage, in a row (`rowSize`).
                                 // Claims come in task order, so a stage's ready tasks are mostly side by side:
                                 // the row is those that follow this one.
                                 let adjacent = ready[index...].prefix { $0.task.stage == stage.name }.count
-                                let size = min(64, max(1, adjacent / free))
+                                let size = Self.rowSize(adjacent: adjacent, freeSlots: spec.concurrency - running.count + 1)
                                 let chunk = Array(ready[index..<(index + size)])
                                 ready.removeSubrange(index..<(index + size))
                                 let id = task.task.id
@@ -305,13 +308,11 @@ struct RunExecutor: Sendable {
                     }
                     unrecorded -= recorded.count
                     // A retry puts a task back, a stage that ended lets others start.
-                    mayClaim = true
-                    changes += 1
+                    mayGiveWork()
                     if recorded.stageEnded { needsPlan = true }
                     group.addTask { await batcher.committed.wait(); return .recorded }
                 case .nudged:
-                    mayClaim = true
-                    changes += 1
+                    mayGiveWork()
                     group.addTask { await nudge.wait(); return .nudged }
                 case .cancelRequested:
                     cancelling = true
@@ -321,8 +322,7 @@ struct RunExecutor: Sendable {
                     throw EngineError(.runBusy, "this process lost its lease on run \(runID) (another process took it over)",
                                       hint: "`sluice show \(runID)` tells who runs it now")
                 case .timer:
-                    mayClaim = true
-                    changes += 1
+                    mayGiveWork()
                 case .claimed(let claimed, let wanted, let epoch):
                     claiming = false
                     ready += claimed
@@ -330,8 +330,7 @@ struct RunExecutor: Sendable {
                     if claimed.count < wanted && epoch == changes { mayClaim = false }
                 case .idleWake:
                     waiting = false
-                    mayClaim = true
-                    changes += 1
+                    mayGiveWork()
                     needsPlan = true
                     if ContinuousClock.now - lastReclaim >= engine.configuration.heartbeat {
                         lastReclaim = ContinuousClock.now
@@ -499,18 +498,10 @@ struct RunExecutor: Sendable {
             return result!
         }
         try await flush()
-        if let problem = sink.problem, finished.attempt.outcome == .success {
-            finished.attempt.outcome = .failed
-            finished.attempt.message = problem
-            finished.attempt.stderrTail = problem
-            finished.event = "task.failure"
-        }
+        if let problem = sink.problem { finished.failIfSucceeded(problem) }
         if finished.attempt.outcome == .success, !stage.outputs.isEmpty,
            let problem = try await publishOutputs(of: stage, run: run, claimed: claimed) {
-            finished.attempt.outcome = .failed
-            finished.attempt.message = "outputs: \(problem)"
-            finished.attempt.stderrTail = problem
-            finished.event = "task.failure"
+            finished.failIfSucceeded(problem, prefix: "outputs: ")
         }
         finished.attempt.counters = sink.counters.attributes
         if producer { finished.attrs["items"] = String(sink.itemCount) }
@@ -576,7 +567,8 @@ struct RunExecutor: Sendable {
         }
     }
 
-    private enum SwiftEnd: Sendable {
+    /// How an in-process task's body ended.
+    enum SwiftEnd: Sendable {
         case returned(Data?)
         case threw(String)
         case stopRequested
@@ -587,9 +579,7 @@ struct RunExecutor: Sendable {
     private func runSwift(_ claimed: ClaimedTask, stage: StageSpec, run: RunRecord, stop: StopSignal, sink: OutputSink) async throws -> FinishedAttempt {
         let task = claimed.task
         let clock = ContinuousClock.now
-        var attempt = AttemptRecord(taskID: task.id, runID: run.id, stage: stage.name, number: claimed.attempt,
-                                    outcome: .running, startedAt: time.now(), host: owner.host,
-                                    pid: owner.pid)
+        var attempt = attemptRecord(claimed: claimed, stage: stage, run: run)
         guard let body = engine.inProcess.body(pipeline: run.pipeline, stage: stage.name) else {
             attempt.outcome = .spawnFailed
             attempt.finishedAt = time.now()
@@ -600,14 +590,7 @@ struct RunExecutor: Sendable {
             try await emit([log.make("task.start", stage: stage.name, task: task.id, attempt: claimed.attempt,
                                      "attempt \(claimed.attempt): in-process Swift stage")])
         }
-        let root = URL(fileURLWithPath: run.spec.root, isDirectory: true)  // no stat of the folder per task
-        let context = StageContext(
-            runID: run.id, pipeline: run.pipeline, stage: stage.name, taskID: task.id, taskKey: task.key,
-            attempt: claimed.attempt, params: run.params,
-            workDirectory: stage.workdir.map { root.appendingPathComponent($0) } ?? root,
-            runDirectory: URL(fileURLWithPath: run.runDir, isDirectory: true),
-            logFile: files.stdout(stage: stage.name, task: Items.fileName(key: task.key, taskID: task.id), attempt: claimed.attempt),
-            store: store, item: task.item, sink: sink)
+        let context = context(for: claimed, stage: stage, run: run, folders: InProcessFolders(run: run, stage: stage), sink: sink)
         let timeout = stage.timeout
         let end: SwiftEnd = await withTaskGroup(of: SwiftEnd.self) { group in
             group.addTask {
@@ -636,25 +619,8 @@ struct RunExecutor: Sendable {
             }
             return first
         }
-        attempt.finishedAt = time.now()
+        let result = settle(&attempt, end: end, timeout: timeout)
         let attrs = ["wall_ms": String((ContinuousClock.now - clock).milliseconds)]
-        var result: Data?
-        switch end {
-        case .returned(let data):
-            attempt.outcome = .success
-            attempt.message = "returned"
-            result = data
-        case .threw(let message):
-            attempt.outcome = .failed
-            attempt.message = "threw: \(message)"
-            attempt.stderrTail = message
-        case .stopRequested:
-            attempt.outcome = .cancelled
-            attempt.message = "cancelled because the run was cancelled"
-        case .timedOut:
-            attempt.outcome = .timedOut
-            attempt.message = "timed out after \(DurationText.format(timeout ?? .zero)); cancelled"
-        }
         return FinishedAttempt(attempt: attempt, event: Self.eventName(attempt.outcome), attrs: attrs, result: result)
     }
 

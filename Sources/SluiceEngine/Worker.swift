@@ -343,7 +343,7 @@ public struct Worker: Sendable {
             slots -= 1
             if let body = executor.runsInline(stage, pipeline: run.pipeline, producer: producer) {
                 let adjacent = ready.prefix { $0.run.id == run.id && $0.task.task.stage == stage.name }.count
-                let row = ready.prefix(min(64, max(1, adjacent / (slots + 1)))).map(\.task)
+                let row = ready.prefix(RunExecutor.rowSize(adjacent: adjacent, freeSlots: slots + 1)).map(\.task)
                 ready.removeFirst(row.count)
                 let id = row[row.count - 1].task.id
                 running[id] = Running(stop: stop, run: run.id, stage: key)
