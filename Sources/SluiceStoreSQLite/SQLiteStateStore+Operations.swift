@@ -337,9 +337,10 @@ extension SQLiteStateStore {
             var claimed: [ClaimedTask] = []
             claimed.reserveCapacity(ids.count)
             let until = Date(timeIntervalSince1970: lease)
+            let marks = ids.map { _ in "?" }.joined(separator: ",")
             let rows = try Row.fetchCursor(db.cachedStatement(sql: """
                 UPDATE tasks SET status = 'running', attempts = attempts + 1, lease_owner = ?, lease_expires_at = ?, not_before = NULL
-                WHERE id IN (\(ids.map { _ in "?" }.joined(separator: ","))) RETURNING \(Self.claimedColumns)
+                WHERE id IN (\(marks)) RETURNING \(Self.claimedColumns)
                 """), arguments: StatementArguments([owner.id, lease] + ids.map { $0 as any DatabaseValueConvertible }))
             while let row = try rows.next() {
                 let (task, base) = Self.claimedTask(row, run: run, owner: owner.id, lease: until)
@@ -348,7 +349,7 @@ extension SQLiteStateStore {
             // Their attempt rows, all in one statement (a statement per task was a third of a claim).
             try db.exec(sql: """
                 INSERT INTO attempts (task_id, number, run_id, stage, outcome, started_at, host, owner)
-                SELECT id, attempts, run_id, stage, 'running', ?, ?, ? FROM tasks WHERE id IN (\(ids.map { _ in "?" }.joined(separator: ",")))
+                SELECT id, attempts, run_id, stage, 'running', ?, ?, ? FROM tasks WHERE id IN (\(marks))
                 """, arguments: StatementArguments([t, owner.host, owner.id] + ids.map { $0 as any DatabaseValueConvertible }))
             claimed.sort { $0.task.id < $1.task.id }
             try db.exec(sql: "UPDATE runs SET lease_expires_at = MAX(lease_expires_at, ?) WHERE id = ? AND lease_owner = ?",
@@ -387,7 +388,7 @@ extension SQLiteStateStore {
             let held = "id = ? AND status = 'running' AND attempts = ? AND lease_owner = ?"
             let endTask = try db.cachedStatement(sql: """
                 UPDATE tasks SET status = ?, finished_at = ?, lease_owner = NULL, lease_expires_at = NULL,
-                  lost_attempts = 0, result = ? WHERE \(held)
+                  lost_attempts = CASE WHEN ? THEN lost_attempts + 1 ELSE 0 END, result = ? WHERE \(held)
                 """)
             let endAttempt = try db.cachedStatement(sql: """
                 UPDATE attempts SET outcome = ?, started_at = ?, finished_at = ?, exit_code = ?, signal = ?, cpu_ms = ?, peak_rss = ?,
@@ -402,20 +403,14 @@ extension SQLiteStateStore {
                 case .succeed, .fail, .cancel:
                     let next = completion.next
                     let status: TaskStatus = next == .succeed ? .success : (next == .fail ? .failed : .cancelled)
-                    if attempt.outcome != .lost {
-                        try endTask.execute { b in
-                            b.add(status.rawValue)
-                            b.add(t)
-                            b.add(next == .succeed ? completion.result : nil)
-                            b.add(attempt.taskID)
-                            b.add(attempt.number)
-                            b.add(owner.id)
-                        }
-                    } else {
-                        try db.exec(sql: """
-                            UPDATE tasks SET status = ?, finished_at = ?, lease_owner = NULL, lease_expires_at = NULL,
-                              lost_attempts = lost_attempts + 1, result = NULL WHERE \(held)
-                            """, arguments: [status.rawValue, t, attempt.taskID, attempt.number, owner.id])
+                    try endTask.execute { b in
+                        b.add(status.rawValue)
+                        b.add(t)
+                        b.add(attempt.outcome == .lost ? 1 : 0)
+                        b.add(next == .succeed ? completion.result : nil)
+                        b.add(attempt.taskID)
+                        b.add(attempt.number)
+                        b.add(owner.id)
                     }
                 case .retry(let notBefore):
                     try db.exec(sql: """
