@@ -42,7 +42,9 @@ public final class SQLiteStateStore: StateStore {
         }
         let migrator = Self.migrator
         do {
-            let superseded = try pool.read { db in try migrator.hasBeenSuperseded(db) }
+            // Newer when it has a migration this version does not know (the steps `schema-v11` merged are known).
+            let known = Set(migrator.migrations).union(Self.schemaSteps.map(\.id))
+            let superseded = try pool.read { db in try migrator.appliedIdentifiers(db).contains { !known.contains($0) } }
             if superseded {
                 throw StoreError(.newerSchema, "the state store '\(path)' was written by a newer version of Sluice",
                                  hint: "upgrade sluice, or point this version at another state folder with --state-dir; the store was not changed")
@@ -80,9 +82,11 @@ public final class SQLiteStateStore: StateStore {
         return "\(error)"
     }
 
-    static var migrator: DatabaseMigrator {
-        var m = DatabaseMigrator()
-        m.registerMigration("v1") { db in
+    /// The schema's steps, oldest first, as earlier versions applied them one migration each. A new
+    /// store applies them all in one transaction (`schema-v11`: a quarter less time to open than eleven transactions); a
+    /// store an earlier version wrote applies only those it lacks, in that same transaction.
+    static let schemaSteps: [(id: String, apply: @Sendable (Database) throws -> Void)] = [
+        ("v1", { db in
             try db.execute(sql: """
                 CREATE TABLE runs (
                   id TEXT PRIMARY KEY, pipeline TEXT NOT NULL, spec TEXT NOT NULL, params TEXT NOT NULL,
@@ -116,12 +120,12 @@ public final class SQLiteStateStore: StateStore {
                   msg TEXT NOT NULL, attrs TEXT);
                 CREATE INDEX events_run ON events(run_id, id);
                 """)
-        }
-        m.registerMigration("v2-task-results") { db in
+        }),
+        ("v2-task-results", { db in
             // The encoded result of a task (Swift stages), read by downstream stages, also after a resume.
             try db.execute(sql: "ALTER TABLE tasks ADD COLUMN result BLOB")
-        }
-        m.registerMigration("v3-items") { db in
+        }),
+        ("v3-items", { db in
             try db.execute(sql: """
                 CREATE TABLE items (
                   run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE, stage TEXT NOT NULL, key TEXT NOT NULL,
@@ -132,12 +136,12 @@ public final class SQLiteStateStore: StateStore {
                 ALTER TABLE stages ADD COLUMN tolerance TEXT;
                 CREATE INDEX tasks_stage_status ON tasks(run_id, stage, status);
                 """)
-        }
-        m.registerMigration("v4-attempt-counters") { db in
+        }),
+        ("v4-attempt-counters", { db in
             // Business counters and failed records an attempt reported (JSON).
             try db.execute(sql: "ALTER TABLE attempts ADD COLUMN counters TEXT")
-        }
-        m.registerMigration("v5-claim-order") { db in
+        }),
+        ("v5-claim-order", { db in
             // Claims take the oldest pending tasks: with this index that is a range scan, not a sort of
             // every pending task (which made each claim O(n) and a fan-out O(n²)).
             try db.execute(sql: """
@@ -145,24 +149,24 @@ public final class SQLiteStateStore: StateStore {
                 CREATE INDEX tasks_claim ON tasks(run_id, status, id);
                 CREATE INDEX items_seq ON items(run_id, stage, seq);
                 """)
-        }
-        m.registerMigration("v6-queues") { db in
+        }),
+        ("v6-queues", { db in
             // Workers claim the tasks of the queues they serve; a stage's concurrency holds across processes.
             try db.execute(sql: """
                 ALTER TABLE stages ADD COLUMN queue TEXT NOT NULL DEFAULT 'default';
                 ALTER TABLE stages ADD COLUMN max_running INTEGER;
                 """)
-        }
-        m.registerMigration("v7-api-tokens") { db in
+        }),
+        ("v7-api-tokens", { db in
             try db.execute(sql: """
                 CREATE TABLE api_tokens (
                   name TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, created_at REAL NOT NULL, revoked_at REAL);
                 """)
-        }
-        m.registerMigration("v8-leases") { db in
+        }),
+        ("v8-leases", { db in
             try db.execute(sql: "CREATE TABLE leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at REAL NOT NULL)")
-        }
-        m.registerMigration("v9-artifact-versions") { db in
+        }),
+        ("v9-artifact-versions", { db in
             // Versioned outputs (C13): which run published which version with which hash.
             try db.execute(sql: """
                 CREATE TABLE artifact_versions (
@@ -171,8 +175,8 @@ public final class SQLiteStateStore: StateStore {
                   file TEXT NOT NULL, annotations TEXT NOT NULL, PRIMARY KEY (pipeline, name, version));
                 CREATE INDEX artifact_versions_run ON artifact_versions (run_id);
                 """)
-        }
-        m.registerMigration("v10-sessions-outbox") { db in
+        }),
+        ("v10-sessions-outbox", { db in
             // Coordination sessions (C10) and the notification outbox (C11).
             try db.execute(sql: """
                 CREATE TABLE sessions (
@@ -194,8 +198,8 @@ public final class SQLiteStateStore: StateStore {
                 CREATE INDEX notifications_run ON notifications (run_id);
                 CREATE INDEX notifications_session ON notifications (session_id);
                 """)
-        }
-        m.registerMigration("v11-partial-task-indexes") { db in
+        }),
+        ("v11-partial-task-indexes", { db in
             // Fewer index entries to move per task (a large fan-out's store work is mostly index updates):
             // claims look among pending tasks only and lease renewals among running ones, so each has a
             // partial index, and a task that ends leaves both; the attempts of a run are found through
@@ -206,6 +210,15 @@ public final class SQLiteStateStore: StateStore {
                 CREATE INDEX tasks_running ON tasks(run_id, lease_owner) WHERE status = 'running';
                 DROP INDEX attempts_run;
                 """)
+        }),
+    ]
+
+    static var migrator: DatabaseMigrator {
+        var m = DatabaseMigrator()
+        // Named anew (not after its last step) so that an earlier version opening a store created by
+        // this one sees an unknown migration and says the store is newer, instead of re-applying steps.
+        m.registerMigration("schema-v11", merging: Set(schemaSteps.map(\.id))) { db, applied in
+            for step in schemaSteps where !applied.contains(step.id) { try step.apply(db) }
         }
         return m
     }

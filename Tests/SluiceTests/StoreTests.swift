@@ -4,7 +4,7 @@ import Testing
 import SluiceCore
 import SluiceStore
 import SluiceStorePostgres
-import SluiceStoreSQLite
+@testable import SluiceStoreSQLite
 import SluiceTesting
 
 /// The stores the contract tests run against. PostgreSQL needs a server (`SLUICE_TEST_POSTGRES`).
@@ -508,5 +508,46 @@ struct SQLiteStoreTests {
             (error as? StoreError)?.code == .newerSchema && "\(error)".contains("newer version of Sluice")
         }
         #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == before)
+    }
+
+    /// Earlier versions applied each schema step as a migration of its own; a new store applies them in
+    /// one. A store stopped at any step opens, keeps its rows, and ends with the schema of a new store.
+    @Test(arguments: [1, 5, SQLiteStateStore.schemaSteps.count])
+    func aStoreAnEarlierVersionWroteIsBroughtUpToDate(stepsApplied: Int) async throws {
+        let fresh = dir.file("fresh.sqlite"), old = dir.file("old-\(stepsApplied).sqlite")
+        _ = try SQLiteStateStore.open(path: fresh)
+        var earlier = DatabaseMigrator()
+        for step in SQLiteStateStore.schemaSteps.prefix(stepsApplied) { earlier.registerMigration(step.id, migrate: step.apply) }
+        let queue = try DatabaseQueue(path: old)
+        try earlier.migrate(queue)
+        try await queue.write { db in
+            try db.execute(sql: """
+                INSERT INTO runs (id, pipeline, spec, params, trigger, status, created_at, run_dir)
+                VALUES ('20261205-000000-abcdef', 'p', '{}', '{}', 'manual', 'success', 0, '/tmp/r')
+                """)
+        }
+        try queue.close()
+
+        _ = try SQLiteStateStore.open(path: old)
+        let schema = { (path: String) throws -> [String] in
+            try DatabaseQueue(path: path).read { db in
+                try String.fetchAll(db, sql: "SELECT type || ' ' || name || ': ' || sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'grdb%' ORDER BY name")
+            }
+        }
+        // Same tables and indexes (SQLite keeps the text of ALTERed tables slightly differently, so compare columns too).
+        #expect(try schema(old).map { $0.prefix(while: { $0 != ":" }) } == schema(fresh).map { $0.prefix(while: { $0 != ":" }) })
+        let columns = { (path: String) throws -> [String] in
+            try DatabaseQueue(path: path).read { db in
+                try String.fetchAll(db, sql: "SELECT m.name || '.' || p.name || ' ' || p.type FROM sqlite_master m, pragma_table_info(m.name) p WHERE m.type = 'table' ORDER BY m.name, p.cid")
+            }
+        }
+        #expect(try columns(old) == columns(fresh))
+        let (runs, migrations) = try await DatabaseQueue(path: old).read { db in
+            (try Int.fetchOne(db, sql: "SELECT count(*) FROM runs"), try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations"))
+        }
+        #expect(runs == 1)
+        #expect(migrations == ["schema-v11"])
+        // And it opens again without applying anything (nor calling itself newer).
+        _ = try SQLiteStateStore.open(path: old)
     }
 }
