@@ -66,8 +66,8 @@ public final class EventLog: Sendable {
         }
         let jsonl = events.map { Self.jsonLine($0) + "\n" }.joined()
         let log = events.map { Self.logLine($0) + "\n" }.joined()
-        try? Data(jsonl.utf8).write(to: URL(fileURLWithPath: files.events), options: .atomic)
-        try? Data(log.utf8).write(to: URL(fileURLWithPath: files.log), options: .atomic)
+        try? RunFiles.replace(files.events, with: Data(jsonl.utf8))
+        try? RunFiles.replace(files.log, with: Data(log.utf8))
     }
 
     static func append(_ text: String, to path: String) {

@@ -224,6 +224,6 @@ public struct RunReport: Codable, Sendable {
     public func json() throws -> Data { try Self.encoder.encode(self) }
 
     public func write(to path: String) throws {
-        try json().write(to: URL(fileURLWithPath: path), options: .atomic)
+        try RunFiles.replace(path, with: json())
     }
 }
