@@ -66,7 +66,10 @@ enum Bench {
             case "W6":
                 var sizes = options.quick ? [200, 2_000] : [1_000, 10_000, 100_000]
                 if options.million && !options.quick { sizes.append(1_000_000) }
-                for n in sizes { rows.append(try w1(n: n, options, name: "W6")) }
+                // A run's fixed cost (opening the store, planning, writing its report: W1 with no items),
+                // to tell it from the cost per task in each row.
+                let fixed = try repeatMeasure(["w1", "0"], options).figure.seconds
+                for n in sizes { rows.append(try w1(n: n, options, name: "W6", fixedSeconds: fixed)) }
             case "W3":
                 if let admin = postgresURL(options) {
                     rows.append(try await w3(n: options.quick ? 300 : 20_000, admin: admin, options))
@@ -93,14 +96,18 @@ enum Bench {
 
     // MARK: workloads
 
-    static func w1(n: Int, _ o: Options, name: String = "W1") throws -> Row {
+    static func w1(n: Int, _ o: Options, name: String = "W1", fixedSeconds: Double? = nil) throws -> Row {
         let sluice = try repeatMeasure(["w1", String(n)], o)
         let group = try repeatMeasure(["w1-taskgroup", String(n)], o)
         let floor = try repeatMeasure(["store-floor", String(n)], o)
+        var note = String(format: "no-store task group: %.4f s (%.0fx)", group.figure.seconds, sluice.figure.seconds / max(group.figure.seconds, 1e-9))
+        if let fixedSeconds {
+            note += String(format: "; a run with no items: %.1f ms, beyond it %.1f µs per task",
+                           fixedSeconds * 1000, (sluice.figure.seconds - fixedSeconds) / Double(n) * 1e6)
+        }
         return Row(workload: name, n: n, sluice: sluice.figure, perTaskMicroseconds: sluice.figure.seconds / Double(n) * 1e6,
                    baseline: "store floor", baselineFigure: floor.figure, ratio: sluice.figure.seconds / floor.figure.seconds,
-                   check: sluice.check,
-                   note: String(format: "no-store task group: %.4f s (%.0fx)", group.figure.seconds, sluice.figure.seconds / max(group.figure.seconds, 1e-9)))
+                   check: sluice.check, note: note)
     }
 
     static func w4(n: Int, _ o: Options) throws -> Row {

@@ -79,7 +79,7 @@ enum Measure {
         let total = try data.map { try JSONDecoder().decode(Int.self, from: $0) } ?? -1
         guard total == n * (n - 1) else { throw BenchError("W1 sum is \(total), expected \(n * (n - 1))") }
         let counts = try await engine.store.taskCounts(run: run.id)
-        guard counts["double"]?.success == n else { throw BenchError("W1 recorded \(counts["double"]?.success ?? 0) tasks, expected \(n)") }
+        guard (counts["double"]?.success ?? 0) == n else { throw BenchError("W1 recorded \(counts["double"]?.success ?? 0) tasks, expected \(n)") }
         return "sum \(total) = n(n-1), \(n) tasks recorded"
     }
 
