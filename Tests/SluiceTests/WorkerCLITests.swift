@@ -86,6 +86,10 @@ struct WorkerCLITests {
             """.write(toFile: cli.dir.file("p.yml"), atomically: true, encoding: .utf8)
         let worker = try cli.start(["worker", "--poll", "50ms", "--concurrency", "2"])
         defer { kill(worker.processIdentifier, SIGKILL) }
+        // The worker is polling once it opened the store (under load, starting it can take longer than
+        // the run's second of work: then only the run process would take items).
+        try await cli.wait { FileManager.default.fileExists(atPath: cli.dir.file(".sluice/state.sqlite")) }
+        try await Task.sleep(for: .milliseconds(200))
         let run = try cli.run(["run", "p.yml", "--no-tty"])
         #expect(run.status == 0, "\(run.output)")
         let processed = try String(contentsOfFile: cli.dir.file("processed"), encoding: .utf8).split(separator: "\n")
