@@ -9,12 +9,12 @@ extension SQLiteStateStore {
     public func createRun(_ run: RunRecord, overlap: OverlapPolicy, now: Date, events: [EventRecord]) async throws -> CreateRunResult {
         try await write { db in
             if let key = run.idempotencyKey,
-               let row = try db.row(sql: "SELECT * FROM runs WHERE idempotency_key = ?", arguments: [key]) {
+               let row = try db.row(sql: "SELECT \(Self.runColumns) FROM runs WHERE idempotency_key = ?", arguments: [key]) {
                 return .duplicate(try Self.runRecord(row))
             }
             if overlap != .allow {
                 let active = try db.rows(sql: """
-                    SELECT * FROM runs WHERE pipeline = ? AND status IN ('pending', 'running')
+                    SELECT \(Self.runColumns) FROM runs WHERE pipeline = ? AND status IN ('pending', 'running')
                       AND (lease_expires_at IS NULL OR lease_expires_at > ?) ORDER BY id
                     """, arguments: [run.pipeline, now.timeIntervalSince1970]).map(Self.runRecord)
                 if !active.isEmpty { return .overlapping(active) }
@@ -42,13 +42,13 @@ extension SQLiteStateStore {
 
     public func run(_ id: RunID) async throws -> RunRecord? {
         try await read { db in
-            try db.row(sql: "SELECT * FROM runs WHERE id = ?", arguments: [id.rawValue]).map(Self.runRecord)
+            try db.row(sql: "SELECT \(Self.runColumns) FROM runs WHERE id = ?", arguments: [id.rawValue]).map(Self.runRecord)
         }
     }
 
     public func runs(idPrefix prefix: String, limit: Int) async throws -> [RunRecord] {
         try await read { db in
-            try db.rows(sql: "SELECT * FROM runs WHERE substr(id, 1, ?) = ? ORDER BY id DESC LIMIT ?",
+            try db.rows(sql: "SELECT \(Self.runColumns) FROM runs WHERE substr(id, 1, ?) = ? ORDER BY id DESC LIMIT ?",
                              arguments: [prefix.count, prefix, limit]).map(Self.runRecord)
         }
     }
@@ -56,24 +56,24 @@ extension SQLiteStateStore {
     public func recentRuns(pipeline: String?, limit: Int) async throws -> [RunRecord] {
         try await read { db in
             if let pipeline {
-                return try db.rows(sql: "SELECT * FROM runs WHERE pipeline = ? ORDER BY created_at DESC, id DESC LIMIT ?",
+                return try db.rows(sql: "SELECT \(Self.runColumns) FROM runs WHERE pipeline = ? ORDER BY created_at DESC, id DESC LIMIT ?",
                                         arguments: [pipeline, limit]).map(Self.runRecord)
             }
-            return try db.rows(sql: "SELECT * FROM runs ORDER BY created_at DESC, id DESC LIMIT ?",
+            return try db.rows(sql: "SELECT \(Self.runColumns) FROM runs ORDER BY created_at DESC, id DESC LIMIT ?",
                                     arguments: [limit]).map(Self.runRecord)
         }
     }
 
     public func unfinishedRuns(pipeline: String) async throws -> [RunRecord] {
         try await read { db in
-            try db.rows(sql: "SELECT * FROM runs WHERE pipeline = ? AND status IN ('pending', 'running') ORDER BY id",
+            try db.rows(sql: "SELECT \(Self.runColumns) FROM runs WHERE pipeline = ? AND status IN ('pending', 'running') ORDER BY id",
                              arguments: [pipeline]).map(Self.runRecord)
         }
     }
 
     public func openRuns(limit: Int) async throws -> [RunRecord] {
         try await read { db in
-            try db.rows(sql: "SELECT * FROM runs WHERE status IN ('pending', 'running') ORDER BY created_at, id LIMIT ?",
+            try db.rows(sql: "SELECT \(Self.runColumns) FROM runs WHERE status IN ('pending', 'running') ORDER BY created_at, id LIMIT ?",
                              arguments: [limit]).map(Self.runRecord)
         }
     }
@@ -81,7 +81,7 @@ extension SQLiteStateStore {
     public func acquireRun(_ id: RunID, owner: LeaseOwner, until: Date, replacing: LeaseOwner?, now: Date,
                            events: [EventRecord]) async throws -> LeaseResult {
         try await write { db in
-            guard let row = try db.row(sql: "SELECT * FROM runs WHERE id = ?", arguments: [id.rawValue]) else {
+            guard let row = try db.row(sql: "SELECT \(Self.runColumns) FROM runs WHERE id = ?", arguments: [id.rawValue]) else {
                 return .notFound
             }
             let run = try Self.runRecord(row)
@@ -122,7 +122,7 @@ extension SQLiteStateStore {
 
     public func requestCancel(_ id: RunID, now: Date, events: [EventRecord]) async throws -> CancelRequestResult {
         try await write { db in
-            guard let row = try db.row(sql: "SELECT * FROM runs WHERE id = ?", arguments: [id.rawValue]) else {
+            guard let row = try db.row(sql: "SELECT \(Self.runColumns) FROM runs WHERE id = ?", arguments: [id.rawValue]) else {
                 return .notFound
             }
             var run = try Self.runRecord(row)
@@ -164,7 +164,7 @@ extension SQLiteStateStore {
         try await write { db in
             let t = now.timeIntervalSince1970
             let lost = try db.rows(sql: """
-                SELECT a.* FROM attempts a JOIN tasks t ON t.id = a.task_id AND t.attempts = a.number
+                SELECT \(Self.columns(Self.attemptColumns, of: "a")) FROM attempts a JOIN tasks t ON t.id = a.task_id AND t.attempts = a.number
                 WHERE t.run_id = ? AND a.outcome = 'running' AND t.status = 'running'
                   AND (t.lease_owner = ? OR t.lease_expires_at < ? OR t.lease_owner IS NULL)
                 """, arguments: [id.rawValue, heldBy, t]).map(Self.attemptRecord)
@@ -234,21 +234,21 @@ extension SQLiteStateStore {
 
     public func stages(of run: RunID) async throws -> [StageRecord] {
         try await read { db in
-            try db.rows(sql: "SELECT * FROM stages WHERE run_id = ? ORDER BY position", arguments: [run.rawValue])
+            try db.rows(sql: "SELECT \(Self.stageColumns) FROM stages WHERE run_id = ? ORDER BY position", arguments: [run.rawValue])
                 .map(Self.stageRecord)
         }
     }
 
     public func tasks(of run: RunID) async throws -> [TaskRecord] {
         try await read { db in
-            try db.rows(sql: "SELECT * FROM tasks WHERE run_id = ? ORDER BY id", arguments: [run.rawValue])
+            try db.rows(sql: "SELECT \(Self.taskColumns) FROM tasks WHERE run_id = ? ORDER BY id", arguments: [run.rawValue])
                 .map(Self.taskRecord)
         }
     }
 
     public func attempts(of run: RunID) async throws -> [AttemptRecord] {
         try await read { db in
-            try db.rows(sql: "SELECT a.* FROM tasks t CROSS JOIN attempts a ON a.task_id = t.id WHERE t.run_id = ? ORDER BY a.task_id, a.number",
+            try db.rows(sql: "SELECT \(Self.columns(Self.attemptColumns, of: "a")) FROM tasks t CROSS JOIN attempts a ON a.task_id = t.id WHERE t.run_id = ? ORDER BY a.task_id, a.number",
                         arguments: [run.rawValue])
                 .map(Self.attemptRecord)
         }
@@ -501,7 +501,7 @@ extension SQLiteStateStore {
                                        : (stageStatus == .partialSuccess ? "\(counts.failed) of \(counts.total) items failed (tolerated)" : nil),
                                    run.rawValue, stage])
         guard db.changesCount == 1 else { return nil }
-        return try db.row(sql: "SELECT * FROM stages WHERE run_id = ? AND name = ?",
+        return try db.row(sql: "SELECT \(Self.stageColumns) FROM stages WHERE run_id = ? AND name = ?",
                                 arguments: [run.rawValue, stage]).map(Self.stageRecord)
     }
 
@@ -676,7 +676,7 @@ extension SQLiteStateStore {
 
     public func tasks(of run: RunID, stage: StageName, unsuccessfulOnly: Bool) async throws -> [TaskRecord] {
         try await read { db in
-            try db.rows(sql: "SELECT * FROM tasks WHERE run_id = ? AND stage = ?\(unsuccessfulOnly ? " AND status != 'success'" : "") ORDER BY id",
+            try db.rows(sql: "SELECT \(Self.taskColumns) FROM tasks WHERE run_id = ? AND stage = ?\(unsuccessfulOnly ? " AND status != 'success'" : "") ORDER BY id",
                         arguments: [run.rawValue, stage]).map(Self.taskRecord)
         }
     }
@@ -687,7 +687,7 @@ extension SQLiteStateStore {
             var attempts: [AttemptRecord] = []
             for chunk in stride(from: 0, to: ids.count, by: 500).map({ Array(ids[$0..<min(ids.count, $0 + 500)]) }) {
                 let marks = chunk.map { _ in "?" }.joined(separator: ",")
-                attempts += try db.rows(sql: "SELECT * FROM attempts WHERE task_id IN (\(marks)) ORDER BY task_id, number",
+                attempts += try db.rows(sql: "SELECT \(Self.attemptColumns) FROM attempts WHERE task_id IN (\(marks)) ORDER BY task_id, number",
                                         arguments: StatementArguments(chunk)).map(Self.attemptRecord)
             }
             return attempts
@@ -795,7 +795,7 @@ extension SQLiteStateStore {
 
     public func events(run: RunID, afterID: Int64, limit: Int) async throws -> [EventRecord] {
         try await read { db in
-            try db.rows(sql: "SELECT * FROM events WHERE run_id = ? AND id > ? ORDER BY id LIMIT ?",
+            try db.rows(sql: "SELECT \(Self.eventColumns) FROM events WHERE run_id = ? AND id > ? ORDER BY id LIMIT ?",
                              arguments: [run.rawValue, afterID, limit]).map(Self.eventRecord)
         }
     }

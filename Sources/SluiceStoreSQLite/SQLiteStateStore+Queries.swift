@@ -20,7 +20,7 @@ extension SQLiteStateStore {
             arguments.append(cursor.rawValue)
         }
         arguments.append(query.limit)
-        let sql = "SELECT * FROM runs\(conditions.isEmpty ? "" : " WHERE " + conditions.joined(separator: " AND ")) ORDER BY created_at DESC, id DESC LIMIT ?"
+        let sql = "SELECT \(Self.runColumns) FROM runs\(conditions.isEmpty ? "" : " WHERE " + conditions.joined(separator: " AND ")) ORDER BY created_at DESC, id DESC LIMIT ?"
         let bound = StatementArguments(arguments)
         return try await read { db in
             try Row.fetchAll(db, sql: sql, arguments: bound).map(Self.runRecord)
@@ -29,7 +29,7 @@ extension SQLiteStateStore {
 
     public func task(_ id: TaskID) async throws -> TaskRecord? {
         try await read { db in
-            try db.row(sql: "SELECT * FROM tasks WHERE id = ?", arguments: [id]).map(Self.taskRecord)
+            try db.row(sql: "SELECT \(Self.taskColumns) FROM tasks WHERE id = ?", arguments: [id]).map(Self.taskRecord)
         }
     }
 

@@ -49,7 +49,7 @@ extension SQLiteStateStore {
     /// Records the end of a member run: completes its session when it was the last member, or reports it
     /// on its own when the session had closed. Writes the pipeline's own notifications. Inside `finishRun`.
     static func runEnded(_ id: RunID, outcome: RunOutcome, now: Date, _ db: Database) throws {
-        guard let row = try db.row(sql: "SELECT * FROM runs WHERE id = ?", arguments: [id.rawValue]) else { return }
+        guard let row = try db.row(sql: "SELECT \(runColumns) FROM runs WHERE id = ?", arguments: [id.rawValue]) else { return }
         let run = try runRecord(row)
         let rolledBack = try db.one(Bool.self, sql: "SELECT EXISTS (SELECT 1 FROM stages WHERE run_id = ? AND status = 'rolled_back')",
                                     arguments: [id.rawValue]) ?? false
