@@ -90,6 +90,7 @@ struct Run: AsyncParsableCommand {
     @OptionGroup var state: StateOptions
 
     func run() async throws {
+        if !detach { HTMLReportWriter.prepare() }
         try await guarded {
             var spec = try loadPipeline(file)
             if let concurrency {
@@ -187,6 +188,7 @@ struct Resume: AsyncParsableCommand {
     @OptionGroup var state: StateOptions
 
     func run() async throws {
+        HTMLReportWriter.prepare()
         try await guarded {
             let engine = try await state.engine()
             let run = try await engine.findRun(runID)

@@ -197,6 +197,8 @@ extension SluiceCommand {
     /// The entry point of `sluice` and of users' own executables that embed the CLI.
     /// Usage mistakes exit with 2 (bad input), like every other bad input; `--help` exits 0.
     public static func runMain(_ arguments: [String]? = nil) async {
+        // While the arguments are parsed (~3 ms: ArgumentParser reflects over the command tree).
+        PipelineLoader.prepare()
         do {
             var command = try parseAsRoot(arguments)
             if var asyncCommand = command as? any AsyncParsableCommand {

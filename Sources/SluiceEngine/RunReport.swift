@@ -106,6 +106,27 @@ public struct RunReport: Codable, Sendable {
         public var attrs: [String: String]
     }
 
+    /// A small report — one stage, one task with a failed and a successful attempt — for warming up a
+    /// renderer before the real report exists (see `HTMLReportWriter.prepare`).
+    public static var sample: RunReport {
+        let start = Date(timeIntervalSince1970: 0)
+        let attempt = { (number: Int, outcome: String) in
+            Attempt(number: number, outcome: outcome, startedAt: start, finishedAt: start, durationMs: 1, exitCode: 0, signal: nil,
+                    cpuMs: 1, peakRssBytes: 1, stdoutBytes: 1, stderrBytes: 1, message: outcome, stderrTail: ["tail"], host: "host", pid: 1)
+        }
+        let task = Task(id: 1, key: "main", status: "success", attempts: [attempt(1, "failed"), attempt(2, "success")])
+        let stage = Stage(name: "stage", status: "success", reason: nil, startedAt: start, finishedAt: start, durationMs: 1,
+                          counters: ["n": 1], rejected: 1, rejectedRecords: ["record"],
+                          metrics: Metrics(tasks: 1, succeeded: 1, failed: 0, successRate: 1, tasksPerSecond: 1, meanTaskMs: 1,
+                                           p95TaskMs: 1, peakRssBytes: 1),
+                          progress: nil, tasks: [task], waiting: nil)
+        return RunReport(pipeline: "sample", runId: "sample", pipelineFile: nil, params: ["p": "v"], trigger: "manual",
+                         status: "success", outcome: "success", exitCode: 0, createdAt: start, startedAt: start, finishedAt: start,
+                         durationMs: 1, stages: [stage], totals: Totals(stages: ["success": 1], attempts: 2, bytesWritten: 1,
+                                                                         peakRssBytes: 1, cpuMs: 1),
+                         enginePeakRssBytes: 1, artifacts: nil, notices: nil)
+    }
+
     static func ms(_ a: Date?, _ b: Date?) -> Int64? {
         guard let a, let b else { return nil }
         return Int64((b.timeIntervalSince(a) * 1000).rounded())

@@ -201,6 +201,15 @@ public struct NotificationService: Service {
 public struct HTMLReportWriter: RunReportWriter {
     public init() {}
 
+    /// Parses the built-in template and renders a sample report once, on another thread, while the
+    /// run executes: a process's first parse and render (Mustache's parser, the Swift runtime's first
+    /// look-ups of the report's view types) take ~5 ms that would otherwise come after the run ended.
+    public static func prepare() {
+        Task.detached(priority: .utility) {
+            _ = try? ReportTemplates.builtInRunReport.render(run: .sample, kind: .runReport)
+        }
+    }
+
     public func write(_ report: RunReport, runDirectory: String) throws {
         try writeHTMLReport(report, to: runDirectory + "/report.html")
     }

@@ -390,6 +390,15 @@ struct ReportTemplateTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir) == ["report.html"])
         #expect(throws: (any Error).self) { try writeHTMLReport(ReportFixtures.si, to: "/nonexistent/dir/report.html") }
     }
+
+    /// `HTMLReportWriter.prepare` warms the renderer up with `RunReport.sample` (errors there are not
+    /// reported): the sample must render, through the sections a real report uses.
+    @Test func theWarmUpSampleRendersEverySectionOfARunReport() throws {
+        let dir = try folder([:])
+        try writeHTMLReport(.sample, to: "\(dir)/report.html")
+        let html = try String(contentsOfFile: "\(dir)/report.html", encoding: .utf8)
+        for expected in ["sample", "stage", "record", "tail"] { #expect(html.contains(expected), "\(expected)") }
+    }
 }
 
 /// Renders reports to files and has headless Chromium screenshot them (scripts/report-screenshot-check.py):
