@@ -30,7 +30,7 @@ struct RunExecutor: Sendable {
         case timer
         case idleWake
         /// A claim made while the loop went on, `wanted` asked for, launched when `changes` was at `epoch`.
-        case claimed([ClaimedTask], wanted: Int, epoch: Int)
+        case claimed([ClaimedTask], more: Bool, epoch: Int)
     }
 
     /// Records events in the store, then mirrors them to the run's files.
@@ -250,9 +250,9 @@ struct RunExecutor: Sendable {
                         claiming = true
                         let now = time.now(), lease = leaseExpiry(), epoch = changes, runID = self.runID
                         group.addTask {
-                            let claimed = try await store.claimTasks(run: runID, owner: owner, limit: want, filter: .everything,
-                                                                     now: now, leaseUntil: lease)
-                            return .claimed(claimed, wanted: want, epoch: epoch)
+                            let (claimed, more) = try await store.claimTasksLookingAhead(run: runID, owner: owner, limit: want, filter: .everything,
+                                                                                         now: now, leaseUntil: lease)
+                            return .claimed(claimed, more: more, epoch: epoch)
                         }
                     }
                 }
@@ -323,11 +323,11 @@ struct RunExecutor: Sendable {
                                       hint: "`sluice show \(runID)` tells who runs it now")
                 case .timer:
                     mayGiveWork()
-                case .claimed(let claimed, let wanted, let epoch):
+                case .claimed(let claimed, let more, let epoch):
                     claiming = false
                     ready += claimed
-                    // Fewer than asked: nothing more to claim until something changes (unless it already did).
-                    if claimed.count < wanted && epoch == changes { mayClaim = false }
+                    // Nothing more was claimable: none until something changes (unless it already did).
+                    if !more && epoch == changes { mayClaim = false }
                 case .idleWake:
                     waiting = false
                     mayGiveWork()

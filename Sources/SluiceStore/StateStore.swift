@@ -73,6 +73,11 @@ public protocol StateStore: Sendable {
     /// on the same rows (PostgreSQL: `FOR UPDATE SKIP LOCKED`).
     func claimTasks(run: RunID, owner: LeaseOwner, limit: Int, filter: ClaimFilter, now: Date,
                     leaseUntil: Date) async throws -> [ClaimedTask]
+    /// `claimTasks`, also telling whether more tasks were claimable when it got all it asked for. A run
+    /// loop that got the only task of a stage then knows not to claim again until something changes (in
+    /// a chain of stages, every second claim found nothing). A store that cannot tell says `true`.
+    func claimTasksLookingAhead(run: RunID, owner: LeaseOwner, limit: Int, filter: ClaimFilter, now: Date,
+                                leaseUntil: Date) async throws -> (claimed: [ClaimedTask], more: Bool)
     /// Extends the lease of every task `owner` holds (in any run), and the worker-pool lease of their runs.
     /// Returns the tasks it still holds (a task missing was taken back after its lease expired).
     @discardableResult
@@ -321,6 +326,12 @@ public struct AttemptCompletion: Sendable {
 }
 
 extension StateStore {
+    public func claimTasksLookingAhead(run: RunID, owner: LeaseOwner, limit: Int, filter: ClaimFilter, now: Date,
+                                       leaseUntil: Date) async throws -> (claimed: [ClaimedTask], more: Bool) {
+        let claimed = try await claimTasks(run: run, owner: owner, limit: limit, filter: filter, now: now, leaseUntil: leaseUntil)
+        return (claimed, claimed.count >= limit)
+    }
+
     public func waitForWork(timeout: Duration) async {
         try? await Task.sleep(for: timeout)
     }

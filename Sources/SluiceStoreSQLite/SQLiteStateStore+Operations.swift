@@ -294,11 +294,16 @@ extension SQLiteStateStore {
 
     public func claimTasks(run: RunID, owner: LeaseOwner, limit: Int, filter: ClaimFilter, now: Date,
                            leaseUntil: Date) async throws -> [ClaimedTask] {
-        guard limit > 0 else { return [] }
+        try await claimTasksLookingAhead(run: run, owner: owner, limit: limit, filter: filter, now: now, leaseUntil: leaseUntil).claimed
+    }
+
+    public func claimTasksLookingAhead(run: RunID, owner: LeaseOwner, limit: Int, filter: ClaimFilter, now: Date,
+                                       leaseUntil: Date) async throws -> (claimed: [ClaimedTask], more: Bool) {
+        guard limit > 0 else { return ([], false) }
         return try await write { db in
             let t = now.timeIntervalSince1970
             guard try db.one(Bool.self, sql: "SELECT cancel_requested_at IS NULL AND status IN ('pending', 'running') FROM runs WHERE id = ?",
-                             arguments: [run.rawValue]) == true else { return [] }
+                             arguments: [run.rawValue]) == true else { return ([], false) }
             // Stages of other queues, and stages at their concurrency limit, are left out of the query, so
             // the oldest claimable tasks come first.
             var excluded: [String] = []
@@ -318,10 +323,15 @@ extension SQLiteStateStore {
             let exclusion = excluded.isEmpty ? "" : " AND stage NOT IN (\(excluded.map { _ in "?" }.joined(separator: ",")))"
             let claimable = "SELECT id, stage FROM tasks WHERE run_id = ? AND status = 'pending' AND (not_before IS NULL OR not_before <= ?)\(exclusion) ORDER BY id LIMIT ?"
             // The oldest claimable tasks; with stage limits, more are read and those over a limit skipped.
+            // One more than asked for tells whether more were claimable.
             var ids: [TaskID] = []
+            var more = false
             for row in try db.rows(sql: claimable, arguments: StatementArguments(
-                [run.rawValue, t] + excluded.map { $0 as any DatabaseValueConvertible } + [remaining.isEmpty ? limit : limit * 4])) {
-                guard ids.count < limit else { break }
+                [run.rawValue, t] + excluded.map { $0 as any DatabaseValueConvertible } + [remaining.isEmpty ? limit + 1 : limit * 4])) {
+                guard ids.count < limit else {
+                    more = true
+                    break
+                }
                 if !remaining.isEmpty {
                     let stage: String = row[1]
                     if let left = remaining[stage] {
@@ -331,7 +341,7 @@ extension SQLiteStateStore {
                 }
                 ids.append(row[0])
             }
-            guard !ids.isEmpty else { return [] }
+            guard !ids.isEmpty else { return ([], false) }
             let lease = leaseUntil.timeIntervalSince1970
             // One statement moves them all; each then gets its attempt row.
             var claimed: [ClaimedTask] = []
@@ -354,7 +364,7 @@ extension SQLiteStateStore {
             claimed.sort { $0.task.id < $1.task.id }
             try db.exec(sql: "UPDATE runs SET lease_expires_at = MAX(lease_expires_at, ?) WHERE id = ? AND lease_owner = ?",
                         arguments: [lease, run.rawValue, LeaseOwner.workerPool.id])
-            return claimed
+            return (claimed, more)
         }
     }
 

@@ -106,6 +106,26 @@ struct StoreContractTests {
         #expect(summary.p95TaskMs == 19, "the 19th of 20 durations")
     }
 
+    /// A claim that got all it asked for says whether more were claimable (SQLite knows; PostgreSQL says
+    /// "maybe" then); one that left nothing behind must never say there is more.
+    @Test(arguments: StoreKind.allCases) func aClaimTellsWhetherMoreTasksWereClaimable(kind: StoreKind) async throws {
+        let h = try await StoreHarness(kind)
+        let id = RunID("r1")
+        _ = try await h.store.createRun(h.newRun("r1"), overlap: .skip, now: h.now, events: [])
+        try await h.store.applyStageTransitions(run: id, [.start("a", taskKeys: ["k1", "k2", "k3"])], now: h.now, events: [])
+        let claim = { (limit: Int) in
+            try await h.store.claimTasksLookingAhead(run: id, owner: h.me, limit: limit, filter: .everything, now: h.now,
+                                                     leaseUntil: h.now.addingTimeInterval(30))
+        }
+        let first = try await claim(2)
+        #expect(first.claimed.count == 2 && first.more, "a third task was waiting")
+        let second = try await claim(1)
+        #expect(second.claimed.count == 1)
+        if kind == .sqlite { #expect(!second.more, "the last task was claimed") }
+        let third = try await claim(5)
+        #expect(third.claimed.isEmpty && !third.more)
+    }
+
     @Test(arguments: StoreKind.allCases) func overlapSkipRefusesASecondActiveRunUntilTheLeaseExpires(kind: StoreKind) async throws {
         let h = try await StoreHarness(kind)
         let store = h.store, now = h.now, me = h.me
