@@ -141,11 +141,11 @@ public struct RunReport: Codable, Sendable {
         }
         let stages = try await store.stages(of: runID)
         let summaries = try await store.stageSummaries(run: runID)
-        var listed: [StageName: [TaskRecord]] = [:]
-        for stage in stages {
-            let fanOut = run.spec.stage(stage.name)?.forEach != nil
-            listed[stage.name] = try await store.tasks(of: runID, stage: stage.name, unsuccessfulOnly: fanOut && !allTasks)
-        }
+        // A fan-out stage's successful tasks are counted, not listed (unless `allTasks`).
+        let fanOut = stages.map(\.name).filter { run.spec.stage($0)?.forEach != nil && !allTasks }
+        let listed = Dictionary(grouping: try await store.tasks(of: runID, all: stages.map(\.name).filter { !fanOut.contains($0) },
+                                                                unsuccessful: fanOut),
+                                by: \.stage)
         let attempts = try await store.attempts(ofTasks: listed.values.flatMap { $0.map(\.id) })
         let attemptsByTask = Dictionary(grouping: attempts, by: \.taskID)
         let statusByName = Dictionary(stages.map { ($0.name, $0.status) }, uniquingKeysWith: { a, _ in a })

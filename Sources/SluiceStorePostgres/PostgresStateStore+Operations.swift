@@ -780,6 +780,16 @@ extension PostgresStateStore {
         }
     }
 
+    public func tasks(of run: RunID, all: [StageName], unsuccessful: [StageName]) async throws -> [TaskRecord] {
+        guard !all.isEmpty || !unsuccessful.isEmpty else { return [] }
+        return try await read { tx in
+            try await tx.rows("""
+                SELECT * FROM tasks WHERE run_id = \(run.rawValue)
+                  AND (stage = ANY(\(all)) OR (stage = ANY(\(unsuccessful)) AND status <> 'success')) ORDER BY id
+                """).map(Self.taskRecord)
+        }
+    }
+
     public func tasks(of run: RunID, stage: StageName, unsuccessfulOnly: Bool) async throws -> [TaskRecord] {
         try await read { tx in
             try await tx.rows("""

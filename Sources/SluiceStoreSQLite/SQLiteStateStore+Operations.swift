@@ -684,6 +684,26 @@ extension SQLiteStateStore {
         }
     }
 
+    public func tasks(of run: RunID, all: [StageName], unsuccessful: [StageName]) async throws -> [TaskRecord] {
+        guard !all.isEmpty || !unsuccessful.isEmpty else { return [] }
+        return try await read { db in
+            // Each part is a search of the (run, stage, status) index: named stages, and named statuses.
+            func marks(_ n: Int) -> String { Array(repeating: "?", count: n).joined(separator: ",") }
+            var parts: [String] = [], arguments: [any DatabaseValueConvertible] = []
+            if !all.isEmpty {
+                parts.append("SELECT \(Self.taskColumns) FROM tasks WHERE run_id = ? AND stage IN (\(marks(all.count)))")
+                arguments += [run.rawValue] + all
+            }
+            if !unsuccessful.isEmpty {
+                let statuses = TaskStatus.allCases.filter { $0 != .success }.map(\.rawValue)
+                parts.append("SELECT \(Self.taskColumns) FROM tasks WHERE run_id = ? AND stage IN (\(marks(unsuccessful.count))) AND status IN (\(marks(statuses.count)))")
+                arguments += [run.rawValue] + unsuccessful + statuses
+            }
+            return try db.rows(sql: parts.joined(separator: " UNION ALL ") + " ORDER BY id", arguments: StatementArguments(arguments))
+                .map(Self.taskRecord)
+        }
+    }
+
     public func tasks(of run: RunID, stage: StageName, unsuccessfulOnly: Bool) async throws -> [TaskRecord] {
         try await read { db in
             try db.rows(sql: "SELECT \(Self.taskColumns) FROM tasks WHERE run_id = ? AND stage = ?\(unsuccessfulOnly ? " AND status != 'success'" : "") ORDER BY id",

@@ -126,6 +126,30 @@ struct StoreContractTests {
         #expect(third.claimed.isEmpty && !third.more)
     }
 
+    /// What a report lists, in one read: every task of some stages, the unsuccessful ones of others.
+    @Test(arguments: StoreKind.allCases) func tasksOfSomeStagesAndTheUnsuccessfulOnesOfOthers(kind: StoreKind) async throws {
+        let h = try await StoreHarness(kind)
+        let id = RunID("r1")
+        _ = try await h.store.createRun(h.newRun("r1"), overlap: .skip, now: h.now, events: [])
+        try await h.store.applyStageTransitions(run: id, [.start("a", taskKeys: ["main"]), .start("b", taskKeys: ["k1", "k2", "k3"])],
+                                                now: h.now, events: [])
+        let claimed = try await h.store.claimTasks(run: id, owner: h.me, limit: 3, filter: .everything, now: h.now,
+                                                   leaseUntil: h.now.addingTimeInterval(30))
+        let completions = claimed.compactMap { c -> AttemptCompletion? in
+            guard c.task.key != "k3" else { return nil }  // k3 stays running
+            let next: TaskNext = c.task.key == "k2" ? .fail : .succeed
+            let attempt = AttemptRecord(taskID: c.task.id, runID: id, stage: c.task.stage, number: c.attempt,
+                                        outcome: next == .fail ? .failed : .success, startedAt: h.now)
+            return AttemptCompletion(attempt: attempt, result: nil, next: next, events: [], stageEvent: { _ in h.event("r1", "s") })
+        }
+        _ = try await h.store.completeAttempts(completions, owner: h.me, now: h.now)
+        let listed = try await h.store.tasks(of: id, all: ["a"], unsuccessful: ["b"])
+        #expect(listed.map(\.key) == ["main", "k2", "k3"])
+        #expect(listed.map(\.id) == listed.map(\.id).sorted())
+        #expect(try await h.store.tasks(of: id, all: ["a", "b"], unsuccessful: []).count == 4)
+        #expect(try await h.store.tasks(of: id, all: [], unsuccessful: []).isEmpty)
+    }
+
     @Test(arguments: StoreKind.allCases) func overlapSkipRefusesASecondActiveRunUntilTheLeaseExpires(kind: StoreKind) async throws {
         let h = try await StoreHarness(kind)
         let store = h.store, now = h.now, me = h.me
