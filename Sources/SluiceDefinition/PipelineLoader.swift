@@ -24,7 +24,6 @@ public enum PipelineLoader {
         }
     }
 
-    /// Loads and validates the pipeline file at `path`.
     /// Warms the YAML parser up on another thread (Yams compiles its resolver's regular expressions at
     /// first use, ~2–3 ms), so a command that loads a pipeline file right after parsing its arguments
     /// finds it ready.
@@ -32,6 +31,7 @@ public enum PipelineLoader {
         Task.detached(priority: .userInitiated) { _ = try? Yams.compose(yaml: "warm: [up, 1, 1.5, true, null, 2026-01-01]") }
     }
 
+    /// Loads and validates the pipeline file at `path`.
     public static func load(file path: String) -> Loaded {
         let url = URL(fileURLWithPath: path).standardizedFileURL
         var isDirectory: ObjCBool = false

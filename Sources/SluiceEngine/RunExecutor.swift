@@ -29,7 +29,7 @@ struct RunExecutor: Sendable {
         case leaseLost
         case timer
         case idleWake
-        /// A claim made while the loop went on, `wanted` asked for, launched when `changes` was at `epoch`.
+        /// A claim made while the loop went on (`more`: more were claimable), launched when `changes` was at `epoch`.
         case claimed([ClaimedTask], more: Bool, epoch: Int)
     }
 

@@ -42,22 +42,27 @@ public struct RunFiles: Sendable, Hashable {
     /// reader sees the old file or the new one, never half of one. Not fsynced (Foundation's `.atomic`
     /// is, ~0.5 ms per file at every run's end): these files are rewritten from the store, which is
     /// what is durable.
-    public static func replace(_ path: String, with data: Data) throws {
+    public static func replace(_ path: String, with data: Data) throws(EngineError) {
+        func failed(_ what: String, _ code: Int32) -> EngineError {
+            EngineError(.io, "cannot \(what) '\(path)': \(String(cString: strerror(code)))",
+                        hint: "check that the run folder is writable and the disk is not full; `sluice show` reads the run from the store")
+        }
         let temporary = path + ".writing-\(getpid())"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw CocoaError.error(.fileWriteUnknown, userInfo: ["path": path, "errno": errno]) }
+        guard fd >= 0 else { throw failed("create a file beside", errno) }
         let handle = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
         do {
             try handle.write(contentsOf: data)
             try handle.close()
         } catch {
             unlink(temporary)
-            throw error
+            throw EngineError(.io, "cannot write '\(path)': \(error.localizedDescription)",
+                              hint: "check that the disk is not full; `sluice show` reads the run from the store")
         }
         guard rename(temporary, path) == 0 else {
             let code = errno
             unlink(temporary)
-            throw CocoaError.error(.fileWriteUnknown, userInfo: ["path": path, "errno": code])
+            throw failed("replace", code)
         }
     }
 }

@@ -197,6 +197,22 @@ struct EngineTests {
         }
     }
 
+    /// Derived files are replaced whole (written beside, renamed over); nothing is left beside them, and
+    /// a folder that is not there is reported with the path and what to do.
+    @Test func aDerivedFileIsReplacedWholeAndAFailureSaysWhere() throws {
+        let dir = try TemporaryDirectory(prefix: "replace")
+        defer { dir.remove() }
+        let path = dir.file("report.json")
+        try RunFiles.replace(path, with: Data("old".utf8))
+        try RunFiles.replace(path, with: Data("new".utf8))
+        #expect(try String(contentsOfFile: path, encoding: .utf8) == "new")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path) == ["report.json"])
+        #expect { try RunFiles.replace(dir.file("gone/report.json"), with: Data()) } throws: { error in
+            "\(error)".contains(dir.file("gone/report.json")) && "\(error)".contains("No such file or directory")
+                && (error as? EngineError)?.hint?.contains("writable") == true
+        }
+    }
+
     @Test func theRecordsAreWrittenAndAgreeWithTheStore() async throws {
         let f = try EngineFixture()
         let (_, run) = try await f.run("""
