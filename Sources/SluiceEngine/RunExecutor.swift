@@ -202,7 +202,16 @@ struct RunExecutor: Sendable {
                 } else {
                     if needsPlan {
                         needsPlan = false
-                        if try await plan(planner, run: run) { mayGiveWork() }
+                        // Stages that start take their tasks for the free slots in the same write.
+                        let free = claiming ? 0 : spec.concurrency - running.count - ready.count
+                        let claim = free > 0 ? ClaimRequest(owner: owner, limit: free, leaseUntil: leaseExpiry()) : nil
+                        let planned = try await plan(planner, run: run, claim: claim)
+                        if planned.started { mayGiveWork() }
+                        if let claimed = planned.claimed {
+                            ready += claimed.tasks
+                            // It saw every change so far: nothing more to claim until something changes.
+                            if !claimed.more { mayClaim = false }
+                        }
                     }
                     // Start what is claimed, then claim more: commands only for free slots; in-process
                     // fan-out tasks a batch at a time, when fewer than a quarter of a batch is left (a claim
@@ -376,14 +385,19 @@ struct RunExecutor: Sendable {
 
     /// Plans until nothing changes: skips and failures cascade down the graph in one go.
     /// Returns whether a stage started.
+    /// With `claim`, the transaction that starts stages also claims tasks (the stages' own, when free
+    /// slots wait for them); what it claimed is returned (nil when nothing started).
     @discardableResult
-    func plan(_ planner: Planner, run: RunRecord) async throws -> Bool {
-        try await planned(planner, run: run).started
+    func plan(_ planner: Planner, run: RunRecord, claim: ClaimRequest? = nil) async throws -> (started: Bool, claimed: (tasks: [ClaimedTask], more: Bool)?) {
+        let planned = try await planned(planner, run: run, claim: claim)
+        return (planned.started, planned.claimed)
     }
 
     /// Plans as `plan` does; also returns the stages as they are after planning (read once, not again).
-    func planned(_ planner: Planner, run: RunRecord) async throws -> (started: Bool, stages: [StageRecord]) {
+    func planned(_ planner: Planner, run: RunRecord, claim: ClaimRequest? = nil)
+        async throws -> (started: Bool, stages: [StageRecord], claimed: (tasks: [ClaimedTask], more: Bool)?) {
         var started = false
+        var claimed: (tasks: [ClaimedTask], more: Bool)?
         while true {
             let stages = try await store.stages(of: runID)
             let statuses = Dictionary(stages.map { ($0.name, $0.status) }, uniquingKeysWith: { a, _ in a })
@@ -409,8 +423,14 @@ struct RunExecutor: Sendable {
                     events.append(log.make("stage.upstream_failed", stage: name, "not run: \(reason)", attrs: ["reason": reason]))
                 }
             }
-            if transitions.isEmpty { return (started, stages) }
-            try await store.applyStageTransitions(run: runID, transitions, now: time.now(), events: events)
+            if transitions.isEmpty { return (started, stages, claimed) }
+            let starts = transitions.contains { if case .start = $0 { true } else { false } }
+            if let claim, starts, claimed == nil {
+                let taken = try await store.applyStageTransitions(run: runID, transitions, now: time.now(), events: events, thenClaim: claim)
+                claimed = (taken.claimed, taken.more)
+            } else {
+                try await store.applyStageTransitions(run: runID, transitions, now: time.now(), events: events)
+            }
             log.published(events)
             // Starting a stage decides nothing else until it ends, unless other stages take its items
             // (a for_each stage starts once its producer runs): then no second read of every stage.
@@ -427,7 +447,7 @@ struct RunExecutor: Sendable {
                     var stage = stage
                     if startedNow.contains(stage.name) && stage.status == .pending { stage.status = .running }
                     return stage
-                })
+                }, claimed)
             }
         }
     }

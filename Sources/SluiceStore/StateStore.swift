@@ -65,6 +65,11 @@ public protocol StateStore: Sendable {
     /// Applies planner decisions: `.start` moves a pending stage to running and creates its tasks;
     /// `.finish` ends a pending stage without running it. Stages no longer pending are left alone.
     func applyStageTransitions(run: RunID, _ transitions: [StageTransition], now: Date, events: [EventRecord]) async throws
+    /// `applyStageTransitions`, then `claimTasksLookingAhead` with `claim`, in one transaction where the
+    /// store can: a run process that starts a stage takes its task in the same write (a chain of stages
+    /// was a write to start each stage and another to claim its task).
+    func applyStageTransitions(run: RunID, _ transitions: [StageTransition], now: Date, events: [EventRecord],
+                               thenClaim claim: ClaimRequest) async throws -> (claimed: [ClaimedTask], more: Bool)
 
     /// Claims up to `limit` pending tasks of the run whose `notBefore` has passed, oldest first, of the
     /// stages `filter` lets through, and starts one attempt for each under `owner`'s lease. A stage's
@@ -230,6 +235,21 @@ public struct ClaimFilter: Sendable, Hashable {
     public static let everything = ClaimFilter()
 }
 
+/// What a claim asks for (see `claimTasks`).
+public struct ClaimRequest: Sendable, Hashable {
+    public var owner: LeaseOwner
+    public var limit: Int
+    public var filter: ClaimFilter
+    public var leaseUntil: Date
+
+    public init(owner: LeaseOwner, limit: Int, filter: ClaimFilter = .everything, leaseUntil: Date) {
+        self.owner = owner
+        self.limit = limit
+        self.filter = filter
+        self.leaseUntil = leaseUntil
+    }
+}
+
 public struct ClaimedTask: Sendable, Hashable {
     public var task: TaskRecord
     /// The attempt number just started (1-based, counting every attempt ever made).
@@ -330,6 +350,13 @@ public struct AttemptCompletion: Sendable {
 }
 
 extension StateStore {
+    public func applyStageTransitions(run: RunID, _ transitions: [StageTransition], now: Date, events: [EventRecord],
+                                      thenClaim claim: ClaimRequest) async throws -> (claimed: [ClaimedTask], more: Bool) {
+        try await applyStageTransitions(run: run, transitions, now: now, events: events)
+        return try await claimTasksLookingAhead(run: run, owner: claim.owner, limit: claim.limit, filter: claim.filter, now: now,
+                                                leaseUntil: claim.leaseUntil)
+    }
+
     public func claimTasksLookingAhead(run: RunID, owner: LeaseOwner, limit: Int, filter: ClaimFilter, now: Date,
                                        leaseUntil: Date) async throws -> (claimed: [ClaimedTask], more: Bool) {
         let claimed = try await claimTasks(run: run, owner: owner, limit: limit, filter: filter, now: now, leaseUntil: leaseUntil)

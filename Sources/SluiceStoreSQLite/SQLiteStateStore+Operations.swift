@@ -255,41 +255,51 @@ extension SQLiteStateStore {
     }
 
     public func applyStageTransitions(run: RunID, _ transitions: [StageTransition], now: Date, events: [EventRecord]) async throws {
+        try await write { db in try Self.apply(transitions, run: run, now: now, events: events, db) }
+    }
+
+    public func applyStageTransitions(run: RunID, _ transitions: [StageTransition], now: Date, events: [EventRecord],
+                                      thenClaim claim: ClaimRequest) async throws -> (claimed: [ClaimedTask], more: Bool) {
         try await write { db in
-            let t = now.timeIntervalSince1970
-            for transition in transitions {
-                switch transition {
-                case .start(let stage, let keys):
-                    try db.exec(sql: "UPDATE stages SET status = 'running', started_at = ?, reason = NULL WHERE run_id = ? AND name = ? AND status = 'pending'",
-                                   arguments: [t, run.rawValue, stage])
-                    guard db.changesCount == 1 else { continue }
-                    // A run recorded for workers starts when the first of its stages does.
-                    try db.exec(sql: "UPDATE runs SET status = 'running', started_at = COALESCE(started_at, ?) WHERE id = ? AND status = 'pending'",
-                                arguments: [t, run.rawValue])
-                    let insert = try db.cachedStatement(sql: """
-                        INSERT INTO tasks (run_id, stage, key, status, created_at) VALUES (?, ?, ?, 'pending', ?)
-                        ON CONFLICT (run_id, stage, key) DO NOTHING
-                        """)
-                    for key in keys { try insert.execute(arguments: [run.rawValue, stage, key, t]) }
-                    if let producer = try db.one(String.self, sql: "SELECT producer FROM stages WHERE run_id = ? AND name = ?",
-                                                          arguments: [run.rawValue, stage]) {
-                        // A fan-out stage takes every item its producer emitted so far; later ones arrive with emitItems.
-                        try db.exec(sql: """
-                            INSERT INTO tasks (run_id, stage, key, status, created_at, item)
-                            SELECT run_id, ?, key, 'pending', ?, value FROM items WHERE run_id = ? AND stage = ? ORDER BY seq
-                            ON CONFLICT (run_id, stage, key) DO NOTHING
-                            """, arguments: [stage, t, run.rawValue, producer])
-                        if let ended = try Self.rollUp(run: run, stage: stage, now: t, db) {
-                            try Self.insert([Self.stageEndEvent(ended, pipeline: events.first?.pipeline ?? "", now: now)], db)
-                        }
-                    }
-                case .finish(let stage, let status, let reason):
-                    try db.exec(sql: "UPDATE stages SET status = ?, reason = ?, finished_at = ? WHERE run_id = ? AND name = ? AND status = 'pending'",
-                                   arguments: [status.rawValue, reason, t, run.rawValue, stage])
-                }
-            }
-            try Self.insert(events, db)
+            try Self.apply(transitions, run: run, now: now, events: events, db)
+            return try Self.claim(run: run, claim, now: now, db)
         }
+    }
+
+    static func apply(_ transitions: [StageTransition], run: RunID, now: Date, events: [EventRecord], _ db: Database) throws {
+        let t = now.timeIntervalSince1970
+        for transition in transitions {
+            switch transition {
+            case .start(let stage, let keys):
+                try db.exec(sql: "UPDATE stages SET status = 'running', started_at = ?, reason = NULL WHERE run_id = ? AND name = ? AND status = 'pending'",
+                               arguments: [t, run.rawValue, stage])
+                guard db.changesCount == 1 else { continue }
+                // A run recorded for workers starts when the first of its stages does.
+                try db.exec(sql: "UPDATE runs SET status = 'running', started_at = COALESCE(started_at, ?) WHERE id = ? AND status = 'pending'",
+                            arguments: [t, run.rawValue])
+                let insert = try db.cachedStatement(sql: """
+                    INSERT INTO tasks (run_id, stage, key, status, created_at) VALUES (?, ?, ?, 'pending', ?)
+                    ON CONFLICT (run_id, stage, key) DO NOTHING
+                    """)
+                for key in keys { try insert.execute(arguments: [run.rawValue, stage, key, t]) }
+                if let producer = try db.one(String.self, sql: "SELECT producer FROM stages WHERE run_id = ? AND name = ?",
+                                                      arguments: [run.rawValue, stage]) {
+                    // A fan-out stage takes every item its producer emitted so far; later ones arrive with emitItems.
+                    try db.exec(sql: """
+                        INSERT INTO tasks (run_id, stage, key, status, created_at, item)
+                        SELECT run_id, ?, key, 'pending', ?, value FROM items WHERE run_id = ? AND stage = ? ORDER BY seq
+                        ON CONFLICT (run_id, stage, key) DO NOTHING
+                        """, arguments: [stage, t, run.rawValue, producer])
+                    if let ended = try Self.rollUp(run: run, stage: stage, now: t, db) {
+                        try Self.insert([Self.stageEndEvent(ended, pipeline: events.first?.pipeline ?? "", now: now)], db)
+                    }
+                }
+            case .finish(let stage, let status, let reason):
+                try db.exec(sql: "UPDATE stages SET status = ?, reason = ?, finished_at = ? WHERE run_id = ? AND name = ? AND status = 'pending'",
+                               arguments: [status.rawValue, reason, t, run.rawValue, stage])
+            }
+        }
+        try Self.insert(events, db)
     }
 
     public func claimTasks(run: RunID, owner: LeaseOwner, limit: Int, filter: ClaimFilter, now: Date,
@@ -300,72 +310,77 @@ extension SQLiteStateStore {
     public func claimTasksLookingAhead(run: RunID, owner: LeaseOwner, limit: Int, filter: ClaimFilter, now: Date,
                                        leaseUntil: Date) async throws -> (claimed: [ClaimedTask], more: Bool) {
         guard limit > 0 else { return ([], false) }
-        return try await write { db in
-            let t = now.timeIntervalSince1970
-            guard try db.one(Bool.self, sql: "SELECT cancel_requested_at IS NULL AND status IN ('pending', 'running') FROM runs WHERE id = ?",
-                             arguments: [run.rawValue]) == true else { return ([], false) }
-            // Stages of other queues, and stages at their concurrency limit, are left out of the query, so
-            // the oldest claimable tasks come first.
-            var excluded: [String] = []
-            var remaining: [StageName: Int] = [:]
-            for row in try db.rows(sql: "SELECT name, queue, max_running FROM stages WHERE run_id = ? AND status = 'running'",
-                                   arguments: [run.rawValue]) {
-                let name: String = row["name"]
-                if filter.excludedStages.contains(name) || filter.queues.map({ !$0.contains(row["queue"] as String) }) == true {
-                    excluded.append(name)
-                    continue
-                }
-                guard let max = row["max_running"] as Int? else { continue }
-                let busy = try db.one(Int.self, sql: "SELECT count(*) FROM tasks WHERE run_id = ? AND stage = ? AND status = 'running'",
-                                      arguments: [run.rawValue, name]) ?? 0
-                if busy >= max { excluded.append(name) } else { remaining[name] = max - busy }
+        let request = ClaimRequest(owner: owner, limit: limit, filter: filter, leaseUntil: leaseUntil)
+        return try await write { db in try Self.claim(run: run, request, now: now, db) }
+    }
+
+    static func claim(run: RunID, _ request: ClaimRequest, now: Date, _ db: Database) throws -> (claimed: [ClaimedTask], more: Bool) {
+        let (owner, limit, filter, leaseUntil) = (request.owner, request.limit, request.filter, request.leaseUntil)
+        guard limit > 0 else { return ([], false) }
+        let t = now.timeIntervalSince1970
+        guard try db.one(Bool.self, sql: "SELECT cancel_requested_at IS NULL AND status IN ('pending', 'running') FROM runs WHERE id = ?",
+                         arguments: [run.rawValue]) == true else { return ([], false) }
+        // Stages of other queues, and stages at their concurrency limit, are left out of the query, so
+        // the oldest claimable tasks come first.
+        var excluded: [String] = []
+        var remaining: [StageName: Int] = [:]
+        for row in try db.rows(sql: "SELECT name, queue, max_running FROM stages WHERE run_id = ? AND status = 'running'",
+                               arguments: [run.rawValue]) {
+            let name: String = row["name"]
+            if filter.excludedStages.contains(name) || filter.queues.map({ !$0.contains(row["queue"] as String) }) == true {
+                excluded.append(name)
+                continue
             }
-            let exclusion = excluded.isEmpty ? "" : " AND stage NOT IN (\(excluded.map { _ in "?" }.joined(separator: ",")))"
-            let claimable = "SELECT id, stage FROM tasks WHERE run_id = ? AND status = 'pending' AND (not_before IS NULL OR not_before <= ?)\(exclusion) ORDER BY id LIMIT ?"
-            // The oldest claimable tasks; with stage limits, more are read and those over a limit skipped.
-            // One more than asked for tells whether more were claimable.
-            var ids: [TaskID] = []
-            var more = false
-            for row in try db.rows(sql: claimable, arguments: StatementArguments(
-                [run.rawValue, t] + excluded.map { $0 as any DatabaseValueConvertible } + [remaining.isEmpty ? limit + 1 : limit * 4])) {
-                guard ids.count < limit else {
-                    more = true
-                    break
-                }
-                if !remaining.isEmpty {
-                    let stage: String = row[1]
-                    if let left = remaining[stage] {
-                        guard left > 0 else { continue }
-                        remaining[stage] = left - 1
-                    }
-                }
-                ids.append(row[0])
-            }
-            guard !ids.isEmpty else { return ([], false) }
-            let lease = leaseUntil.timeIntervalSince1970
-            // One statement moves them all; each then gets its attempt row.
-            var claimed: [ClaimedTask] = []
-            claimed.reserveCapacity(ids.count)
-            let until = Date(timeIntervalSince1970: lease)
-            let marks = ids.map { _ in "?" }.joined(separator: ",")
-            let rows = try Row.fetchCursor(db.cachedStatement(sql: """
-                UPDATE tasks SET status = 'running', attempts = attempts + 1, lease_owner = ?, lease_expires_at = ?, not_before = NULL
-                WHERE id IN (\(marks)) RETURNING \(Self.claimedColumns)
-                """), arguments: StatementArguments([owner.id, lease] + ids.map { $0 as any DatabaseValueConvertible }))
-            while let row = try rows.next() {
-                let (task, base) = Self.claimedTask(row, run: run, owner: owner.id, lease: until)
-                claimed.append(ClaimedTask(task: task, attempt: task.attempts, attemptInBudget: task.attempts - base, startedAt: now))
-            }
-            // Their attempt rows, all in one statement (a statement per task was a third of a claim).
-            try db.exec(sql: """
-                INSERT INTO attempts (task_id, number, run_id, stage, outcome, started_at, host, owner)
-                SELECT id, attempts, run_id, stage, 'running', ?, ?, ? FROM tasks WHERE id IN (\(marks))
-                """, arguments: StatementArguments([t, owner.host, owner.id] + ids.map { $0 as any DatabaseValueConvertible }))
-            claimed.sort { $0.task.id < $1.task.id }
-            try db.exec(sql: "UPDATE runs SET lease_expires_at = MAX(lease_expires_at, ?) WHERE id = ? AND lease_owner = ?",
-                        arguments: [lease, run.rawValue, LeaseOwner.workerPool.id])
-            return (claimed, more)
+            guard let max = row["max_running"] as Int? else { continue }
+            let busy = try db.one(Int.self, sql: "SELECT count(*) FROM tasks WHERE run_id = ? AND stage = ? AND status = 'running'",
+                                  arguments: [run.rawValue, name]) ?? 0
+            if busy >= max { excluded.append(name) } else { remaining[name] = max - busy }
         }
+        let exclusion = excluded.isEmpty ? "" : " AND stage NOT IN (\(excluded.map { _ in "?" }.joined(separator: ",")))"
+        let claimable = "SELECT id, stage FROM tasks WHERE run_id = ? AND status = 'pending' AND (not_before IS NULL OR not_before <= ?)\(exclusion) ORDER BY id LIMIT ?"
+        // The oldest claimable tasks; with stage limits, more are read and those over a limit skipped.
+        // One more than asked for tells whether more were claimable.
+        var ids: [TaskID] = []
+        var more = false
+        for row in try db.rows(sql: claimable, arguments: StatementArguments(
+            [run.rawValue, t] + excluded.map { $0 as any DatabaseValueConvertible } + [remaining.isEmpty ? limit + 1 : limit * 4])) {
+            guard ids.count < limit else {
+                more = true
+                break
+            }
+            if !remaining.isEmpty {
+                let stage: String = row[1]
+                if let left = remaining[stage] {
+                    guard left > 0 else { continue }
+                    remaining[stage] = left - 1
+                }
+            }
+            ids.append(row[0])
+        }
+        guard !ids.isEmpty else { return ([], false) }
+        let lease = leaseUntil.timeIntervalSince1970
+        // One statement moves them all; each then gets its attempt row.
+        var claimed: [ClaimedTask] = []
+        claimed.reserveCapacity(ids.count)
+        let until = Date(timeIntervalSince1970: lease)
+        let marks = ids.map { _ in "?" }.joined(separator: ",")
+        let rows = try Row.fetchCursor(db.cachedStatement(sql: """
+            UPDATE tasks SET status = 'running', attempts = attempts + 1, lease_owner = ?, lease_expires_at = ?, not_before = NULL
+            WHERE id IN (\(marks)) RETURNING \(Self.claimedColumns)
+            """), arguments: StatementArguments([owner.id, lease] + ids.map { $0 as any DatabaseValueConvertible }))
+        while let row = try rows.next() {
+            let (task, base) = Self.claimedTask(row, run: run, owner: owner.id, lease: until)
+            claimed.append(ClaimedTask(task: task, attempt: task.attempts, attemptInBudget: task.attempts - base, startedAt: now))
+        }
+        // Their attempt rows, all in one statement (a statement per task was a third of a claim).
+        try db.exec(sql: """
+            INSERT INTO attempts (task_id, number, run_id, stage, outcome, started_at, host, owner)
+            SELECT id, attempts, run_id, stage, 'running', ?, ?, ? FROM tasks WHERE id IN (\(marks))
+            """, arguments: StatementArguments([t, owner.host, owner.id] + ids.map { $0 as any DatabaseValueConvertible }))
+        claimed.sort { $0.task.id < $1.task.id }
+        try db.exec(sql: "UPDATE runs SET lease_expires_at = MAX(lease_expires_at, ?) WHERE id = ? AND lease_owner = ?",
+                    arguments: [lease, run.rawValue, LeaseOwner.workerPool.id])
+        return (claimed, more)
     }
 
     public func renewTaskLeases(owner: LeaseOwner, until: Date) async throws -> Set<TaskID> {

@@ -126,6 +126,25 @@ struct StoreContractTests {
         #expect(third.claimed.isEmpty && !third.more)
     }
 
+    /// Starting a stage and claiming its tasks in one call: the claim sees the tasks the start created.
+    @Test(arguments: StoreKind.allCases) func startingAStageCanClaimItsTasksAtOnce(kind: StoreKind) async throws {
+        let h = try await StoreHarness(kind)
+        let id = RunID("r1")
+        _ = try await h.store.createRun(h.newRun("r1"), overlap: .skip, now: h.now, events: [])
+        let request = ClaimRequest(owner: h.me, limit: 2, leaseUntil: h.now.addingTimeInterval(30))
+        let taken = try await h.store.applyStageTransitions(run: id, [.start("a", taskKeys: ["k1", "k2", "k3"])], now: h.now,
+                                                            events: [h.event("r1", "stage.start")], thenClaim: request)
+        #expect(taken.claimed.map(\.task.key) == ["k1", "k2"] && taken.more)
+        #expect(taken.claimed.allSatisfy { $0.attempt == 1 && $0.task.status == .running })
+        #expect(try await h.store.stages(of: id).first { $0.name == "a" }?.status == .running)
+        #expect(try await h.store.taskCounts(run: id)["a"].map { [$0.running, $0.pending] } == [2, 1])
+        #expect(try await h.store.events(run: id, afterID: 0, limit: 10).map(\.event) == ["stage.start"])
+        // Nothing started: nothing claimed either way.
+        let none = try await h.store.applyStageTransitions(run: id, [.start("a", taskKeys: ["k4"])], now: h.now, events: [],
+                                                           thenClaim: ClaimRequest(owner: h.me, limit: 5, leaseUntil: h.now))
+        #expect(none.claimed.map(\.task.key) == ["k3"], "the stage was running already: no new task, the one left claimed")
+    }
+
     /// What a report lists, in one read: every task of some stages, the unsuccessful ones of others.
     @Test(arguments: StoreKind.allCases) func tasksOfSomeStagesAndTheUnsuccessfulOnesOfOthers(kind: StoreKind) async throws {
         let h = try await StoreHarness(kind)
