@@ -35,7 +35,7 @@ public final class SQLiteStateStore: StateStore {
             if !db.configuration.readonly { try db.execute(sql: "PRAGMA cache_size = -32768") }
         }
         do {
-            pool = try DatabasePool(path: path, configuration: config)
+            pool = try Self.openPool(path: path, configuration: config)
         } catch {
             throw StoreError(.cannotOpen, "cannot open the state store '\(path)': \(Self.describe(error))",
                              hint: "check that the file is a Sluice state store and that this user may read and write it")
@@ -55,6 +55,22 @@ public final class SQLiteStateStore: StateStore {
         } catch {
             throw StoreError(.cannotOpen, "cannot prepare the state store '\(path)': \(Self.describe(error))",
                              hint: "check that the file is a Sluice state store (SQLite) and that the disk is not full")
+        }
+    }
+
+    /// Opens the pool, waiting for another process that creates the same new store at the same moment:
+    /// switching a new file to WAL needs an exclusive lock, and SQLite answers "database is locked"
+    /// at once (without its busy timeout) to the second of two connections upgrading their locks
+    /// together. Once one switched, the file stays in WAL mode and the others open it.
+    static func openPool(path: String, configuration: Configuration) throws -> DatabasePool {
+        var attempt = 0
+        while true {
+            attempt += 1
+            do {
+                return try DatabasePool(path: path, configuration: configuration)
+            } catch let error as DatabaseError where (error.resultCode == .SQLITE_BUSY || error.resultCode == .SQLITE_LOCKED) && attempt < 100 {
+                usleep(useconds_t(20_000 + Int.random(in: 0..<20_000)))
+            }
         }
     }
 

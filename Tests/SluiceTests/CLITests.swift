@@ -83,6 +83,26 @@ struct CLITests {
     let cli: CLI
     init() throws { cli = CLI(dir: try TemporaryDirectory(prefix: "cli")) }
 
+    /// Processes that open a new state folder at the same moment (`sluice serve` starting while
+    /// `sluice runs` looks, workers starting together) all open it: the second of two switching the new
+    /// file to WAL was told "database is locked" at once (about one process in a hundred here).
+    @Test func processesOpeningANewStateFolderTogetherAllSucceed() async throws {
+        for round in 0..<6 {
+            let state = cli.dir.file("state-\(round)")
+            let processes = try (0..<8).map { _ in
+                let process = Process()
+                process.executableURL = URL(fileURLWithPath: CLI.executable)
+                process.arguments = ["runs", "--state-dir", state]
+                process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
+                process.standardError = FileHandle(forWritingAtPath: "/dev/null")
+                try process.run()
+                return process
+            }
+            for process in processes { process.waitUntilExit() }
+            #expect(processes.allSatisfy { $0.terminationStatus == 0 }, "round \(round): \(processes.map(\.terminationStatus))")
+        }
+    }
+
     @Test func initValidateRunShowAndExitCodes() throws {
         let initResult = try cli.run(["init"], stateDir: false)
         #expect(initResult.status == 0)
