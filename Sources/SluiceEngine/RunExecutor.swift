@@ -177,7 +177,11 @@ struct RunExecutor: Sendable {
             func mayGiveWork() {
                 mayClaim = true
                 changes += 1
+                plannedForNoTask = false
             }
+            // Set when the loop found no task anywhere and planned once more before calling the run stuck:
+            // another process (a worker) may have ended a stage since this loop last planned.
+            var plannedForNoTask = false
             var claiming = false          // a claim is in flight (a child task: the loop starts tasks meanwhile)
             var needsPlan = true
             var waiting = false           // an idle wait is in the group
@@ -282,6 +286,11 @@ struct RunExecutor: Sendable {
                         }
                         if mayClaim || needsPlan { continue }
                         if counts.pending == 0 && counts.running == 0 {
+                            if !plannedForNoTask {
+                                plannedForNoTask = true
+                                needsPlan = true
+                                continue
+                            }
                             throw EngineError(.io, "run \(runID) cannot make progress: stages \(stages.filter { !$0.status.isTerminal }.map(\.name)) are unfinished but have no task to run",
                                               hint: "this is a bug in Sluice; `sluice resume \(runID)` plans the run again")
                         }
