@@ -393,9 +393,8 @@ struct RunExecutor: Sendable {
     }
 
     /// Plans until nothing changes: skips and failures cascade down the graph in one go.
-    /// Returns whether a stage started.
-    /// With `claim`, the transaction that starts stages also claims tasks (the stages' own, when free
-    /// slots wait for them); what it claimed is returned (nil when nothing started).
+    /// Returns whether a stage started and, with `claim`, what the transaction that started stages also
+    /// claimed (their tasks, for free slots waiting for them; nil when nothing started).
     @discardableResult
     func plan(_ planner: Planner, run: RunRecord, claim: ClaimRequest? = nil) async throws -> (started: Bool, claimed: (tasks: [ClaimedTask], more: Bool)?) {
         let planned = try await planned(planner, run: run, claim: claim)
@@ -439,6 +438,8 @@ struct RunExecutor: Sendable {
                 claimed = (taken.claimed, taken.more)
             } else {
                 try await store.applyStageTransitions(run: runID, transitions, now: time.now(), events: events)
+                // Stages started after the claim have tasks it did not see.
+                if starts, claimed != nil { claimed?.more = true }
             }
             log.published(events)
             // Starting a stage decides nothing else until it ends, unless other stages take its items
