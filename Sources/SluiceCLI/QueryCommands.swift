@@ -162,7 +162,7 @@ struct Logs: AsyncParsableCommand {
                            hint: Suggest.hint(for: stage, in: run.spec.stages.map(\.name))
                             ?? "stages: \(run.spec.stages.map(\.name).joined(separator: ", "))", exitCode: ExitStatus.failure)
         }
-        let tasks = try await engine.store.tasks(of: run.id, stage: stage, unsuccessfulOnly: false)
+        let tasks = try await engine.store.tasks(of: run.id, all: [stage], unsuccessful: [])
         guard let chosen = task.map({ key in tasks.first { $0.key == key || String($0.id) == key } }) ?? tasks.last else {
             throw CLIError(message: task.map { "stage '\(stage)' has no task '\($0)'" } ?? "stage '\(stage)' has not run in run \(run.id)",
                            exitCode: ExitStatus.failure)
@@ -177,7 +177,7 @@ struct Logs: AsyncParsableCommand {
             let path = stderr ? files.stderr(stage: stage, task: fileKey, attempt: number)
                               : files.stdout(stage: stage, task: fileKey, attempt: number)
             return try await tail(path, until: {
-                try await engine.store.tasks(of: run.id, stage: stage, unsuccessfulOnly: false).first { $0.id == chosen.id }?.status.isTerminal ?? true
+                try await engine.store.tasks(of: run.id, all: [stage], unsuccessful: []).first { $0.id == chosen.id }?.status.isTerminal ?? true
             })
         }
         let paths = stderr ? [files.stderr(stage: stage, task: fileKey, attempt: number)]

@@ -115,8 +115,6 @@ public protocol StateStore: Sendable {
     /// Per-stage aggregates of tasks and attempts, computed in the store (a fan-out stage may have a
     /// million tasks: nothing is loaded per task).
     func stageSummaries(run: RunID) async throws -> [StageName: StageSummary]
-    /// A stage's tasks, or only those that did not succeed.
-    func tasks(of run: RunID, stage: StageName, unsuccessfulOnly: Bool) async throws -> [TaskRecord]
     /// Every task of the stages in `all`, and the tasks that did not succeed of those in `unsuccessful`,
     /// in id order, in one read: what a run's report lists (a read per stage made the report of a long
     /// chain of stages a hundred reads).

@@ -790,14 +790,6 @@ extension PostgresStateStore {
         }
     }
 
-    public func tasks(of run: RunID, stage: StageName, unsuccessfulOnly: Bool) async throws -> [TaskRecord] {
-        try await read { tx in
-            try await tx.rows("""
-                SELECT * FROM tasks WHERE run_id = \(run.rawValue) AND stage = \(stage) AND (NOT \(unsuccessfulOnly) OR status <> 'success') ORDER BY id
-                """).map(Self.taskRecord)
-        }
-    }
-
     public func attempts(ofTasks ids: [TaskID]) async throws -> [AttemptRecord] {
         guard !ids.isEmpty else { return [] }
         return try await read { tx in

@@ -719,13 +719,6 @@ extension SQLiteStateStore {
         }
     }
 
-    public func tasks(of run: RunID, stage: StageName, unsuccessfulOnly: Bool) async throws -> [TaskRecord] {
-        try await read { db in
-            try db.rows(sql: "SELECT \(Self.taskColumns) FROM tasks WHERE run_id = ? AND stage = ?\(unsuccessfulOnly ? " AND status != 'success'" : "") ORDER BY id",
-                        arguments: [run.rawValue, stage]).map(Self.taskRecord)
-        }
-    }
-
     public func attempts(ofTasks ids: [TaskID]) async throws -> [AttemptRecord] {
         guard !ids.isEmpty else { return [] }
         return try await read { db in
