@@ -29,8 +29,8 @@ struct RunExecutor: Sendable {
         case leaseLost
         case timer
         case idleWake
-        /// A claim made while the loop went on (`more`: more were claimable), launched when `changes` was at `epoch`.
-        case claimed([ClaimedTask], more: Bool, epoch: Int)
+        /// A claim made while the loop went on, launched when `changes` was at `epoch`.
+        case claimed(Claim, epoch: Int)
     }
 
     /// Records events in the store, then mirrors them to the run's files.
@@ -173,15 +173,15 @@ struct RunExecutor: Sendable {
             var unrecorded = 0            // completions handed to the batcher, not yet committed
             var mayClaim = true           // false after a claim found nothing, until something changes
             var changes = 0               // counts what may give work (mayClaim set), for claims in flight
+            // Set when the loop found no task anywhere and planned once more before calling the run stuck:
+            // another process (a worker) may have ended a stage since this loop last planned.
+            var plannedForNoTask = false
             /// Something happened that may give work: claim again (and tell a claim in flight).
             func mayGiveWork() {
                 mayClaim = true
                 changes += 1
                 plannedForNoTask = false
             }
-            // Set when the loop found no task anywhere and planned once more before calling the run stuck:
-            // another process (a worker) may have ended a stage since this loop last planned.
-            var plannedForNoTask = false
             var claiming = false          // a claim is in flight (a child task: the loop starts tasks meanwhile)
             var needsPlan = true
             var waiting = false           // an idle wait is in the group
@@ -209,7 +209,7 @@ struct RunExecutor: Sendable {
                         // Stages that start take their tasks for the free slots in the same write.
                         let free = claiming ? 0 : spec.concurrency - running.count - ready.count
                         let claim = free > 0 ? ClaimRequest(owner: owner, limit: free, leaseUntil: leaseExpiry()) : nil
-                        let planned = try await plan(planner, run: run, claim: claim)
+                        let planned = try await planned(planner, run: run, claim: claim)
                         if planned.started { mayGiveWork() }
                         if let claimed = planned.claimed {
                             ready += claimed.tasks
@@ -263,9 +263,9 @@ struct RunExecutor: Sendable {
                         claiming = true
                         let now = time.now(), lease = leaseExpiry(), epoch = changes, runID = self.runID
                         group.addTask {
-                            let (claimed, more) = try await store.claimTasksLookingAhead(run: runID, owner: owner, limit: want, filter: .everything,
-                                                                                         now: now, leaseUntil: lease)
-                            return .claimed(claimed, more: more, epoch: epoch)
+                            let claim = try await store.claimTasks(run: runID, ClaimRequest(owner: owner, limit: want, leaseUntil: lease),
+                                                                   now: now)
+                            return .claimed(claim, epoch: epoch)
                         }
                     }
                 }
@@ -341,11 +341,11 @@ struct RunExecutor: Sendable {
                                       hint: "`sluice show \(runID)` tells who runs it now")
                 case .timer:
                     mayGiveWork()
-                case .claimed(let claimed, let more, let epoch):
+                case .claimed(let claim, let epoch):
                     claiming = false
-                    ready += claimed
+                    ready += claim.tasks
                     // Nothing more was claimable: none until something changes (unless it already did).
-                    if !more && epoch == changes { mayClaim = false }
+                    if !claim.more && epoch == changes { mayClaim = false }
                 case .idleWake:
                     waiting = false
                     mayGiveWork()
@@ -392,20 +392,13 @@ struct RunExecutor: Sendable {
         return spec
     }
 
-    /// Plans until nothing changes: skips and failures cascade down the graph in one go.
-    /// Returns whether a stage started and, with `claim`, what the transaction that started stages also
-    /// claimed (their tasks, for free slots waiting for them; nil when nothing started).
-    @discardableResult
-    func plan(_ planner: Planner, run: RunRecord, claim: ClaimRequest? = nil) async throws -> (started: Bool, claimed: (tasks: [ClaimedTask], more: Bool)?) {
-        let planned = try await planned(planner, run: run, claim: claim)
-        return (planned.started, planned.claimed)
-    }
-
-    /// Plans as `plan` does; also returns the stages as they are after planning (read once, not again).
+    /// Plans until nothing changes: skips and failures cascade down the graph in one go. Returns whether
+    /// a stage started, the stages as they are after planning (read once, not again) and, with `claim`,
+    /// what the transaction that started stages also claimed (nil when nothing started).
     func planned(_ planner: Planner, run: RunRecord, claim: ClaimRequest? = nil)
-        async throws -> (started: Bool, stages: [StageRecord], claimed: (tasks: [ClaimedTask], more: Bool)?) {
+        async throws -> (started: Bool, stages: [StageRecord], claimed: Claim?) {
         var started = false
-        var claimed: (tasks: [ClaimedTask], more: Bool)?
+        var claimed: Claim?
         while true {
             let stages = try await store.stages(of: runID)
             let statuses = Dictionary(stages.map { ($0.name, $0.status) }, uniquingKeysWith: { a, _ in a })
@@ -434,8 +427,7 @@ struct RunExecutor: Sendable {
             if transitions.isEmpty { return (started, stages, claimed) }
             let starts = transitions.contains { if case .start = $0 { true } else { false } }
             if let claim, starts, claimed == nil {
-                let taken = try await store.applyStageTransitions(run: runID, transitions, now: time.now(), events: events, thenClaim: claim)
-                claimed = (taken.claimed, taken.more)
+                claimed = try await store.applyStageTransitions(run: runID, transitions, now: time.now(), events: events, thenClaim: claim)
             } else {
                 try await store.applyStageTransitions(run: runID, transitions, now: time.now(), events: events)
                 // Stages started after the claim have tasks it did not see.

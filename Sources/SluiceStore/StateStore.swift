@@ -65,24 +65,19 @@ public protocol StateStore: Sendable {
     /// Applies planner decisions: `.start` moves a pending stage to running and creates its tasks;
     /// `.finish` ends a pending stage without running it. Stages no longer pending are left alone.
     func applyStageTransitions(run: RunID, _ transitions: [StageTransition], now: Date, events: [EventRecord]) async throws
-    /// `applyStageTransitions`, then `claimTasksLookingAhead` with `claim`, in one transaction where the
-    /// store can: a run process that starts a stage takes its task in the same write (a chain of stages
-    /// was a write to start each stage and another to claim its task).
+    /// `applyStageTransitions`, then `claimTasks` with `claim`, in one transaction where the store can: a
+    /// run process that starts a stage takes its task in the same write (a chain of stages was a write to
+    /// start each stage and another to claim its task).
     func applyStageTransitions(run: RunID, _ transitions: [StageTransition], now: Date, events: [EventRecord],
-                               thenClaim claim: ClaimRequest) async throws -> (claimed: [ClaimedTask], more: Bool)
+                               thenClaim claim: ClaimRequest) async throws -> Claim
 
     /// Claims up to `limit` pending tasks of the run whose `notBefore` has passed, oldest first, of the
     /// stages `filter` lets through, and starts one attempt for each under `owner`'s lease. A stage's
     /// `concurrency` holds across every process: its running tasks, whoever holds them, count against it.
     /// Claims nothing from a run whose cancel was requested. Claimers of one run never block each other
-    /// on the same rows (PostgreSQL: `FOR UPDATE SKIP LOCKED`).
-    func claimTasks(run: RunID, owner: LeaseOwner, limit: Int, filter: ClaimFilter, now: Date,
-                    leaseUntil: Date) async throws -> [ClaimedTask]
-    /// `claimTasks`, also telling whether more tasks were claimable when it got all it asked for. A run
-    /// loop that got the only task of a stage then knows not to claim again until something changes (in
-    /// a chain of stages, every second claim found nothing). A store that cannot tell says `true`.
-    func claimTasksLookingAhead(run: RunID, owner: LeaseOwner, limit: Int, filter: ClaimFilter, now: Date,
-                                leaseUntil: Date) async throws -> (claimed: [ClaimedTask], more: Bool)
+    /// on the same rows (PostgreSQL: `FOR UPDATE SKIP LOCKED`). Also tells whether more tasks were
+    /// claimable when it got all it asked for (`Claim.more`).
+    func claimTasks(run: RunID, _ request: ClaimRequest, now: Date) async throws -> Claim
     /// Extends the lease of every task `owner` holds (in any run), and the worker-pool lease of their runs.
     /// Returns the tasks it still holds (a task missing was taken back after its lease expired).
     @discardableResult
@@ -233,6 +228,21 @@ public struct ClaimFilter: Sendable, Hashable {
     public static let everything = ClaimFilter()
 }
 
+/// What a claim took, and whether more tasks were claimable when it got all it asked for: a run loop
+/// that got the only task of a stage then knows not to claim again until something changes (in a chain
+/// of stages, every second claim found nothing). A store that cannot tell says `true` then.
+public struct Claim: Sendable {
+    public var tasks: [ClaimedTask]
+    public var more: Bool
+
+    public init(tasks: [ClaimedTask], more: Bool) {
+        self.tasks = tasks
+        self.more = more
+    }
+
+    public static let none = Claim(tasks: [], more: false)
+}
+
 /// What a claim asks for (see `claimTasks`).
 public struct ClaimRequest: Sendable, Hashable {
     public var owner: LeaseOwner
@@ -349,16 +359,15 @@ public struct AttemptCompletion: Sendable {
 
 extension StateStore {
     public func applyStageTransitions(run: RunID, _ transitions: [StageTransition], now: Date, events: [EventRecord],
-                                      thenClaim claim: ClaimRequest) async throws -> (claimed: [ClaimedTask], more: Bool) {
+                                      thenClaim claim: ClaimRequest) async throws -> Claim {
         try await applyStageTransitions(run: run, transitions, now: now, events: events)
-        return try await claimTasksLookingAhead(run: run, owner: claim.owner, limit: claim.limit, filter: claim.filter, now: now,
-                                                leaseUntil: claim.leaseUntil)
+        return try await claimTasks(run: run, claim, now: now)
     }
 
-    public func claimTasksLookingAhead(run: RunID, owner: LeaseOwner, limit: Int, filter: ClaimFilter, now: Date,
-                                       leaseUntil: Date) async throws -> (claimed: [ClaimedTask], more: Bool) {
-        let claimed = try await claimTasks(run: run, owner: owner, limit: limit, filter: filter, now: now, leaseUntil: leaseUntil)
-        return (claimed, claimed.count >= limit)
+    /// The tasks `claimTasks(run:_:now:)` claims.
+    public func claimTasks(run: RunID, owner: LeaseOwner, limit: Int, filter: ClaimFilter, now: Date,
+                           leaseUntil: Date) async throws -> [ClaimedTask] {
+        try await claimTasks(run: run, ClaimRequest(owner: owner, limit: limit, filter: filter, leaseUntil: leaseUntil), now: now).tasks
     }
 
     public func waitForWork(timeout: Duration) async {

@@ -317,8 +317,15 @@ extension PostgresStateStore {
         }
     }
 
-    public func claimTasks(run: RunID, owner: LeaseOwner, limit: Int, filter: ClaimFilter, now: Date,
-                           leaseUntil: Date) async throws -> [ClaimedTask] {
+    /// Claims as the protocol says; `more` is "maybe" (true) when it got all it asked for.
+    public func claimTasks(run: RunID, _ request: ClaimRequest, now: Date) async throws -> Claim {
+        let tasks = try await claimedTasks(run: run, owner: request.owner, limit: request.limit, filter: request.filter, now: now,
+                                           leaseUntil: request.leaseUntil)
+        return Claim(tasks: tasks, more: tasks.count >= request.limit)
+    }
+
+    private func claimedTasks(run: RunID, owner: LeaseOwner, limit: Int, filter: ClaimFilter, now: Date,
+                              leaseUntil: Date) async throws -> [ClaimedTask] {
         guard limit > 0 else { return [] }
         return try await transaction { tx in
             let t = now.timeIntervalSince1970

@@ -259,7 +259,7 @@ extension SQLiteStateStore {
     }
 
     public func applyStageTransitions(run: RunID, _ transitions: [StageTransition], now: Date, events: [EventRecord],
-                                      thenClaim claim: ClaimRequest) async throws -> (claimed: [ClaimedTask], more: Bool) {
+                                      thenClaim claim: ClaimRequest) async throws -> Claim {
         try await write { db in
             try Self.apply(transitions, run: run, now: now, events: events, db)
             return try Self.claim(run: run, claim, now: now, db)
@@ -302,24 +302,16 @@ extension SQLiteStateStore {
         try Self.insert(events, db)
     }
 
-    public func claimTasks(run: RunID, owner: LeaseOwner, limit: Int, filter: ClaimFilter, now: Date,
-                           leaseUntil: Date) async throws -> [ClaimedTask] {
-        try await claimTasksLookingAhead(run: run, owner: owner, limit: limit, filter: filter, now: now, leaseUntil: leaseUntil).claimed
+    public func claimTasks(run: RunID, _ request: ClaimRequest, now: Date) async throws -> Claim {
+        try await write { db in try Self.claim(run: run, request, now: now, db) }
     }
 
-    public func claimTasksLookingAhead(run: RunID, owner: LeaseOwner, limit: Int, filter: ClaimFilter, now: Date,
-                                       leaseUntil: Date) async throws -> (claimed: [ClaimedTask], more: Bool) {
-        guard limit > 0 else { return ([], false) }
-        let request = ClaimRequest(owner: owner, limit: limit, filter: filter, leaseUntil: leaseUntil)
-        return try await write { db in try Self.claim(run: run, request, now: now, db) }
-    }
-
-    static func claim(run: RunID, _ request: ClaimRequest, now: Date, _ db: Database) throws -> (claimed: [ClaimedTask], more: Bool) {
+    static func claim(run: RunID, _ request: ClaimRequest, now: Date, _ db: Database) throws -> Claim {
         let (owner, limit, filter, leaseUntil) = (request.owner, request.limit, request.filter, request.leaseUntil)
-        guard limit > 0 else { return ([], false) }
+        guard limit > 0 else { return .none }
         let t = now.timeIntervalSince1970
         guard try db.one(Bool.self, sql: "SELECT cancel_requested_at IS NULL AND status IN ('pending', 'running') FROM runs WHERE id = ?",
-                         arguments: [run.rawValue]) == true else { return ([], false) }
+                         arguments: [run.rawValue]) == true else { return .none }
         // Stages of other queues, and stages at their concurrency limit, are left out of the query, so
         // the oldest claimable tasks come first.
         var excluded: [String] = []
@@ -357,7 +349,7 @@ extension SQLiteStateStore {
             }
             ids.append(row[0])
         }
-        guard !ids.isEmpty else { return ([], false) }
+        guard !ids.isEmpty else { return .none }
         let lease = leaseUntil.timeIntervalSince1970
         // One statement moves them all; each then gets its attempt row.
         var claimed: [ClaimedTask] = []
@@ -380,7 +372,7 @@ extension SQLiteStateStore {
         claimed.sort { $0.task.id < $1.task.id }
         try db.exec(sql: "UPDATE runs SET lease_expires_at = MAX(lease_expires_at, ?) WHERE id = ? AND lease_owner = ?",
                     arguments: [lease, run.rawValue, LeaseOwner.workerPool.id])
-        return (claimed, more)
+        return Claim(tasks: claimed, more: more)
     }
 
     public func renewTaskLeases(owner: LeaseOwner, until: Date) async throws -> Set<TaskID> {

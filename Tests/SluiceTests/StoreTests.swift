@@ -114,16 +114,16 @@ struct StoreContractTests {
         _ = try await h.store.createRun(h.newRun("r1"), overlap: .skip, now: h.now, events: [])
         try await h.store.applyStageTransitions(run: id, [.start("a", taskKeys: ["k1", "k2", "k3"])], now: h.now, events: [])
         let claim = { (limit: Int) in
-            try await h.store.claimTasksLookingAhead(run: id, owner: h.me, limit: limit, filter: .everything, now: h.now,
-                                                     leaseUntil: h.now.addingTimeInterval(30))
+            try await h.store.claimTasks(run: id, ClaimRequest(owner: h.me, limit: limit, leaseUntil: h.now.addingTimeInterval(30)),
+                                         now: h.now)
         }
         let first = try await claim(2)
-        #expect(first.claimed.count == 2 && first.more, "a third task was waiting")
+        #expect(first.tasks.count == 2 && first.more, "a third task was waiting")
         let second = try await claim(1)
-        #expect(second.claimed.count == 1)
+        #expect(second.tasks.count == 1)
         if kind == .sqlite { #expect(!second.more, "the last task was claimed") }
         let third = try await claim(5)
-        #expect(third.claimed.isEmpty && !third.more)
+        #expect(third.tasks.isEmpty && !third.more)
     }
 
     /// Starting a stage and claiming its tasks in one call: the claim sees the tasks the start created.
@@ -134,15 +134,15 @@ struct StoreContractTests {
         let request = ClaimRequest(owner: h.me, limit: 2, leaseUntil: h.now.addingTimeInterval(30))
         let taken = try await h.store.applyStageTransitions(run: id, [.start("a", taskKeys: ["k1", "k2", "k3"])], now: h.now,
                                                             events: [h.event("r1", "stage.start")], thenClaim: request)
-        #expect(taken.claimed.map(\.task.key) == ["k1", "k2"] && taken.more)
-        #expect(taken.claimed.allSatisfy { $0.attempt == 1 && $0.task.status == .running })
+        #expect(taken.tasks.map(\.task.key) == ["k1", "k2"] && taken.more)
+        #expect(taken.tasks.allSatisfy { $0.attempt == 1 && $0.task.status == .running })
         #expect(try await h.store.stages(of: id).first { $0.name == "a" }?.status == .running)
         #expect(try await h.store.taskCounts(run: id)["a"].map { [$0.running, $0.pending] } == [2, 1])
         #expect(try await h.store.events(run: id, afterID: 0, limit: 10).map(\.event) == ["stage.start"])
         // Nothing started: nothing claimed either way.
         let none = try await h.store.applyStageTransitions(run: id, [.start("a", taskKeys: ["k4"])], now: h.now, events: [],
                                                            thenClaim: ClaimRequest(owner: h.me, limit: 5, leaseUntil: h.now))
-        #expect(none.claimed.map(\.task.key) == ["k3"], "the stage was running already: no new task, the one left claimed")
+        #expect(none.tasks.map(\.task.key) == ["k3"], "the stage was running already: no new task, the one left claimed")
     }
 
     /// What a report lists, in one read: every task of some stages, the unsuccessful ones of others.
