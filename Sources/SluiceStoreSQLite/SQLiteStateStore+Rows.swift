@@ -58,7 +58,18 @@ extension SQLiteStateStore {
 
     /// A column list with each column taken from the table named `alias` in a join (`a.task_id, a.run_id, …`).
     static func columns(_ list: String, of alias: String) -> String {
-        list.split(separator: ",").map { "\(alias).\($0.trimmingCharacters(in: .whitespacesAndNewlines))" }.joined(separator: ", ")
+        names(list).map { "\(alias).\($0)" }.joined(separator: ", ")
+    }
+
+    /// The names in a column list, in order.
+    static func names(_ list: String) -> [String] {
+        list.split(separator: ",").map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
+    }
+
+    /// Debug builds (the tests) check that a row has the columns its decoder reads by position, so a
+    /// column list and its decoder cannot drift apart unnoticed.
+    static func expect(_ row: Row, _ list: String) {
+        assert(Array(row.columnNames) == names(list), "row columns \(Array(row.columnNames)) are not \(list)")
     }
 
     static func date(_ row: Row, _ index: Int) -> Date? {
@@ -67,6 +78,7 @@ extension SQLiteStateStore {
 
     /// A run from a row of `runColumns`.
     static func runRecord(_ row: Row) throws -> RunRecord {
+        expect(row, runColumns)
         let owner: LeaseOwner? = (row[10] as String?).map {
             LeaseOwner(id: $0, host: row[11] ?? "", pid: Int32(row[12] as Int64? ?? 0))
         }
@@ -84,7 +96,8 @@ extension SQLiteStateStore {
 
     /// A stage from a row of `stageColumns`.
     static func stageRecord(_ row: Row) throws -> StageRecord {
-        StageRecord(runID: RunID(row[0]), name: row[1], status: StageStatus(rawValue: row[2]) ?? .failed,
+        expect(row, stageColumns)
+        return StageRecord(runID: RunID(row[0]), name: row[1], status: StageStatus(rawValue: row[2]) ?? .failed,
                     reason: row[3], startedAt: date(row, 4), finishedAt: date(row, 5))
     }
 
@@ -102,7 +115,8 @@ extension SQLiteStateStore {
 
     /// A task from a row of `taskColumns`.
     static func taskRecord(_ row: Row) throws -> TaskRecord {
-        TaskRecord(id: row[0], runID: RunID(row[1]), stage: row[2], key: row[3],
+        expect(row, taskColumns)
+        return TaskRecord(id: row[0], runID: RunID(row[1]), stage: row[2], key: row[3],
                    status: TaskStatus(rawValue: row[4]) ?? .failed, attempts: row[5],
                    lostAttempts: row[6], notBefore: date(row, 7),
                    leaseOwner: row[8], leaseExpiresAt: date(row, 9),
@@ -112,7 +126,8 @@ extension SQLiteStateStore {
 
     /// An attempt from a row of `attemptColumns`.
     static func attemptRecord(_ row: Row) throws -> AttemptRecord {
-        AttemptRecord(taskID: row[0], runID: RunID(row[1]), stage: row[2], number: row[3],
+        expect(row, attemptColumns)
+        return AttemptRecord(taskID: row[0], runID: RunID(row[1]), stage: row[2], number: row[3],
                       outcome: AttemptOutcome(rawValue: row[4]) ?? .lost,
                       startedAt: date(row, 5) ?? Date(timeIntervalSince1970: 0),
                       finishedAt: date(row, 6),
@@ -127,7 +142,8 @@ extension SQLiteStateStore {
 
     /// An event from a row of `eventColumns`.
     static func eventRecord(_ row: Row) throws -> EventRecord {
-        EventRecord(id: row[0], runID: RunID(row[1]), pipeline: row[2], stage: row[3],
+        expect(row, eventColumns)
+        return EventRecord(id: row[0], runID: RunID(row[1]), pipeline: row[2], stage: row[3],
                     taskID: row[4], attempt: row[5], event: row[6],
                     time: date(row, 7) ?? Date(timeIntervalSince1970: 0), message: row[8],
                     attrs: (try? decode([String: String].self, row[9], what: "event attributes")) ?? [:])
