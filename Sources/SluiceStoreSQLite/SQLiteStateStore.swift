@@ -36,6 +36,9 @@ public final class SQLiteStateStore: StateStore {
         }
         do {
             pool = try Self.openPool(path: path, configuration: config)
+        } catch let error as DatabaseError where error.resultCode == .SQLITE_BUSY || error.resultCode == .SQLITE_LOCKED {
+            throw StoreError(.cannotOpen, "cannot open the state store '\(path)': another process kept it locked for several seconds",
+                             hint: "try again; if it stays locked, look for a process holding it (`fuser '\(path)'`)")
         } catch {
             throw StoreError(.cannotOpen, "cannot open the state store '\(path)': \(Self.describe(error))",
                              hint: "check that the file is a Sluice state store and that this user may read and write it")
@@ -99,8 +102,10 @@ public final class SQLiteStateStore: StateStore {
     }
 
     /// The schema's steps, oldest first, as earlier versions applied them one migration each. A new
-    /// store applies them all in one transaction (`schema-v11`: a quarter less time to open than eleven transactions); a
-    /// store an earlier version wrote applies only those it lacks, in that same transaction.
+    /// store applies them all in one transaction (`schema-v11`: a quarter less time to open than eleven
+    /// transactions); a store an earlier version wrote applies only those it lacks, in that same
+    /// transaction. Closed: a store that applied `schema-v11` never runs it again, so a step added here
+    /// would never reach it — a new schema change is a migration of its own, registered after it.
     static let schemaSteps: [(id: String, apply: @Sendable (Database) throws -> Void)] = [
         ("v1", { db in
             try db.execute(sql: """
@@ -236,6 +241,7 @@ public final class SQLiteStateStore: StateStore {
         m.registerMigration("schema-v11", merging: Set(schemaSteps.map(\.id))) { db, applied in
             for step in schemaSteps where !applied.contains(step.id) { try step.apply(db) }
         }
+        // New schema changes: m.registerMigration("v12-…") { db in … } here, not in `schemaSteps`.
         return m
     }
 
