@@ -112,11 +112,11 @@ public struct RunReport: Codable, Sendable {
         let start = Date(timeIntervalSince1970: 0)
         let attempt = { (number: Int, outcome: String) in
             Attempt(number: number, outcome: outcome, startedAt: start, finishedAt: start, durationMs: 1, exitCode: 0, signal: nil,
-                    cpuMs: 1, peakRssBytes: 1, stdoutBytes: 1, stderrBytes: 1, message: outcome, stderrTail: ["tail"], host: "host", pid: 1)
+                    cpuMs: 1, peakRssBytes: 1, stdoutBytes: 1, stderrBytes: 1, message: outcome, stderrTail: ["warm-up stderr"], host: "host", pid: 1)
         }
         let task = Task(id: 1, key: "main", status: "success", attempts: [attempt(1, "failed"), attempt(2, "success")])
-        let stage = Stage(name: "stage", status: "success", reason: nil, startedAt: start, finishedAt: start, durationMs: 1,
-                          counters: ["n": 1], rejected: 1, rejectedRecords: ["record"],
+        let stage = Stage(name: "warm-up-stage", status: "success", reason: nil, startedAt: start, finishedAt: start, durationMs: 1,
+                          counters: ["warm_up_count": 1], rejected: 1, rejectedRecords: ["warm-up record"],
                           metrics: Metrics(tasks: 1, succeeded: 1, failed: 0, successRate: 1, tasksPerSecond: 1, meanTaskMs: 1,
                                            p95TaskMs: 1, peakRssBytes: 1),
                           progress: nil, tasks: [task], waiting: nil)

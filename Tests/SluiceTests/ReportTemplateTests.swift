@@ -397,7 +397,7 @@ struct ReportTemplateTests {
         let dir = try folder([:])
         try writeHTMLReport(.sample, to: "\(dir)/report.html")
         let html = try String(contentsOfFile: "\(dir)/report.html", encoding: .utf8)
-        for expected in ["sample", "stage", "record", "tail"] { #expect(html.contains(expected), "\(expected)") }
+        for expected in ["warm-up-stage", "warm_up_count", "warm-up record", "warm-up stderr"] { #expect(html.contains(expected), "\(expected)") }
     }
 }
 
