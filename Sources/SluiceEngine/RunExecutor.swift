@@ -31,6 +31,8 @@ struct RunExecutor: Sendable {
         case idleWake
         /// A claim made while the loop went on, launched when `changes` was at `epoch`.
         case claimed(Claim, epoch: Int)
+        /// Tasks of a local stage read while the loop went on (see `LocalStage`).
+        case localRead(StageName, [LocalTask], epoch: Int)
     }
 
     /// Records events in the store, then mirrors them to the run's files.
@@ -153,6 +155,8 @@ struct RunExecutor: Sendable {
         // claim is one transaction per batch (see `ClaimAhead`).
         let fanOutStages = spec.stages.filter { $0.forEach != nil && $0.command == .swift }
         var taskTimes = ClaimAhead()
+        // Fan-out stages this process runs as local tasks (recorded when they end), and where their reads are.
+        var local = Dictionary(uniqueKeysWithValues: localStages(of: run).map { ($0, LocalStage()) })
         let batcher = CompletionBatcher()
         return try await withThrowingTaskGroup(of: Wake.self) { group in
             group.addTask { try await watch(engine: engine, lookForCancel: true) }
@@ -181,6 +185,7 @@ struct RunExecutor: Sendable {
                 mayClaim = true
                 changes += 1
                 plannedForNoTask = false
+                for name in local.keys { local[name]?.dry = false }
             }
             var claiming = false          // a claim is in flight (a child task: the loop starts tasks meanwhile)
             var needsPlan = true
@@ -209,12 +214,22 @@ struct RunExecutor: Sendable {
                         // Stages that start take their tasks for the free slots in the same write.
                         let free = claiming ? 0 : spec.concurrency - running.count - ready.count
                         let claim = free > 0 ? ClaimRequest(owner: owner, limit: free, leaseUntil: leaseExpiry()) : nil
-                        let planned = try await planned(planner, run: run, claim: claim)
+                        let planned = try await planned(planner, run: run, claim: claim, local: Set(local.keys))
                         if planned.started { mayGiveWork() }
+                        for stage in planned.stages where stage.status.isTerminal { local[stage.name] = nil }
                         if let claimed = planned.claimed {
                             ready += claimed.tasks
                             // It saw every change so far: nothing more to claim until something changes.
                             if !claimed.more { mayClaim = false }
+                        }
+                    }
+                    // Local tasks are read (not claimed: nothing is written until they end) a batch ahead.
+                    for (name, source) in local where source.wantsRead(ready: ready.count) {
+                        local[name]?.reading = true
+                        let after = source.after, epoch = changes, runID = self.runID, owner = self.owner
+                        group.addTask {
+                            let tasks = try await store.localTasks(run: runID, stage: name, owner: owner, afterSeq: after, limit: LocalStage.batch)
+                            return .localRead(name, tasks, epoch: epoch)
                         }
                     }
                     // Start what is claimed, then claim more: commands only for free slots; in-process
@@ -269,7 +284,8 @@ struct RunExecutor: Sendable {
                         }
                     }
                 }
-                if running.isEmpty && ready.isEmpty && unrecorded == 0 && !waiting && !claiming {
+                if running.isEmpty && ready.isEmpty && unrecorded == 0 && !waiting && !claiming
+                    && !local.values.contains(where: { $0.reading || $0.wantsRead(ready: 0) && !cancelling }) {
                     // Nothing of ours in flight. Other processes (workers) may still hold tasks of the run.
                     let counts = try await store.taskCounts(run: runID).values.reduce(into: TaskCounts()) { $0.add($1) }
                     if cancelling {
@@ -346,6 +362,15 @@ struct RunExecutor: Sendable {
                     ready += claim.tasks
                     // Nothing more was claimable: none until something changes (unless it already did).
                     if !claim.more && epoch == changes { mayClaim = false }
+                case .localRead(let name, let tasks, let epoch):
+                    guard var source = local[name] else { break }
+                    source.reading = false
+                    if let last = tasks.last { source.after = last.seq }
+                    // All there was: none until something changes (unless it already did).
+                    if tasks.count < LocalStage.batch && epoch == changes { source.dry = true }
+                    local[name] = source
+                    let now = time.now()
+                    ready += tasks.map { ClaimedTask(task: $0.task, attempt: 1, attemptInBudget: 1, startedAt: now, local: true) }
                 case .idleWake:
                     waiting = false
                     mayGiveWork()
@@ -357,6 +382,31 @@ struct RunExecutor: Sendable {
                 }
             }
         }
+    }
+
+    /// The fan-out stages this run process runs as local tasks (`StateStore.keepsLocalTasks`): stages
+    /// whose tasks run in rows here (`runsInline`) and are the only ones taking their producer's items.
+    /// Workers never start them so: their tasks are for any worker to claim.
+    func localStages(of run: RunRecord) -> [StageName] {
+        guard store.keepsLocalTasks else { return [] }
+        let producers = Set(run.spec.stages.compactMap(\.forEach))
+        return run.spec.stages.filter { stage in
+            guard let producer = stage.forEach else { return false }
+            return runsInline(stage, pipeline: run.pipeline, producer: producers.contains(stage.name)) != nil
+                && run.spec.stages.count(where: { $0.forEach == producer }) == 1
+        }.map(\.name)
+    }
+
+    /// Where the run process is in reading a local stage's tasks: they are read a batch ahead (a read,
+    /// not a write: nothing is recorded until each ends), after the last item read.
+    struct LocalStage {
+        static let batch = 512
+        var after: Int64 = 0
+        var reading = false
+        /// The last read found all there was: none again until something changes.
+        var dry = false
+
+        func wantsRead(ready: Int) -> Bool { !reading && !dry && ready < Self.batch / 4 }
     }
 
     /// Tasks of the run whose holder's lease expired (a worker that died or lost its network) go back to
@@ -395,7 +445,7 @@ struct RunExecutor: Sendable {
     /// Plans until nothing changes: skips and failures cascade down the graph in one go. Returns whether
     /// a stage started, the stages as they are after planning (read once, not again) and, with `claim`,
     /// what the transaction that started stages also claimed (nil when nothing started).
-    func planned(_ planner: Planner, run: RunRecord, claim: ClaimRequest? = nil)
+    func planned(_ planner: Planner, run: RunRecord, claim: ClaimRequest? = nil, local: Set<StageName> = [])
         async throws -> (started: Bool, stages: [StageRecord], claimed: Claim?) {
         var started = false
         var claimed: Claim?
@@ -413,8 +463,9 @@ struct RunExecutor: Sendable {
                 case .wait: continue
                 case .run:
                     started = true
-                    // A fan-out stage's tasks come from its producer's items.
-                    transitions.append(.start(name, taskKeys: run.spec.stage(name)?.forEach == nil ? ["main"] : []))
+                    // A fan-out stage's tasks come from its producer's items (for a local stage, as this process reads them).
+                    transitions.append(local.contains(name) ? .startLocal(name, owner: owner.id)
+                                       : .start(name, taskKeys: run.spec.stage(name)?.forEach == nil ? ["main"] : []))
                     events.append(log.make("stage.start", stage: name, "stage started"))
                 case .skip(let reason):
                     transitions.append(.finish(name, .skipped, reason: reason))
@@ -444,7 +495,12 @@ struct RunExecutor: Sendable {
                 }
             }
             if !mayDecideMore {
-                let startedNow = Set(transitions.compactMap { if case .start(let name, _) = $0 { name } else { nil } })
+                let startedNow = Set(transitions.compactMap { transition -> StageName? in
+                    switch transition {
+                    case .start(let name, _), .startLocal(let name, _): name
+                    case .finish: nil
+                    }
+                })
                 return (started, stages.map { stage in
                     var stage = stage
                     if startedNow.contains(stage.name) && stage.status == .pending { stage.status = .running }
@@ -710,7 +766,7 @@ struct RunExecutor: Sendable {
                      "stage ended: \(stageRecord.status.rawValue)\(stageRecord.reason.map { " (\($0))" } ?? "")")
         }
         batcher.submit(AttemptCompletion(attempt: attempt, result: finished.result, next: next, events: events,
-                                         stageEvent: stageEvent, rolledBack: rolledBack))
+                                         stageEvent: stageEvent, rolledBack: rolledBack, newTask: claimed.local ? claimed.task : nil))
     }
 
     static func display(_ argv: [String]) -> String {

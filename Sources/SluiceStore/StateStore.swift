@@ -63,6 +63,7 @@ public protocol StateStore: Sendable {
     func task(_ id: TaskID) async throws -> TaskRecord?
 
     /// Applies planner decisions: `.start` moves a pending stage to running and creates its tasks;
+    /// `.startLocal` starts a fan-out stage whose tasks `owner` runs itself (see `keepsLocalTasks`);
     /// `.finish` ends a pending stage without running it. Stages no longer pending are left alone.
     func applyStageTransitions(run: RunID, _ transitions: [StageTransition], now: Date, events: [EventRecord]) async throws
     /// `applyStageTransitions`, then `claimTasks` with `claim`, in one transaction where the store can: a
@@ -91,9 +92,23 @@ public protocol StateStore: Sendable {
                           now: Date) async throws -> [CompletionResult]
 
     /// Records items a producer stage emitted (deduplicated by key) and, in the same transaction, creates
-    /// a task per new item for every fan-out stage that is already taking that producer's items.
+    /// a task per new item for every fan-out stage that is already taking that producer's items (for a
+    /// local stage: reserves the id of the task it will record, see `keepsLocalTasks`).
     /// Returns how many items were new.
     func emitItems(run: RunID, stage: StageName, items: [ItemRecord], now: Date) async throws -> Int
+
+    /// Whether this store keeps *local tasks*: a fan-out stage started with `.startLocal` has no task
+    /// rows for its items until their first attempt ends; the process that started it reads them with
+    /// `localTasks`, runs them, and the completion (`AttemptCompletion.newTask`) writes the task and its
+    /// attempt at once — one insert each instead of a pending task, a claim and two updates. Until
+    /// then an item counts as a pending task of the stage. When the stage's process no longer holds the
+    /// run (it died, or another took the run over: `abandonRunningAttempts`), the run is cancelled
+    /// (`cancelUnfinished`), or its producer fails, the items left become ordinary task rows.
+    var keepsLocalTasks: Bool { get }
+    /// Up to `limit` items of a local stage `owner` runs, after the item numbered `afterSeq`, in the
+    /// order they were emitted, as the tasks to run (with their reserved ids), leaving out those
+    /// recorded already. Empty when the stage is not local to `owner` (any more).
+    func localTasks(run: RunID, stage: StageName, owner: LeaseOwner, afterSeq: Int64, limit: Int) async throws -> [LocalTask]
     /// A producer's items, in the order they were emitted.
     func items(run: RunID, stage: StageName) async throws -> [ItemRecord]
     /// The earliest time a pending task waits for (retry backoff), if any does.
@@ -210,7 +225,18 @@ public enum CancelRequestResult: Sendable {
 
 public enum StageTransition: Sendable, Hashable {
     case start(StageName, taskKeys: [String])
+    /// Starts a fan-out stage whose first attempts `owner` runs itself, recording each task when it
+    /// ends (a store that does not keep local tasks starts it as `.start`).
+    case startLocal(StageName, owner: String)
     case finish(StageName, StageStatus, reason: String)
+}
+
+extension StageTransition {
+    /// `.startLocal` as `.start`, for a store that does not keep local tasks.
+    public var withoutLocal: StageTransition {
+        if case .startLocal(let stage, _) = self { return .start(stage, taskKeys: []) }
+        return self
+    }
 }
 
 /// Which of a run's stages a claimer takes tasks from.
@@ -265,12 +291,27 @@ public struct ClaimedTask: Sendable, Hashable {
     /// Attempts started since the retry budget was last reset (by resume).
     public var attemptInBudget: Int
     public var startedAt: Date
+    /// A local task: its row is written when this attempt ends (see `StateStore.keepsLocalTasks`).
+    public var local: Bool
 
-    public init(task: TaskRecord, attempt: Int, attemptInBudget: Int, startedAt: Date) {
+    public init(task: TaskRecord, attempt: Int, attemptInBudget: Int, startedAt: Date, local: Bool = false) {
         self.task = task
         self.attempt = attempt
         self.attemptInBudget = attemptInBudget
         self.startedAt = startedAt
+        self.local = local
+    }
+}
+
+/// An item of a local stage, as the task that will process it (`StateStore.localTasks`).
+public struct LocalTask: Sendable, Hashable {
+    /// The item's number among its producer's items: where the next read goes on from.
+    public var seq: Int64
+    public var task: TaskRecord
+
+    public init(seq: Int64, task: TaskRecord) {
+        self.seq = seq
+        self.task = task
     }
 }
 
@@ -345,10 +386,16 @@ public struct AttemptCompletion: Sendable {
     /// Healing (`on_failure: rollback`): when set and the stage rolls up `failed` in this transaction, it
     /// ends `rolled_back` with this reason instead (its outputs were restored to their last good versions).
     public var rolledBack: String?
+    /// A local task's record, written with its first attempt (nothing was written when it started). The
+    /// completion is `.leaseLost` when its stage is no longer local to the owner, or the task was
+    /// recorded meanwhile (the run was cancelled, or taken over).
+    public var newTask: TaskRecord?
 
     public init(attempt: AttemptRecord, result: Data?, next: TaskNext, events: [EventRecord],
-                stageEvent: @escaping @Sendable (StageRecord) -> EventRecord, rolledBack: String? = nil) {
+                stageEvent: @escaping @Sendable (StageRecord) -> EventRecord, rolledBack: String? = nil,
+                newTask: TaskRecord? = nil) {
         self.rolledBack = rolledBack
+        self.newTask = newTask
         self.attempt = attempt
         self.result = result
         self.next = next
@@ -373,6 +420,10 @@ extension StateStore {
     public func waitForWork(timeout: Duration) async {
         try? await Task.sleep(for: timeout)
     }
+
+    public var keepsLocalTasks: Bool { false }
+
+    public func localTasks(run: RunID, stage: StageName, owner: LeaseOwner, afterSeq: Int64, limit: Int) async throws -> [LocalTask] { [] }
 
     /// Records the process that an attempt started, so it can be found again after a crash.
     public func recordProcess(task: TaskID, attempt: Int, pid: Int32, startTicks: Int64?) async throws {

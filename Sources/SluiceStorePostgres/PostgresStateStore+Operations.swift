@@ -261,6 +261,7 @@ extension PostgresStateStore {
     }
 
     public func applyStageTransitions(run: RunID, _ transitions: [StageTransition], now: Date, events: [EventRecord]) async throws {
+        let transitions = transitions.map(\.withoutLocal) // no local tasks here (`keepsLocalTasks`)
         try await transaction(notify: true) { tx in
             let t = now.timeIntervalSince1970
             // The stages changed, and the producers of those that start: a producer's row serializes its
@@ -268,7 +269,7 @@ extension PostgresStateStore {
             var names: [String] = []
             for transition in transitions {
                 switch transition {
-                case .start(let stage, _), .finish(let stage, _, _): names.append(stage)
+                case .start(let stage, _), .startLocal(let stage, _), .finish(let stage, _, _): names.append(stage)
                 }
             }
             let producers: [String] = try await tx.rows("""
@@ -311,6 +312,7 @@ extension PostgresStateStore {
                         UPDATE stages SET status = \(status.rawValue), reason = \(reason), finished_at = \(t)
                         WHERE run_id = \(run.rawValue) AND name = \(stage) AND status = 'pending'
                         """)
+                case .startLocal: continue // mapped to .start above
                 }
             }
             try await Self.insert(events, tx)

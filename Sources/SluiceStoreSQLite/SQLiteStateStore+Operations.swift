@@ -153,6 +153,8 @@ extension SQLiteStateStore {
                 """, arguments: [outcome.runStatus.rawValue, now.timeIntervalSince1970, id.rawValue, owner.id,
                                  now.timeIntervalSince1970])
             guard db.changesCount == 1 else { return false }
+            // Nothing stays local to a finished run (its stages ended with no item left, or were cancelled).
+            try Self.endLocal(run: id, status: .cancelled, now: now.timeIntervalSince1970, db)
             try Self.insert(events, db)
             try Self.runEnded(id, outcome: outcome, now: now, db)
             return true
@@ -163,6 +165,14 @@ extension SQLiteStateStore {
                                        events: [EventRecord]) async throws -> [AttemptRecord] {
         try await write { db in
             let t = now.timeIntervalSince1970
+            // Local stages whose process no longer holds the run: their items become pending tasks.
+            if let holder = try db.row(sql: "SELECT lease_owner, lease_expires_at FROM runs WHERE id = ?", arguments: [id.rawValue]) {
+                let live = (holder[1] as Double?).map { $0 >= t } ?? false ? holder[0] as String? : nil
+                for stage in try db.all(String.self, sql: "SELECT name FROM stages WHERE run_id = ? AND local_owner IS NOT NULL AND local_owner IS NOT ?",
+                                        arguments: [id.rawValue, live]) {
+                    try Self.endLocal(run: id, stage: stage, status: .pending, now: t, db)
+                }
+            }
             let lost = try db.rows(sql: """
                 SELECT \(Self.columns(Self.attemptColumns, of: "a")) FROM attempts a JOIN tasks t ON t.id = a.task_id AND t.attempts = a.number
                 WHERE t.run_id = ? AND a.outcome = 'running' AND t.status = 'running'
@@ -270,29 +280,49 @@ extension SQLiteStateStore {
         let t = now.timeIntervalSince1970
         for transition in transitions {
             switch transition {
-            case .start(let stage, let keys):
+            case .start(let stage, _), .startLocal(let stage, _):
                 try db.exec(sql: "UPDATE stages SET status = 'running', started_at = ?, reason = NULL WHERE run_id = ? AND name = ? AND status = 'pending'",
                                arguments: [t, run.rawValue, stage])
                 guard db.changesCount == 1 else { continue }
                 // A run recorded for workers starts when the first of its stages does.
                 try db.exec(sql: "UPDATE runs SET status = 'running', started_at = COALESCE(started_at, ?) WHERE id = ? AND status = 'pending'",
                             arguments: [t, run.rawValue])
-                let insert = try db.cachedStatement(sql: """
-                    INSERT INTO tasks (run_id, stage, key, status, created_at) VALUES (?, ?, ?, 'pending', ?)
-                    ON CONFLICT (run_id, stage, key) DO NOTHING
-                    """)
-                for key in keys { try insert.execute(arguments: [run.rawValue, stage, key, t]) }
-                if let producer = try db.one(String.self, sql: "SELECT producer FROM stages WHERE run_id = ? AND name = ?",
-                                                      arguments: [run.rawValue, stage]) {
+                if case .start(_, let keys) = transition, !keys.isEmpty {
+                    let insert = try db.cachedStatement(sql: """
+                        INSERT INTO tasks (id, run_id, stage, key, status, created_at) VALUES (?, ?, ?, ?, 'pending', ?)
+                        ON CONFLICT (run_id, stage, key) DO NOTHING
+                        """)
+                    var id = try takeTaskIDs(keys.count, db)
+                    for key in keys {
+                        try insert.execute(arguments: [id, run.rawValue, stage, key, t])
+                        id += 1
+                    }
+                }
+                guard let producer = try db.one(String.self, sql: "SELECT producer FROM stages WHERE run_id = ? AND name = ?",
+                                                arguments: [run.rawValue, stage]) else { continue }
+                let emitted = try db.one(Int.self, sql: "SELECT count(*) FROM items WHERE run_id = ? AND stage = ?",
+                                         arguments: [run.rawValue, producer]) ?? 0
+                let first = try takeTaskIDs(emitted, db)
+                if case .startLocal(_, let owner) = transition {
+                    // Its items so far get their task ids; the tasks are written as they end.
+                    try db.exec(sql: """
+                        UPDATE items SET task_id = numbered.id FROM (
+                          SELECT rowid AS item, ? + row_number() OVER (ORDER BY seq) - 1 AS id FROM items WHERE run_id = ? AND stage = ?
+                        ) AS numbered WHERE items.rowid = numbered.item
+                        """, arguments: [first, run.rawValue, producer])
+                    try db.exec(sql: "UPDATE stages SET local_owner = ?, local_left = ? WHERE run_id = ? AND name = ?",
+                                arguments: [owner, emitted, run.rawValue, stage])
+                } else {
                     // A fan-out stage takes every item its producer emitted so far; later ones arrive with emitItems.
                     try db.exec(sql: """
-                        INSERT INTO tasks (run_id, stage, key, status, created_at, item)
-                        SELECT run_id, ?, key, 'pending', ?, value FROM items WHERE run_id = ? AND stage = ? ORDER BY seq
+                        INSERT INTO tasks (id, run_id, stage, key, status, created_at, item)
+                        SELECT ? + row_number() OVER (ORDER BY seq) - 1, run_id, ?, key, 'pending', ?, value
+                        FROM items WHERE run_id = ? AND stage = ? ORDER BY seq
                         ON CONFLICT (run_id, stage, key) DO NOTHING
-                        """, arguments: [stage, t, run.rawValue, producer])
-                    if let ended = try Self.rollUp(run: run, stage: stage, now: t, db) {
-                        try Self.insert([Self.stageEndEvent(ended, pipeline: events.first?.pipeline ?? "", now: now)], db)
-                    }
+                        """, arguments: [first, stage, t, run.rawValue, producer])
+                }
+                if let ended = try Self.rollUp(run: run, stage: stage, now: t, db) {
+                    try Self.insert([Self.stageEndEvent(ended, pipeline: events.first?.pipeline ?? "", now: now)], db)
                 }
             case .finish(let stage, let status, let reason):
                 try db.exec(sql: "UPDATE stages SET status = ?, reason = ?, finished_at = ? WHERE run_id = ? AND name = ? AND status = 'pending'",
@@ -300,6 +330,58 @@ extension SQLiteStateStore {
             }
         }
         try Self.insert(events, db)
+    }
+
+    /// Takes `n` task ids and returns the first. Every task row gets its id here, not from SQLite's rowid
+    /// allocation (the largest id plus one), which would hand out again an id reserved for a local task
+    /// (it is not a row until the task ends).
+    static func takeTaskIDs(_ n: Int, _ db: Database) throws -> Int64 {
+        try db.one(Int64.self, sql: "UPDATE task_ids SET next = next + ? RETURNING next - ?", arguments: [n, n]) ?? 1
+    }
+
+    /// The items of local stages of the run (all of them, or those `stage` names) that have no task row
+    /// become task rows with `status` under their reserved ids, and the stages are local no more: their
+    /// tasks go the way of every other task (claimed, taken back, resumed). `finished` for an end status.
+    static func endLocal(run: RunID, stage: StageName? = nil, status: TaskStatus, now t: Double, _ db: Database) throws {
+        let local = try db.rows(sql: """
+            SELECT name, producer, local_left FROM stages WHERE run_id = ? AND local_owner IS NOT NULL AND (? IS NULL OR name = ?)
+            """, arguments: [run.rawValue, stage, stage])
+        for row in local {
+            let name: String = row[0]
+            // `local_left` counts the items without a task: none, nothing to look for.
+            if row[2] as Int > 0 { try db.exec(sql: """
+                INSERT INTO tasks (id, run_id, stage, key, status, created_at, finished_at, item)
+                SELECT i.task_id, i.run_id, ?, i.key, ?, ?, ?, i.value FROM items i
+                WHERE i.run_id = ? AND i.stage = ? AND i.task_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM tasks WHERE id = i.task_id)
+                ORDER BY i.seq
+                ON CONFLICT DO NOTHING
+                """, arguments: [name, status.rawValue, t, status.isTerminal ? t : nil, run.rawValue, row[1] as String?]) }
+            try db.exec(sql: "UPDATE stages SET local_owner = NULL, local_left = 0 WHERE run_id = ? AND name = ?",
+                        arguments: [run.rawValue, name])
+        }
+    }
+
+    public var keepsLocalTasks: Bool { true }
+
+    public func localTasks(run: RunID, stage: StageName, owner: LeaseOwner, afterSeq: Int64, limit: Int) async throws -> [LocalTask] {
+        try await read { db in
+            guard let producer = try db.one(String.self, sql: "SELECT producer FROM stages WHERE run_id = ? AND name = ? AND local_owner = ?",
+                                            arguments: [run.rawValue, stage, owner.id]) else { return [] }
+            var tasks: [LocalTask] = []
+            let rows = try Row.fetchCursor(db.cachedStatement(sql: """
+                SELECT i.seq, i.task_id, i.key, i.value, i.created_at FROM items i
+                WHERE i.run_id = ? AND i.stage = ? AND i.seq > ? AND i.task_id IS NOT NULL
+                  AND NOT EXISTS (SELECT 1 FROM tasks WHERE id = i.task_id)
+                ORDER BY i.seq LIMIT ?
+                """), arguments: [run.rawValue, producer, afterSeq, limit])
+            while let row = try rows.next() {
+                let task = TaskRecord(id: row[1], runID: run, stage: stage, key: row[2], status: .running, attempts: 1, lostAttempts: 0,
+                                      notBefore: nil, leaseOwner: owner.id, leaseExpiresAt: nil,
+                                      createdAt: Date(timeIntervalSince1970: row[4]), finishedAt: nil, item: row[3])
+                tasks.append(LocalTask(seq: row[0], task: task))
+            }
+            return tasks
+        }
     }
 
     public func claimTasks(run: RunID, _ request: ClaimRequest, now: Date) async throws -> Claim {
@@ -413,8 +495,21 @@ extension SQLiteStateStore {
                   pid = COALESCE(?, pid), start_ticks = COALESCE(?, start_ticks), counters = ?
                 WHERE task_id = ? AND number = ?
                 """)
+            var localEnded: [String: Int] = [:] // local tasks written per stage (run and stage name)
             for (index, completion) in completions.enumerated() {
                 let attempt = completion.attempt
+                if let task = completion.newTask {
+                    guard try Self.recordLocal(task, completion, owner: owner, now: t, db) else {
+                        results.append(.leaseLost)
+                        continue
+                    }
+                    localEnded["\(attempt.runID.rawValue)\u{0}\(attempt.stage)", default: 0] += 1
+                    try Self.insert(completion.events, db)
+                    touched.removeAll { $0.0 == attempt.runID && $0.1 == attempt.stage }
+                    touched.append((attempt.runID, attempt.stage, index))
+                    results.append(.applied(stage: nil))
+                    continue
+                }
                 let lostDelta = attempt.outcome == .lost ? "lost_attempts + 1" : "0"
                 switch completion.next {
                 case .succeed, .fail, .cancel:
@@ -468,6 +563,11 @@ extension SQLiteStateStore {
                 touched.append((attempt.runID, attempt.stage, index))
                 results.append(.applied(stage: nil))
             }
+            for (key, n) in localEnded {
+                let parts = key.split(separator: "\u{0}", maxSplits: 1).map(String.init)
+                try db.exec(sql: "UPDATE stages SET local_left = local_left - ? WHERE run_id = ? AND name = ?",
+                            arguments: [n, parts[0], parts[1]])
+            }
             // Each stage is rolled up once per batch, after all its completions: decided here, once.
             for (run, stageName, index) in touched {
                 guard var stage = try Self.rollUp(run: run, stage: stageName, now: t, db) else { continue }
@@ -487,12 +587,79 @@ extension SQLiteStateStore {
         }
     }
 
+    /// Writes a local task with its first attempt, as it ended; false (nothing written) when its stage is
+    /// no longer local to `owner` or its task was written meanwhile (`endLocal`: a cancel, a takeover).
+    static func recordLocal(_ task: TaskRecord, _ completion: AttemptCompletion, owner: LeaseOwner, now t: Double,
+                            _ db: Database) throws -> Bool {
+        let status: TaskStatus, notBefore: Double?
+        switch completion.next {
+        case .succeed: (status, notBefore) = (.success, nil)
+        case .fail: (status, notBefore) = (.failed, nil)
+        case .cancel: (status, notBefore) = (.cancelled, nil)
+        case .retry(let at): (status, notBefore) = (.pending, at.timeIntervalSince1970)
+        case .release: return false // only workers release, and they run no local tasks
+        }
+        let insertTask = try db.cachedStatement(sql: """
+            INSERT INTO tasks (id, run_id, stage, key, status, attempts, not_before, created_at, finished_at, result, item)
+            SELECT ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?
+            WHERE EXISTS (SELECT 1 FROM stages WHERE run_id = ? AND name = ? AND local_owner = ?)
+            ON CONFLICT DO NOTHING
+            """)
+        try insertTask.execute { b in
+            b.add(task.id)
+            b.add(task.runID.rawValue)
+            b.add(task.stage)
+            b.add(task.key)
+            b.add(status.rawValue)
+            b.add(notBefore)
+            b.add(task.createdAt.timeIntervalSince1970)
+            b.add(status.isTerminal ? t : nil)
+            b.add(status == .success ? completion.result : nil)
+            b.add(task.item)
+            b.add(task.runID.rawValue)
+            b.add(task.stage)
+            b.add(owner.id)
+        }
+        guard db.changesCount == 1 else { return false }
+        let attempt = completion.attempt
+        let insertAttempt = try db.cachedStatement(sql: """
+            INSERT INTO attempts (task_id, number, run_id, stage, outcome, started_at, finished_at, exit_code, signal, cpu_ms, peak_rss,
+              stdout_bytes, stderr_bytes, stderr_tail, message, host, pid, start_ticks, owner, counters)
+            VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """)
+        let counters = attempt.counters.isEmpty ? nil : try json(attempt.counters)
+        try insertAttempt.execute { b in
+            b.add(task.id)
+            b.add(task.runID.rawValue)
+            b.add(task.stage)
+            b.add(attempt.outcome.rawValue)
+            b.add(attempt.startedAt.timeIntervalSince1970)
+            b.add((attempt.finishedAt ?? Date(timeIntervalSince1970: t)).timeIntervalSince1970)
+            b.add(attempt.exitCode.map { Int64($0) })
+            b.add(attempt.signal.map { Int64($0) })
+            b.add(attempt.cpuMs)
+            b.add(attempt.peakRSSBytes)
+            b.add(attempt.stdoutBytes)
+            b.add(attempt.stderrBytes)
+            b.add(attempt.stderrTail)
+            b.add(attempt.message)
+            b.add(attempt.host)
+            b.add(attempt.pid.map { Int64($0) })
+            b.add(attempt.processStartTicks)
+            b.add(owner.id)
+            b.add(counters)
+        }
+        return true
+    }
+
     /// Ends a running stage when all its tasks ended (and, for a fan-out stage, its producer will emit
     /// no more items): decided inside the caller's transaction, once. A stage that ends this way may
     /// end the fan-out stages that take its items too.
     static func rollUp(run: RunID, stage: StageName, now t: Double, _ db: Database) throws -> StageRecord? {
-        guard let row = try db.row(sql: "SELECT producer, tolerance FROM stages WHERE run_id = ? AND name = ? AND status = 'running'",
+        guard let row = try db.row(sql: "SELECT producer, tolerance, local_left FROM stages WHERE run_id = ? AND name = ? AND status = 'running'",
                                          arguments: [run.rawValue, stage]) else { return nil }
+        // Items of a local stage without a task yet are tasks to do.
+        if row["local_left"] as Int > 0 { return nil }
         let producerName: String? = row["producer"]
         var producer = StageRollup.Producer.none
         if let producerName {
@@ -522,6 +689,12 @@ extension SQLiteStateStore {
                                 arguments: [run.rawValue, stage]).map(Self.stageRecord)
     }
 
+    /// Items of the run's local stages that have no task yet, by stage: pending tasks to the reader.
+    static func localLeft(run: RunID, _ db: Database) throws -> [(StageName, Int)] {
+        try db.rows(sql: "SELECT name, local_left FROM stages WHERE run_id = ? AND local_left > 0", arguments: [run.rawValue])
+            .map { ($0[0], $0[1]) }
+    }
+
     static func taskCounts(run: RunID, stage: StageName, _ db: Database) throws -> TaskCounts {
         var counts = TaskCounts()
         for row in try db.rows(sql: "SELECT status, count(*) AS n FROM tasks WHERE run_id = ? AND stage = ? GROUP BY status",
@@ -545,6 +718,7 @@ extension SQLiteStateStore {
         var ended: [StageRecord] = []
         for consumer in consumers {
             if producer.status != .success && producer.status != .partialSuccess {
+                try endLocal(run: producer.runID, stage: consumer, status: .cancelled, now: t, db)
                 try db.exec(sql: "UPDATE tasks SET status = 'cancelled', finished_at = ? WHERE run_id = ? AND stage = ? AND status = 'pending'",
                                arguments: [t, producer.runID.rawValue, consumer])
             }
@@ -565,32 +739,49 @@ extension SQLiteStateStore {
             let t = now.timeIntervalSince1970
             let first = try db.one(Int.self, sql: "SELECT COALESCE(MAX(seq), 0) FROM items WHERE run_id = ? AND stage = ?",
                                    arguments: [run.rawValue, stage]) ?? 0
+            var consumers: [String] = [], local: String?
+            for row in try db.rows(sql: "SELECT name, local_owner IS NOT NULL FROM stages WHERE run_id = ? AND producer = ? AND status = 'running'",
+                                   arguments: [run.rawValue, stage]) {
+                if row[1] as Bool { local = row[0] } else { consumers.append(row[0]) }
+            }
+            // The items of a local stage get the id of the task it will write (one per item, used or not).
+            var taskID = local == nil ? nil : try Self.takeTaskIDs(items.count, db)
             var seq = first
-            let insertItem = try db.cachedStatement(sql: "INSERT INTO items (run_id, stage, key, seq, value, created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
+            let insertItem = try db.cachedStatement(sql: """
+                INSERT INTO items (run_id, stage, key, seq, value, created_at, task_id) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING
+                """)
             var fresh = 0
             for item in items {
-                seq += 1
                 try insertItem.execute { b in
                     b.add(run.rawValue)
                     b.add(stage)
                     b.add(item.key)
-                    b.add(seq)
+                    b.add(seq + 1)
                     b.add(item.value)
                     b.add(t)
+                    b.add(taskID)
                 }
-                fresh += db.changesCount
+                // Numbered without gaps: a duplicate takes no number.
+                if db.changesCount == 1 {
+                    seq += 1
+                    fresh += 1
+                    taskID? += 1
+                }
             }
             guard fresh > 0 else { return 0 }
+            if let local {
+                try db.exec(sql: "UPDATE stages SET local_left = local_left + ? WHERE run_id = ? AND name = ?",
+                            arguments: [fresh, run.rawValue, local])
+            }
             // A task per new item for each fan-out stage already taking them: one statement per stage,
             // from the items just recorded (those with a sequence number above `first`).
-            let consumers = try db.all(String.self, sql: "SELECT name FROM stages WHERE run_id = ? AND producer = ? AND status = 'running'",
-                                       arguments: [run.rawValue, stage])
             for consumer in consumers {
+                let base = try Self.takeTaskIDs(fresh, db)
                 try db.exec(sql: """
-                    INSERT INTO tasks (run_id, stage, key, status, created_at, item)
-                    SELECT run_id, ?, key, 'pending', ?, value FROM items WHERE run_id = ? AND stage = ? AND seq > ? ORDER BY seq
+                    INSERT INTO tasks (id, run_id, stage, key, status, created_at, item)
+                    SELECT ? + seq - ? - 1, run_id, ?, key, 'pending', ?, value FROM items WHERE run_id = ? AND stage = ? AND seq > ? ORDER BY seq
                     ON CONFLICT (run_id, stage, key) DO NOTHING
-                    """, arguments: [consumer, t, run.rawValue, stage, first])
+                    """, arguments: [base, first, consumer, t, run.rawValue, stage, first])
             }
             return fresh
         }
@@ -617,6 +808,7 @@ extension SQLiteStateStore {
                                         arguments: [run.rawValue]) {
                 if let status = TaskStatus(rawValue: row["status"]) { result[row["stage"], default: TaskCounts()][status] = row["n"] }
             }
+            for (stage, left) in try Self.localLeft(run: run, db) { result[stage, default: TaskCounts()].pending += left }
             return result
         }
     }
@@ -653,6 +845,7 @@ extension SQLiteStateStore {
                                    arguments: [run.rawValue]) {
                 if let status = TaskStatus(rawValue: row["status"]) { summaries[row["stage"], default: StageSummary()].counts[status] = row["n"] }
             }
+            for (stage, left) in try Self.localLeft(run: run, db) { summaries[stage, default: StageSummary()].counts.pending += left }
             // Every attempt of the run in one pass (three passes, one per figure, took three times as long):
             // all attempts give the bytes, CPU and memory; each task's last finished attempt its wall time
             // (mean and 95th percentile); successful attempts their business counters.
@@ -727,6 +920,7 @@ extension SQLiteStateStore {
     public func cancelUnfinished(run: RunID, now: Date, events: [EventRecord]) async throws {
         try await write { db in
             let t = now.timeIntervalSince1970
+            try Self.endLocal(run: run, status: .cancelled, now: t, db)
             try db.exec(sql: "UPDATE tasks INDEXED BY tasks_pending SET status = 'cancelled', finished_at = ? WHERE run_id = ? AND status = 'pending'",
                            arguments: [t, run.rawValue])
             try db.exec(sql: """

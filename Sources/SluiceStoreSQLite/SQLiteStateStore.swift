@@ -241,7 +241,20 @@ public final class SQLiteStateStore: StateStore {
         m.registerMigration("schema-v11", merging: Set(schemaSteps.map(\.id))) { db, applied in
             for step in schemaSteps where !applied.contains(step.id) { try step.apply(db) }
         }
-        // New schema changes: m.registerMigration("v12-…") { db in … } here, not in `schemaSteps`.
+        m.registerMigration("v12-local-tasks") { db in
+            // Local tasks (`keepsLocalTasks`): a stage whose first attempts its run process records when they
+            // end, the items it has not recorded a task for yet, and the task id reserved for each item.
+            // Task ids come from `task_ids` from now on, not from SQLite's rowid allocation, which would
+            // hand out a reserved id again (it is not a row until its task ends).
+            try db.execute(sql: """
+                ALTER TABLE stages ADD COLUMN local_owner TEXT;
+                ALTER TABLE stages ADD COLUMN local_left INTEGER NOT NULL DEFAULT 0;
+                ALTER TABLE items ADD COLUMN task_id INTEGER;
+                CREATE TABLE task_ids (next INTEGER NOT NULL);
+                INSERT INTO task_ids SELECT COALESCE(MAX(id), 0) + 1 FROM tasks;
+                """)
+        }
+        // New schema changes: m.registerMigration("v13-…") { db in … } here, not in `schemaSteps`.
         return m
     }
 

@@ -108,6 +108,115 @@ struct StoreContractTests {
 
     /// A claim that got all it asked for says whether more were claimable (SQLite knows; PostgreSQL says
     /// "maybe" then); one that left nothing behind must never say there is more.
+    /// A find → work fan-out of Swift stages, `work` started local to `h.me` after `before` items were emitted.
+    func localFanOut(_ h: StoreHarness, _ run: String, before: [String]) async throws -> RunID {
+        let id = RunID(run)
+        let stages = [StageSpec(name: "find", command: .swift), StageSpec(name: "work", command: .swift, forEach: "find")]
+        _ = try await h.store.createRun(h.newRun(run, stages: stages), overlap: .allow, now: h.now, events: [])
+        _ = try await h.store.acquireRun(id, owner: h.me, until: h.now.addingTimeInterval(30), replacing: nil, now: h.now, events: [])
+        try await h.store.applyStageTransitions(run: id, [.start("find", taskKeys: ["main"])], now: h.now, events: [])
+        _ = try await h.store.emitItems(run: id, stage: "find", items: before.map { ItemRecord(key: $0, value: Data("\"\($0)\"".utf8)) }, now: h.now)
+        try await h.store.applyStageTransitions(run: id, [.startLocal("work", owner: h.me.id)], now: h.now, events: [])
+        return id
+    }
+
+    func localCompletion(_ h: StoreHarness, _ task: TaskRecord, _ outcome: AttemptOutcome, next: TaskNext, result: Data? = nil) -> AttemptCompletion {
+        let attempt = AttemptRecord(taskID: task.id, runID: task.runID, stage: task.stage, number: 1, outcome: outcome, startedAt: h.now,
+                                    finishedAt: h.now.addingTimeInterval(1), message: outcome.rawValue, host: "h", pid: 1)
+        return AttemptCompletion(attempt: attempt, result: result, next: next, events: [],
+                                 stageEvent: { s in h.event(task.runID.rawValue, "stage.\(s.status.rawValue)") }, newTask: task)
+    }
+
+    /// Local tasks (`keepsLocalTasks`): the items of a stage started local have no task row until their
+    /// task ends, and count as pending meanwhile; a completion writes the task and its attempt under the
+    /// id reserved for the item; once the stage's process no longer holds the run, the items left become
+    /// pending tasks and its late results are refused. A store without local tasks starts the stage as
+    /// any other.
+    @Test(arguments: StoreKind.allCases) func localTasksAreWrittenWhenTheyEndAndBecomeTasksWhenTheirProcessGoes(kind: StoreKind) async throws {
+        let h = try await StoreHarness(kind)
+        let store = h.store
+        let id = try await localFanOut(h, "r1", before: ["k1", "k2"])
+        _ = try await store.emitItems(run: id, stage: "find", items: ["k3", "k1", "k4"].map { ItemRecord(key: $0, value: Data("\"\($0)\"".utf8)) },
+                                      now: h.now)
+        guard store.keepsLocalTasks else {
+            #expect(try await store.tasks(of: id).filter { $0.stage == "work" }.map(\.status) == [.pending, .pending, .pending, .pending])
+            return
+        }
+        #expect(try await store.tasks(of: id).filter { $0.stage == "work" }.isEmpty)
+        #expect(try await store.taskCounts(run: id)["work"]?.pending == 4)
+        let first = try await store.localTasks(run: id, stage: "work", owner: h.me, afterSeq: 0, limit: 3)
+        #expect(first.map(\.task.key) == ["k1", "k2", "k3"])
+        #expect(Set(first.map(\.task.id)).count == 3 && first.map(\.task.item) == ["k1", "k2", "k3"].map { Data("\"\($0)\"".utf8) })
+        #expect(try await store.localTasks(run: id, stage: "work", owner: h.other, afterSeq: 0, limit: 10).isEmpty, "local to its owner only")
+        let rest = try await store.localTasks(run: id, stage: "work", owner: h.me, afterSeq: try #require(first.last).seq, limit: 10)
+        #expect(rest.map(\.task.key) == ["k4"])
+
+        let tasks = first.map(\.task)
+        let results = try await store.completeAttempts([
+            localCompletion(h, tasks[0], .success, next: .succeed, result: Data("1".utf8)),
+            localCompletion(h, tasks[1], .failed, next: .retry(notBefore: h.now.addingTimeInterval(10))),
+            localCompletion(h, tasks[2], .failed, next: .fail),
+        ], owner: h.me, now: h.now)
+        #expect(results == [.applied(stage: nil), .applied(stage: nil), .applied(stage: nil)])
+        let written = try await store.tasks(of: id).filter { $0.stage == "work" }
+        #expect(written.map(\.id) == tasks.map(\.id) && written.map(\.key) == ["k1", "k2", "k3"])
+        #expect(written.map(\.status) == [.success, .pending, .failed] && written.map(\.attempts) == [1, 1, 1])
+        #expect(try await store.results(run: id, stage: "work") == ["k1": Data("1".utf8)])
+        let attempts = try await store.attempts(ofTasks: tasks.map(\.id))
+        #expect(attempts.map(\.outcome) == [.success, .failed, .failed] && attempts.allSatisfy { $0.number == 1 && $0.finishedAt != nil })
+        let counts = try #require(try await store.taskCounts(run: id)["work"])
+        #expect(counts.pending == 2 && counts.success == 1 && counts.failed == 1, "k4 left, k2 to retry")
+        #expect(try await store.localTasks(run: id, stage: "work", owner: h.me, afterSeq: 0, limit: 10).map(\.task.key) == ["k4"])
+        // Written once: the same completion again is refused.
+        #expect(try await store.completeAttempts([localCompletion(h, tasks[0], .success, next: .succeed)], owner: h.me, now: h.now) == [.leaseLost])
+        // The retry is an ordinary pending task.
+        let retried = try await store.claimTasks(run: id, owner: h.me, limit: 10, filter: ClaimFilter(excludedStages: ["find"]), now: h.now.addingTimeInterval(10),
+                                                 leaseUntil: h.now.addingTimeInterval(40))
+        #expect(retried.map(\.task.key) == ["k2"] && retried.map(\.attempt) == [2])
+
+        // Another process takes the run over: k4 becomes a pending task under its reserved id; the first
+        // process's late result for it is refused.
+        _ = try await store.acquireRun(id, owner: h.other, until: h.now.addingTimeInterval(60), replacing: h.me, now: h.now, events: [])
+        _ = try await store.abandonRunningAttempts(id, heldBy: h.me.id, maxLostAttempts: 3, now: h.now.addingTimeInterval(11), events: [])
+        let k4 = try #require(try await store.tasks(of: id).first { $0.key == "k4" })
+        #expect(k4.id == rest[0].task.id && k4.status == .pending)
+        #expect(try await store.localTasks(run: id, stage: "work", owner: h.me, afterSeq: 0, limit: 10).isEmpty)
+        #expect(try await store.completeAttempts([localCompletion(h, rest[0].task, .success, next: .succeed)], owner: h.me, now: h.now) == [.leaseLost])
+        #expect(try await store.taskCounts(run: id)["work"]?.pending == 2, "k4 and the lost k2")
+    }
+
+    /// A local stage ends when its producer ended and its last item's task is written (in that
+    /// completion's transaction); a cancel records the items left as cancelled tasks, which a resume
+    /// runs again.
+    @Test(arguments: StoreKind.allCases) func aLocalStageRollsUpWithItsLastTaskAndACancelRecordsTheRest(kind: StoreKind) async throws {
+        let h = try await StoreHarness(kind)
+        let store = h.store
+        guard store.keepsLocalTasks else { return }
+        let id = try await localFanOut(h, "r1", before: ["k1", "k2"])
+        let find = try #require(try await store.claimTasks(run: id, owner: h.me, limit: 1, filter: .everything, now: h.now,
+                                                           leaseUntil: h.now.addingTimeInterval(30)).first)
+        let found = AttemptRecord(taskID: find.task.id, runID: id, stage: "find", number: 1, outcome: .success, startedAt: h.now,
+                                  finishedAt: h.now)
+        _ = try await store.completeAttempt(found, result: nil, next: .succeed, owner: h.me, now: h.now, events: [],
+                                            stageEvent: { s in h.event("r1", "stage.\(s.status.rawValue)") })
+        #expect(try await store.stages(of: id).map(\.status) == [.success, .running], "two items left")
+        let tasks = try await store.localTasks(run: id, stage: "work", owner: h.me, afterSeq: 0, limit: 10).map(\.task)
+        #expect(try await store.completeAttempts([localCompletion(h, tasks[0], .success, next: .succeed)], owner: h.me, now: h.now)
+                == [.applied(stage: nil)])
+        let last = try await store.completeAttempts([localCompletion(h, tasks[1], .success, next: .succeed)], owner: h.me, now: h.now)
+        guard case .applied(let stage?) = last.first else { Issue.record("the stage must end with its last task: \(last)"); return }
+        #expect(stage.status == .success)
+
+        let other = try await localFanOut(h, "r2", before: ["k1", "k2", "k3"])
+        let started = try await store.localTasks(run: other, stage: "work", owner: h.me, afterSeq: 0, limit: 1).map(\.task)
+        try await store.cancelUnfinished(run: other, now: h.now, events: [])
+        #expect(try await store.tasks(of: other).filter { $0.stage == "work" }.map(\.status) == [.cancelled, .cancelled, .cancelled])
+        #expect(try await store.completeAttempts([localCompletion(h, started[0], .success, next: .succeed)], owner: h.me, now: h.now)
+                == [.leaseLost], "the task started before the cancel was recorded cancelled with the others")
+        try await store.prepareResume(other, retryFailed: false, now: h.now, events: [])
+        #expect(try await store.tasks(of: other).filter { $0.stage == "work" }.map(\.status) == [.pending, .pending, .pending])
+    }
+
     @Test(arguments: StoreKind.allCases) func aClaimTellsWhetherMoreTasksWereClaimable(kind: StoreKind) async throws {
         let h = try await StoreHarness(kind)
         let id = RunID("r1")
@@ -609,7 +718,7 @@ struct SQLiteStoreTests {
             (try Int.fetchOne(db, sql: "SELECT count(*) FROM runs"), try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations"))
         }
         #expect(runs == 1)
-        #expect(migrations == ["schema-v11"])
+        #expect(migrations == ["schema-v11", "v12-local-tasks"])
         // And it opens again without applying anything (nor calling itself newer).
         _ = try SQLiteStateStore.open(path: old)
     }
