@@ -10,6 +10,8 @@ final class ProgressReporter: Sendable {
     let sampleEvery: Duration
     let eventEvery: Duration
     private let latest = Mutex<[StageProgress]>([])
+    /// Local tasks this process is running, by stage: the store counts them as pending until they end.
+    private let localRunning = Mutex<[StageName: Int]>([:])
 
     init(observer: (@Sendable ([StageProgress]) -> Void)?, sampleEvery: Duration = .seconds(1), eventEvery: Duration = .seconds(5)) {
         self.observer = observer
@@ -18,6 +20,11 @@ final class ProgressReporter: Sendable {
     }
 
     var snapshot: [StageProgress] { latest.withLock { $0 } }
+
+    /// A local task of `stage` started (`delta` 1) or ended (-1) here.
+    func localRunning(_ stage: StageName, _ delta: Int) {
+        localRunning.withLock { $0[stage, default: 0] += delta }
+    }
 
     /// Runs until cancelled. Store errors skip a sample; they never end the run.
     func run(store: any StateStore, log: EventLog, runID: RunID, spec: PipelineSpec) async throws -> Never {
@@ -32,8 +39,14 @@ final class ProgressReporter: Sendable {
             let status = Dictionary(stages.map { ($0.name, $0.status) }, uniquingKeysWith: { a, _ in a })
             let now = Date()
             var progress: [StageProgress] = []
+            let local = localRunning.withLock { $0 }
             for stage in spec.stages where status[stage.name] == .running {
-                let c = counts[stage.name] ?? TaskCounts()
+                var c = counts[stage.name] ?? TaskCounts()
+                if let n = local[stage.name], n > 0 {
+                    let moved = min(n, c.pending)
+                    c.pending -= moved
+                    c.running += moved
+                }
                 rates[stage.name, default: RateEstimator()].sample(finished: c.finished, at: now)
                 let growing = stage.forEach.map { status[$0] == .running || status[$0] == .pending } ?? false
                 progress.append(StageProgress(stage: stage.name, counts: c, ratePerSecond: rates[stage.name]?.rate ?? 0, growing: growing))

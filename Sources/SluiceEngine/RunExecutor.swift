@@ -187,6 +187,7 @@ struct RunExecutor: Sendable {
                 plannedForNoTask = false
                 for name in local.keys { local[name]?.dry = false }
             }
+            var localRows: Set<TaskID> = [] // rows of local tasks running (by their first task)
             var claiming = false          // a claim is in flight (a child task: the loop starts tasks meanwhile)
             var needsPlan = true
             var waiting = false           // an idle wait is in the group
@@ -256,6 +257,11 @@ struct RunExecutor: Sendable {
                                 let chunk = Array(ready[index..<(index + size)])
                                 ready.removeSubrange(index..<(index + size))
                                 let id = task.task.id
+                                // One task of a row runs at a time; the store counts local ones as pending.
+                                if task.local {
+                                    localRows.insert(id)
+                                    progress?.localRunning(stage.name, 1)
+                                }
                                 group.addTask {
                                     let took = await performInline(chunk, stage: stage, run: run, body: body, stop: stop, batcher: batcher)
                                     return .taskEnded(id, count: chunk.count, took: took)
@@ -330,6 +336,7 @@ struct RunExecutor: Sendable {
                 switch wake {
                 case .taskEnded(let id, let count, let took):
                     if let ended = running.removeValue(forKey: id) {
+                        if localRows.remove(id) != nil { progress?.localRunning(ended.stage, -1) }
                         taskTimes.add((took ?? ContinuousClock.now - ended.started) / max(count, 1),
                                       for: ClaimAhead.Key(pipeline: run.pipeline, stage: ended.stage))
                     }
