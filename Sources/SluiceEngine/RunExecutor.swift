@@ -224,8 +224,9 @@ struct RunExecutor: Sendable {
                             if !claimed.more { mayClaim = false }
                         }
                     }
-                    // Local tasks are read (not claimed: nothing is written until they end) a batch ahead.
-                    for (name, source) in local where source.wantsRead(ready: ready.count) {
+                    // Local tasks are read (not claimed: nothing is written until they end) a batch ahead,
+                    // while the store keeps up: their completions wait in memory until recorded.
+                    for (name, source) in local where source.wantsRead(ready: ready.count) && unrecorded < LocalStage.maxUnrecorded {
                         local[name]?.reading = true
                         let after = source.after, epoch = changes, runID = self.runID, owner = self.owner
                         group.addTask {
@@ -408,6 +409,9 @@ struct RunExecutor: Sendable {
     /// not a write: nothing is recorded until each ends), after the last item read.
     struct LocalStage {
         static let batch = 512
+        /// No read while this many completions wait to be recorded: tasks that take microseconds would
+        /// run ahead of the store, and their completions would pile up in memory.
+        static let maxUnrecorded = 4096
         var after: Int64 = 0
         var reading = false
         /// The last read found all there was: none again until something changes.
