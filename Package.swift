@@ -41,8 +41,10 @@ let package = Package(
                 dependencies: ["SluiceCore", .product(name: "Yams", package: "Yams")],
                 swiftSettings: upcoming),
         .target(name: "SluiceStore", dependencies: ["SluiceCore"], swiftSettings: upcoming),
+        // SQLite's process-wide settings, made before it initializes (a C function: `sqlite3_config` is variadic).
+        .target(name: "CSQLiteTuning"),
         .target(name: "SluiceStoreSQLite",
-                dependencies: ["SluiceStore", "SluiceCore", .product(name: "GRDB", package: "GRDB.swift"),
+                dependencies: ["SluiceStore", "SluiceCore", "CSQLiteTuning", .product(name: "GRDB", package: "GRDB.swift"),
                                .product(name: "GRDBSQLite", package: "GRDB.swift")],
                 swiftSettings: upcoming),
         .target(name: "SluiceStorePostgres",
