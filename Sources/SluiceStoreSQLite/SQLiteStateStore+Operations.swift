@@ -496,14 +496,22 @@ extension SQLiteStateStore {
                 WHERE task_id = ? AND number = ?
                 """)
             var localEnded: [String: Int] = [:] // local tasks written per stage (run and stage name)
+            var localTo: [String: Bool] = [:]   // whether the stage is local to `owner`, looked up once per batch
             for (index, completion) in completions.enumerated() {
                 let attempt = completion.attempt
                 if let task = completion.newTask {
-                    guard try Self.recordLocal(task, completion, owner: owner, now: t, db) else {
+                    let stageKey = "\(attempt.runID.rawValue)\u{0}\(attempt.stage)"
+                    let owned = try localTo[stageKey] ?? {
+                        let owned = try db.one(Bool.self, sql: "SELECT local_owner IS ? FROM stages WHERE run_id = ? AND name = ?",
+                                               arguments: [owner.id, attempt.runID.rawValue, attempt.stage]) ?? false
+                        localTo[stageKey] = owned
+                        return owned
+                    }()
+                    guard owned, try Self.recordLocal(task, completion, owner: owner, now: t, db) else {
                         results.append(.leaseLost)
                         continue
                     }
-                    localEnded["\(attempt.runID.rawValue)\u{0}\(attempt.stage)", default: 0] += 1
+                    localEnded[stageKey, default: 0] += 1
                     try Self.insert(completion.events, db)
                     touched.removeAll { $0.0 == attempt.runID && $0.1 == attempt.stage }
                     touched.append((attempt.runID, attempt.stage, index))
@@ -587,8 +595,8 @@ extension SQLiteStateStore {
         }
     }
 
-    /// Writes a local task with its first attempt, as it ended; false (nothing written) when its stage is
-    /// no longer local to `owner` or its task was written meanwhile (`endLocal`: a cancel, a takeover).
+    /// Writes a local task with its first attempt, as it ended (its stage is local to `owner`: the caller
+    /// checked); false (nothing written) when its task was written meanwhile (`endLocal`: a cancel, a takeover).
     static func recordLocal(_ task: TaskRecord, _ completion: AttemptCompletion, owner: LeaseOwner, now t: Double,
                             _ db: Database) throws -> Bool {
         let status: TaskStatus, notBefore: Double?
@@ -601,8 +609,7 @@ extension SQLiteStateStore {
         }
         let insertTask = try db.cachedStatement(sql: """
             INSERT INTO tasks (id, run_id, stage, key, status, attempts, not_before, created_at, finished_at, result, item)
-            SELECT ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?
-            WHERE EXISTS (SELECT 1 FROM stages WHERE run_id = ? AND name = ? AND local_owner = ?)
+            VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?)
             ON CONFLICT DO NOTHING
             """)
         try insertTask.execute { b in
@@ -616,9 +623,6 @@ extension SQLiteStateStore {
             b.add(status.isTerminal ? t : nil)
             b.add(status == .success ? completion.result : nil)
             b.add(task.item)
-            b.add(task.runID.rawValue)
-            b.add(task.stage)
-            b.add(owner.id)
         }
         guard db.changesCount == 1 else { return false }
         let attempt = completion.attempt
