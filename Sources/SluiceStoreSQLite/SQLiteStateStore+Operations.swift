@@ -348,14 +348,16 @@ extension SQLiteStateStore {
             """, arguments: [run.rawValue, stage, stage])
         for row in local {
             let name: String = row[0]
-            // `local_left` counts the items without a task: none, nothing to look for.
-            if row[2] as Int > 0 { try db.exec(sql: """
-                INSERT INTO tasks (id, run_id, stage, key, status, created_at, finished_at, item)
-                SELECT i.task_id, i.run_id, ?, i.key, ?, ?, ?, i.value FROM items i
-                WHERE i.run_id = ? AND i.stage = ? AND i.task_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM tasks WHERE id = i.task_id)
-                ORDER BY i.seq
-                ON CONFLICT DO NOTHING
-                """, arguments: [name, status.rawValue, t, status.isTerminal ? t : nil, run.rawValue, row[1] as String?]) }
+            // `local_left` counts the items without a task: with none, there is nothing to look for.
+            if row[2] as Int > 0 {
+                try db.exec(sql: """
+                    INSERT INTO tasks (id, run_id, stage, key, status, created_at, finished_at, item)
+                    SELECT i.task_id, i.run_id, ?, i.key, ?, ?, ?, i.value FROM items i
+                    WHERE i.run_id = ? AND i.stage = ? AND i.task_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM tasks WHERE id = i.task_id)
+                    ORDER BY i.seq
+                    ON CONFLICT DO NOTHING
+                    """, arguments: [name, status.rawValue, t, status.isTerminal ? t : nil, run.rawValue, row[1] as String?])
+            }
             try db.exec(sql: "UPDATE stages SET local_owner = NULL, local_left = 0 WHERE run_id = ? AND name = ?",
                         arguments: [run.rawValue, name])
         }
