@@ -61,6 +61,10 @@ extension SQLiteStateStore {
             for row in try db.rows(sql: "SELECT r.pipeline AS pipeline, t.status AS status, count(*) AS n FROM tasks t JOIN runs r ON r.id = t.run_id GROUP BY 1, 2") {
                 stats.tasks[.init(row["pipeline"], row["status"])] = row["n"]
             }
+            // The items of local stages without a task yet are pending tasks (see `keepsLocalTasks`).
+            for row in try db.rows(sql: "SELECT r.pipeline AS pipeline, SUM(s.local_left) AS n FROM stages s JOIN runs r ON r.id = s.run_id WHERE s.local_left > 0 GROUP BY 1") {
+                stats.tasks[.init(row["pipeline"], TaskStatus.pending.rawValue), default: 0] += row["n"] as Int
+            }
             for row in try db.rows(sql: """
                 SELECT r.pipeline AS pipeline, a.outcome AS outcome, count(*) AS n, SUM(CASE WHEN a.number > 1 THEN 1 ELSE 0 END) AS retries
                 FROM attempts a JOIN runs r ON r.id = a.run_id GROUP BY 1, 2

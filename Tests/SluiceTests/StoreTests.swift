@@ -144,6 +144,8 @@ struct StoreContractTests {
         }
         #expect(try await store.tasks(of: id).filter { $0.stage == "work" }.isEmpty)
         #expect(try await store.taskCounts(run: id)["work"]?.pending == 4)
+        // The metrics' queue depth counts them too (with find's own pending task).
+        #expect(try await store.statistics(durationBounds: []).tasks[StoreStatistics.Key("p", "pending")] == 5)
         let first = try await store.localTasks(run: id, stage: "work", owner: h.me, afterSeq: 0, limit: 3)
         #expect(first.map(\.task.key) == ["k1", "k2", "k3"])
         #expect(Set(first.map(\.task.id)).count == 3 && first.map(\.task.item) == ["k1", "k2", "k3"].map { Data("\"\($0)\"".utf8) })
