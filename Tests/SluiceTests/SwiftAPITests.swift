@@ -144,6 +144,50 @@ struct SwiftAPITests {
         #expect(slowStarted.withLock { $0 } == 2, "no slow task started after the cancel")
     }
 
+    /// An in-process fan-out runs as local tasks (SQLite): cancelled mid-way, the items left are recorded
+    /// as cancelled tasks; resumed, exactly those run, each once, and the join once.
+    @Test func aCancelledLocalFanOutResumesOnlyTheItemsLeft() async throws {
+        let f = try SwiftFixture()
+        let runs = Mutex([Int: Int]()), held = Mutex(true), joins = Mutex(0)
+        let numbers = Discover<Int>("numbers") { _, items in
+            for i in 0..<300 { try await items.send(i) }
+        }
+        let work = ForEach("work", over: numbers) { _, x -> Int in
+            runs.withLock { $0[x, default: 0] += 1 }
+            if x >= 200, held.withLock({ $0 }) { try await Task.sleep(for: .seconds(60)) }
+            return x
+        }
+        let sum = Stage("sum", needs: work) { context -> Int in
+            joins.withLock { $0 += 1 }
+            return try await context.results(of: work).values.reduce(0, +)
+        }
+        let pipeline = try Pipeline("local-resume", concurrency: 2, root: f.dir.path) { numbers; work; sum }
+        let engine = f.engine([pipeline])
+        guard case .started(let run) = try await engine.start(pipeline.spec) else { Issue.record("not started"); return }
+        async let outcome = engine.execute(run)
+        for _ in 0..<2000 where runs.withLock({ $0.keys.filter { $0 >= 200 }.count }) < 2 { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(try await f.store.tasks(of: run.id).filter { $0.stage == "work" }.count < 300, "local: an item has no task row until it ends")
+        #expect(try await f.store.taskCounts(run: run.id)["work"]?.pending ?? 0 > 0)
+        _ = try await engine.cancel(run)
+        #expect(try await outcome == .cancelled)
+        let before = try await f.store.tasks(of: run.id).filter { $0.stage == "work" }
+        #expect(before.count == 300, "every item is a task once cancelled: the local ones left were recorded as cancelled")
+        let done = Set(before.filter { $0.status == .success }.map(\.key))
+        #expect(done.count >= 200 && done.count < 300)
+
+        held.withLock { $0 = false }
+        #expect(try await engine.execute(run, resume: true) == .success)
+        let after = try await f.store.tasks(of: run.id).filter { $0.stage == "work" }
+        #expect(after.count == 300 && after.allSatisfy { $0.status == .success })
+        let attempts = try await f.store.attempts(of: run.id).filter { $0.stage == "work" }
+        #expect(attempts.filter { $0.outcome == .success }.count == 300, "one success per item")
+        let ranAgain = runs.withLock { r in done.filter { r[Int($0)!] != 1 } }
+        #expect(ranAgain.isEmpty, "items done before the cancel did not run again: \(ranAgain.sorted().prefix(5))")
+        #expect(joins.withLock { $0 } == 1)
+        let total = try await f.store.results(run: run.id, stage: "sum")["main"].map { try JSONDecoder().decode(Int.self, from: $0) }
+        #expect(total == (0..<300).reduce(0, +))
+    }
+
     @Test func aTimeoutCancelsTheClosure() async throws {
         let f = try SwiftFixture()
         let pipeline = try Pipeline("timeout", root: f.dir.path) {
