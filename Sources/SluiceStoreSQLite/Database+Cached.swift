@@ -1,6 +1,8 @@
 import GRDB
 import GRDBSQLite
 import Foundation
+import SluiceCore
+import SluiceStore
 
 /// Statements of the store's operations come from the connection's statement cache: each SQL text is
 /// compiled (and authorized) once per connection, not once per call.
@@ -62,6 +64,26 @@ struct RawBindings {
                 _ = sqlite3_bind_text(statement, index, "", 0, Self.transient)
             }
         }
+    }
+
+    /// How an attempt ended, in the order both statements that record it list the columns: outcome,
+    /// started_at, finished_at, exit_code, signal, cpu_ms, peak_rss, stdout_bytes, stderr_bytes,
+    /// stderr_tail, message, pid, start_ticks, counters.
+    mutating func addEnding(of attempt: AttemptRecord, finishedAt: Date, counters: String?) {
+        add(attempt.outcome.rawValue)
+        add(attempt.startedAt.timeIntervalSince1970)
+        add(finishedAt.timeIntervalSince1970)
+        add(attempt.exitCode.map { Int64($0) })
+        add(attempt.signal.map { Int64($0) })
+        add(attempt.cpuMs)
+        add(attempt.peakRSSBytes)
+        add(attempt.stdoutBytes)
+        add(attempt.stderrBytes)
+        add(attempt.stderrTail)
+        add(attempt.message)
+        add(attempt.pid.map { Int64($0) })
+        add(attempt.processStartTicks)
+        add(counters)
     }
 
     mutating func add(_ value: Data?) {

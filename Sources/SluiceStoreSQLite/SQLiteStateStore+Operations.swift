@@ -551,20 +551,7 @@ extension SQLiteStateStore {
                 }
                 let counters = attempt.counters.isEmpty ? nil : try Self.json(attempt.counters)
                 try endAttempt.execute { b in
-                    b.add(attempt.outcome.rawValue)
-                    b.add(attempt.startedAt.timeIntervalSince1970)
-                    b.add((attempt.finishedAt ?? now).timeIntervalSince1970)
-                    b.add(attempt.exitCode.map { Int64($0) })
-                    b.add(attempt.signal.map { Int64($0) })
-                    b.add(attempt.cpuMs)
-                    b.add(attempt.peakRSSBytes)
-                    b.add(attempt.stdoutBytes)
-                    b.add(attempt.stderrBytes)
-                    b.add(attempt.stderrTail)
-                    b.add(attempt.message)
-                    b.add(attempt.pid.map { Int64($0) })
-                    b.add(attempt.processStartTicks)
-                    b.add(counters)
+                    b.addEnding(of: attempt, finishedAt: attempt.finishedAt ?? now, counters: counters)
                     b.add(attempt.taskID)
                     b.add(attempt.number)
                 }
@@ -629,8 +616,8 @@ extension SQLiteStateStore {
         guard db.changesCount == 1 else { return false }
         let attempt = completion.attempt
         let insertAttempt = try db.cachedStatement(sql: """
-            INSERT INTO attempts (task_id, number, run_id, stage, outcome, started_at, finished_at, exit_code, signal, cpu_ms, peak_rss,
-              stdout_bytes, stderr_bytes, stderr_tail, message, host, pid, start_ticks, owner, counters)
+            INSERT INTO attempts (task_id, number, run_id, stage, host, owner, outcome, started_at, finished_at, exit_code, signal,
+              cpu_ms, peak_rss, stdout_bytes, stderr_bytes, stderr_tail, message, pid, start_ticks, counters)
             VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             """)
         let counters = attempt.counters.isEmpty ? nil : try json(attempt.counters)
@@ -638,22 +625,9 @@ extension SQLiteStateStore {
             b.add(task.id)
             b.add(task.runID.rawValue)
             b.add(task.stage)
-            b.add(attempt.outcome.rawValue)
-            b.add(attempt.startedAt.timeIntervalSince1970)
-            b.add((attempt.finishedAt ?? Date(timeIntervalSince1970: t)).timeIntervalSince1970)
-            b.add(attempt.exitCode.map { Int64($0) })
-            b.add(attempt.signal.map { Int64($0) })
-            b.add(attempt.cpuMs)
-            b.add(attempt.peakRSSBytes)
-            b.add(attempt.stdoutBytes)
-            b.add(attempt.stderrBytes)
-            b.add(attempt.stderrTail)
-            b.add(attempt.message)
             b.add(attempt.host)
-            b.add(attempt.pid.map { Int64($0) })
-            b.add(attempt.processStartTicks)
             b.add(owner.id)
-            b.add(counters)
+            b.addEnding(of: attempt, finishedAt: attempt.finishedAt ?? Date(timeIntervalSince1970: t), counters: counters)
         }
         return true
     }
