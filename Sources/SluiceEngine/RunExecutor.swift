@@ -31,8 +31,8 @@ struct RunExecutor: Sendable {
         case idleWake
         /// A claim made while the loop went on, launched when `changes` was at `epoch`.
         case claimed(Claim, epoch: Int)
-        /// Tasks of a local stage read while the loop went on (see `LocalStage`).
-        case localRead(StageName, [LocalTask], epoch: Int)
+        /// Tasks of a local stage read while the loop went on (up to `asked`; see `LocalStage`).
+        case localRead(StageName, [LocalTask], epoch: Int, asked: Int)
     }
 
     /// Records events in the store, then mirrors them to the run's files.
@@ -224,14 +224,17 @@ struct RunExecutor: Sendable {
                             if !claimed.more { mayClaim = false }
                         }
                     }
-                    // Local tasks are read (not claimed: nothing is written until they end) a batch ahead,
+                    // Local tasks are read (not claimed: nothing is written until they end) as many at a time
+                    // as a claim would take (free slots, or a batch ahead once they are known to be quick),
                     // while the store keeps up: their completions wait in memory until recorded.
-                    for (name, source) in local where source.wantsRead(ready: ready.count) && unrecorded < LocalStage.maxUnrecorded {
+                    let readSize = taskTimes.want(run.pipeline, fanOut: fanOutStages, concurrency: spec.concurrency,
+                                                  running: running.count, ready: ready.count)
+                    for (name, source) in local where !source.reading && !source.dry && readSize > 0 && unrecorded < LocalStage.maxUnrecorded {
                         local[name]?.reading = true
                         let after = source.after, epoch = changes, runID = self.runID, owner = self.owner
                         group.addTask {
-                            let tasks = try await store.localTasks(run: runID, stage: name, owner: owner, afterSeq: after, limit: LocalStage.batch)
-                            return .localRead(name, tasks, epoch: epoch)
+                            let tasks = try await store.localTasks(run: runID, stage: name, owner: owner, afterSeq: after, limit: readSize)
+                            return .localRead(name, tasks, epoch: epoch, asked: readSize)
                         }
                     }
                     // Start what is claimed, then claim more: commands only for free slots; in-process
@@ -292,7 +295,7 @@ struct RunExecutor: Sendable {
                     }
                 }
                 if running.isEmpty && ready.isEmpty && unrecorded == 0 && !waiting && !claiming
-                    && !local.values.contains(where: { $0.reading || $0.wantsRead(ready: 0) && !cancelling }) {
+                    && !local.values.contains(where: { $0.reading || !$0.dry && !cancelling }) {
                     // Nothing of ours in flight. Other processes (workers) may still hold tasks of the run.
                     let counts = try await store.taskCounts(run: runID).values.reduce(into: TaskCounts()) { $0.add($1) }
                     if cancelling {
@@ -370,12 +373,12 @@ struct RunExecutor: Sendable {
                     ready += claim.tasks
                     // Nothing more was claimable: none until something changes (unless it already did).
                     if !claim.more && epoch == changes { mayClaim = false }
-                case .localRead(let name, let tasks, let epoch):
+                case .localRead(let name, let tasks, let epoch, let asked):
                     guard var source = local[name] else { break }
                     source.reading = false
                     if let last = tasks.last { source.after = last.seq }
                     // All there was: none until something changes (unless it already did).
-                    if tasks.count < LocalStage.batch && epoch == changes { source.dry = true }
+                    if tasks.count < asked && epoch == changes { source.dry = true }
                     local[name] = source
                     let now = time.now()
                     ready += tasks.map { ClaimedTask(task: $0.task, attempt: 1, attemptInBudget: 1, startedAt: now, local: true) }
@@ -405,10 +408,9 @@ struct RunExecutor: Sendable {
         }.map(\.name)
     }
 
-    /// Where the run process is in reading a local stage's tasks: they are read a batch ahead (a read,
-    /// not a write: nothing is recorded until each ends), after the last item read.
+    /// Where the run process is in reading a local stage's tasks (a read, not a write: nothing is
+    /// recorded until each ends): after the last item read.
     struct LocalStage {
-        static let batch = 512
         /// No read while this many completions wait to be recorded: tasks that take microseconds would
         /// run ahead of the store, and their completions would pile up in memory.
         static let maxUnrecorded = 4096
@@ -416,8 +418,6 @@ struct RunExecutor: Sendable {
         var reading = false
         /// The last read found all there was: none again until something changes.
         var dry = false
-
-        func wantsRead(ready: Int) -> Bool { !reading && !dry && ready < Self.batch / 4 }
     }
 
     /// Tasks of the run whose holder's lease expired (a worker that died or lost its network) go back to

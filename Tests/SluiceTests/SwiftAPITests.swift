@@ -188,6 +188,35 @@ struct SwiftAPITests {
         #expect(total == (0..<300).reduce(0, +))
     }
 
+    /// Local tasks are read as a claim would take them: slow ones (or ones not measured yet) for the
+    /// free slots only, not a batch ahead (their items would wait in memory, and a cancel would find
+    /// hundreds started in name only).
+    @Test func slowLocalTasksAreReadForTheFreeSlotsOnly() async throws {
+        let f = try SwiftFixture()
+        let started = Mutex(0)
+        let numbers = Discover<Int>("numbers") { _, items in
+            for i in 0..<60 { try await items.send(i) }
+        }
+        let work = ForEach("work", over: numbers) { _, x -> Int in
+            started.withLock { $0 += 1 }
+            try await Task.sleep(for: .milliseconds(30))
+            return x
+        }
+        let pipeline = try Pipeline("slow-local", concurrency: 2, root: f.dir.path) { numbers; work }
+        let engine = f.engine([pipeline])
+        guard case .started(let run) = try await engine.start(pipeline.spec) else { Issue.record("not started"); return }
+        async let outcome = engine.execute(run)
+        for _ in 0..<2000 where started.withLock({ $0 }) < 6 { try await Task.sleep(for: .milliseconds(10)) }
+        _ = try await engine.cancel(run)
+        #expect(try await outcome == .cancelled)
+        let tasks = try await f.store.tasks(of: run.id).filter { $0.stage == "work" }
+        #expect(tasks.count == 60, "every item is a task once cancelled")
+        let attempts = try await f.store.attempts(of: run.id).filter { $0.stage == "work" }
+        let unstarted = attempts.filter { $0.message == "cancelled before it started" }.count
+        #expect(unstarted <= 2, "\(unstarted) read ahead of the free slots")
+        #expect(attempts.count == started.withLock { $0 } + unstarted, "an attempt for each task that ran, and none for the items never read")
+    }
+
     @Test func aTimeoutCancelsTheClosure() async throws {
         let f = try SwiftFixture()
         let pipeline = try Pipeline("timeout", root: f.dir.path) {
