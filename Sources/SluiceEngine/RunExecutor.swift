@@ -172,7 +172,9 @@ struct RunExecutor: Sendable {
                 let runID = self.runID
                 group.addTask { try await progress.run(store: store, log: log, runID: runID, spec: spec) }
             }
-            var running: [TaskID: (stop: StopSignal, stage: StageName, started: ContinuousClock.Instant)] = [:]
+            // Running tasks (a row of in-process tasks by its first); `local`: a row of local tasks, which the
+            // store counts as pending until they end (progress counts them as running).
+            var running: [TaskID: (stop: StopSignal, stage: StageName, started: ContinuousClock.Instant, local: Bool)] = [:]
             var ready: [ClaimedTask] = [] // claimed, waiting for a free slot
             var unrecorded = 0            // completions handed to the batcher, not yet committed
             var mayClaim = true           // false after a claim found nothing, until something changes
@@ -187,7 +189,6 @@ struct RunExecutor: Sendable {
                 plannedForNoTask = false
                 for name in local.keys { local[name]?.dry = false }
             }
-            var localRows: Set<TaskID> = [] // rows of local tasks running (by their first task)
             var claiming = false          // a claim is in flight (a child task: the loop starts tasks meanwhile)
             var needsPlan = true
             var waiting = false           // an idle wait is in the group
@@ -250,7 +251,8 @@ struct RunExecutor: Sendable {
                                 continue
                             }
                             let stop = StopSignal()
-                            running[task.task.id] = (stop, stage.name, .now)
+                            running[task.task.id] = (stop, stage.name, .now, task.local)
+                            if task.local { progress?.localRunning(stage.name, 1) } // a row runs one task at a time
                             let producer = producers.contains(stage.name)
                             if let body = runsInline(stage, pipeline: run.pipeline, producer: producer) {
                                 // This task and the next ready ones of its stage, in a row (`rowSize`).
@@ -261,11 +263,6 @@ struct RunExecutor: Sendable {
                                 let chunk = Array(ready[index..<(index + size)])
                                 ready.removeSubrange(index..<(index + size))
                                 let id = task.task.id
-                                // One task of a row runs at a time; the store counts local ones as pending.
-                                if task.local {
-                                    localRows.insert(id)
-                                    progress?.localRunning(stage.name, 1)
-                                }
                                 group.addTask {
                                     let took = await performInline(chunk, stage: stage, run: run, body: body, stop: stop, batcher: batcher)
                                     return .taskEnded(id, count: chunk.count, took: took)
@@ -340,7 +337,7 @@ struct RunExecutor: Sendable {
                 switch wake {
                 case .taskEnded(let id, let count, let took):
                     if let ended = running.removeValue(forKey: id) {
-                        if localRows.remove(id) != nil { progress?.localRunning(ended.stage, -1) }
+                        if ended.local { progress?.localRunning(ended.stage, -1) }
                         taskTimes.add((took ?? ContinuousClock.now - ended.started) / max(count, 1),
                                       for: ClaimAhead.Key(pipeline: run.pipeline, stage: ended.stage))
                     }
