@@ -153,8 +153,6 @@ extension SQLiteStateStore {
                 """, arguments: [outcome.runStatus.rawValue, now.timeIntervalSince1970, id.rawValue, owner.id,
                                  now.timeIntervalSince1970])
             guard db.changesCount == 1 else { return false }
-            // Nothing stays local to a finished run (its stages ended with no item left, or were cancelled).
-            try Self.endLocal(run: id, status: .cancelled, now: now.timeIntervalSince1970, db)
             try Self.insert(events, db)
             try Self.runEnded(id, outcome: outcome, now: now, db)
             return true
@@ -659,7 +657,8 @@ extension SQLiteStateStore {
         let tolerance = (row["tolerance"] as String?).flatMap { try? JSONDecoder().decode(FailureTolerance.self, from: Data($0.utf8)) } ?? .count(0)
         let counts = try taskCounts(run: run, stage: stage, db)
         guard let stageStatus = StageRollup.status(of: counts, producer: producer, tolerance: tolerance) else { return nil }
-        try db.exec(sql: "UPDATE stages SET status = ?, finished_at = ?, reason = ? WHERE run_id = ? AND name = ? AND status = 'running'",
+        // An ended stage is local no more (it has no item left without a task: `local_left` is 0).
+        try db.exec(sql: "UPDATE stages SET status = ?, finished_at = ?, reason = ?, local_owner = NULL WHERE run_id = ? AND name = ? AND status = 'running'",
                        arguments: [stageStatus.rawValue, t,
                                    stageStatus == .upstreamFailed ? "for_each stage '\(producerName ?? "")' did not succeed: its items are incomplete"
                                        : (stageStatus == .partialSuccess ? "\(counts.failed) of \(counts.total) items failed (tolerated)" : nil),
