@@ -36,6 +36,19 @@ struct SwiftFixture {
         guard case .started(let run) = try await engine.start(pipeline.spec) else { throw EngineError(.overlap, "not started") }
         return (try await engine.execute(run), run)
     }
+
+    /// Starts the pipeline, waits until `ready` holds (at most 20 s), looks at the run with `meanwhile`
+    /// while it runs, cancels it, and returns how it ended, with the engine (to resume it).
+    func runCancelled(_ pipeline: Pipeline, when ready: @escaping @Sendable () -> Bool,
+                      meanwhile: (RunRecord) async throws -> Void = { _ in }) async throws -> (RunOutcome, RunRecord, Engine) {
+        let engine = engine([pipeline])
+        guard case .started(let run) = try await engine.start(pipeline.spec) else { throw EngineError(.overlap, "not started") }
+        async let outcome = engine.execute(run)
+        for _ in 0..<2000 where !ready() { try await Task.sleep(for: .milliseconds(10)) }
+        try await meanwhile(run)
+        _ = try await engine.cancel(run)
+        return (try await outcome, run, engine)
+    }
 }
 
 @Suite("Swift API")
@@ -100,12 +113,8 @@ struct SwiftAPITests {
             }
         }
         let pipeline = try Pipeline("cancel", root: f.dir.path) { slow }
-        let engine = f.engine([pipeline])
-        guard case .started(let run) = try await engine.start(pipeline.spec) else { Issue.record("not started"); return }
-        async let outcome = engine.execute(run)
-        for _ in 0..<2000 where !started.withLock({ $0 }) { try await Task.sleep(for: .milliseconds(10)) }
-        _ = try await engine.cancel(run)
-        #expect(try await outcome == .cancelled)
+        let (outcome, run, _) = try await f.runCancelled(pipeline, when: { started.withLock { $0 } })
+        #expect(outcome == .cancelled)
         #expect(sawCancellation.withLock { $0 })
         #expect(try await f.store.attempts(of: run.id).map(\.outcome) == [.cancelled])
     }
@@ -126,12 +135,8 @@ struct SwiftAPITests {
             return x
         }
         let pipeline = try Pipeline("cancel-rows", concurrency: 2, root: f.dir.path) { numbers; work }
-        let engine = f.engine([pipeline])
-        guard case .started(let run) = try await engine.start(pipeline.spec) else { Issue.record("not started"); return }
-        async let outcome = engine.execute(run)
-        for _ in 0..<2000 where slowStarted.withLock({ $0 }) < 2 { try await Task.sleep(for: .milliseconds(10)) }
-        _ = try await engine.cancel(run)
-        #expect(try await outcome == .cancelled)
+        let (outcome, run, _) = try await f.runCancelled(pipeline, when: { slowStarted.withLock { $0 } >= 2 })
+        #expect(outcome == .cancelled)
         let attempts = try await f.store.attempts(of: run.id).filter { $0.stage == "work" }
         let tasks = try await f.store.tasks(of: run.id).filter { $0.stage == "work" }
         #expect(tasks.count == 400)
@@ -162,14 +167,11 @@ struct SwiftAPITests {
             return try await context.results(of: work).values.reduce(0, +)
         }
         let pipeline = try Pipeline("local-resume", concurrency: 2, root: f.dir.path) { numbers; work; sum }
-        let engine = f.engine([pipeline])
-        guard case .started(let run) = try await engine.start(pipeline.spec) else { Issue.record("not started"); return }
-        async let outcome = engine.execute(run)
-        for _ in 0..<2000 where runs.withLock({ $0.keys.filter { $0 >= 200 }.count }) < 2 { try await Task.sleep(for: .milliseconds(10)) }
-        #expect(try await f.store.tasks(of: run.id).filter { $0.stage == "work" }.count < 300, "local: an item has no task row until it ends")
-        #expect(try await f.store.taskCounts(run: run.id)["work"]?.pending ?? 0 > 0)
-        _ = try await engine.cancel(run)
-        #expect(try await outcome == .cancelled)
+        let (outcome, run, engine) = try await f.runCancelled(pipeline, when: { runs.withLock { $0.keys.filter { $0 >= 200 }.count } >= 2 }) { run async throws in
+            #expect(try await f.store.tasks(of: run.id).filter { $0.stage == "work" }.count < 300, "local: an item has no task row until it ends")
+            #expect(try await f.store.taskCounts(run: run.id)["work"]?.pending ?? 0 > 0)
+        }
+        #expect(outcome == .cancelled)
         let before = try await f.store.tasks(of: run.id).filter { $0.stage == "work" }
         #expect(before.count == 300, "every item is a task once cancelled: the local ones left were recorded as cancelled")
         let done = Set(before.filter { $0.status == .success }.map(\.key))
@@ -203,12 +205,8 @@ struct SwiftAPITests {
             return x
         }
         let pipeline = try Pipeline("slow-local", concurrency: 2, root: f.dir.path) { numbers; work }
-        let engine = f.engine([pipeline])
-        guard case .started(let run) = try await engine.start(pipeline.spec) else { Issue.record("not started"); return }
-        async let outcome = engine.execute(run)
-        for _ in 0..<2000 where started.withLock({ $0 }) < 6 { try await Task.sleep(for: .milliseconds(10)) }
-        _ = try await engine.cancel(run)
-        #expect(try await outcome == .cancelled)
+        let (outcome, run, _) = try await f.runCancelled(pipeline, when: { started.withLock { $0 } >= 6 })
+        #expect(outcome == .cancelled)
         let tasks = try await f.store.tasks(of: run.id).filter { $0.stage == "work" }
         #expect(tasks.count == 60, "every item is a task once cancelled")
         let attempts = try await f.store.attempts(of: run.id).filter { $0.stage == "work" }
