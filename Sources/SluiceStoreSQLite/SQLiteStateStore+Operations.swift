@@ -221,7 +221,7 @@ extension SQLiteStateStore {
             let reopen = retryFailed ? "status NOT IN ('success', 'skipped')"
                 : "(status IN ('cancelled', 'pending', 'running') OR EXISTS (SELECT 1 FROM tasks WHERE tasks.run_id = stages.run_id AND tasks.stage = stages.name AND tasks.status IN ('pending', 'running')))"
             try db.exec(sql: """
-                UPDATE stages SET status = CASE WHEN EXISTS (SELECT 1 FROM tasks WHERE tasks.run_id = stages.run_id
+                UPDATE stages SET status = CASE WHEN local_done > 0 OR EXISTS (SELECT 1 FROM tasks WHERE tasks.run_id = stages.run_id
                     AND tasks.stage = stages.name) THEN 'running' ELSE 'pending' END,
                   reason = NULL, finished_at = NULL
                 WHERE run_id = ? AND \(reopen)
@@ -249,16 +249,19 @@ extension SQLiteStateStore {
 
     public func tasks(of run: RunID) async throws -> [TaskRecord] {
         try await read { db in
-            try db.rows(sql: "SELECT \(Self.taskColumns) FROM tasks WHERE run_id = ? ORDER BY id", arguments: [run.rawValue])
-                .map(Self.taskRecord)
+            try db.rows(sql: """
+                SELECT \(Self.taskColumns) FROM tasks WHERE run_id = ?
+                UNION ALL SELECT \(Self.taskColumns) FROM done_tasks WHERE run_id = ? ORDER BY id
+                """, arguments: [run.rawValue, run.rawValue]).map(Self.taskRecord)
         }
     }
 
     public func attempts(of run: RunID) async throws -> [AttemptRecord] {
         try await read { db in
-            try db.rows(sql: "SELECT \(Self.columns(Self.attemptColumns, of: "a")) FROM tasks t CROSS JOIN attempts a ON a.task_id = t.id WHERE t.run_id = ? ORDER BY a.task_id, a.number",
-                        arguments: [run.rawValue])
-                .map(Self.attemptRecord)
+            try db.rows(sql: """
+                SELECT \(Self.columns(Self.attemptColumns, of: "a")) FROM tasks t CROSS JOIN attempts a ON a.task_id = t.id WHERE t.run_id = ?
+                UNION ALL SELECT \(Self.attemptColumns) FROM done_attempts WHERE run_id = ? ORDER BY task_id, number
+                """, arguments: [run.rawValue, run.rawValue]).map(Self.attemptRecord)
         }
     }
 
@@ -300,24 +303,34 @@ extension SQLiteStateStore {
                                                 arguments: [run.rawValue, stage]) else { continue }
                 let emitted = try db.one(Int.self, sql: "SELECT count(*) FROM items WHERE run_id = ? AND stage = ?",
                                          arguments: [run.rawValue, producer]) ?? 0
-                let first = try takeTaskIDs(emitted, db)
                 if case .startLocal(_, let owner) = transition {
-                    // Its items so far get their task ids; the tasks are written as they end.
+                    // Its items so far get their task ids (their rowids; items written before `v13-done-items`,
+                    // ids of their own); the tasks are written as they end.
                     try db.exec(sql: """
-                        UPDATE items SET task_id = numbered.id FROM (
-                          SELECT rowid AS item, ? + row_number() OVER (ORDER BY seq) - 1 AS id FROM items WHERE run_id = ? AND stage = ?
-                        ) AS numbered WHERE items.rowid = numbered.item
-                        """, arguments: [first, run.rawValue, producer])
+                        UPDATE items SET task_id = rowid WHERE run_id = ? AND stage = ? AND rowid >= (SELECT items_from FROM task_ids)
+                        """, arguments: [run.rawValue, producer])
+                    let older = try db.one(Int.self, sql: """
+                        SELECT count(*) FROM items WHERE run_id = ? AND stage = ? AND rowid < (SELECT items_from FROM task_ids)
+                        """, arguments: [run.rawValue, producer]) ?? 0
+                    if older > 0 {
+                        try db.exec(sql: """
+                            UPDATE items SET task_id = numbered.id FROM (
+                              SELECT rowid AS item, ? + row_number() OVER (ORDER BY seq) - 1 AS id FROM items
+                              WHERE run_id = ? AND stage = ? AND rowid < (SELECT items_from FROM task_ids)
+                            ) AS numbered WHERE items.rowid = numbered.item
+                            """, arguments: [try takeTaskIDs(older, db), run.rawValue, producer])
+                    }
                     try db.exec(sql: "UPDATE stages SET local_owner = ?, local_left = ? WHERE run_id = ? AND name = ?",
                                 arguments: [owner, emitted, run.rawValue, stage])
                 } else {
+                    let first = try takeTaskIDs(emitted, db)
                     // A fan-out stage takes every item its producer emitted so far; later ones arrive with emitItems.
                     try db.exec(sql: """
                         INSERT INTO tasks (id, run_id, stage, key, status, created_at, item)
                         SELECT ? + row_number() OVER (ORDER BY seq) - 1, run_id, ?, key, 'pending', ?, value
-                        FROM items WHERE run_id = ? AND stage = ? ORDER BY seq
+                        FROM items WHERE run_id = ? AND stage = ? AND done_stage IS NOT ? ORDER BY seq
                         ON CONFLICT (run_id, stage, key) DO NOTHING
-                        """, arguments: [first, stage, t, run.rawValue, producer])
+                        """, arguments: [first, stage, t, run.rawValue, producer, stage])
                 }
                 if let ended = try Self.rollUp(run: run, stage: stage, now: t, db) {
                     try Self.insert([Self.stageEndEvent(ended, pipeline: events.first?.pipeline ?? "", now: now)], db)
@@ -351,7 +364,8 @@ extension SQLiteStateStore {
                 try db.exec(sql: """
                     INSERT INTO tasks (id, run_id, stage, key, status, created_at, finished_at, item)
                     SELECT i.task_id, i.run_id, ?, i.key, ?, ?, ?, i.value FROM items i
-                    WHERE i.run_id = ? AND i.stage = ? AND i.task_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM tasks WHERE id = i.task_id)
+                    WHERE i.run_id = ? AND i.stage = ? AND i.task_id IS NOT NULL AND i.done_stage IS NULL
+                      AND NOT EXISTS (SELECT 1 FROM tasks WHERE id = i.task_id)
                     ORDER BY i.seq
                     ON CONFLICT DO NOTHING
                     """, arguments: [name, status.rawValue, t, status.isTerminal ? t : nil, run.rawValue, row[1] as String?])
@@ -370,7 +384,7 @@ extension SQLiteStateStore {
             var tasks: [LocalTask] = []
             let rows = try Row.fetchCursor(db.cachedStatement(sql: """
                 SELECT i.seq, i.task_id, i.key, i.value, i.created_at FROM items i
-                WHERE i.run_id = ? AND i.stage = ? AND i.seq > ? AND i.task_id IS NOT NULL
+                WHERE i.run_id = ? AND i.stage = ? AND i.seq > ? AND i.task_id IS NOT NULL AND i.done_stage IS NULL
                   AND NOT EXISTS (SELECT 1 FROM tasks WHERE id = i.task_id)
                 ORDER BY i.seq LIMIT ?
                 """), arguments: [run.rawValue, producer, afterSeq, limit])
@@ -495,7 +509,7 @@ extension SQLiteStateStore {
                   pid = COALESCE(?, pid), start_ticks = COALESCE(?, start_ticks), counters = ?
                 WHERE task_id = ? AND number = ?
                 """)
-            var localEnded: [String: Int] = [:] // local tasks written per stage (run and stage name)
+            var localEnded: [String: (ended: Int, done: Int)] = [:] // local tasks written per stage (run and stage name), in items
             var localTo: [String: Bool] = [:]   // whether the stage is local to `owner`, looked up once per batch
             for (index, completion) in completions.enumerated() {
                 let attempt = completion.attempt
@@ -507,11 +521,13 @@ extension SQLiteStateStore {
                         localTo[stageKey] = owned
                         return owned
                     }()
-                    guard owned, try Self.recordLocal(task, completion, owner: owner, now: t, db) else {
+                    let written = owned ? try Self.recordLocal(task, completion, owner: owner, now: t, db) : .refused
+                    guard written != .refused else {
                         results.append(.leaseLost)
                         continue
                     }
-                    localEnded[stageKey, default: 0] += 1
+                    localEnded[stageKey, default: (0, 0)].ended += 1
+                    if written == .inItem { localEnded[stageKey]?.done += 1 }
                     try Self.insert(completion.events, db)
                     touched.removeAll { $0.0 == attempt.runID && $0.1 == attempt.stage }
                     touched.append((attempt.runID, attempt.stage, index))
@@ -560,8 +576,10 @@ extension SQLiteStateStore {
             }
             for (key, n) in localEnded {
                 let parts = key.split(separator: "\u{0}", maxSplits: 1).map(String.init)
-                try db.exec(sql: "UPDATE stages SET local_left = local_left - ? WHERE run_id = ? AND name = ?",
-                            arguments: [n, parts[0], parts[1]])
+                try db.exec(sql: """
+                    UPDATE stages SET local_left = local_left - ?, local_done = local_done + ?,
+                      local_by = ?, local_host = ?, local_pid = ? WHERE run_id = ? AND name = ?
+                    """, arguments: [n.ended, n.done, owner.id, owner.host, Int64(owner.pid), parts[0], parts[1]])
             }
             // Each stage is rolled up once per batch, after all its completions: decided here, once.
             for (run, stageName, index) in touched {
@@ -582,17 +600,50 @@ extension SQLiteStateStore {
         }
     }
 
+    /// Where `recordLocal` wrote a local task.
+    enum LocalWrite { case refused, inItem, rows }
+
     /// Writes a local task with its first attempt, as it ended (its stage is local to `owner`: the caller
-    /// checked); false (nothing written) when its task was written meanwhile (`endLocal`: a cancel, a takeover).
+    /// checked): a success with nothing but a result, times and counters into its item's row (`done_*`,
+    /// see `v13-done-items`), anything else as a task row and an attempt row. `.refused` (nothing
+    /// written) when its task was written meanwhile (`endLocal`: a cancel, a takeover).
     static func recordLocal(_ task: TaskRecord, _ completion: AttemptCompletion, owner: LeaseOwner, now t: Double,
-                            _ db: Database) throws -> Bool {
+                            _ db: Database) throws -> LocalWrite {
         let status: TaskStatus, notBefore: Double?
         switch completion.next {
         case .succeed: (status, notBefore) = (.success, nil)
         case .fail: (status, notBefore) = (.failed, nil)
         case .cancel: (status, notBefore) = (.cancelled, nil)
         case .retry(let at): (status, notBefore) = (.pending, at.timeIntervalSince1970)
-        case .release: return false // only workers release, and they run no local tasks
+        case .release: return .refused // only workers release, and they run no local tasks
+        }
+        let attempt = completion.attempt
+        let counters = attempt.counters.isEmpty ? nil : try json(attempt.counters)
+        if status == .success, attempt.outcome == .success, attempt.exitCode == nil, attempt.signal == nil,
+           attempt.stdoutBytes == 0, attempt.stderrBytes == 0, attempt.stderrTail == nil, attempt.processStartTicks == nil,
+           attempt.host == owner.host, attempt.pid == owner.pid {
+            let done = try db.cachedStatement(sql: """
+                UPDATE items SET done_stage = ?, done_result = ?, done_started = ?, done_finished = ?, done_cpu_ms = ?,
+                  done_peak_rss = ?, done_message = ?, done_counters = ?
+                WHERE rowid = ? AND task_id = rowid AND run_id = ? AND done_stage IS NULL
+                """)
+            try done.execute { b in
+                b.add(task.stage)
+                b.add(completion.result)
+                b.add(attempt.startedAt.timeIntervalSince1970)
+                b.add((attempt.finishedAt ?? Date(timeIntervalSince1970: t)).timeIntervalSince1970)
+                b.add(attempt.cpuMs)
+                b.add(attempt.peakRSSBytes)
+                b.add(attempt.message)
+                b.add(counters)
+                b.add(task.id)
+                b.add(task.runID.rawValue)
+            }
+            if db.changesCount == 1 { return .inItem }
+            // Already written there (never twice), or an item written before `v13-done-items` (its task id
+            // is not its rowid): task rows, below.
+            if try db.one(Bool.self, sql: "SELECT done_stage IS NOT NULL FROM items WHERE rowid = ? AND task_id = rowid",
+                          arguments: [task.id]) == true { return .refused }
         }
         let insertTask = try db.cachedStatement(sql: """
             INSERT INTO tasks (id, run_id, stage, key, status, attempts, not_before, created_at, finished_at, result, item)
@@ -611,14 +662,12 @@ extension SQLiteStateStore {
             b.add(status == .success ? completion.result : nil)
             b.add(task.item)
         }
-        guard db.changesCount == 1 else { return false }
-        let attempt = completion.attempt
+        guard db.changesCount == 1 else { return .refused }
         let insertAttempt = try db.cachedStatement(sql: """
             INSERT INTO attempts (task_id, number, run_id, stage, host, owner, outcome, started_at, finished_at, exit_code, signal,
               cpu_ms, peak_rss, stdout_bytes, stderr_bytes, stderr_tail, message, pid, start_ticks, counters)
             VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             """)
-        let counters = attempt.counters.isEmpty ? nil : try json(attempt.counters)
         try insertAttempt.execute { b in
             b.add(task.id)
             b.add(task.runID.rawValue)
@@ -627,7 +676,7 @@ extension SQLiteStateStore {
             b.add(owner.id)
             b.addEnding(of: attempt, finishedAt: attempt.finishedAt ?? Date(timeIntervalSince1970: t), counters: counters)
         }
-        return true
+        return .rows
     }
 
     /// Ends a running stage when all its tasks ended (and, for a fan-out stage, its producer will emit
@@ -668,10 +717,17 @@ extension SQLiteStateStore {
                                 arguments: [run.rawValue, stage]).map(Self.stageRecord)
     }
 
-    /// Items of the run's local stages that have no task yet, by stage: pending tasks to the reader.
-    static func localLeft(run: RunID, _ db: Database) throws -> [(StageName, Int)] {
-        try db.rows(sql: "SELECT name, local_left FROM stages WHERE run_id = ? AND local_left > 0", arguments: [run.rawValue])
-            .map { ($0[0], $0[1]) }
+    /// The tasks of the run's local stages that have no task row, by stage: items without a task yet
+    /// (pending tasks to the reader) and tasks written into their item (`done_tasks`: successes).
+    static func localCounts(run: RunID, stage: StageName? = nil, _ db: Database) throws -> [(StageName, TaskCounts)] {
+        try db.rows(sql: """
+            SELECT name, local_left, local_done FROM stages WHERE run_id = ? AND (? IS NULL OR name = ?) AND (local_left > 0 OR local_done > 0)
+            """, arguments: [run.rawValue, stage, stage]).map { row in
+            var counts = TaskCounts()
+            counts.pending = row[1]
+            counts.success = row[2]
+            return (row[0], counts)
+        }
     }
 
     static func taskCounts(run: RunID, stage: StageName, _ db: Database) throws -> TaskCounts {
@@ -680,6 +736,7 @@ extension SQLiteStateStore {
                                     arguments: [run.rawValue, stage]) {
             if let status = TaskStatus(rawValue: row["status"]) { counts[status] = row["n"] }
         }
+        for (_, local) in try localCounts(run: run, stage: stage, db) { counts.add(local) }
         return counts
     }
 
@@ -723,28 +780,30 @@ extension SQLiteStateStore {
                                    arguments: [run.rawValue, stage]) {
                 if row[1] as Bool { local = row[0] } else { consumers.append(row[0]) }
             }
-            // The items of a local stage get the id of the task it will write (one per item, used or not).
-            var taskID = local == nil ? nil : try Self.takeTaskIDs(items.count, db)
+            // Every item takes its rowid from the task ids (one per item, used or not), so that the item of a
+            // local stage is the id of the task it stands for (`task_id`; see `v13-done-items`).
+            var id = try Self.takeTaskIDs(items.count, db)
             var seq = first
             let insertItem = try db.cachedStatement(sql: """
-                INSERT INTO items (run_id, stage, key, seq, value, created_at, task_id) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING
+                INSERT INTO items (rowid, run_id, stage, key, seq, value, created_at, task_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING
                 """)
             var fresh = 0
             for item in items {
                 try insertItem.execute { b in
+                    b.add(id)
                     b.add(run.rawValue)
                     b.add(stage)
                     b.add(item.key)
                     b.add(seq + 1)
                     b.add(item.value)
                     b.add(t)
-                    b.add(taskID)
+                    b.add(local == nil ? nil : id)
                 }
+                id += 1
                 // Numbered without gaps: a duplicate takes no number.
                 if db.changesCount == 1 {
                     seq += 1
                     fresh += 1
-                    taskID? += 1
                 }
             }
             guard fresh > 0 else { return 0 }
@@ -787,7 +846,7 @@ extension SQLiteStateStore {
                                         arguments: [run.rawValue]) {
                 if let status = TaskStatus(rawValue: row["status"]) { result[row["stage"], default: TaskCounts()][status] = row["n"] }
             }
-            for (stage, left) in try Self.localLeft(run: run, db) { result[stage, default: TaskCounts()].pending += left }
+            for (stage, local) in try Self.localCounts(run: run, db) { result[stage, default: TaskCounts()].add(local) }
             return result
         }
     }
@@ -795,8 +854,10 @@ extension SQLiteStateStore {
     public func results(run: RunID, stage: StageName) async throws -> [String: Data] {
         try await read { db in
             var results: [String: Data] = [:]
-            for row in try db.rows(sql: "SELECT key, result FROM tasks WHERE run_id = ? AND stage = ? AND status = 'success' AND result IS NOT NULL",
-                                        arguments: [run.rawValue, stage]) {
+            for row in try db.rows(sql: """
+                SELECT key, result FROM tasks WHERE run_id = ? AND stage = ? AND status = 'success' AND result IS NOT NULL
+                UNION ALL SELECT key, result FROM done_tasks WHERE run_id = ? AND stage = ? AND result IS NOT NULL
+                """, arguments: [run.rawValue, stage, run.rawValue, stage]) {
                 results[row["key"]] = row["result"]
             }
             return results
@@ -805,7 +866,9 @@ extension SQLiteStateStore {
 
     public func resultPage(run: RunID, stage: StageName, afterTaskID: TaskID, limit: Int) async throws -> [TaskResult] {
         try await read { db in
-            // An index whose entries end with the rowid (id) walks the successful tasks in order from the cursor.
+            // An index whose entries end with the rowid (id) walks the successful tasks in order from the cursor;
+            // the tasks written into their items (`done_tasks`) are items in rowid order from it. The page is
+            // the first `limit` of the two, by id.
             var page: [TaskResult] = []
             page.reserveCapacity(limit)
             let cursor = try Row.fetchCursor(db.cachedStatement(sql: """
@@ -813,7 +876,28 @@ extension SQLiteStateStore {
                 WHERE run_id = ? AND status = 'success' AND id > ? AND stage = ? AND result IS NOT NULL ORDER BY id LIMIT ?
                 """), arguments: [run.rawValue, afterTaskID, stage, limit])
             while let row = try cursor.next() { page.append(TaskResult(taskID: row[0], key: row[1], result: row[2])) }
-            return page
+            guard try Self.localCounts(run: run, stage: stage, db).contains(where: { $0.1.success > 0 }) else { return page }
+            // By rowid from the cursor (the (run, stage, key) index would read all the run's items and sort them).
+            let done = try Row.fetchCursor(db.cachedStatement(sql: """
+                SELECT rowid, key, done_result FROM items NOT INDEXED
+                WHERE rowid > ? AND run_id = ? AND done_stage = ? AND done_result IS NOT NULL ORDER BY rowid LIMIT ?
+                """), arguments: [afterTaskID, run.rawValue, stage, limit])
+            var merged: [TaskResult] = []
+            merged.reserveCapacity(limit)
+            var fromTasks = page.makeIterator(), nextTask = fromTasks.next()
+            while merged.count < limit, let row = try done.next() {
+                let item = TaskResult(taskID: row[0], key: row[1], result: row[2])
+                while let task = nextTask, task.taskID < item.taskID, merged.count < limit {
+                    merged.append(task)
+                    nextTask = fromTasks.next()
+                }
+                if merged.count < limit { merged.append(item) }
+            }
+            while let task = nextTask, merged.count < limit {
+                merged.append(task)
+                nextTask = fromTasks.next()
+            }
+            return merged
         }
     }
 
@@ -824,7 +908,7 @@ extension SQLiteStateStore {
                                    arguments: [run.rawValue]) {
                 if let status = TaskStatus(rawValue: row["status"]) { summaries[row["stage"], default: StageSummary()].counts[status] = row["n"] }
             }
-            for (stage, left) in try Self.localLeft(run: run, db) { summaries[stage, default: StageSummary()].counts.pending += left }
+            for (stage, local) in try Self.localCounts(run: run, db) { summaries[stage, default: StageSummary()].counts.add(local) }
             // Every attempt of the run in one pass (three passes, one per figure, took three times as long):
             // all attempts give the bytes, CPU and memory; each task's last finished attempt its wall time
             // (mean and 95th percentile); successful attempts their business counters.
@@ -836,20 +920,27 @@ extension SQLiteStateStore {
                 """), arguments: [run.rawValue])
             var stage = "", summary = StageSummary()
             func flush() { if !stage.isEmpty { summaries[stage] = summary } }
-            while let row = try cursor.next() {
-                let name: String = row[0]
-                if name != stage {
-                    flush()
-                    stage = name
-                    summary = summaries[name] ?? StageSummary()
-                }
-                summary.attempts += 1
-                summary.bytesWritten += row[3] as Int64
-                summary.cpuMs += (row[4] as Int64?) ?? 0
-                if let rss = row[5] as Int64? { summary.peakRSSBytes = max(summary.peakRSSBytes ?? rss, rss) }
-                if row[1] as Bool, let ms = row[2] as Double? { durations[name, default: []].append(ms) }
-                if let text = row[6] as String?, let counters = try? JSONDecoder().decode([String: String].self, from: Data(text.utf8)) {
-                    summary.add(attemptCounters: counters)
+            // Then the tasks written into their items (`done_attempts`: one successful attempt each), the same way.
+            let done = try Row.fetchCursor(db.cachedStatement(sql: """
+                SELECT done_stage, 1, (done_finished - done_started) * 1000, 0, done_cpu_ms, done_peak_rss, done_counters
+                FROM items WHERE run_id = ? AND done_stage IS NOT NULL
+                """), arguments: [run.rawValue])
+            for rows in [cursor, done] {
+                while let row = try rows.next() {
+                    let name: String = row[0]
+                    if name != stage {
+                        flush()
+                        stage = name
+                        summary = summaries[name] ?? StageSummary()
+                    }
+                    summary.attempts += 1
+                    summary.bytesWritten += row[3] as Int64
+                    summary.cpuMs += (row[4] as Int64?) ?? 0
+                    if let rss = row[5] as Int64? { summary.peakRSSBytes = max(summary.peakRSSBytes ?? rss, rss) }
+                    if row[1] as Bool, let ms = row[2] as Double? { durations[name, default: []].append(ms) }
+                    if let text = row[6] as String?, let counters = try? JSONDecoder().decode([String: String].self, from: Data(text.utf8)) {
+                        summary.add(attemptCounters: counters)
+                    }
                 }
             }
             flush()
@@ -871,7 +962,8 @@ extension SQLiteStateStore {
             var parts: [String] = [], arguments: [any DatabaseValueConvertible] = []
             if !all.isEmpty {
                 parts.append("SELECT \(Self.taskColumns) FROM tasks WHERE run_id = ? AND stage IN (\(marks(all.count)))")
-                arguments += [run.rawValue] + all
+                parts.append("SELECT \(Self.taskColumns) FROM done_tasks WHERE run_id = ? AND stage IN (\(marks(all.count)))")
+                arguments += [run.rawValue] + all + [run.rawValue] + all
             }
             if !unsuccessful.isEmpty {
                 let statuses = TaskStatus.allCases.filter { $0 != .success }.map(\.rawValue)
@@ -889,8 +981,10 @@ extension SQLiteStateStore {
             var attempts: [AttemptRecord] = []
             for chunk in stride(from: 0, to: ids.count, by: 500).map({ Array(ids[$0..<min(ids.count, $0 + 500)]) }) {
                 let marks = chunk.map { _ in "?" }.joined(separator: ",")
-                attempts += try db.rows(sql: "SELECT \(Self.attemptColumns) FROM attempts WHERE task_id IN (\(marks)) ORDER BY task_id, number",
-                                        arguments: StatementArguments(chunk)).map(Self.attemptRecord)
+                attempts += try db.rows(sql: """
+                    SELECT \(Self.attemptColumns) FROM attempts WHERE task_id IN (\(marks))
+                    UNION ALL SELECT \(Self.attemptColumns) FROM done_attempts WHERE task_id IN (\(marks)) ORDER BY task_id, number
+                    """, arguments: StatementArguments(chunk + chunk)).map(Self.attemptRecord)
             }
             return attempts
         }

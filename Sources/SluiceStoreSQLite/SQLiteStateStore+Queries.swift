@@ -29,7 +29,9 @@ extension SQLiteStateStore {
 
     public func task(_ id: TaskID) async throws -> TaskRecord? {
         try await read { db in
-            try db.row(sql: "SELECT \(Self.taskColumns) FROM tasks WHERE id = ?", arguments: [id]).map(Self.taskRecord)
+            try db.row(sql: """
+                SELECT \(Self.taskColumns) FROM tasks WHERE id = ? UNION ALL SELECT \(Self.taskColumns) FROM done_tasks WHERE id = ?
+                """, arguments: [id, id]).map(Self.taskRecord)
         }
     }
 
@@ -39,7 +41,9 @@ extension SQLiteStateStore {
         }
         let durationsSQL = """
             SELECT r.pipeline AS pipeline, count(*) AS n, SUM(a.finished_at - a.started_at) AS total\(buckets.isEmpty ? "" : ", " + buckets.joined(separator: ", "))
-            FROM attempts a JOIN runs r ON r.id = a.run_id WHERE a.finished_at IS NOT NULL GROUP BY r.pipeline
+            FROM (SELECT run_id, started_at, finished_at FROM attempts
+                  UNION ALL SELECT run_id, done_started, done_finished FROM items WHERE done_stage IS NOT NULL) a
+            JOIN runs r ON r.id = a.run_id WHERE a.finished_at IS NOT NULL GROUP BY r.pipeline
             """
         return try await read { db in
             var stats = StoreStatistics()
@@ -61,9 +65,16 @@ extension SQLiteStateStore {
             for row in try db.rows(sql: "SELECT r.pipeline AS pipeline, t.status AS status, count(*) AS n FROM tasks t JOIN runs r ON r.id = t.run_id GROUP BY 1, 2") {
                 stats.tasks[.init(row["pipeline"], row["status"])] = row["n"]
             }
-            // The items of local stages without a task yet are pending tasks (see `keepsLocalTasks`).
-            for row in try db.rows(sql: "SELECT r.pipeline AS pipeline, SUM(s.local_left) AS n FROM stages s JOIN runs r ON r.id = s.run_id WHERE s.local_left > 0 GROUP BY 1") {
+            // The items of local stages without a task yet are pending tasks (see `keepsLocalTasks`); the
+            // tasks written into their items (`done_tasks`) succeeded, at their one attempt.
+            var done: [String: Int] = [:]
+            for row in try db.rows(sql: """
+                SELECT r.pipeline AS pipeline, SUM(s.local_left) AS n, SUM(s.local_done) AS done FROM stages s JOIN runs r ON r.id = s.run_id
+                WHERE s.local_left > 0 OR s.local_done > 0 GROUP BY 1
+                """) {
                 stats.tasks[.init(row["pipeline"], TaskStatus.pending.rawValue), default: 0] += row["n"] as Int
+                stats.tasks[.init(row["pipeline"], TaskStatus.success.rawValue), default: 0] += row["done"] as Int
+                done[row["pipeline"]] = row["done"]
             }
             for row in try db.rows(sql: """
                 SELECT r.pipeline AS pipeline, a.outcome AS outcome, count(*) AS n, SUM(CASE WHEN a.number > 1 THEN 1 ELSE 0 END) AS retries
@@ -72,6 +83,9 @@ extension SQLiteStateStore {
                 let pipeline: String = row["pipeline"]
                 stats.attempts[.init(pipeline, row["outcome"])] = row["n"]
                 stats.retries[pipeline, default: 0] += row["retries"] as Int
+            }
+            for (pipeline, n) in done where n > 0 {
+                stats.attempts[.init(pipeline, AttemptOutcome.success.rawValue), default: 0] += n
             }
             for row in try Row.fetchAll(db, sql: durationsSQL) {
                 stats.durations[row["pipeline"]] = .init(bounds: durationBounds,

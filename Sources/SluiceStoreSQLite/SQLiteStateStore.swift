@@ -260,7 +260,45 @@ public final class SQLiteStateStore: StateStore {
                 INSERT INTO task_ids SELECT COALESCE(MAX(id), 0) + 1 FROM tasks;
                 """)
         }
-        // New schema changes: m.registerMigration("v13-…") { db in … } here, not in `schemaSteps`.
+        m.registerMigration("v13-done-items") { db in
+            // A local task that succeeds at its first attempt is written into its item's row (`done_*`)
+            // instead of a task row and an attempt row: one update in place instead of two inserts and
+            // five index entries. Such a task's id is its item's rowid, so from now on every item takes
+            // its rowid from `task_ids` (items written earlier, below `items_from`, keep theirs: their
+            // local tasks get ids of their own, and task rows). `done_tasks` and `done_attempts` show
+            // these rows as the task and attempt rows they stand for; a stage counts them in
+            // `local_done`, and `local_by`, `local_host` and `local_pid` keep the process that ran them.
+            try db.execute(sql: """
+                ALTER TABLE items ADD COLUMN done_stage TEXT;
+                ALTER TABLE items ADD COLUMN done_result BLOB;
+                ALTER TABLE items ADD COLUMN done_started REAL;
+                ALTER TABLE items ADD COLUMN done_finished REAL;
+                ALTER TABLE items ADD COLUMN done_cpu_ms INTEGER;
+                ALTER TABLE items ADD COLUMN done_peak_rss INTEGER;
+                ALTER TABLE items ADD COLUMN done_message TEXT;
+                ALTER TABLE items ADD COLUMN done_counters TEXT;
+                ALTER TABLE stages ADD COLUMN local_done INTEGER NOT NULL DEFAULT 0;
+                ALTER TABLE stages ADD COLUMN local_by TEXT;
+                ALTER TABLE stages ADD COLUMN local_host TEXT;
+                ALTER TABLE stages ADD COLUMN local_pid INTEGER;
+                ALTER TABLE task_ids ADD COLUMN items_from INTEGER NOT NULL DEFAULT 0;
+                UPDATE task_ids SET next = MAX(next, COALESCE((SELECT MAX(rowid) FROM items), 0) + 1);
+                UPDATE task_ids SET items_from = next;
+                CREATE VIEW done_tasks AS
+                  SELECT rowid AS id, run_id, done_stage AS stage, key, 'success' AS status, 1 AS attempts, 0 AS lost_attempts,
+                    NULL AS not_before, NULL AS lease_owner, NULL AS lease_expires_at, created_at, done_finished AS finished_at,
+                    value AS item, done_result AS result
+                  FROM items WHERE done_stage IS NOT NULL;
+                CREATE VIEW done_attempts AS
+                  SELECT i.rowid AS task_id, i.run_id, i.done_stage AS stage, 1 AS number, 'success' AS outcome,
+                    i.done_started AS started_at, i.done_finished AS finished_at, NULL AS exit_code, NULL AS signal,
+                    i.done_cpu_ms AS cpu_ms, i.done_peak_rss AS peak_rss, 0 AS stdout_bytes, 0 AS stderr_bytes,
+                    NULL AS stderr_tail, i.done_message AS message, s.local_host AS host, s.local_pid AS pid,
+                    NULL AS start_ticks, i.done_counters AS counters
+                  FROM items i JOIN stages s ON s.run_id = i.run_id AND s.name = i.done_stage WHERE i.done_stage IS NOT NULL;
+                """)
+        }
+        // New schema changes: m.registerMigration("v14-…") { db in … } here, not in `schemaSteps`.
         return m
     }
 

@@ -166,6 +166,18 @@ struct StoreContractTests {
         #expect(try await store.results(run: id, stage: "work") == ["k1": Data("1".utf8)])
         let attempts = try await store.attempts(ofTasks: tasks.map(\.id))
         #expect(attempts.map(\.outcome) == [.success, .failed, .failed] && attempts.allSatisfy { $0.number == 1 && $0.finishedAt != nil })
+        // Every way of reading a task and its attempt sees the success as it was recorded.
+        let k1 = try #require(try await store.task(tasks[0].id))
+        #expect(k1.key == "k1" && k1.status == .success && k1.attempts == 1 && k1.item == Data("\"k1\"".utf8) && k1.finishedAt != nil)
+        let ofRun = try await store.attempts(of: id).filter { $0.stage == "work" }
+        #expect(ofRun.map(\.taskID) == tasks.map(\.id) && ofRun.map(\.outcome) == [.success, .failed, .failed])
+        #expect(ofRun[0].host == "h" && ofRun[0].pid == 1 && ofRun[0].message == "success" && ofRun[0].wallMs == 1000)
+        let summary = try #require(try await store.stageSummaries(run: id)["work"])
+        #expect(summary.attempts == 3 && summary.counts.success == 1 && summary.counts.pending == 2 && summary.meanTaskMs == 1000)
+        let stats = try await store.statistics(durationBounds: [0.5, 2])
+        #expect(stats.tasks[StoreStatistics.Key("p", "success")] == 1 && stats.attempts[StoreStatistics.Key("p", "success")] == 1)
+        #expect(stats.durations["p"]?.count == 3 && stats.durations["p"]?.cumulative == [0, 3])
+        #expect(try await store.tasks(of: id, all: ["work"], unsuccessful: []).map(\.key) == ["k1", "k2", "k3"])
         let counts = try #require(try await store.taskCounts(run: id)["work"])
         #expect(counts.pending == 2 && counts.success == 1 && counts.failed == 1, "k4 left, k2 to retry")
         #expect(try await store.localTasks(run: id, stage: "work", owner: h.me, afterSeq: 0, limit: 10).map(\.task.key) == ["k4"])
@@ -217,6 +229,50 @@ struct StoreContractTests {
                 == [.leaseLost], "the task started before the cancel was recorded cancelled with the others")
         try await store.prepareResume(other, retryFailed: false, now: h.now, events: [])
         #expect(try await store.tasks(of: other).filter { $0.stage == "work" }.map(\.status) == [.pending, .pending, .pending])
+    }
+
+    /// Results are read a page at a time in task order, whether a task was written on its own or (a
+    /// local task that succeeded at once, in the SQLite store) into its item's row.
+    @Test(arguments: StoreKind.allCases) func resultPagesGoInTaskOrderWhereverTheTasksWereWritten(kind: StoreKind) async throws {
+        let h = try await StoreHarness(kind)
+        let store = h.store
+        guard store.keepsLocalTasks else { return }
+        let id = try await localFanOut(h, "r1", before: ["k1", "k2", "k3", "k4", "k5"])
+        let tasks = try await store.localTasks(run: id, stage: "work", owner: h.me, afterSeq: 0, limit: 10).map(\.task)
+        let result = { (key: String) in Data("\"\(key)!\"".utf8) }
+        _ = try await store.completeAttempts([
+            localCompletion(h, tasks[0], .success, next: .succeed, result: result("k1")),
+            localCompletion(h, tasks[1], .failed, next: .retry(notBefore: h.now)),
+            localCompletion(h, tasks[2], .success, next: .succeed, result: result("k3")),
+            localCompletion(h, tasks[3], .failed, next: .retry(notBefore: h.now)),
+            localCompletion(h, tasks[4], .success, next: .succeed, result: result("k5")),
+        ], owner: h.me, now: h.now)
+        // k2 and k4 succeed at their second attempt, as ordinary tasks.
+        let retried = try await store.claimTasks(run: id, owner: h.me, limit: 10, filter: ClaimFilter(excludedStages: ["find"]), now: h.now,
+                                                 leaseUntil: h.now.addingTimeInterval(30))
+        #expect(retried.map(\.task.key) == ["k2", "k4"])
+        for claimed in retried {
+            let attempt = AttemptRecord(taskID: claimed.task.id, runID: id, stage: "work", number: 2, outcome: .success, startedAt: h.now,
+                                        finishedAt: h.now)
+            _ = try await store.completeAttempt(attempt, result: result(claimed.task.key), next: .succeed, owner: h.me, now: h.now,
+                                                events: [], stageEvent: { s in h.event("r1", "stage.\(s.status.rawValue)") })
+        }
+        for limit in [1, 2, 3, 5, 10] {
+            var keys: [String] = [], ids: [TaskID] = [], after: TaskID = 0
+            while true {
+                let page = try await store.resultPage(run: id, stage: "work", afterTaskID: after, limit: limit)
+                #expect(page.count <= limit)
+                guard let last = page.last else { break }
+                keys += page.map(\.key)
+                ids += page.map(\.taskID)
+                #expect(page.allSatisfy { $0.result == result($0.key) })
+                after = last.taskID
+            }
+            #expect(keys == ["k1", "k2", "k3", "k4", "k5"], "pages of \(limit)")
+            #expect(ids == tasks.map(\.id))
+        }
+        #expect(try await store.results(run: id, stage: "work") == Dictionary(uniqueKeysWithValues: tasks.map { ($0.key, result($0.key)) }))
+        #expect(try await store.taskCounts(run: id)["work"]?.success == 5)
     }
 
     @Test(arguments: StoreKind.allCases) func aClaimTellsWhetherMoreTasksWereClaimable(kind: StoreKind) async throws {
@@ -684,6 +740,57 @@ struct SQLiteStoreTests {
         #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == before)
     }
 
+    /// Items an earlier version wrote took their rowids from SQLite, which may be the ids of tasks: a local
+    /// stage over them gives them task ids of their own and writes their tasks as rows, while the items
+    /// written since are the rows of their tasks (`v13-done-items`). Nothing is lost or written twice.
+    @Test func aLocalStageOverItemsAnEarlierVersionWroteRecordsEachTaskOnce() async throws {
+        let path = dir.file("v12.sqlite")
+        let queue = try DatabaseQueue(path: path)
+        try SQLiteStateStore.migrator.migrate(queue, upTo: "v12-local-tasks")
+        let run = RunID("20261205-000000-abcdef")
+        let spec = PipelineSpec(name: "p", root: "/tmp", stages: [StageSpec(name: "find", command: .swift),
+                                                                  StageSpec(name: "work", command: .swift, forEach: "find")])
+        let specJSON = String(decoding: try JSONEncoder().encode(spec), as: UTF8.self)
+        try await queue.write { db in
+            try db.execute(sql: """
+                INSERT INTO runs (id, pipeline, spec, params, trigger, status, created_at, run_dir, lease_owner, lease_host, lease_pid, lease_expires_at)
+                VALUES (?, 'p', ?, '{}', 'manual', 'running', 0, '/tmp/r', 'me', 'h', 1, 1e12);
+                INSERT INTO stages (run_id, name, position, status) VALUES (?, 'find', 0, 'running');
+                INSERT INTO stages (run_id, name, position, status, producer) VALUES (?, 'work', 1, 'pending', 'find');
+                INSERT INTO tasks (id, run_id, stage, key, status, created_at) VALUES (1, ?, 'find', 'main', 'running', 0);
+                UPDATE task_ids SET next = 2;
+                INSERT INTO items (run_id, stage, key, seq, value, created_at) VALUES (?, 'find', 'k1', 1, '"k1"', 0), (?, 'find', 'k2', 2, '"k2"', 0);
+                """, arguments: [run.rawValue, specJSON, run.rawValue, run.rawValue, run.rawValue, run.rawValue, run.rawValue])
+        }
+        try queue.close()
+
+        let store = try SQLiteStateStore.open(path: path)
+        let me = LeaseOwner(id: "me", host: "h", pid: 1), now = Date()
+        try await store.applyStageTransitions(run: run, [.startLocal("work", owner: me.id)], now: now, events: [])
+        _ = try await store.emitItems(run: run, stage: "find", items: [ItemRecord(key: "k3", value: Data("\"k3\"".utf8))], now: now)
+        let local = try await store.localTasks(run: run, stage: "work", owner: me, afterSeq: 0, limit: 10).map(\.task)
+        #expect(local.map(\.key) == ["k1", "k2", "k3"])
+        #expect(Set(local.map(\.id) + [1]).count == 4, "no task id is taken twice: \(local.map(\.id))")
+        let completions = local.map { task in
+            AttemptCompletion(attempt: AttemptRecord(taskID: task.id, runID: run, stage: "work", number: 1, outcome: .success, startedAt: now,
+                                                     finishedAt: now, host: "h", pid: 1),
+                              result: Data("\"\(task.key)!\"".utf8), next: .succeed, events: [],
+                              stageEvent: { s in EventRecord(runID: run, pipeline: "p", event: "stage", time: now, message: "\(s.status)") },
+                              newTask: task)
+        }
+        #expect(try await store.completeAttempts(completions, owner: me, now: now) == Array(repeating: .applied(stage: nil), count: 3))
+        #expect(try await store.completeAttempts(completions, owner: me, now: now) == Array(repeating: .leaseLost, count: 3), "written once")
+        let written = try await store.tasks(of: run).filter { $0.stage == "work" }
+        #expect(written.map(\.key) == ["k1", "k2", "k3"] && written.map(\.id) == local.map(\.id) && written.allSatisfy { $0.status == .success })
+        #expect(try await store.results(run: run, stage: "work").count == 3)
+        #expect(try await store.taskCounts(run: run)["work"] == TaskCounts(success: 3))
+        let rows = try await DatabaseQueue(path: path).read { db in
+            [try Int.fetchOne(db, sql: "SELECT count(*) FROM tasks WHERE stage = 'work'"),
+             try Int.fetchOne(db, sql: "SELECT count(*) FROM items WHERE done_stage = 'work'")]
+        }
+        #expect(rows == [2, 1], "k1 and k2 as task rows, k3 in its item")
+    }
+
     /// Earlier versions applied each schema step as a migration of its own; a new store applies them in
     /// one. A store stopped at any step opens, keeps its rows, and ends with the schema of a new store.
     @Test(arguments: [1, 5, SQLiteStateStore.schemaSteps.count])
@@ -720,7 +827,7 @@ struct SQLiteStoreTests {
             (try Int.fetchOne(db, sql: "SELECT count(*) FROM runs"), try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations"))
         }
         #expect(runs == 1)
-        #expect(migrations == ["schema-v11", "v12-local-tasks"])
+        #expect(migrations == ["schema-v11", "v12-local-tasks", "v13-done-items"])
         // And it opens again without applying anything (nor calling itself newer).
         _ = try SQLiteStateStore.open(path: old)
     }
