@@ -28,8 +28,11 @@ final class CompletionBatcher: Sendable {
 
     init(maxBatch: Int = 1024) { self.maxBatch = maxBatch }
 
-    func submit(_ completion: AttemptCompletion) {
-        pending.withLock { $0.completions.append(completion) }
+    func submit(_ completion: consuming AttemptCompletion) {
+        // Moved in, not copied: a completion holds a dozen references, and copying one (and destroying
+        // the original) cost as much as writing its task in a fan-out of trivial tasks.
+        var handed = Optional(completion)
+        pending.withLock { $0.completions.append(handed.take()!) }
         work.nudge()
     }
 
@@ -72,12 +75,15 @@ final class CompletionBatcher: Sendable {
             await work.wait()
             while true {
                 let (batch, processes) = pending.withLock { p -> ([AttemptCompletion], [ProcessStart]) in
-                    let n = min(p.completions.count, maxBatch)
-                    defer {
-                        p.completions.removeFirst(n)
-                        p.processes.removeAll()
+                    var batch: [AttemptCompletion] = [], processes: [ProcessStart] = []
+                    swap(&processes, &p.processes)
+                    if p.completions.count <= maxBatch {
+                        swap(&batch, &p.completions) // all of them, without a copy
+                    } else {
+                        batch = Array(p.completions[..<maxBatch])
+                        p.completions.removeFirst(maxBatch)
                     }
-                    return (Array(p.completions.prefix(n)), p.processes)
+                    return (batch, processes)
                 }
                 if batch.isEmpty && processes.isEmpty { break }
                 do {
@@ -86,18 +92,19 @@ final class CompletionBatcher: Sendable {
                     guard !batch.isEmpty else { continue }
                     var stageEnded = false
                     var events: [EventRecord] = []
-                    for (completion, result) in zip(batch, results) {
-                        switch result {
+                    for index in batch.indices where index < results.count { // by index: each completion read in place, not copied
+                        switch results[index] {
                         case .applied(let stage):
-                            events += completion.events
+                            if !batch[index].events.isEmpty { events += batch[index].events }
                             if let stage {
                                 stageEnded = true
-                                events.append(completion.stageEvent(stage))
+                                events.append(batch[index].stageEvent(stage))
                             }
                         case .leaseLost:
+                            let attempt = batch[index].attempt
                             logger.warning("result of a task was not recorded: another process holds its lease",
-                                           metadata: ["sluice.run_id": "\(completion.attempt.runID)", "sluice.stage": "\(completion.attempt.stage)",
-                                                      "sluice.task_id": "\(completion.attempt.taskID)", "sluice.attempt": "\(completion.attempt.number)"])
+                                           metadata: ["sluice.run_id": "\(attempt.runID)", "sluice.stage": "\(attempt.stage)",
+                                                      "sluice.task_id": "\(attempt.taskID)", "sluice.attempt": "\(attempt.number)"])
                         }
                     }
                     publish(events)
