@@ -8,6 +8,7 @@ import SluiceStore
 public final class SQLiteStateStore: StateStore {
     let pool: DatabasePool
     public let path: String
+    let checkpointer: Checkpointer
 
     /// Opens (creating if needed) the store at `path` and applies pending migrations.
     public static func open(path: String) throws(StoreError) -> SQLiteStateStore {
@@ -32,13 +33,17 @@ public final class SQLiteStateStore: StateStore {
             throw StoreError(.cannotOpen, "the state folder '\(folder)' is not writable",
                              hint: "fix its permissions (chmod u+w '\(folder)') or choose another place with --state-dir")
         }
+        let checkpointer = Checkpointer(path: path)
+        self.checkpointer = checkpointer
         var config = Configuration()
         config.busyMode = .timeout(30)
         config.prepareDatabase { db in
             try db.execute(sql: "PRAGMA synchronous = NORMAL")
+            guard !db.configuration.readonly else { return }
             // The writer keeps up to 32 MiB of pages (SQLite's default is 2 MiB): a large fan-out's task
             // and item indexes are read back from the file at every claim and completion otherwise.
-            if !db.configuration.readonly { try db.execute(sql: "PRAGMA cache_size = -32768") }
+            try db.execute(sql: "PRAGMA cache_size = -32768")
+            checkpointer.install(on: db)
         }
         do {
             pool = try Self.openPool(path: path, configuration: config)
@@ -65,6 +70,12 @@ public final class SQLiteStateStore: StateStore {
             throw StoreError(.cannotOpen, "cannot prepare the state store '\(path)': \(Self.describe(error))",
                              hint: "check that the file is a Sluice state store (SQLite) and that the disk is not full")
         }
+    }
+
+    deinit {
+        // The writer's WAL hook points at the checkpointer: the connections close first.
+        try? pool.close()
+        checkpointer.close()
     }
 
     /// Opens the pool, waiting for another process that creates the same new store at the same moment:
