@@ -56,8 +56,8 @@ public final class SQLiteStateStore: StateStore {
         }
         let migrator = Self.migrator
         do {
-            // Newer when it has a migration this version does not know (the steps `schema-v11` merged are known).
-            let known = Set(migrator.migrations).union(Self.schemaSteps.map(\.id))
+            // Newer when it has a migration this version does not know (those `schema-v13` merged are known).
+            let known = Set(migrator.migrations).union(Self.mergedMigrations)
             let superseded = try pool.read { db in try migrator.appliedIdentifiers(db).contains { !known.contains($0) } }
             if superseded {
                 throw StoreError(.newerSchema, "the state store '\(path)' was written by a newer version of Sluice",
@@ -118,11 +118,104 @@ public final class SQLiteStateStore: StateStore {
         return "\(error)"
     }
 
-    /// The schema's steps, oldest first, as earlier versions applied them one migration each. A new
-    /// store applies them all in one transaction (`schema-v11`: a quarter less time to open than eleven
-    /// transactions); a store an earlier version wrote applies only those it lacks, in that same
-    /// transaction. Closed: a store that applied `schema-v11` never runs it again, so a step added here
-    /// would never reach it — a new schema change is a migration of its own, registered after it.
+    /// The schema of a new store: what `schemaSteps`, `localTasksStep` and `doneItemsStep` make, in one
+    /// script (columns in the order those steps add them: a store brought up to date and a new one are
+    /// alike, which a test checks).
+    static let schema = """
+        CREATE TABLE runs (
+          id TEXT PRIMARY KEY, pipeline TEXT NOT NULL, spec TEXT NOT NULL, params TEXT NOT NULL,
+          trigger TEXT NOT NULL, status TEXT NOT NULL, created_at REAL NOT NULL, started_at REAL,
+          finished_at REAL, cancel_requested_at REAL, lease_owner TEXT, lease_host TEXT, lease_pid INTEGER,
+          lease_expires_at REAL, idempotency_key TEXT UNIQUE, run_dir TEXT NOT NULL);
+        CREATE INDEX runs_pipeline_status ON runs(pipeline, status);
+        CREATE TABLE stages (
+          run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE, name TEXT NOT NULL,
+          position INTEGER NOT NULL, status TEXT NOT NULL, reason TEXT, started_at REAL, finished_at REAL,
+          producer TEXT, tolerance TEXT, queue TEXT NOT NULL DEFAULT 'default', max_running INTEGER,
+          local_owner TEXT, local_left INTEGER NOT NULL DEFAULT 0,
+          local_done INTEGER NOT NULL DEFAULT 0, local_by TEXT, local_host TEXT, local_pid INTEGER,
+          PRIMARY KEY (run_id, name));
+        CREATE TABLE tasks (
+          id INTEGER PRIMARY KEY, run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+          stage TEXT NOT NULL, key TEXT NOT NULL, status TEXT NOT NULL,
+          attempts INTEGER NOT NULL DEFAULT 0, retry_base INTEGER NOT NULL DEFAULT 0,
+          lost_attempts INTEGER NOT NULL DEFAULT 0, not_before REAL, lease_owner TEXT,
+          lease_expires_at REAL, created_at REAL NOT NULL, finished_at REAL, result BLOB, item BLOB,
+          UNIQUE (run_id, stage, key));
+        CREATE INDEX tasks_stage_status ON tasks(run_id, stage, status);
+        CREATE INDEX tasks_pending ON tasks(run_id, id) WHERE status = 'pending';
+        CREATE INDEX tasks_running ON tasks(run_id, lease_owner) WHERE status = 'running';
+        CREATE TABLE attempts (
+          task_id INTEGER NOT NULL REFERENCES tasks(id) ON DELETE CASCADE, number INTEGER NOT NULL,
+          run_id TEXT NOT NULL, stage TEXT NOT NULL, outcome TEXT NOT NULL, started_at REAL NOT NULL,
+          finished_at REAL, exit_code INTEGER, signal INTEGER, cpu_ms INTEGER, peak_rss INTEGER,
+          stdout_bytes INTEGER NOT NULL DEFAULT 0, stderr_bytes INTEGER NOT NULL DEFAULT 0,
+          stderr_tail TEXT, message TEXT, host TEXT, pid INTEGER, start_ticks INTEGER, owner TEXT, counters TEXT,
+          PRIMARY KEY (task_id, number));
+        CREATE TABLE events (
+          id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, pipeline TEXT NOT NULL,
+          stage TEXT, task_id INTEGER, attempt INTEGER, event TEXT NOT NULL, ts REAL NOT NULL,
+          msg TEXT NOT NULL, attrs TEXT);
+        CREATE INDEX events_run ON events(run_id, id);
+        CREATE TABLE items (
+          run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE, stage TEXT NOT NULL, key TEXT NOT NULL,
+          seq INTEGER NOT NULL, value BLOB NOT NULL, created_at REAL NOT NULL, task_id INTEGER,
+          done_stage TEXT, done_result BLOB, done_started REAL, done_finished REAL, done_cpu_ms INTEGER,
+          done_peak_rss INTEGER, done_message TEXT, done_counters TEXT,
+          PRIMARY KEY (run_id, stage, key));
+        CREATE INDEX items_seq ON items(run_id, stage, seq);
+        CREATE TABLE task_ids (next INTEGER NOT NULL, items_from INTEGER NOT NULL DEFAULT 0);
+        INSERT INTO task_ids (next, items_from) VALUES (1, 1);
+        CREATE VIEW done_tasks AS \(doneTasksView);
+        CREATE VIEW done_attempts AS \(doneAttemptsView);
+        CREATE TABLE api_tokens (
+          name TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, created_at REAL NOT NULL, revoked_at REAL);
+        CREATE TABLE leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at REAL NOT NULL);
+        CREATE TABLE artifact_versions (
+          pipeline TEXT NOT NULL, name TEXT NOT NULL, version INTEGER NOT NULL, sha256 TEXT NOT NULL,
+          size INTEGER NOT NULL, created_at REAL NOT NULL, run_id TEXT, stage TEXT, root TEXT NOT NULL,
+          file TEXT NOT NULL, annotations TEXT NOT NULL, PRIMARY KEY (pipeline, name, version));
+        CREATE INDEX artifact_versions_run ON artifact_versions (run_id);
+        CREATE TABLE sessions (
+          id TEXT PRIMARY KEY, name TEXT NOT NULL, group_key TEXT, status TEXT NOT NULL, spec TEXT NOT NULL,
+          opened_at REAL NOT NULL, deadline REAL NOT NULL, closed_at REAL);
+        CREATE INDEX sessions_name ON sessions (name, opened_at);
+        CREATE INDEX sessions_open ON sessions (status, deadline);
+        CREATE TABLE session_members (
+          session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE, pipeline TEXT NOT NULL,
+          run_id TEXT NOT NULL, joined_at REAL NOT NULL, late INTEGER NOT NULL DEFAULT 0,
+          PRIMARY KEY (session_id, pipeline));
+        CREATE UNIQUE INDEX session_members_run ON session_members (run_id);
+        CREATE TABLE notifications (
+          id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, run_id TEXT, session_id TEXT,
+          origin TEXT NOT NULL, action TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+          created_at REAL NOT NULL, next_attempt_at REAL NOT NULL, delivered_at REAL, last_error TEXT,
+          lease_owner TEXT, lease_expires_at REAL);
+        CREATE INDEX notifications_due ON notifications (status, next_attempt_at);
+        CREATE INDEX notifications_run ON notifications (run_id);
+        CREATE INDEX notifications_session ON notifications (session_id);
+        """
+
+    /// The tasks written into their items' rows (`v13-done-items`), as task rows.
+    static let doneTasksView = """
+        SELECT rowid AS id, run_id, done_stage AS stage, key, 'success' AS status, 1 AS attempts, 0 AS lost_attempts,
+          NULL AS not_before, NULL AS lease_owner, NULL AS lease_expires_at, created_at, done_finished AS finished_at,
+          value AS item, done_result AS result
+        FROM items WHERE done_stage IS NOT NULL
+        """
+
+    /// Their attempts, as attempt rows (the host and pid of the process that ran them are their stage's).
+    static let doneAttemptsView = """
+        SELECT i.rowid AS task_id, i.run_id, i.done_stage AS stage, 1 AS number, 'success' AS outcome,
+          i.done_started AS started_at, i.done_finished AS finished_at, NULL AS exit_code, NULL AS signal,
+          i.done_cpu_ms AS cpu_ms, i.done_peak_rss AS peak_rss, 0 AS stdout_bytes, 0 AS stderr_bytes,
+          NULL AS stderr_tail, i.done_message AS message, s.local_host AS host, s.local_pid AS pid,
+          NULL AS start_ticks, i.done_counters AS counters
+        FROM items i JOIN stages s ON s.run_id = i.run_id AND s.name = i.done_stage WHERE i.done_stage IS NOT NULL
+        """
+
+    /// The schema's steps, oldest first, as versions before `schema-v11` applied them, one migration each
+    /// (`schema-v11` then applied them in one transaction; `schema-v13` applies those a store lacks).
     static let schemaSteps: [(id: String, apply: @Sendable (Database) throws -> Void)] = [
         ("v1", { db in
             try db.execute(sql: """
@@ -251,66 +344,73 @@ public final class SQLiteStateStore: StateStore {
         }),
     ]
 
+    /// The migrations merged into `schema-v13`: the schema steps, then the two that followed them.
+    static let mergedMigrations = Set(schemaSteps.map(\.id)).union(["schema-v11", "v12-local-tasks", "v13-done-items"])
+
     static var migrator: DatabaseMigrator {
         var m = DatabaseMigrator()
-        // Named anew (not after its last step) so that an earlier version opening a store created by
-        // this one sees an unknown migration and says the store is newer, instead of re-applying steps.
-        m.registerMigration("schema-v11", merging: Set(schemaSteps.map(\.id))) { db, applied in
-            for step in schemaSteps where !applied.contains(step.id) { try step.apply(db) }
+        // A new store is created with `schema` at once (a third of the time applying the steps took, a
+        // few milliseconds of every new state folder); a store an earlier version wrote applies the steps
+        // it lacks, in the same transaction. Named anew, so that an earlier version opening a store
+        // created by this one sees an unknown migration and says the store is newer. Closed: a new schema
+        // change is a migration of its own, registered after it (m.registerMigration("v14-…") { db in … }).
+        m.registerMigration("schema-v13", merging: mergedMigrations) { db, applied in
+            if applied.isEmpty {
+                try db.execute(sql: schema)
+                return
+            }
+            if !applied.contains("schema-v11") {
+                for step in schemaSteps where !applied.contains(step.id) { try step.apply(db) }
+            }
+            if !applied.contains("v12-local-tasks") { try localTasksStep(db) }
+            if !applied.contains("v13-done-items") { try doneItemsStep(db) }
         }
-        m.registerMigration("v12-local-tasks") { db in
-            // Local tasks (`keepsLocalTasks`): a stage whose first attempts its run process records when they
-            // end, the items it has not recorded a task for yet, and the task id reserved for each item.
-            // Task ids come from `task_ids` from now on, not from SQLite's rowid allocation, which would
-            // hand out a reserved id again (it is not a row until its task ends).
-            try db.execute(sql: """
-                ALTER TABLE stages ADD COLUMN local_owner TEXT;
-                ALTER TABLE stages ADD COLUMN local_left INTEGER NOT NULL DEFAULT 0;
-                ALTER TABLE items ADD COLUMN task_id INTEGER;
-                CREATE TABLE task_ids (next INTEGER NOT NULL);
-                INSERT INTO task_ids SELECT COALESCE(MAX(id), 0) + 1 FROM tasks;
-                """)
-        }
-        m.registerMigration("v13-done-items") { db in
-            // A local task that succeeds at its first attempt is written into its item's row (`done_*`)
-            // instead of a task row and an attempt row: one update in place instead of two inserts and
-            // five index entries. Such a task's id is its item's rowid, so from now on every item takes
-            // its rowid from `task_ids` (items written earlier, below `items_from`, keep theirs: their
-            // local tasks get ids of their own, and task rows). `done_tasks` and `done_attempts` show
-            // these rows as the task and attempt rows they stand for; a stage counts them in
-            // `local_done`, and `local_by`, `local_host` and `local_pid` keep the process that ran them.
-            try db.execute(sql: """
-                ALTER TABLE items ADD COLUMN done_stage TEXT;
-                ALTER TABLE items ADD COLUMN done_result BLOB;
-                ALTER TABLE items ADD COLUMN done_started REAL;
-                ALTER TABLE items ADD COLUMN done_finished REAL;
-                ALTER TABLE items ADD COLUMN done_cpu_ms INTEGER;
-                ALTER TABLE items ADD COLUMN done_peak_rss INTEGER;
-                ALTER TABLE items ADD COLUMN done_message TEXT;
-                ALTER TABLE items ADD COLUMN done_counters TEXT;
-                ALTER TABLE stages ADD COLUMN local_done INTEGER NOT NULL DEFAULT 0;
-                ALTER TABLE stages ADD COLUMN local_by TEXT;
-                ALTER TABLE stages ADD COLUMN local_host TEXT;
-                ALTER TABLE stages ADD COLUMN local_pid INTEGER;
-                ALTER TABLE task_ids ADD COLUMN items_from INTEGER NOT NULL DEFAULT 0;
-                UPDATE task_ids SET next = MAX(next, COALESCE((SELECT MAX(rowid) FROM items), 0) + 1);
-                UPDATE task_ids SET items_from = next;
-                CREATE VIEW done_tasks AS
-                  SELECT rowid AS id, run_id, done_stage AS stage, key, 'success' AS status, 1 AS attempts, 0 AS lost_attempts,
-                    NULL AS not_before, NULL AS lease_owner, NULL AS lease_expires_at, created_at, done_finished AS finished_at,
-                    value AS item, done_result AS result
-                  FROM items WHERE done_stage IS NOT NULL;
-                CREATE VIEW done_attempts AS
-                  SELECT i.rowid AS task_id, i.run_id, i.done_stage AS stage, 1 AS number, 'success' AS outcome,
-                    i.done_started AS started_at, i.done_finished AS finished_at, NULL AS exit_code, NULL AS signal,
-                    i.done_cpu_ms AS cpu_ms, i.done_peak_rss AS peak_rss, 0 AS stdout_bytes, 0 AS stderr_bytes,
-                    NULL AS stderr_tail, i.done_message AS message, s.local_host AS host, s.local_pid AS pid,
-                    NULL AS start_ticks, i.done_counters AS counters
-                  FROM items i JOIN stages s ON s.run_id = i.run_id AND s.name = i.done_stage WHERE i.done_stage IS NOT NULL;
-                """)
-        }
-        // New schema changes: m.registerMigration("v14-…") { db in … } here, not in `schemaSteps`.
         return m
+    }
+
+    /// The migration `v12-local-tasks` of an earlier version.
+    static func localTasksStep(_ db: Database) throws {
+        // Local tasks (`keepsLocalTasks`): a stage whose first attempts its run process records when they
+        // end, the items it has not recorded a task for yet, and the task id reserved for each item.
+        // Task ids come from `task_ids` from now on, not from SQLite's rowid allocation, which would
+        // hand out a reserved id again (it is not a row until its task ends).
+        try db.execute(sql: """
+            ALTER TABLE stages ADD COLUMN local_owner TEXT;
+            ALTER TABLE stages ADD COLUMN local_left INTEGER NOT NULL DEFAULT 0;
+            ALTER TABLE items ADD COLUMN task_id INTEGER;
+            CREATE TABLE task_ids (next INTEGER NOT NULL);
+            INSERT INTO task_ids SELECT COALESCE(MAX(id), 0) + 1 FROM tasks;
+            """)
+    }
+
+    /// Local tasks that succeed written into their items (`v13-done-items`).
+    static func doneItemsStep(_ db: Database) throws {
+        // A local task that succeeds at its first attempt is written into its item's row (`done_*`)
+        // instead of a task row and an attempt row: one update in place instead of two inserts and
+        // five index entries. Such a task's id is its item's rowid, so from now on every item takes
+        // its rowid from `task_ids` (items written earlier, below `items_from`, keep theirs: their
+        // local tasks get ids of their own, and task rows). `done_tasks` and `done_attempts` show
+        // these rows as the task and attempt rows they stand for; a stage counts them in
+        // `local_done`, and `local_by`, `local_host` and `local_pid` keep the process that ran them.
+        try db.execute(sql: """
+            ALTER TABLE items ADD COLUMN done_stage TEXT;
+            ALTER TABLE items ADD COLUMN done_result BLOB;
+            ALTER TABLE items ADD COLUMN done_started REAL;
+            ALTER TABLE items ADD COLUMN done_finished REAL;
+            ALTER TABLE items ADD COLUMN done_cpu_ms INTEGER;
+            ALTER TABLE items ADD COLUMN done_peak_rss INTEGER;
+            ALTER TABLE items ADD COLUMN done_message TEXT;
+            ALTER TABLE items ADD COLUMN done_counters TEXT;
+            ALTER TABLE stages ADD COLUMN local_done INTEGER NOT NULL DEFAULT 0;
+            ALTER TABLE stages ADD COLUMN local_by TEXT;
+            ALTER TABLE stages ADD COLUMN local_host TEXT;
+            ALTER TABLE stages ADD COLUMN local_pid INTEGER;
+            ALTER TABLE task_ids ADD COLUMN items_from INTEGER NOT NULL DEFAULT 0;
+            UPDATE task_ids SET next = MAX(next, COALESCE((SELECT MAX(rowid) FROM items), 0) + 1);
+            UPDATE task_ids SET items_from = next;
+            CREATE VIEW done_tasks AS \(doneTasksView);
+            CREATE VIEW done_attempts AS \(doneAttemptsView);
+            """)
     }
 
     /// One IMMEDIATE transaction, so concurrent writers from other processes queue instead of failing mid-way.

@@ -746,7 +746,7 @@ struct SQLiteStoreTests {
     @Test func aLocalStageOverItemsAnEarlierVersionWroteRecordsEachTaskOnce() async throws {
         let path = dir.file("v12.sqlite")
         let queue = try DatabaseQueue(path: path)
-        try SQLiteStateStore.migrator.migrate(queue, upTo: "v12-local-tasks")
+        try Self.earlierMigrator(steps: 12).migrate(queue)
         let run = RunID("20261205-000000-abcdef")
         let spec = PipelineSpec(name: "p", root: "/tmp", stages: [StageSpec(name: "find", command: .swift),
                                                                   StageSpec(name: "work", command: .swift, forEach: "find")])
@@ -791,16 +791,29 @@ struct SQLiteStoreTests {
         #expect(rows == [2, 1], "k1 and k2 as task rows, k3 in its item")
     }
 
-    /// Earlier versions applied each schema step as a migration of its own; a new store applies them in
-    /// one. A store stopped at any step opens, keeps its rows, and ends with the schema of a new store.
-    @Test(arguments: [1, 5, SQLiteStateStore.schemaSteps.count])
+    /// The migrations of an earlier version that applied `steps` schema steps: each step a migration of
+    /// its own up to the eleventh; 12, the version of `schema-v11` (the eleven merged) and `v12-local-tasks`.
+    static func earlierMigrator(steps: Int) -> DatabaseMigrator {
+        var earlier = DatabaseMigrator()
+        if steps <= SQLiteStateStore.schemaSteps.count {
+            for step in SQLiteStateStore.schemaSteps.prefix(steps) { earlier.registerMigration(step.id, migrate: step.apply) }
+        } else {
+            earlier.registerMigration("schema-v11", merging: Set(SQLiteStateStore.schemaSteps.map(\.id))) { db, _ in
+                for step in SQLiteStateStore.schemaSteps { try step.apply(db) }
+            }
+            earlier.registerMigration("v12-local-tasks", migrate: SQLiteStateStore.localTasksStep)
+        }
+        return earlier
+    }
+
+    /// Earlier versions applied the schema in steps; a new store is created at once. A store an earlier
+    /// version left at any step opens, keeps its rows, and ends with the schema of a new store.
+    @Test(arguments: [1, 5, SQLiteStateStore.schemaSteps.count, 12])
     func aStoreAnEarlierVersionWroteIsBroughtUpToDate(stepsApplied: Int) async throws {
         let fresh = dir.file("fresh.sqlite"), old = dir.file("old-\(stepsApplied).sqlite")
         _ = try SQLiteStateStore.open(path: fresh)
-        var earlier = DatabaseMigrator()
-        for step in SQLiteStateStore.schemaSteps.prefix(stepsApplied) { earlier.registerMigration(step.id, migrate: step.apply) }
         let queue = try DatabaseQueue(path: old)
-        try earlier.migrate(queue)
+        try Self.earlierMigrator(steps: stepsApplied).migrate(queue)
         try await queue.write { db in
             try db.execute(sql: """
                 INSERT INTO runs (id, pipeline, spec, params, trigger, status, created_at, run_dir)
@@ -827,7 +840,7 @@ struct SQLiteStoreTests {
             (try Int.fetchOne(db, sql: "SELECT count(*) FROM runs"), try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations"))
         }
         #expect(runs == 1)
-        #expect(migrations == ["schema-v11", "v12-local-tasks", "v13-done-items"])
+        #expect(migrations == ["schema-v13"])
         // And it opens again without applying anything (nor calling itself newer).
         _ = try SQLiteStateStore.open(path: old)
     }
