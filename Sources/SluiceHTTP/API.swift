@@ -114,10 +114,11 @@ struct API: Sendable {
         return parsed
     }
 
-    /// An optional text parameter (a name, a filter): 1 to 200 characters, or a 400.
+    /// An optional text parameter (a name, a filter): 1 to 200 characters, or a 400. Characters as JSON
+    /// Schema counts them (`maxLength`: code points), not grapheme clusters, which combining marks make fewer.
     static func text(_ request: Request, _ name: String) throws -> String? {
         guard let value = request.uri.queryParameters[Substring(name)].map(String.init) else { return nil }
-        guard !value.isEmpty, value.count <= 200 else {
+        guard !value.isEmpty, value.unicodeScalars.count <= 200 else {
             throw BadRequest(error: "invalid \(name)", detail: "'\(value.prefix(40))' is empty or longer than 200 characters")
         }
         return value

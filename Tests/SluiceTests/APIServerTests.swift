@@ -196,7 +196,9 @@ struct APIServerTests {
 
             for bad in ["limit=0", "limit=201", "limit=-5", "limit=abc", "limit=99999999999999999999999", "status=bogus",
                         "created_after=yesterday", "created_after=2026-13-01T00:00:00Z", "created_before=2026-01-01", "cursor=../../etc",
-                        "pipeline=", "status=", "status=failed,,success"] {
+                        "pipeline=", "status=", "status=failed,,success",
+                        // 150 characters to the eye, 300 to JSON Schema's maxLength (an e and a combining accent each)
+                        "pipeline=" + String(repeating: "e%CC%81", count: 150)] {
                 let answer = try await APIHarness.request(base, "/api/runs?\(bad)")
                 #expect(answer.status == 400, "\(bad)")
                 #expect(answer.json["error"] is String && answer.json["detail"] is String, "\(bad): JSON {error, detail}")
