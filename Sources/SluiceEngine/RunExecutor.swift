@@ -234,7 +234,7 @@ struct RunExecutor: Sendable {
                         local[name]?.reading = true
                         let after = source.after, epoch = changes, runID = self.runID, owner = self.owner
                         group.addTask {
-                            let tasks = try await store.localTasks(run: runID, stage: name, owner: owner, afterSeq: after, limit: readSize)
+                            let tasks = try await store.localTasks(run: runID, stage: name, owner: owner, after: after, limit: readSize)
                             return .localRead(name, tasks, epoch: epoch, asked: readSize)
                         }
                     }
@@ -373,7 +373,7 @@ struct RunExecutor: Sendable {
                 case .localRead(let name, let tasks, let epoch, let asked):
                     guard var source = local[name] else { break }
                     source.reading = false
-                    if let last = tasks.last { source.after = last.seq }
+                    if let last = tasks.last { source.after = last.position }
                     // All there was: none until something changes (unless it already did).
                     if tasks.count < asked && epoch == changes { source.dry = true }
                     local[name] = source

@@ -105,10 +105,10 @@ public protocol StateStore: Sendable {
     /// run (it died, or another took the run over: `abandonRunningAttempts`), the run is cancelled
     /// (`cancelUnfinished`), or its producer fails, the items left become ordinary task rows.
     var keepsLocalTasks: Bool { get }
-    /// Up to `limit` items of a local stage `owner` runs, after the item numbered `afterSeq`, in the
-    /// order they were emitted, as the tasks to run (with their reserved ids), leaving out those
+    /// Up to `limit` items of a local stage `owner` runs, after the one at `position` (0: from the first),
+    /// in the order they were emitted, as the tasks to run (with their reserved ids), leaving out those
     /// recorded already. Empty when the stage is not local to `owner` (any more).
-    func localTasks(run: RunID, stage: StageName, owner: LeaseOwner, afterSeq: Int64, limit: Int) async throws -> [LocalTask]
+    func localTasks(run: RunID, stage: StageName, owner: LeaseOwner, after position: Int64, limit: Int) async throws -> [LocalTask]
     /// A producer's items, in the order they were emitted.
     func items(run: RunID, stage: StageName) async throws -> [ItemRecord]
     /// The earliest time a pending task waits for (retry backoff), if any does.
@@ -305,12 +305,12 @@ public struct ClaimedTask: Sendable, Hashable {
 
 /// An item of a local stage, as the task that will process it (`StateStore.localTasks`).
 public struct LocalTask: Sendable, Hashable {
-    /// The item's number among its producer's items: where the next read goes on from.
-    public var seq: Int64
+    /// Where the item is among its producer's items, for the store: where the next read goes on from.
+    public var position: Int64
     public var task: TaskRecord
 
-    public init(seq: Int64, task: TaskRecord) {
-        self.seq = seq
+    public init(position: Int64, task: TaskRecord) {
+        self.position = position
         self.task = task
     }
 }
@@ -423,7 +423,7 @@ extension StateStore {
 
     public var keepsLocalTasks: Bool { false }
 
-    public func localTasks(run: RunID, stage: StageName, owner: LeaseOwner, afterSeq: Int64, limit: Int) async throws -> [LocalTask] { [] }
+    public func localTasks(run: RunID, stage: StageName, owner: LeaseOwner, after position: Int64, limit: Int) async throws -> [LocalTask] { [] }
 
     /// Records the process that an attempt started, so it can be found again after a crash.
     public func recordProcess(task: TaskID, attempt: Int, pid: Int32, startTicks: Int64?) async throws {

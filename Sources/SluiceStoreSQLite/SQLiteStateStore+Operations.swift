@@ -377,22 +377,24 @@ extension SQLiteStateStore {
 
     public var keepsLocalTasks: Bool { true }
 
-    public func localTasks(run: RunID, stage: StageName, owner: LeaseOwner, afterSeq: Int64, limit: Int) async throws -> [LocalTask] {
+    public func localTasks(run: RunID, stage: StageName, owner: LeaseOwner, after position: Int64, limit: Int) async throws -> [LocalTask] {
         try await read { db in
             guard let producer = try db.one(String.self, sql: "SELECT producer FROM stages WHERE run_id = ? AND name = ? AND local_owner = ?",
                                             arguments: [run.rawValue, stage, owner.id]) else { return [] }
             var tasks: [LocalTask] = []
+            // A stage's items are in rowid order as they were emitted (see `v13-done-items`): the read goes on
+            // from the rowid it stopped at, through the table itself.
             let rows = try Row.fetchCursor(db.cachedStatement(sql: """
-                SELECT i.seq, i.task_id, i.key, i.value, i.created_at FROM items i
-                WHERE i.run_id = ? AND i.stage = ? AND i.seq > ? AND i.task_id IS NOT NULL AND i.done_stage IS NULL
+                SELECT i.rowid, i.task_id, i.key, i.value, i.created_at FROM items i NOT INDEXED
+                WHERE i.rowid > ? AND i.run_id = ? AND i.stage = ? AND i.task_id IS NOT NULL AND i.done_stage IS NULL
                   AND NOT EXISTS (SELECT 1 FROM tasks WHERE id = i.task_id)
-                ORDER BY i.seq LIMIT ?
-                """), arguments: [run.rawValue, producer, afterSeq, limit])
+                ORDER BY i.rowid LIMIT ?
+                """), arguments: [position, run.rawValue, producer, limit])
             while let row = try rows.next() {
                 let task = TaskRecord(id: row[1], runID: run, stage: stage, key: row[2], status: .running, attempts: 1, lostAttempts: 0,
                                       notBefore: nil, leaseOwner: owner.id, leaseExpiresAt: nil,
                                       createdAt: Date(timeIntervalSince1970: row[4]), finishedAt: nil, item: row[3])
-                tasks.append(LocalTask(seq: row[0], task: task))
+                tasks.append(LocalTask(position: row[0], task: task))
             }
             return tasks
         }
@@ -773,7 +775,7 @@ extension SQLiteStateStore {
         guard !items.isEmpty else { return 0 }
         return try await write { db in
             let t = now.timeIntervalSince1970
-            let first = try db.one(Int.self, sql: "SELECT COALESCE(MAX(seq), 0) FROM items WHERE run_id = ? AND stage = ?",
+            let first = try db.one(Int.self, sql: "SELECT emitted FROM stages WHERE run_id = ? AND name = ?",
                                    arguments: [run.rawValue, stage]) ?? 0
             var consumers: [String] = [], local: String?
             for row in try db.rows(sql: "SELECT name, local_owner IS NOT NULL FROM stages WHERE run_id = ? AND producer = ? AND status = 'running'",
@@ -782,8 +784,8 @@ extension SQLiteStateStore {
             }
             // Every item takes its rowid from the task ids (one per item, used or not), so that the item of a
             // local stage is the id of the task it stands for (`task_id`; see `v13-done-items`).
-            var id = try Self.takeTaskIDs(items.count, db)
-            var seq = first
+            let firstID = try Self.takeTaskIDs(items.count, db)
+            var id = firstID, seq = first
             let insertItem = try db.cachedStatement(sql: """
                 INSERT INTO items (rowid, run_id, stage, key, seq, value, created_at, task_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING
                 """)
@@ -807,19 +809,21 @@ extension SQLiteStateStore {
                 }
             }
             guard fresh > 0 else { return 0 }
+            try db.exec(sql: "UPDATE stages SET emitted = emitted + ? WHERE run_id = ? AND name = ?", arguments: [fresh, run.rawValue, stage])
             if let local {
                 try db.exec(sql: "UPDATE stages SET local_left = local_left + ? WHERE run_id = ? AND name = ?",
                             arguments: [fresh, run.rawValue, local])
             }
             // A task per new item for each fan-out stage already taking them: one statement per stage,
-            // from the items just recorded (those with a sequence number above `first`).
+            // from the items just recorded (the rowids this batch took).
             for consumer in consumers {
                 let base = try Self.takeTaskIDs(fresh, db)
                 try db.exec(sql: """
                     INSERT INTO tasks (id, run_id, stage, key, status, created_at, item)
-                    SELECT ? + seq - ? - 1, run_id, ?, key, 'pending', ?, value FROM items WHERE run_id = ? AND stage = ? AND seq > ? ORDER BY seq
+                    SELECT ? + seq - ? - 1, run_id, ?, key, 'pending', ?, value FROM items NOT INDEXED
+                    WHERE rowid >= ? AND rowid < ? AND run_id = ? AND stage = ? ORDER BY rowid
                     ON CONFLICT (run_id, stage, key) DO NOTHING
-                    """, arguments: [base, first, consumer, t, run.rawValue, stage, first])
+                    """, arguments: [base, first, consumer, t, firstID, id, run.rawValue, stage])
             }
             return fresh
         }
@@ -827,7 +831,7 @@ extension SQLiteStateStore {
 
     public func items(run: RunID, stage: StageName) async throws -> [ItemRecord] {
         try await read { db in
-            try db.rows(sql: "SELECT key, value FROM items WHERE run_id = ? AND stage = ? ORDER BY seq",
+            try db.rows(sql: "SELECT key, value FROM items WHERE run_id = ? AND stage = ? ORDER BY rowid",
                              arguments: [run.rawValue, stage]).map { ItemRecord(key: $0["key"], value: $0["value"]) }
         }
     }

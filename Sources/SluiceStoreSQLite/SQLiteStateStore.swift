@@ -134,6 +134,7 @@ public final class SQLiteStateStore: StateStore {
           producer TEXT, tolerance TEXT, queue TEXT NOT NULL DEFAULT 'default', max_running INTEGER,
           local_owner TEXT, local_left INTEGER NOT NULL DEFAULT 0,
           local_done INTEGER NOT NULL DEFAULT 0, local_by TEXT, local_host TEXT, local_pid INTEGER,
+          emitted INTEGER NOT NULL DEFAULT 0,
           PRIMARY KEY (run_id, name));
         CREATE TABLE tasks (
           id INTEGER PRIMARY KEY, run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
@@ -163,7 +164,6 @@ public final class SQLiteStateStore: StateStore {
           done_stage TEXT, done_result BLOB, done_started REAL, done_finished REAL, done_cpu_ms INTEGER,
           done_peak_rss INTEGER, done_message TEXT, done_counters TEXT,
           PRIMARY KEY (run_id, stage, key));
-        CREATE INDEX items_seq ON items(run_id, stage, seq);
         CREATE TABLE task_ids (next INTEGER NOT NULL, items_from INTEGER NOT NULL DEFAULT 0);
         INSERT INTO task_ids (next, items_from) VALUES (1, 1);
         CREATE VIEW done_tasks AS \(doneTasksView);
@@ -392,6 +392,8 @@ public final class SQLiteStateStore: StateStore {
         // local tasks get ids of their own, and task rows). `done_tasks` and `done_attempts` show
         // these rows as the task and attempt rows they stand for; a stage counts them in
         // `local_done`, and `local_by`, `local_host` and `local_pid` keep the process that ran them.
+        // A stage's items are read in rowid order (their order), so the (run, stage, seq) index goes: the
+        // number of items a stage emitted (the last `seq`) is kept in `stages.emitted`.
         try db.execute(sql: """
             ALTER TABLE items ADD COLUMN done_stage TEXT;
             ALTER TABLE items ADD COLUMN done_result BLOB;
@@ -405,6 +407,9 @@ public final class SQLiteStateStore: StateStore {
             ALTER TABLE stages ADD COLUMN local_by TEXT;
             ALTER TABLE stages ADD COLUMN local_host TEXT;
             ALTER TABLE stages ADD COLUMN local_pid INTEGER;
+            ALTER TABLE stages ADD COLUMN emitted INTEGER NOT NULL DEFAULT 0;
+            UPDATE stages SET emitted = (SELECT COALESCE(MAX(seq), 0) FROM items WHERE items.run_id = stages.run_id AND items.stage = stages.name);
+            DROP INDEX items_seq;
             ALTER TABLE task_ids ADD COLUMN items_from INTEGER NOT NULL DEFAULT 0;
             UPDATE task_ids SET next = MAX(next, COALESCE((SELECT MAX(rowid) FROM items), 0) + 1);
             UPDATE task_ids SET items_from = next;

@@ -146,11 +146,11 @@ struct StoreContractTests {
         #expect(try await store.taskCounts(run: id)["work"]?.pending == 4)
         // The metrics' queue depth counts them too (with find's own pending task).
         #expect(try await store.statistics(durationBounds: []).tasks[StoreStatistics.Key("p", "pending")] == 5)
-        let first = try await store.localTasks(run: id, stage: "work", owner: h.me, afterSeq: 0, limit: 3)
+        let first = try await store.localTasks(run: id, stage: "work", owner: h.me, after: 0, limit: 3)
         #expect(first.map(\.task.key) == ["k1", "k2", "k3"])
         #expect(Set(first.map(\.task.id)).count == 3 && first.map(\.task.item) == ["k1", "k2", "k3"].map { Data("\"\($0)\"".utf8) })
-        #expect(try await store.localTasks(run: id, stage: "work", owner: h.other, afterSeq: 0, limit: 10).isEmpty, "local to its owner only")
-        let rest = try await store.localTasks(run: id, stage: "work", owner: h.me, afterSeq: try #require(first.last).seq, limit: 10)
+        #expect(try await store.localTasks(run: id, stage: "work", owner: h.other, after: 0, limit: 10).isEmpty, "local to its owner only")
+        let rest = try await store.localTasks(run: id, stage: "work", owner: h.me, after: try #require(first.last).position, limit: 10)
         #expect(rest.map(\.task.key) == ["k4"])
 
         let tasks = first.map(\.task)
@@ -180,7 +180,7 @@ struct StoreContractTests {
         #expect(try await store.tasks(of: id, all: ["work"], unsuccessful: []).map(\.key) == ["k1", "k2", "k3"])
         let counts = try #require(try await store.taskCounts(run: id)["work"])
         #expect(counts.pending == 2 && counts.success == 1 && counts.failed == 1, "k4 left, k2 to retry")
-        #expect(try await store.localTasks(run: id, stage: "work", owner: h.me, afterSeq: 0, limit: 10).map(\.task.key) == ["k4"])
+        #expect(try await store.localTasks(run: id, stage: "work", owner: h.me, after: 0, limit: 10).map(\.task.key) == ["k4"])
         // Written once: the same completion again is refused.
         #expect(try await store.completeAttempts([localCompletion(h, tasks[0], .success, next: .succeed)], owner: h.me, now: h.now) == [.leaseLost])
         // The retry is an ordinary pending task.
@@ -194,7 +194,7 @@ struct StoreContractTests {
         _ = try await store.abandonRunningAttempts(id, heldBy: h.me.id, maxLostAttempts: 3, now: h.now.addingTimeInterval(11), events: [])
         let k4 = try #require(try await store.tasks(of: id).first { $0.key == "k4" })
         #expect(k4.id == rest[0].task.id && k4.status == .pending)
-        #expect(try await store.localTasks(run: id, stage: "work", owner: h.me, afterSeq: 0, limit: 10).isEmpty)
+        #expect(try await store.localTasks(run: id, stage: "work", owner: h.me, after: 0, limit: 10).isEmpty)
         #expect(try await store.completeAttempts([localCompletion(h, rest[0].task, .success, next: .succeed)], owner: h.me, now: h.now) == [.leaseLost])
         #expect(try await store.taskCounts(run: id)["work"]?.pending == 2, "k4 and the lost k2")
     }
@@ -214,7 +214,7 @@ struct StoreContractTests {
         _ = try await store.completeAttempt(found, result: nil, next: .succeed, owner: h.me, now: h.now, events: [],
                                             stageEvent: { s in h.event("r1", "stage.\(s.status.rawValue)") })
         #expect(try await store.stages(of: id).map(\.status) == [.success, .running], "two items left")
-        let tasks = try await store.localTasks(run: id, stage: "work", owner: h.me, afterSeq: 0, limit: 10).map(\.task)
+        let tasks = try await store.localTasks(run: id, stage: "work", owner: h.me, after: 0, limit: 10).map(\.task)
         #expect(try await store.completeAttempts([localCompletion(h, tasks[0], .success, next: .succeed)], owner: h.me, now: h.now)
                 == [.applied(stage: nil)])
         let last = try await store.completeAttempts([localCompletion(h, tasks[1], .success, next: .succeed)], owner: h.me, now: h.now)
@@ -222,7 +222,7 @@ struct StoreContractTests {
         #expect(stage.status == .success)
 
         let other = try await localFanOut(h, "r2", before: ["k1", "k2", "k3"])
-        let started = try await store.localTasks(run: other, stage: "work", owner: h.me, afterSeq: 0, limit: 1).map(\.task)
+        let started = try await store.localTasks(run: other, stage: "work", owner: h.me, after: 0, limit: 1).map(\.task)
         try await store.cancelUnfinished(run: other, now: h.now, events: [])
         #expect(try await store.tasks(of: other).filter { $0.stage == "work" }.map(\.status) == [.cancelled, .cancelled, .cancelled])
         #expect(try await store.completeAttempts([localCompletion(h, started[0], .success, next: .succeed)], owner: h.me, now: h.now)
@@ -238,7 +238,7 @@ struct StoreContractTests {
         let store = h.store
         guard store.keepsLocalTasks else { return }
         let id = try await localFanOut(h, "r1", before: ["k1", "k2", "k3", "k4", "k5"])
-        let tasks = try await store.localTasks(run: id, stage: "work", owner: h.me, afterSeq: 0, limit: 10).map(\.task)
+        let tasks = try await store.localTasks(run: id, stage: "work", owner: h.me, after: 0, limit: 10).map(\.task)
         let result = { (key: String) in Data("\"\(key)!\"".utf8) }
         _ = try await store.completeAttempts([
             localCompletion(h, tasks[0], .success, next: .succeed, result: result("k1")),
@@ -768,7 +768,7 @@ struct SQLiteStoreTests {
         let me = LeaseOwner(id: "me", host: "h", pid: 1), now = Date()
         try await store.applyStageTransitions(run: run, [.startLocal("work", owner: me.id)], now: now, events: [])
         _ = try await store.emitItems(run: run, stage: "find", items: [ItemRecord(key: "k3", value: Data("\"k3\"".utf8))], now: now)
-        let local = try await store.localTasks(run: run, stage: "work", owner: me, afterSeq: 0, limit: 10).map(\.task)
+        let local = try await store.localTasks(run: run, stage: "work", owner: me, after: 0, limit: 10).map(\.task)
         #expect(local.map(\.key) == ["k1", "k2", "k3"])
         #expect(Set(local.map(\.id) + [1]).count == 4, "no task id is taken twice: \(local.map(\.id))")
         let completions = local.map { task in
