@@ -50,7 +50,7 @@ public struct StageContext: Sendable {
     var counters: CounterBox { sink.counters }
 
     init(runID: RunID, pipeline: String, stage: StageName, taskID: TaskID, taskKey: String, attempt: Int,
-         params: [String: String], workDirectory: URL, runDirectory: URL, logFile: String,
+         params: [String: String], workDirectory: URL, runDirectory: URL, logFile: @autoclosure @escaping @Sendable () -> String,
          store: any StateStore, item: Data?, sink: OutputSink) {
         self.runID = runID
         self.pipeline = pipeline
@@ -65,7 +65,9 @@ public struct StageContext: Sendable {
         self.sink = sink
         loggerBox = LazyLogger {
             // Lines go to the task's log file (`sluice logs RUN --stage S`), not to the terminal the live view draws on.
-            var logger = Logger(label: "sluice.stage") { _ in TaskLogHandler(path: logFile) }
+            // The file's path too is made here, at the first use: most fan-out tasks never log.
+            let path = logFile()
+            var logger = Logger(label: "sluice.stage") { _ in TaskLogHandler(path: path) }
             logger.logLevel = .info
             logger[metadataKey: "sluice.run_id"] = "\(runID)"
             logger[metadataKey: "sluice.stage"] = "\(stage)"

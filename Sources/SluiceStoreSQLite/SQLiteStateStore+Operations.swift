@@ -511,31 +511,38 @@ extension SQLiteStateStore {
                   pid = COALESCE(?, pid), start_ticks = COALESCE(?, start_ticks), counters = ?
                 WHERE task_id = ? AND number = ?
                 """)
-            var localEnded: [String: (ended: Int, done: Int)] = [:] // local tasks written per stage (run and stage name), in items
-            var localTo: [String: Bool] = [:]   // whether the stage is local to `owner`, looked up once per batch
-            for (index, completion) in completions.enumerated() {
-                let attempt = completion.attempt
-                if let task = completion.newTask {
-                    let stageKey = "\(attempt.runID.rawValue)\u{0}\(attempt.stage)"
-                    let owned = try localTo[stageKey] ?? {
+            // The local stages of this batch (a batch has one or two): whether each is local to `owner`, looked
+            // up once, and how many of its tasks were written, and how many of those into their items.
+            var local: [(run: RunID, stage: StageName, owned: Bool, ended: Int, done: Int)] = []
+            results.reserveCapacity(completions.count)
+            for index in completions.indices {
+                let completion = completions[index]
+                if completion.newTask != nil {
+                    let (run, stage) = (completion.attempt.runID, completion.attempt.stage)
+                    let at = try local.lastIndex { $0.stage == stage && $0.run == run } ?? {
                         let owned = try db.one(Bool.self, sql: "SELECT local_owner IS ? FROM stages WHERE run_id = ? AND name = ?",
-                                               arguments: [owner.id, attempt.runID.rawValue, attempt.stage]) ?? false
-                        localTo[stageKey] = owned
-                        return owned
+                                               arguments: [owner.id, run.rawValue, stage]) ?? false
+                        local.append((run, stage, owned, 0, 0))
+                        return local.count - 1
                     }()
-                    let written = owned ? try Self.recordLocal(task, completion, owner: owner, now: t, db) : .refused
+                    let written = local[at].owned ? try Self.recordLocal(completion, owner: owner, now: t, db) : .refused
                     guard written != .refused else {
                         results.append(.leaseLost)
                         continue
                     }
-                    localEnded[stageKey, default: (0, 0)].ended += 1
-                    if written == .inItem { localEnded[stageKey]?.done += 1 }
-                    try Self.insert(completion.events, db)
-                    touched.removeAll { $0.0 == attempt.runID && $0.1 == attempt.stage }
-                    touched.append((attempt.runID, attempt.stage, index))
+                    local[at].ended += 1
+                    if written == .inItem { local[at].done += 1 }
+                    if !completion.events.isEmpty { try Self.insert(completion.events, db) }
+                    if touched.last.map({ $0.1 == stage && $0.0 == run }) == true {
+                        touched[touched.count - 1].2 = index
+                    } else {
+                        touched.removeAll { $0.0 == run && $0.1 == stage }
+                        touched.append((run, stage, index))
+                    }
                     results.append(.applied(stage: nil))
                     continue
                 }
+                let attempt = completion.attempt
                 let lostDelta = attempt.outcome == .lost ? "lost_attempts + 1" : "0"
                 switch completion.next {
                 case .succeed, .fail, .cancel:
@@ -576,12 +583,11 @@ extension SQLiteStateStore {
                 touched.append((attempt.runID, attempt.stage, index))
                 results.append(.applied(stage: nil))
             }
-            for (key, n) in localEnded {
-                let parts = key.split(separator: "\u{0}", maxSplits: 1).map(String.init)
+            for stage in local where stage.ended > 0 {
                 try db.exec(sql: """
                     UPDATE stages SET local_left = local_left - ?, local_done = local_done + ?,
                       local_by = ?, local_host = ?, local_pid = ? WHERE run_id = ? AND name = ?
-                    """, arguments: [n.ended, n.done, owner.id, owner.host, Int64(owner.pid), parts[0], parts[1]])
+                    """, arguments: [stage.ended, stage.done, owner.id, owner.host, Int64(owner.pid), stage.run.rawValue, stage.stage])
             }
             // Each stage is rolled up once per batch, after all its completions: decided here, once.
             for (run, stageName, index) in touched {
@@ -609,8 +615,8 @@ extension SQLiteStateStore {
     /// checked): a success with nothing but a result, times and counters into its item's row (`done_*`,
     /// see `v13-done-items`), anything else as a task row and an attempt row. `.refused` (nothing
     /// written) when its task was written meanwhile (`endLocal`: a cancel, a takeover).
-    static func recordLocal(_ task: TaskRecord, _ completion: AttemptCompletion, owner: LeaseOwner, now t: Double,
-                            _ db: Database) throws -> LocalWrite {
+    static func recordLocal(_ completion: AttemptCompletion, owner: LeaseOwner, now t: Double, _ db: Database) throws -> LocalWrite {
+        guard let task = completion.newTask else { return .refused }
         let status: TaskStatus, notBefore: Double?
         switch completion.next {
         case .succeed: (status, notBefore) = (.success, nil)
