@@ -514,25 +514,29 @@ extension SQLiteStateStore {
             // The local stages of this batch (a batch has one or two): whether each is local to `owner`, looked
             // up once, and how many of its tasks were written, and how many of those into their items.
             var local: [(run: RunID, stage: StageName, owned: Bool, ended: Int, done: Int)] = []
+            var writeDone: Statement?
             results.reserveCapacity(completions.count)
+            // Read in place (a completion holds a dozen references: a copy of each was a large share of a
+            // batch of local tasks).
+            try completions.withUnsafeBufferPointer { completions in
             for index in completions.indices {
-                let completion = completions[index]
-                if completion.newTask != nil {
-                    let (run, stage) = (completion.attempt.runID, completion.attempt.stage)
+                if completions[index].newTask != nil {
+                    let (run, stage) = (completions[index].attempt.runID, completions[index].attempt.stage)
                     let at = try local.lastIndex { $0.stage == stage && $0.run == run } ?? {
                         let owned = try db.one(Bool.self, sql: "SELECT local_owner IS ? FROM stages WHERE run_id = ? AND name = ?",
                                                arguments: [owner.id, run.rawValue, stage]) ?? false
                         local.append((run, stage, owned, 0, 0))
                         return local.count - 1
                     }()
-                    let written = local[at].owned ? try Self.recordLocal(completion, owner: owner, now: t, db) : .refused
+                    if writeDone == nil { writeDone = try db.makeStatement(sql: Self.writeDoneSQL) }
+                    let written = local[at].owned ? try Self.recordLocal(completions[index], owner: owner, now: t, done: writeDone!, db) : .refused
                     guard written != .refused else {
                         results.append(.leaseLost)
                         continue
                     }
                     local[at].ended += 1
                     if written == .inItem { local[at].done += 1 }
-                    if !completion.events.isEmpty { try Self.insert(completion.events, db) }
+                    if !completions[index].events.isEmpty { try Self.insert(completions[index].events, db) }
                     if touched.last.map({ $0.1 == stage && $0.0 == run }) == true {
                         touched[touched.count - 1].2 = index
                     } else {
@@ -542,6 +546,7 @@ extension SQLiteStateStore {
                     results.append(.applied(stage: nil))
                     continue
                 }
+                let completion = completions[index]
                 let attempt = completion.attempt
                 let lostDelta = attempt.outcome == .lost ? "lost_attempts + 1" : "0"
                 switch completion.next {
@@ -583,6 +588,7 @@ extension SQLiteStateStore {
                 touched.append((attempt.runID, attempt.stage, index))
                 results.append(.applied(stage: nil))
             }
+            }
             for stage in local where stage.ended > 0 {
                 try db.exec(sql: """
                     UPDATE stages SET local_left = local_left - ?, local_done = local_done + ?,
@@ -608,6 +614,13 @@ extension SQLiteStateStore {
         }
     }
 
+    /// A local task's success into its item's row (`recordLocal`), prepared once per batch.
+    static let writeDoneSQL = """
+        UPDATE items SET done_stage = ?, done_result = ?, done_started = ?, done_finished = ?, done_cpu_ms = ?,
+          done_peak_rss = ?, done_message = ?, done_counters = ?
+        WHERE rowid = ? AND task_id = rowid AND run_id = ? AND done_stage IS NULL
+        """
+
     /// Where `recordLocal` wrote a local task.
     enum LocalWrite { case refused, inItem, rows }
 
@@ -615,8 +628,9 @@ extension SQLiteStateStore {
     /// checked): a success with nothing but a result, times and counters into its item's row (`done_*`,
     /// see `v13-done-items`), anything else as a task row and an attempt row. `.refused` (nothing
     /// written) when its task was written meanwhile (`endLocal`: a cancel, a takeover).
-    static func recordLocal(_ completion: AttemptCompletion, owner: LeaseOwner, now t: Double, _ db: Database) throws -> LocalWrite {
-        guard let task = completion.newTask else { return .refused }
+    static func recordLocal(_ completion: AttemptCompletion, owner: LeaseOwner, now t: Double, done: Statement,
+                            _ db: Database) throws -> LocalWrite {
+        guard let id = completion.newTask?.id else { return .refused }
         let status: TaskStatus, notBefore: Double?
         switch completion.next {
         case .succeed: (status, notBefore) = (.success, nil)
@@ -625,34 +639,32 @@ extension SQLiteStateStore {
         case .retry(let at): (status, notBefore) = (.pending, at.timeIntervalSince1970)
         case .release: return .refused // only workers release, and they run no local tasks
         }
-        let attempt = completion.attempt
-        let counters = attempt.counters.isEmpty ? nil : try json(attempt.counters)
-        if status == .success, attempt.outcome == .success, attempt.exitCode == nil, attempt.signal == nil,
-           attempt.stdoutBytes == 0, attempt.stderrBytes == 0, attempt.stderrTail == nil, attempt.processStartTicks == nil,
-           attempt.host == owner.host, attempt.pid == owner.pid {
-            let done = try db.cachedStatement(sql: """
-                UPDATE items SET done_stage = ?, done_result = ?, done_started = ?, done_finished = ?, done_cpu_ms = ?,
-                  done_peak_rss = ?, done_message = ?, done_counters = ?
-                WHERE rowid = ? AND task_id = rowid AND run_id = ? AND done_stage IS NULL
-                """)
+        let counters = completion.attempt.counters.isEmpty ? nil : try json(completion.attempt.counters)
+        // The attempt's fields are read where they are (not copied out: this runs for every task).
+        if status == .success, completion.attempt.outcome == .success, completion.attempt.exitCode == nil,
+           completion.attempt.signal == nil, completion.attempt.stdoutBytes == 0, completion.attempt.stderrBytes == 0,
+           completion.attempt.stderrTail == nil, completion.attempt.processStartTicks == nil,
+           completion.attempt.host == owner.host, completion.attempt.pid == owner.pid {
             try done.execute { b in
-                b.add(task.stage)
+                b.add(completion.attempt.stage)
                 b.add(completion.result)
-                b.add(attempt.startedAt.timeIntervalSince1970)
-                b.add((attempt.finishedAt ?? Date(timeIntervalSince1970: t)).timeIntervalSince1970)
-                b.add(attempt.cpuMs)
-                b.add(attempt.peakRSSBytes)
-                b.add(attempt.message)
+                b.add(completion.attempt.startedAt.timeIntervalSince1970)
+                b.add((completion.attempt.finishedAt ?? Date(timeIntervalSince1970: t)).timeIntervalSince1970)
+                b.add(completion.attempt.cpuMs)
+                b.add(completion.attempt.peakRSSBytes)
+                b.add(completion.attempt.message)
                 b.add(counters)
-                b.add(task.id)
-                b.add(task.runID.rawValue)
+                b.add(id)
+                b.add(completion.attempt.runID.rawValue)
             }
             if db.changesCount == 1 { return .inItem }
             // Already written there (never twice), or an item written before `v13-done-items` (its task id
             // is not its rowid): task rows, below.
             if try db.one(Bool.self, sql: "SELECT done_stage IS NOT NULL FROM items WHERE rowid = ? AND task_id = rowid",
-                          arguments: [task.id]) == true { return .refused }
+                          arguments: [id]) == true { return .refused }
         }
+        guard let task = completion.newTask else { return .refused }
+        let attempt = completion.attempt
         let insertTask = try db.cachedStatement(sql: """
             INSERT INTO tasks (id, run_id, stage, key, status, attempts, not_before, created_at, finished_at, result, item)
             VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?)
