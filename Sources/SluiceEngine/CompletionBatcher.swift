@@ -28,11 +28,8 @@ final class CompletionBatcher: Sendable {
 
     init(maxBatch: Int = 1024) { self.maxBatch = maxBatch }
 
-    func submit(_ completion: consuming AttemptCompletion) {
-        // Moved in, not copied: a completion holds a dozen references, and copying one (and destroying
-        // the original) cost as much as writing its task in a fan-out of trivial tasks.
-        var handed = Optional(completion)
-        pending.withLock { $0.completions.append(handed.take()!) }
+    func submit(_ completion: AttemptCompletion) {
+        pending.withLock { $0.completions.append(completion) }
         work.nudge()
     }
 

@@ -376,20 +376,24 @@ public struct ProcessStart: Sendable, Hashable {
 }
 
 /// How one attempt ended and where its task goes next.
-public struct AttemptCompletion: Sendable {
-    public var attempt: AttemptRecord
+///
+/// A class, not a struct: a completion is handed from the task that ran it to the batcher and the
+/// store, and read there field by field, thousands a second; a copy of a struct of a dozen references
+/// retained and released each of them every time.
+public final class AttemptCompletion: Sendable {
+    public let attempt: AttemptRecord
     /// The task's encoded result (recorded when `next` is `.succeed`).
-    public var result: Data?
-    public var next: TaskNext
-    public var events: [EventRecord]
-    public var stageEvent: @Sendable (StageRecord) -> EventRecord
+    public let result: Data?
+    public let next: TaskNext
+    public let events: [EventRecord]
+    public let stageEvent: @Sendable (StageRecord) -> EventRecord
     /// Healing (`on_failure: rollback`): when set and the stage rolls up `failed` in this transaction, it
     /// ends `rolled_back` with this reason instead (its outputs were restored to their last good versions).
-    public var rolledBack: String?
+    public let rolledBack: String?
     /// A local task's record, written with its first attempt (nothing was written when it started). The
     /// completion is `.leaseLost` when its stage is no longer local to the owner, or the task was
     /// recorded meanwhile (the run was cancelled, or taken over).
-    public var newTask: TaskRecord?
+    public let newTask: TaskRecord?
 
     public init(attempt: AttemptRecord, result: Data?, next: TaskNext, events: [EventRecord],
                 stageEvent: @escaping @Sendable (StageRecord) -> EventRecord, rolledBack: String? = nil,

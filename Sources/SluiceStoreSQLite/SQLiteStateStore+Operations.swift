@@ -516,12 +516,9 @@ extension SQLiteStateStore {
             var local: [(run: RunID, stage: StageName, owned: Bool, ended: Int, done: Int)] = []
             var writeDone: Statement?
             results.reserveCapacity(completions.count)
-            // Read in place (a completion holds a dozen references: a copy of each was a large share of a
-            // batch of local tasks).
-            try completions.withUnsafeBufferPointer { completions in
-            for index in completions.indices {
-                if completions[index].newTask != nil {
-                    let (run, stage) = (completions[index].attempt.runID, completions[index].attempt.stage)
+            for (index, completion) in completions.enumerated() {
+                if completion.newTask != nil {
+                    let (run, stage) = (completion.attempt.runID, completion.attempt.stage)
                     let at = try local.lastIndex { $0.stage == stage && $0.run == run } ?? {
                         let owned = try db.one(Bool.self, sql: "SELECT local_owner IS ? FROM stages WHERE run_id = ? AND name = ?",
                                                arguments: [owner.id, run.rawValue, stage]) ?? false
@@ -529,14 +526,14 @@ extension SQLiteStateStore {
                         return local.count - 1
                     }()
                     if writeDone == nil { writeDone = try db.makeStatement(sql: Self.writeDoneSQL) }
-                    let written = local[at].owned ? try Self.recordLocal(completions[index], owner: owner, now: t, done: writeDone!, db) : .refused
+                    let written = local[at].owned ? try Self.recordLocal(completion, owner: owner, now: t, done: writeDone!, db) : .refused
                     guard written != .refused else {
                         results.append(.leaseLost)
                         continue
                     }
                     local[at].ended += 1
                     if written == .inItem { local[at].done += 1 }
-                    if !completions[index].events.isEmpty { try Self.insert(completions[index].events, db) }
+                    if !completion.events.isEmpty { try Self.insert(completion.events, db) }
                     if touched.last.map({ $0.1 == stage && $0.0 == run }) == true {
                         touched[touched.count - 1].2 = index
                     } else {
@@ -546,7 +543,6 @@ extension SQLiteStateStore {
                     results.append(.applied(stage: nil))
                     continue
                 }
-                let completion = completions[index]
                 let attempt = completion.attempt
                 let lostDelta = attempt.outcome == .lost ? "lost_attempts + 1" : "0"
                 switch completion.next {
@@ -587,7 +583,6 @@ extension SQLiteStateStore {
                 touched.removeAll { $0.0 == attempt.runID && $0.1 == attempt.stage }
                 touched.append((attempt.runID, attempt.stage, index))
                 results.append(.applied(stage: nil))
-            }
             }
             for stage in local where stage.ended > 0 {
                 try db.exec(sql: """
