@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import SluiceStore
 import SluiceSupervisor
 import Synchronization
@@ -11,6 +12,18 @@ final class OutputSink: Sendable {
     private let state = Mutex<(items: [ItemRecord], count: Int, problem: String?, lines: Int)>(([], 0, nil, 0))
 
     init(producer: Bool) { self.producer = producer }
+
+    private let madeLogger = Mutex<Logger?>(nil)
+
+    /// The task's logger (`StageContext.logger`), made by `make` at the first use.
+    func logger(_ make: () -> Logger) -> Logger {
+        madeLogger.withLock { made in
+            if let made { return made }
+            let logger = make()
+            made = logger
+            return logger
+        }
+    }
 
     /// One stdout line of a command.
     func line(_ text: String) {

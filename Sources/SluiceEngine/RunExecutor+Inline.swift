@@ -31,7 +31,7 @@ extension RunExecutor {
             }
             group.addTask {
                 let started = ContinuousClock.now
-                let folders = InProcessFolders(run: run, stage: stage)
+                let scope = StageScope(run: run, stage: stage, store: store, files: files)
                 for (index, claimed) in tasks.enumerated() {
                     if stop.isRequested || Task.isCancelled {
                         for rest in tasks[index...] {
@@ -48,7 +48,7 @@ extension RunExecutor {
                     var attempt = attemptRecord(claimed: claimed, stage: stage, run: run)
                     let sink = OutputSink(producer: false)
                     let end: SwiftEnd
-                    do { end = .returned(try await body(context(for: claimed, stage: stage, run: run, folders: folders, sink: sink))) } catch {
+                    do { end = .returned(try await body(context(for: claimed, scope: scope, sink: sink))) } catch {
                         // A stop cancels the body: whatever it throws then, the task was cancelled.
                         end = stop.isRequested ? .stopRequested : .threw(error is CancellationError ? "cancelled" : "\(error)")
                     }
@@ -76,26 +76,10 @@ extension RunExecutor {
                       outcome: .running, startedAt: time.now(), host: owner.host, pid: owner.pid)
     }
 
-    /// The folders an in-process stage sees, worked out once per stage (no `stat` of the folder per task).
-    struct InProcessFolders {
-        var work: URL
-        var run: URL
-
-        init(run record: RunRecord, stage: StageSpec) {
-            let root = URL(fileURLWithPath: record.spec.root, isDirectory: true)
-            work = stage.workdir.map { root.appendingPathComponent($0) } ?? root
-            run = URL(fileURLWithPath: record.runDir, isDirectory: true)
-        }
-    }
-
     /// What an in-process task's body sees.
-    func context(for claimed: ClaimedTask, stage: StageSpec, run: RunRecord, folders: InProcessFolders, sink: OutputSink) -> StageContext {
-        let task = claimed.task
-        return StageContext(
-            runID: run.id, pipeline: run.pipeline, stage: stage.name, taskID: task.id, taskKey: task.key,
-            attempt: claimed.attempt, params: run.params, workDirectory: folders.work, runDirectory: folders.run,
-            logFile: files.stdout(stage: stage.name, task: Items.fileName(key: task.key, taskID: task.id), attempt: claimed.attempt),
-            store: store, item: task.item, sink: sink)
+    func context(for claimed: ClaimedTask, scope: StageScope, sink: OutputSink) -> StageContext {
+        StageContext(scope: scope, taskID: claimed.task.id, taskKey: claimed.task.key, attempt: claimed.attempt,
+                     item: claimed.task.item, sink: sink)
     }
 
     /// Ends an in-process attempt as its body ended; returns the result to record (a success's).

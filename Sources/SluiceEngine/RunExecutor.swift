@@ -676,7 +676,7 @@ struct RunExecutor: Sendable {
             try await emit([log.make("task.start", stage: stage.name, task: task.id, attempt: claimed.attempt,
                                      "attempt \(claimed.attempt): in-process Swift stage")])
         }
-        let context = context(for: claimed, stage: stage, run: run, folders: InProcessFolders(run: run, stage: stage), sink: sink)
+        let context = context(for: claimed, scope: StageScope(run: run, stage: stage, store: store, files: files), sink: sink)
         let timeout = stage.timeout
         let end: SwiftEnd = await withTaskGroup(of: SwiftEnd.self) { group in
             group.addTask {

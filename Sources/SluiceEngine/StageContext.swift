@@ -27,54 +27,50 @@ public struct InProcessStages: Sendable {
 /// `timeout` passes) the stage's task is cancelled; check `Task.isCancelled` or call
 /// `try Task.checkCancellation()` in long loops.
 public struct StageContext: Sendable {
-    public let runID: RunID
-    public let pipeline: String
-    public let stage: StageName
+    /// What the stage's tasks share (made once for a row of tasks, not for each).
+    let scope: StageScope
+    public var runID: RunID { scope.runID }
+    public var pipeline: String { scope.pipeline }
+    public var stage: StageName { scope.stage }
     /// The task's key within its stage (`main` for a single-task stage).
     public let taskKey: String
     /// 1-based, counting every attempt at this task.
     public let attempt: Int
-    public let params: [String: String]
+    public var params: [String: String] { scope.params }
     /// The stage's working directory (the pipeline root, or the stage's `workdir` inside it).
-    public let workDirectory: URL
+    public var workDirectory: URL { scope.workDirectory }
     /// The run's folder (`.sluice/runs/<id>`), for files that belong to this run.
-    public let runDirectory: URL
+    public var runDirectory: URL { scope.runDirectory }
     /// Carries `sluice.run_id`, `sluice.stage`, `sluice.task_id` and `sluice.attempt`; lines also go to the task's log file.
     /// Made at the first use (most fan-out tasks never log).
-    public var logger: Logger { loggerBox.logger }
-    private let loggerBox: LazyLogger
-    /// The item this task processes (JSON), for a fan-out stage.
-    public let item: Data?
-    let store: any StateStore
-    let sink: OutputSink
-    var counters: CounterBox { sink.counters }
-
-    init(runID: RunID, pipeline: String, stage: StageName, taskID: TaskID, taskKey: String, attempt: Int,
-         params: [String: String], workDirectory: URL, runDirectory: URL, logFile: @autoclosure @escaping @Sendable () -> String,
-         store: any StateStore, item: Data?, sink: OutputSink) {
-        self.runID = runID
-        self.pipeline = pipeline
-        self.stage = stage
-        self.taskKey = taskKey
-        self.attempt = attempt
-        self.params = params
-        self.workDirectory = workDirectory
-        self.runDirectory = runDirectory
-        self.store = store
-        self.item = item
-        self.sink = sink
-        loggerBox = LazyLogger {
+    public var logger: Logger {
+        sink.logger { [scope, taskID, taskKey, attempt] in
             // Lines go to the task's log file (`sluice logs RUN --stage S`), not to the terminal the live view draws on.
-            // The file's path too is made here, at the first use: most fan-out tasks never log.
-            let path = logFile()
+            let path = scope.files.stdout(stage: scope.stage, task: Items.fileName(key: taskKey, taskID: taskID), attempt: attempt)
             var logger = Logger(label: "sluice.stage") { _ in TaskLogHandler(path: path) }
             logger.logLevel = .info
-            logger[metadataKey: "sluice.run_id"] = "\(runID)"
-            logger[metadataKey: "sluice.stage"] = "\(stage)"
+            logger[metadataKey: "sluice.run_id"] = "\(scope.runID)"
+            logger[metadataKey: "sluice.stage"] = "\(scope.stage)"
             logger[metadataKey: "sluice.task_id"] = "\(taskID)"
             logger[metadataKey: "sluice.attempt"] = "\(attempt)"
             return logger
         }
+    }
+    let taskID: TaskID
+    /// The item this task processes (JSON), for a fan-out stage.
+    public let item: Data?
+    var store: any StateStore { scope.store }
+    /// The task's own: what it reports (items, counters) and its logger once made.
+    let sink: OutputSink
+    var counters: CounterBox { sink.counters }
+
+    init(scope: StageScope, taskID: TaskID, taskKey: String, attempt: Int, item: Data?, sink: OutputSink) {
+        self.scope = scope
+        self.taskID = taskID
+        self.taskKey = taskKey
+        self.attempt = attempt
+        self.item = item
+        self.sink = sink
     }
 
     /// The encoded results of an upstream stage's successful tasks, by task key, from the store
@@ -213,19 +209,28 @@ public struct EncodedResults: AsyncSequence, Sendable {
     public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(source: self) }
 }
 
-/// A task's logger, made once, when the stage first uses it.
-final class LazyLogger: Sendable {
-    private let make: @Sendable () -> Logger
-    private let made = Mutex<Logger?>(nil)
+/// What the tasks of one stage of a run share, made once for a row of in-process tasks: a task's
+/// context holds it instead of a copy of each (a context is made and dropped for every task).
+final class StageScope: Sendable {
+    let runID: RunID
+    let pipeline: String
+    let stage: StageName
+    let params: [String: String]
+    let workDirectory: URL
+    let runDirectory: URL
+    let store: any StateStore
+    let files: RunFiles
 
-    init(_ make: @escaping @Sendable () -> Logger) { self.make = make }
-
-    var logger: Logger {
-        made.withLock { made in
-            if let made { return made }
-            let logger = make()
-            made = logger
-            return logger
-        }
+    /// The folders are worked out here, once per stage (no `stat` of the folder per task).
+    init(run record: RunRecord, stage: StageSpec, store: any StateStore, files: RunFiles) {
+        runID = record.id
+        pipeline = record.pipeline
+        self.stage = stage.name
+        params = record.params
+        let root = URL(fileURLWithPath: record.spec.root, isDirectory: true)
+        workDirectory = stage.workdir.map { root.appendingPathComponent($0) } ?? root
+        runDirectory = URL(fileURLWithPath: record.runDir, isDirectory: true)
+        self.store = store
+        self.files = files
     }
 }
