@@ -68,9 +68,9 @@ final class OutputSink: Sendable {
         state.withLock { s in if s.problem == nil { s.problem = problem } }
     }
 
-    /// Items not yet recorded, oldest first.
-    func pendingItems() -> [ItemRecord] {
-        state.withLock { $0.items }
+    /// Items not yet recorded, oldest first: at most `limit` of them.
+    func pendingItems(limit: Int = .max) -> [ItemRecord] {
+        state.withLock { Array($0.items.prefix(limit)) }
     }
 
     /// The first `count` pending items were recorded.

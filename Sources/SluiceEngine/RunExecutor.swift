@@ -547,13 +547,18 @@ struct RunExecutor: Sendable {
                  producer: Bool, nudge: Nudge, batcher: CompletionBatcher,
                  released: @escaping @Sendable () -> Bool = { false }) async throws {
         let sink = OutputSink(producer: producer)
-        // Items leave the sink only once the store recorded them, so an interrupted write loses none.
+        // Items leave the sink only once the store recorded them, so an interrupted write loses none. They
+        // are recorded a batch at a time: a discovery that found thousands at once has its first ones
+        // processed after one batch's write, not after all of them (and the writer takes the tasks'
+        // completions between two batches).
         let flush: @Sendable () async throws -> Void = {
-            let items = sink.pendingItems()
-            guard !items.isEmpty else { return }
-            let fresh = try await store.emitItems(run: runID, stage: stage.name, items: items, now: time.now())
-            sink.recorded(items.count)
-            if fresh > 0 { nudge.nudge() }
+            while true {
+                let items = sink.pendingItems(limit: OutputSink.batch)
+                guard !items.isEmpty else { return }
+                let fresh = try await store.emitItems(run: runID, stage: stage.name, items: items, now: time.now())
+                sink.recorded(items.count)
+                if fresh > 0 { nudge.nudge() }
+            }
         }
         var finished: FinishedAttempt = try await withThrowingTaskGroup(of: FinishedAttempt?.self) { group in
             group.addTask {
