@@ -102,6 +102,28 @@ struct RawBindings {
 }
 
 extension Statement {
+    /// Runs this query with values bound by `bind` and calls `body` with the statement at each row, to
+    /// read its columns through SQLite's C API: for the queries that read a million rows, where a GRDB
+    /// `Row` per row would cost more than SQLite's work for it.
+    func forEachRow(binding bind: (inout RawBindings) -> Void, _ body: (OpaquePointer) throws -> Void) throws {
+        let handle = sqliteStatement
+        sqlite3_reset(handle)
+        sqlite3_clear_bindings(handle)
+        var bindings = RawBindings(handle)
+        bind(&bindings)
+        precondition(bindings.count == sqlite3_bind_parameter_count(handle), "\(bindings.count) values bound for \(sql)")
+        defer { sqlite3_reset(handle) }
+        while true {
+            let code = sqlite3_step(handle)
+            if code == SQLITE_DONE { return }
+            guard code == SQLITE_ROW else {
+                throw DatabaseError(resultCode: ResultCode(rawValue: code),
+                                    message: String(cString: sqlite3_errmsg(sqlite3_db_handle(handle))), sql: sql)
+            }
+            try body(handle)
+        }
+    }
+
     /// Runs this statement (one that returns no rows) with values bound by `bind`, as `execute(arguments:)`
     /// does, without building `StatementArguments`.
     func execute(binding bind: (inout RawBindings) -> Void) throws {

@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import GRDBSQLite
 import SluiceCore
 import SluiceStore
 
@@ -925,7 +926,8 @@ extension SQLiteStateStore {
                                    arguments: [run.rawValue]) {
                 if let status = TaskStatus(rawValue: row["status"]) { summaries[row["stage"], default: StageSummary()].counts[status] = row["n"] }
             }
-            for (stage, local) in try Self.localCounts(run: run, db) { summaries[stage, default: StageSummary()].counts.add(local) }
+            let localCounts = try Self.localCounts(run: run, db)
+            for (stage, local) in localCounts { summaries[stage, default: StageSummary()].counts.add(local) }
             // Every attempt of the run in one pass (three passes, one per figure, took three times as long):
             // all attempts give the bytes, CPU and memory; each task's last finished attempt its wall time
             // (mean and 95th percentile); successful attempts their business counters.
@@ -937,30 +939,52 @@ extension SQLiteStateStore {
                 """), arguments: [run.rawValue])
             var stage = "", summary = StageSummary()
             func flush() { if !stage.isEmpty { summaries[stage] = summary } }
-            // Then the tasks written into their items (`done_attempts`: one successful attempt each), the same way.
-            let done = try Row.fetchCursor(db.cachedStatement(sql: """
-                SELECT done_stage, 1, (done_finished - done_started) * 1000, 0, done_cpu_ms, done_peak_rss, done_counters
-                FROM items WHERE run_id = ? AND done_stage IS NOT NULL
-                """), arguments: [run.rawValue])
-            for rows in [cursor, done] {
-                while let row = try rows.next() {
-                    let name: String = row[0]
-                    if name != stage {
-                        flush()
-                        stage = name
-                        summary = summaries[name] ?? StageSummary()
-                    }
-                    summary.attempts += 1
-                    summary.bytesWritten += row[3] as Int64
-                    summary.cpuMs += (row[4] as Int64?) ?? 0
-                    if let rss = row[5] as Int64? { summary.peakRSSBytes = max(summary.peakRSSBytes ?? rss, rss) }
-                    if row[1] as Bool, let ms = row[2] as Double? { durations[name, default: []].append(ms) }
-                    if let text = row[6] as String?, let counters = try? JSONDecoder().decode([String: String].self, from: Data(text.utf8)) {
-                        summary.add(attemptCounters: counters)
-                    }
+            while let row = try cursor.next() {
+                let name: String = row[0]
+                if name != stage {
+                    flush()
+                    stage = name
+                    summary = summaries[name] ?? StageSummary()
+                }
+                summary.attempts += 1
+                summary.bytesWritten += row[3] as Int64
+                summary.cpuMs += (row[4] as Int64?) ?? 0
+                if let rss = row[5] as Int64? { summary.peakRSSBytes = max(summary.peakRSSBytes ?? rss, rss) }
+                if row[1] as Bool, let ms = row[2] as Double? { durations[name, default: []].append(ms) }
+                if let text = row[6] as String?, let counters = try? JSONDecoder().decode([String: String].self, from: Data(text.utf8)) {
+                    summary.add(attemptCounters: counters)
                 }
             }
             flush()
+            // Then the tasks written into their items (`done_attempts`: one successful attempt each), a stage at
+            // a time, their columns read through SQLite's C API: there can be a million of them, and a GRDB
+            // row per item cost more than SQLite's work for it.
+            let done = try db.cachedStatement(sql: """
+                SELECT (done_finished - done_started) * 1000, done_cpu_ms, done_peak_rss, done_counters
+                FROM items WHERE run_id = ? AND done_stage = ?
+                """)
+            for (name, local) in localCounts where local.success > 0 {
+                var summary = summaries[name] ?? StageSummary(), taken = durations[name] ?? []
+                taken.reserveCapacity(taken.count + local.success)
+                try done.forEachRow(binding: { b in
+                    b.add(run.rawValue)
+                    b.add(name)
+                }) { row in
+                    summary.attempts += 1
+                    if sqlite3_column_type(row, 0) != SQLITE_NULL { taken.append(sqlite3_column_double(row, 0)) }
+                    summary.cpuMs += sqlite3_column_int64(row, 1) // 0 when NULL
+                    if sqlite3_column_type(row, 2) != SQLITE_NULL {
+                        let rss = sqlite3_column_int64(row, 2)
+                        summary.peakRSSBytes = max(summary.peakRSSBytes ?? rss, rss)
+                    }
+                    if let text = sqlite3_column_text(row, 3),
+                       let counters = try? JSONDecoder().decode([String: String].self, from: Data(String(cString: text).utf8)) {
+                        summary.add(attemptCounters: counters)
+                    }
+                }
+                summaries[name] = summary
+                durations[name] = taken
+            }
             for (name, var taken) in durations where !taken.isEmpty {
                 summaries[name]?.meanTaskMs = (taken.reduce(0, +) / Double(taken.count) * 10).rounded() / 10
                 taken.sort()
@@ -979,8 +1003,13 @@ extension SQLiteStateStore {
             var parts: [String] = [], arguments: [any DatabaseValueConvertible] = []
             if !all.isEmpty {
                 parts.append("SELECT \(Self.taskColumns) FROM tasks WHERE run_id = ? AND stage IN (\(marks(all.count)))")
-                parts.append("SELECT \(Self.taskColumns) FROM done_tasks WHERE run_id = ? AND stage IN (\(marks(all.count)))")
-                arguments += [run.rawValue] + all + [run.rawValue] + all
+                arguments += [run.rawValue] + all
+                // Tasks written into their items, of the stages that have some (the others' would be a scan for none).
+                let done = try Self.localCounts(run: run, db).filter { all.contains($0.0) && $0.1.success > 0 }.map(\.0)
+                if !done.isEmpty {
+                    parts.append("SELECT \(Self.taskColumns) FROM done_tasks WHERE run_id = ? AND stage IN (\(marks(done.count)))")
+                    arguments += [run.rawValue] + done
+                }
             }
             if !unsuccessful.isEmpty {
                 let statuses = TaskStatus.allCases.filter { $0 != .success }.map(\.rawValue)

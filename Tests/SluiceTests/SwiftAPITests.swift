@@ -99,6 +99,30 @@ struct SwiftAPITests {
         #expect(try JSONDecoder().decode(Int.self, from: try #require(stored["main"])) == 42)
     }
 
+    /// A fan-out of in-process tasks (run as local tasks, their successes written into their items):
+    /// every task's counters and rejected records add up exactly in the report, with its task figures.
+    @Test func countersOfALocalFanOutAddUpInTheReport() async throws {
+        let f = try SwiftFixture()
+        let numbers = Discover<Int>("numbers") { _, items in
+            for i in 0..<500 { try await items.send(i) }
+        }
+        let work = ForEach("work", over: numbers) { context, x -> Int in
+            context.count("seen", 1)
+            context.count("value", x)
+            if x % 100 == 7 { context.reject("item \(x)", reason: "ends in 7") }
+            return x
+        }
+        let pipeline = try Pipeline("counted", root: f.dir.path) { numbers; work }
+        let (outcome, run) = try await f.run(pipeline)
+        #expect(outcome == .success)
+        let report = try await RunReport.build(store: f.store, runID: run.id)
+        let stage = try #require(report.stages.first { $0.name == "work" })
+        #expect(stage.counters == ["seen": 500, "value": 124_750])
+        #expect(stage.rejected == 5)
+        #expect(stage.metrics?.tasks == 500 && stage.metrics?.succeeded == 500 && stage.metrics?.meanTaskMs != nil)
+        #expect(try await f.store.attempts(of: run.id).filter { $0.stage == "work" }.count == 500)
+    }
+
     @Test func cancellationReachesARunningClosure() async throws {
         let f = try SwiftFixture()
         let sawCancellation = Mutex(false)
