@@ -895,28 +895,48 @@ extension SQLiteStateStore {
                 """), arguments: [run.rawValue, afterTaskID, stage, limit])
             while let row = try cursor.next() { page.append(TaskResult(taskID: row[0], key: row[1], result: row[2])) }
             guard try Self.localCounts(run: run, stage: stage, db).contains(where: { $0.1.success > 0 }) else { return page }
-            // By rowid from the cursor (the (run, stage, key) index would read all the run's items and sort them).
-            let done = try Row.fetchCursor(db.cachedStatement(sql: """
+            // By rowid from the cursor (the (run, stage, key) index would read all the run's items and sort them),
+            // the columns read through SQLite's C API (a join reads every result of a fan-out this way).
+            var done: [TaskResult] = []
+            done.reserveCapacity(limit)
+            try db.cachedStatement(sql: """
                 SELECT rowid, key, done_result FROM items NOT INDEXED
                 WHERE rowid > ? AND run_id = ? AND done_stage = ? AND done_result IS NOT NULL ORDER BY rowid LIMIT ?
-                """), arguments: [afterTaskID, run.rawValue, stage, limit])
+                """).forEachRow(binding: { b in
+                    b.add(afterTaskID)
+                    b.add(run.rawValue)
+                    b.add(stage)
+                    b.add(limit)
+                }) { row in
+                    done.append(TaskResult(taskID: sqlite3_column_int64(row, 0), key: Self.text(row, 1), result: Self.blob(row, 2)))
+                }
+            guard !page.isEmpty else { return done }
             var merged: [TaskResult] = []
             merged.reserveCapacity(limit)
-            var fromTasks = page.makeIterator(), nextTask = fromTasks.next()
-            while merged.count < limit, let row = try done.next() {
-                let item = TaskResult(taskID: row[0], key: row[1], result: row[2])
-                while let task = nextTask, task.taskID < item.taskID, merged.count < limit {
-                    merged.append(task)
-                    nextTask = fromTasks.next()
+            var (t, d) = (0, 0)
+            while merged.count < limit, t < page.count || d < done.count {
+                if d == done.count || t < page.count && page[t].taskID < done[d].taskID {
+                    merged.append(page[t])
+                    t += 1
+                } else {
+                    merged.append(done[d])
+                    d += 1
                 }
-                if merged.count < limit { merged.append(item) }
-            }
-            while let task = nextTask, merged.count < limit {
-                merged.append(task)
-                nextTask = fromTasks.next()
             }
             return merged
         }
+    }
+
+    /// A text column of the current row (`Statement.forEachRow`).
+    static func text(_ row: OpaquePointer, _ column: Int32) -> String {
+        guard let bytes = sqlite3_column_text(row, column) else { return "" }
+        return String(decoding: UnsafeBufferPointer(start: bytes, count: Int(sqlite3_column_bytes(row, column))), as: UTF8.self)
+    }
+
+    /// A blob column of the current row (`Statement.forEachRow`).
+    static func blob(_ row: OpaquePointer, _ column: Int32) -> Data {
+        guard let bytes = sqlite3_column_blob(row, column) else { return Data() }
+        return Data(bytes: bytes, count: Int(sqlite3_column_bytes(row, column)))
     }
 
     public func stageSummaries(run: RunID) async throws -> [StageName: StageSummary] {
