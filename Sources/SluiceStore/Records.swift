@@ -8,13 +8,20 @@ public struct RunID: Hashable, Sendable, Codable, CustomStringConvertible, Compa
     public var description: String { rawValue }
     public static func < (a: Self, b: Self) -> Bool { a.rawValue < b.rawValue }
 
+    /// `YYYYMMDD-HHMMSS-xxxxxx`: the UTC time, then six random hex digits. Formatted by hand: a calendar
+    /// and `String(format:)` cost a process its first run a millisecond of Foundation set-up.
     public static func generate(at date: Date) -> RunID {
-        var calendar = Calendar(identifier: .gregorian)
-        calendar.timeZone = TimeZone(identifier: "UTC")!
-        let c = calendar.dateComponents([.year, .month, .day, .hour, .minute, .second], from: date)
-        let stamp = String(format: "%04d%02d%02d-%02d%02d%02d", c.year!, c.month!, c.day!, c.hour!, c.minute!, c.second!)
-        let random = String(format: "%06x", UInt32.random(in: 0..<0x100_0000))
-        return RunID("\(stamp)-\(random)")
+        var seconds = time_t(date.timeIntervalSince1970.rounded(.down))
+        var t = tm()
+        gmtime_r(&seconds, &t)
+        func digits(_ value: Int32, _ width: Int) -> String {
+            let text = String(value)
+            return String(repeating: "0", count: max(0, width - text.count)) + text
+        }
+        let random = String(UInt32.random(in: 0..<0x100_0000), radix: 16)
+        return RunID(digits(t.tm_year + 1900, 4) + digits(t.tm_mon + 1, 2) + digits(t.tm_mday, 2) + "-"
+                     + digits(t.tm_hour, 2) + digits(t.tm_min, 2) + digits(t.tm_sec, 2) + "-"
+                     + String(repeating: "0", count: 6 - random.count) + random)
     }
 }
 

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import SluiceStore
 import SluiceCore
 
 @Suite("Core rules")
@@ -13,6 +14,17 @@ struct CoreTests {
     @Test(arguments: ["", "5 minutes", "m", "-3s", "5x", "1h30", "s5"])
     func badDurationsAreRejected(_ text: String) {
         #expect(DurationText.parse(text) == nil)
+    }
+
+    /// A run id is the UTC time to the second, then six random hex digits (sortable, short to type).
+    @Test func runIDsAreTheUTCTimeAndSixHexDigits() throws {
+        // 2026-12-05 06:10:58.9 UTC; and the first second of 2000 (a leap year's zero-padded fields).
+        for (time, stamp) in [(1_796_451_058.9, "20261205-061058-"), (946_684_800.0, "20000101-000000-")] {
+            let id = RunID.generate(at: Date(timeIntervalSince1970: time)).rawValue
+            #expect(id.hasPrefix(stamp), "\(id)")
+            let random = id.dropFirst(stamp.count)
+            #expect(random.count == 6 && random.allSatisfy { $0.isHexDigit && !$0.isUppercase }, "\(id)")
+        }
     }
 
     @Test func exponentialBackoffDoublesUpToTheCap() {
