@@ -17,8 +17,6 @@ enum ValueCoding {
         return try JSONDecoder().decode(type, from: data)
     }
 
-    /// `data` as an Int when it is a JSON integer written plainly (`Items.isPlainInteger`).
-    static func plainInteger(_ data: Data) -> Int? {
-        Items.isPlainInteger(data) ? Int(String(decoding: data, as: UTF8.self)) : nil
-    }
+    /// `data` as an Int when it is a JSON integer written plainly (`Items.plainInteger`).
+    static func plainInteger(_ data: Data) -> Int? { Items.plainInteger(data) }
 }

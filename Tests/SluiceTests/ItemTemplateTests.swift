@@ -54,10 +54,16 @@ struct ItemRecordTests {
             let record = try Items.record(json: data)
             #expect(record.value == canonical, "\(text) is its own canonical JSON")
             #expect(record.key == text, "a plain integer is its own key")
+            #expect(Items.plainInteger(data) == Int(text), "\(text) reads back as the number it is")
         }
-        for text in ["-0", "007", "1.5", "1e3", "12345678901234567890", "\"7\"", "-", ""] {
+        #expect(Items.plainInteger(Data("-999999999999999999".utf8)) == nil, "19 bytes: not read by hand")
+        for text in ["-0", "007", "1.5", "1e3", "12345678901234567890", "\"7\"", "-", "", " 7", "7 ", "1/", "9:"] {
             #expect(!Items.isPlainInteger(Data(text.utf8)), "\(text)")
+            #expect(Items.plainInteger(Data(text.utf8)) == nil, "\(text)")
         }
+        // A slice of a larger buffer (its indices do not start at 0) reads the same.
+        let slice = Data("[4096]".utf8).dropFirst().dropLast()
+        #expect(Items.plainInteger(slice) == 4096)
         #expect(try Items.record(json: Data("1.50".utf8)).value == Data("1.5".utf8), "other numbers take the full path")
     }
 }
