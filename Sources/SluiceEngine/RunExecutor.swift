@@ -547,13 +547,15 @@ struct RunExecutor: Sendable {
                  producer: Bool, nudge: Nudge, batcher: CompletionBatcher,
                  released: @escaping @Sendable () -> Bool = { false }) async throws {
         let sink = OutputSink(producer: producer)
-        // Items leave the sink only once the store recorded them, so an interrupted write loses none. They
-        // are recorded a batch at a time: a discovery that found thousands at once has its first ones
-        // processed after one batch's write, not after all of them (and the writer takes the tasks'
-        // completions between two batches).
+        // Items leave the sink only once the store recorded them, so an interrupted write loses none. A
+        // store that keeps local tasks (SQLite: one writer, in this process) records them a batch at a
+        // time: a discovery that found thousands at once has its first ones processed after one batch's
+        // write, not after all of them, and the writer takes the tasks' completions between two batches.
+        // Over a network (PostgreSQL) each write is round trips: all that wait go in one.
+        let limit = store.keepsLocalTasks ? OutputSink.batch : .max
         let flush: @Sendable () async throws -> Void = {
             while true {
-                let items = sink.pendingItems(limit: OutputSink.batch)
+                let items = sink.pendingItems(limit: limit)
                 guard !items.isEmpty else { return }
                 let fresh = try await store.emitItems(run: runID, stage: stage.name, items: items, now: time.now())
                 sink.recorded(items.count)
