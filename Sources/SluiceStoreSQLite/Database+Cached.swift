@@ -102,16 +102,22 @@ struct RawBindings {
 }
 
 extension Statement {
-    /// Runs this query with values bound by `bind` and calls `body` with the statement at each row, to
-    /// read its columns through SQLite's C API: for the queries that read a million rows, where a GRDB
-    /// `Row` per row would cost more than SQLite's work for it.
-    func forEachRow(binding bind: (inout RawBindings) -> Void, _ body: (OpaquePointer) throws -> Void) throws {
+    /// This statement reset, with every parameter bound by `bind`.
+    private func rebound(_ bind: (inout RawBindings) -> Void) -> OpaquePointer {
         let handle = sqliteStatement
         sqlite3_reset(handle)
         sqlite3_clear_bindings(handle)
         var bindings = RawBindings(handle)
         bind(&bindings)
         precondition(bindings.count == sqlite3_bind_parameter_count(handle), "\(bindings.count) values bound for \(sql)")
+        return handle
+    }
+
+    /// Runs this query with values bound by `bind` and calls `body` with the statement at each row, to
+    /// read its columns through SQLite's C API: for the queries that read a million rows, where a GRDB
+    /// `Row` per row would cost more than SQLite's work for it.
+    func forEachRow(binding bind: (inout RawBindings) -> Void, _ body: (OpaquePointer) throws -> Void) throws {
+        let handle = rebound(bind)
         defer { sqlite3_reset(handle) }
         while true {
             let code = sqlite3_step(handle)
@@ -127,12 +133,7 @@ extension Statement {
     /// Runs this statement (one that returns no rows) with values bound by `bind`, as `execute(arguments:)`
     /// does, without building `StatementArguments`.
     func execute(binding bind: (inout RawBindings) -> Void) throws {
-        let handle = sqliteStatement
-        sqlite3_reset(handle)
-        sqlite3_clear_bindings(handle)
-        var bindings = RawBindings(handle)
-        bind(&bindings)
-        precondition(bindings.count == sqlite3_bind_parameter_count(handle), "\(bindings.count) values bound for \(sql)")
+        let handle = rebound(bind)
         let code = sqlite3_step(handle)
         sqlite3_reset(handle)
         guard code == SQLITE_DONE || code == SQLITE_ROW else {

@@ -118,6 +118,37 @@ public final class SQLiteStateStore: StateStore {
         return "\(error)"
     }
 
+    /// Tables unchanged since the step that made them (`v9-artifact-versions`, `v10-sessions-outbox`):
+    /// that step and the final schema run the same text.
+    static let artifactVersionTables = """
+        CREATE TABLE artifact_versions (
+          pipeline TEXT NOT NULL, name TEXT NOT NULL, version INTEGER NOT NULL, sha256 TEXT NOT NULL,
+          size INTEGER NOT NULL, created_at REAL NOT NULL, run_id TEXT, stage TEXT, root TEXT NOT NULL,
+          file TEXT NOT NULL, annotations TEXT NOT NULL, PRIMARY KEY (pipeline, name, version));
+        CREATE INDEX artifact_versions_run ON artifact_versions (run_id);
+        """
+
+    static let sessionAndOutboxTables = """
+        CREATE TABLE sessions (
+          id TEXT PRIMARY KEY, name TEXT NOT NULL, group_key TEXT, status TEXT NOT NULL, spec TEXT NOT NULL,
+          opened_at REAL NOT NULL, deadline REAL NOT NULL, closed_at REAL);
+        CREATE INDEX sessions_name ON sessions (name, opened_at);
+        CREATE INDEX sessions_open ON sessions (status, deadline);
+        CREATE TABLE session_members (
+          session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE, pipeline TEXT NOT NULL,
+          run_id TEXT NOT NULL, joined_at REAL NOT NULL, late INTEGER NOT NULL DEFAULT 0,
+          PRIMARY KEY (session_id, pipeline));
+        CREATE UNIQUE INDEX session_members_run ON session_members (run_id);
+        CREATE TABLE notifications (
+          id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, run_id TEXT, session_id TEXT,
+          origin TEXT NOT NULL, action TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+          created_at REAL NOT NULL, next_attempt_at REAL NOT NULL, delivered_at REAL, last_error TEXT,
+          lease_owner TEXT, lease_expires_at REAL);
+        CREATE INDEX notifications_due ON notifications (status, next_attempt_at);
+        CREATE INDEX notifications_run ON notifications (run_id);
+        CREATE INDEX notifications_session ON notifications (session_id);
+        """
+
     /// The schema of a new store: what `schemaSteps`, `localTasksStep` and `doneItemsStep` make, in one
     /// script (columns in the order those steps add them: a store brought up to date and a new one are
     /// alike, which a test checks).
@@ -171,29 +202,8 @@ public final class SQLiteStateStore: StateStore {
         CREATE TABLE api_tokens (
           name TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, created_at REAL NOT NULL, revoked_at REAL);
         CREATE TABLE leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at REAL NOT NULL);
-        CREATE TABLE artifact_versions (
-          pipeline TEXT NOT NULL, name TEXT NOT NULL, version INTEGER NOT NULL, sha256 TEXT NOT NULL,
-          size INTEGER NOT NULL, created_at REAL NOT NULL, run_id TEXT, stage TEXT, root TEXT NOT NULL,
-          file TEXT NOT NULL, annotations TEXT NOT NULL, PRIMARY KEY (pipeline, name, version));
-        CREATE INDEX artifact_versions_run ON artifact_versions (run_id);
-        CREATE TABLE sessions (
-          id TEXT PRIMARY KEY, name TEXT NOT NULL, group_key TEXT, status TEXT NOT NULL, spec TEXT NOT NULL,
-          opened_at REAL NOT NULL, deadline REAL NOT NULL, closed_at REAL);
-        CREATE INDEX sessions_name ON sessions (name, opened_at);
-        CREATE INDEX sessions_open ON sessions (status, deadline);
-        CREATE TABLE session_members (
-          session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE, pipeline TEXT NOT NULL,
-          run_id TEXT NOT NULL, joined_at REAL NOT NULL, late INTEGER NOT NULL DEFAULT 0,
-          PRIMARY KEY (session_id, pipeline));
-        CREATE UNIQUE INDEX session_members_run ON session_members (run_id);
-        CREATE TABLE notifications (
-          id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, run_id TEXT, session_id TEXT,
-          origin TEXT NOT NULL, action TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
-          created_at REAL NOT NULL, next_attempt_at REAL NOT NULL, delivered_at REAL, last_error TEXT,
-          lease_owner TEXT, lease_expires_at REAL);
-        CREATE INDEX notifications_due ON notifications (status, next_attempt_at);
-        CREATE INDEX notifications_run ON notifications (run_id);
-        CREATE INDEX notifications_session ON notifications (session_id);
+        \(artifactVersionTables)
+        \(sessionAndOutboxTables)
         """
 
     /// The tasks written into their items' rows (`v13-done-items`), as task rows.
@@ -299,36 +309,11 @@ public final class SQLiteStateStore: StateStore {
         }),
         ("v9-artifact-versions", { db in
             // Versioned outputs (C13): which run published which version with which hash.
-            try db.execute(sql: """
-                CREATE TABLE artifact_versions (
-                  pipeline TEXT NOT NULL, name TEXT NOT NULL, version INTEGER NOT NULL, sha256 TEXT NOT NULL,
-                  size INTEGER NOT NULL, created_at REAL NOT NULL, run_id TEXT, stage TEXT, root TEXT NOT NULL,
-                  file TEXT NOT NULL, annotations TEXT NOT NULL, PRIMARY KEY (pipeline, name, version));
-                CREATE INDEX artifact_versions_run ON artifact_versions (run_id);
-                """)
+            try db.execute(sql: SQLiteStateStore.artifactVersionTables)
         }),
         ("v10-sessions-outbox", { db in
             // Coordination sessions (C10) and the notification outbox (C11).
-            try db.execute(sql: """
-                CREATE TABLE sessions (
-                  id TEXT PRIMARY KEY, name TEXT NOT NULL, group_key TEXT, status TEXT NOT NULL, spec TEXT NOT NULL,
-                  opened_at REAL NOT NULL, deadline REAL NOT NULL, closed_at REAL);
-                CREATE INDEX sessions_name ON sessions (name, opened_at);
-                CREATE INDEX sessions_open ON sessions (status, deadline);
-                CREATE TABLE session_members (
-                  session_id TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE, pipeline TEXT NOT NULL,
-                  run_id TEXT NOT NULL, joined_at REAL NOT NULL, late INTEGER NOT NULL DEFAULT 0,
-                  PRIMARY KEY (session_id, pipeline));
-                CREATE UNIQUE INDEX session_members_run ON session_members (run_id);
-                CREATE TABLE notifications (
-                  id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, run_id TEXT, session_id TEXT,
-                  origin TEXT NOT NULL, action TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
-                  created_at REAL NOT NULL, next_attempt_at REAL NOT NULL, delivered_at REAL, last_error TEXT,
-                  lease_owner TEXT, lease_expires_at REAL);
-                CREATE INDEX notifications_due ON notifications (status, next_attempt_at);
-                CREATE INDEX notifications_run ON notifications (run_id);
-                CREATE INDEX notifications_session ON notifications (session_id);
-                """)
+            try db.execute(sql: SQLiteStateStore.sessionAndOutboxTables)
         }),
         ("v11-partial-task-indexes", { db in
             // Fewer index entries to move per task (a large fan-out's store work is mostly index updates):
