@@ -384,7 +384,16 @@ extension SQLiteStateStore {
                                             arguments: [run.rawValue, stage, owner.id]) else { return [] }
             var tasks: [LocalTask] = []
             // A stage's items are in rowid order as they were emitted (see `v13-done-items`): the read goes on
-            // from the rowid it stopped at, through the table itself.
+            // from the rowid it stopped at, through the table itself. The first read starts at the stage's
+            // first item, found through the key index: the rowids before it are other runs' items, millions
+            // in a long-lived store, which a scan from the table's start would walk at every read until
+            // the producer's first items are recorded.
+            var position = position
+            if position == 0 {
+                guard let first = try db.one(Int64.self, sql: "SELECT min(rowid) FROM items WHERE run_id = ? AND stage = ?",
+                                             arguments: [run.rawValue, producer]) else { return [] }
+                position = first - 1
+            }
             let rows = try Row.fetchCursor(db.cachedStatement(sql: """
                 SELECT i.rowid, i.task_id, i.key, i.value, i.created_at FROM items i NOT INDEXED
                 WHERE i.rowid > ? AND i.run_id = ? AND i.stage = ? AND i.task_id IS NOT NULL AND i.done_stage IS NULL

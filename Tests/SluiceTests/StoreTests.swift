@@ -127,6 +127,24 @@ struct StoreContractTests {
                                  stageEvent: { s in h.event(task.runID.rawValue, "stage.\(s.status.rawValue)") }, newTask: task)
     }
 
+    /// A local stage's first read starts at its own first item (found through the key index), not at the
+    /// table's first row: earlier runs' items come before it, and the stage may have none yet.
+    @Test func aLocalStageReadsItsOwnItemsInAStoreHoldingOtherRunsItems() async throws {
+        let h = try await StoreHarness(.sqlite)
+        let earlier = try await localFanOut(h, "r0", before: ["a", "b", "c"])
+        let id = try await localFanOut(h, "r1", before: [])
+        #expect(try await h.store.localTasks(run: id, stage: "work", owner: h.me, after: 0, limit: 10).isEmpty, "no items yet")
+        _ = try await h.store.emitItems(run: id, stage: "find", items: ["k1", "k2"].map { ItemRecord(key: $0, value: Data("\"\($0)\"".utf8)) },
+                                        now: h.now)
+        let mine = try await h.store.localTasks(run: id, stage: "work", owner: h.me, after: 0, limit: 10)
+        #expect(mine.map(\.task.key) == ["k1", "k2"] && mine.allSatisfy { $0.task.runID == id })
+        let theirs = try await h.store.localTasks(run: earlier, stage: "work", owner: h.me, after: 0, limit: 10)
+        #expect(theirs.map(\.task.key) == ["a", "b", "c"])
+        let (lastOfEarlier, firstOfMine) = (try #require(theirs.last).position, try #require(mine.first).position)
+        #expect(lastOfEarlier < firstOfMine, "r1's items come after r0's")
+        #expect(try await h.store.localTasks(run: id, stage: "work", owner: h.me, after: firstOfMine, limit: 10).map(\.task.key) == ["k2"])
+    }
+
     /// Local tasks (`keepsLocalTasks`): the items of a stage started local have no task row until their
     /// task ends, and count as pending meanwhile; a completion writes the task and its attempt under the
     /// id reserved for the item; once the stage's process no longer holds the run, the items left become
