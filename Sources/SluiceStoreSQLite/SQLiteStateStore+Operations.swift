@@ -390,9 +390,8 @@ extension SQLiteStateStore {
             // the producer's first items are recorded.
             var position = position
             if position == 0 {
-                guard let first = try db.one(Int64.self, sql: "SELECT min(rowid) FROM items WHERE run_id = ? AND stage = ?",
-                                             arguments: [run.rawValue, producer]) else { return [] }
-                position = first - 1
+                guard let before = try Self.beforeFirstItem(run: run, producer: producer, db) else { return [] }
+                position = before
             }
             let rows = try Row.fetchCursor(db.cachedStatement(sql: """
                 SELECT i.rowid, i.task_id, i.key, i.value, i.created_at FROM items i NOT INDEXED
@@ -408,6 +407,13 @@ extension SQLiteStateStore {
             }
             return tasks
         }
+    }
+
+    /// The rowid just before `producer`'s first item in `run` (nil when it has none), found through the
+    /// key index: where a read of its items in rowid order starts, instead of at other runs' items.
+    static func beforeFirstItem(run: RunID, producer: StageName, _ db: Database) throws -> Int64? {
+        try db.one(Int64.self, sql: "SELECT min(rowid) FROM items WHERE run_id = ? AND stage = ?", arguments: [run.rawValue, producer])
+            .map { $0 - 1 }
     }
 
     public func claimTasks(run: RunID, _ request: ClaimRequest, now: Date) async throws -> Claim {
@@ -906,13 +912,20 @@ extension SQLiteStateStore {
             guard try Self.localCounts(run: run, stage: stage, db).contains(where: { $0.1.success > 0 }) else { return page }
             // By rowid from the cursor (the (run, stage, key) index would read all the run's items and sort them),
             // the columns read through SQLite's C API (a join reads every result of a fan-out this way).
+            // The first page starts at the stage's first item, not at earlier runs' items.
+            var from = afterTaskID
+            if from == 0,
+               let producer = try db.one(String.self, sql: "SELECT producer FROM stages WHERE run_id = ? AND name = ?",
+                                         arguments: [run.rawValue, stage]) {
+                from = try Self.beforeFirstItem(run: run, producer: producer, db) ?? 0
+            }
             var done: [TaskResult] = []
             done.reserveCapacity(limit)
             try db.cachedStatement(sql: """
                 SELECT rowid, key, done_result FROM items NOT INDEXED
                 WHERE rowid > ? AND run_id = ? AND done_stage = ? AND done_result IS NOT NULL ORDER BY rowid LIMIT ?
                 """).forEachRow(binding: { b in
-                    b.add(afterTaskID)
+                    b.add(from)
                     b.add(run.rawValue)
                     b.add(stage)
                     b.add(limit)

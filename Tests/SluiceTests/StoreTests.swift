@@ -127,8 +127,9 @@ struct StoreContractTests {
                                  stageEvent: { s in h.event(task.runID.rawValue, "stage.\(s.status.rawValue)") }, newTask: task)
     }
 
-    /// A local stage's first read starts at its own first item (found through the key index), not at the
-    /// table's first row: earlier runs' items come before it, and the stage may have none yet.
+    /// A local stage's first read (and its join's first result page) starts at its own first item (found
+    /// through the key index), not at the table's first row: earlier runs' items come before it, and the
+    /// stage may have none yet.
     @Test func aLocalStageReadsItsOwnItemsInAStoreHoldingOtherRunsItems() async throws {
         let h = try await StoreHarness(.sqlite)
         let earlier = try await localFanOut(h, "r0", before: ["a", "b", "c"])
@@ -143,6 +144,13 @@ struct StoreContractTests {
         let (lastOfEarlier, firstOfMine) = (try #require(theirs.last).position, try #require(mine.first).position)
         #expect(lastOfEarlier < firstOfMine, "r1's items come after r0's")
         #expect(try await h.store.localTasks(run: id, stage: "work", owner: h.me, after: firstOfMine, limit: 10).map(\.task.key) == ["k2"])
+        // Their results, written into the items, page from each run's first.
+        let completions = (theirs + mine).map { localCompletion(h, $0.task, .success, next: .succeed, result: Data("\"\($0.task.key)!\"".utf8)) }
+        #expect(try await h.store.completeAttempts(completions, owner: h.me, now: h.now).count == 5)
+        let page = try await h.store.resultPage(run: id, stage: "work", afterTaskID: 0, limit: 10)
+        #expect(page.map(\.key) == ["k1", "k2"] && page.map(\.result) == [Data("\"k1!\"".utf8), Data("\"k2!\"".utf8)])
+        #expect(try await h.store.resultPage(run: earlier, stage: "work", afterTaskID: 0, limit: 2).map(\.key) == ["a", "b"])
+        #expect(try await h.store.resultPage(run: id, stage: "work", afterTaskID: page[0].taskID, limit: 10).map(\.key) == ["k2"])
     }
 
     /// Local tasks (`keepsLocalTasks`): the items of a stage started local have no task row until their
