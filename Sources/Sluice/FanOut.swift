@@ -135,7 +135,7 @@ public struct StageResults<Output: Decodable & Sendable>: AsyncSequence, Sendabl
 
         public mutating func next() async throws -> (key: String, value: Output)? {
             guard let next = try await pages.next() else { return nil }
-            if Output.self == Int.self, let number = ValueCoding.plainInteger(next.result) { return (next.key, number as! Output) }
+            if Output.self == Int.self, let number = Items.plainInteger(next.result) { return (next.key, number as! Output) }
             return (next.key, try decoder.decode(Output.self, from: next.result))
         }
     }

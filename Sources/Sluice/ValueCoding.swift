@@ -13,10 +13,7 @@ enum ValueCoding {
     }
 
     static func decode<Value: Decodable>(_ type: Value.Type, from data: Data) throws -> Value {
-        if Value.self == Int.self, let number = plainInteger(data) { return number as! Value }
+        if Value.self == Int.self, let number = Items.plainInteger(data) { return number as! Value }
         return try JSONDecoder().decode(type, from: data)
     }
-
-    /// `data` as an Int when it is a JSON integer written plainly (`Items.plainInteger`).
-    static func plainInteger(_ data: Data) -> Int? { Items.plainInteger(data) }
 }

@@ -69,7 +69,7 @@ final class OutputSink: Sendable {
     }
 
     /// Items not yet recorded, oldest first: at most `limit` of them.
-    func pendingItems(limit: Int = .max) -> [ItemRecord] {
+    func pendingItems(limit: Int) -> [ItemRecord] {
         state.withLock { Array($0.items.prefix(limit)) }
     }
 
