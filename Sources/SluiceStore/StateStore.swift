@@ -100,8 +100,9 @@ public protocol StateStore: Sendable {
     /// Whether this store keeps *local tasks*: a fan-out stage started with `.startLocal` has no task
     /// rows for its items until their first attempt ends; the process that started it reads them with
     /// `localTasks`, runs them, and the completion (`AttemptCompletion.newTask`) writes the task and its
-    /// attempt at once — one insert each instead of a pending task, a claim and two updates. Until
-    /// then an item counts as a pending task of the stage. When the stage's process no longer holds the
+    /// attempt at once, instead of a pending task, a claim and two updates: a success at the first
+    /// attempt into its item's row (SQLite: `items.done_*`), anything else as a task and an attempt row.
+    /// Until then an item counts as a pending task of the stage. When the stage's process no longer holds the
     /// run (it died, or another took the run over: `abandonRunningAttempts`), the run is cancelled
     /// (`cancelUnfinished`), or its producer fails, the items left become ordinary task rows.
     var keepsLocalTasks: Bool { get }

@@ -101,6 +101,19 @@ struct RawBindings {
     var count: Int32 { index }
 }
 
+/// Columns of the row a statement is at (`Statement.forEachRow`), read through SQLite's C API.
+enum RawColumns {
+    static func text(_ row: OpaquePointer, _ column: Int32) -> String {
+        guard let bytes = sqlite3_column_text(row, column) else { return "" }
+        return String(decoding: UnsafeBufferPointer(start: bytes, count: Int(sqlite3_column_bytes(row, column))), as: UTF8.self)
+    }
+
+    static func blob(_ row: OpaquePointer, _ column: Int32) -> Data {
+        guard let bytes = sqlite3_column_blob(row, column) else { return Data() }
+        return Data(bytes: bytes, count: Int(sqlite3_column_bytes(row, column)))
+    }
+}
+
 extension Statement {
     /// This statement reset, with every parameter bound by `bind`.
     private func rebound(_ bind: (inout RawBindings) -> Void) -> OpaquePointer {

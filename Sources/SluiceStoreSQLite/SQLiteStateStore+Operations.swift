@@ -641,7 +641,7 @@ extension SQLiteStateStore {
     /// written) when its task was written meanwhile (`endLocal`: a cancel, a takeover).
     static func recordLocal(_ completion: AttemptCompletion, owner: LeaseOwner, now t: Double, done: Statement,
                             _ db: Database) throws -> LocalWrite {
-        guard let id = completion.newTask?.id else { return .refused }
+        guard let task = completion.newTask else { return .refused }
         let status: TaskStatus, notBefore: Double?
         switch completion.next {
         case .succeed: (status, notBefore) = (.success, nil)
@@ -665,16 +665,15 @@ extension SQLiteStateStore {
                 b.add(completion.attempt.peakRSSBytes)
                 b.add(completion.attempt.message)
                 b.add(counters)
-                b.add(id)
+                b.add(task.id)
                 b.add(completion.attempt.runID.rawValue)
             }
             if db.changesCount == 1 { return .inItem }
             // Already written there (never twice), or an item written before `v13-done-items` (its task id
             // is not its rowid): task rows, below.
             if try db.one(Bool.self, sql: "SELECT done_stage IS NOT NULL FROM items WHERE rowid = ? AND task_id = rowid",
-                          arguments: [id]) == true { return .refused }
+                          arguments: [task.id]) == true { return .refused }
         }
-        guard let task = completion.newTask else { return .refused }
         let attempt = completion.attempt
         let insertTask = try db.cachedStatement(sql: """
             INSERT INTO tasks (id, run_id, stage, key, status, attempts, not_before, created_at, finished_at, result, item)
@@ -930,7 +929,7 @@ extension SQLiteStateStore {
                     b.add(stage)
                     b.add(limit)
                 }) { row in
-                    done.append(TaskResult(taskID: sqlite3_column_int64(row, 0), key: Self.text(row, 1), result: Self.blob(row, 2)))
+                    done.append(TaskResult(taskID: sqlite3_column_int64(row, 0), key: RawColumns.text(row, 1), result: RawColumns.blob(row, 2)))
                 }
             guard !page.isEmpty else { return done }
             var merged: [TaskResult] = []
@@ -947,18 +946,6 @@ extension SQLiteStateStore {
             }
             return merged
         }
-    }
-
-    /// A text column of the current row (`Statement.forEachRow`).
-    static func text(_ row: OpaquePointer, _ column: Int32) -> String {
-        guard let bytes = sqlite3_column_text(row, column) else { return "" }
-        return String(decoding: UnsafeBufferPointer(start: bytes, count: Int(sqlite3_column_bytes(row, column))), as: UTF8.self)
-    }
-
-    /// A blob column of the current row (`Statement.forEachRow`).
-    static func blob(_ row: OpaquePointer, _ column: Int32) -> Data {
-        guard let bytes = sqlite3_column_blob(row, column) else { return Data() }
-        return Data(bytes: bytes, count: Int(sqlite3_column_bytes(row, column)))
     }
 
     public func stageSummaries(run: RunID) async throws -> [StageName: StageSummary] {
