@@ -206,21 +206,23 @@ public final class SQLiteStateStore: StateStore {
         \(sessionAndOutboxTables)
         """
 
-    /// The tasks written into their items' rows (`v13-done-items`), as task rows.
+    /// The tasks written into their items' rows (`v13-done-items`), as task rows: every column a task row
+    /// has (a test checks that both views have their table's columns).
     static let doneTasksView = """
-        SELECT rowid AS id, run_id, done_stage AS stage, key, 'success' AS status, 1 AS attempts, 0 AS lost_attempts,
+        SELECT rowid AS id, run_id, done_stage AS stage, key, 'success' AS status, 1 AS attempts, 0 AS retry_base, 0 AS lost_attempts,
           NULL AS not_before, NULL AS lease_owner, NULL AS lease_expires_at, created_at, done_finished AS finished_at,
           value AS item, done_result AS result
         FROM items WHERE done_stage IS NOT NULL
         """
 
-    /// Their attempts, as attempt rows (the host and pid of the process that ran them are their stage's).
+    /// Their attempts, as attempt rows (the owner, host and pid of the process that ran them are their
+    /// stage's: one process runs a stage's local tasks, and a stage is never local again once it was not).
     static let doneAttemptsView = """
         SELECT i.rowid AS task_id, i.run_id, i.done_stage AS stage, 1 AS number, 'success' AS outcome,
           i.done_started AS started_at, i.done_finished AS finished_at, NULL AS exit_code, NULL AS signal,
           i.done_cpu_ms AS cpu_ms, i.done_peak_rss AS peak_rss, 0 AS stdout_bytes, 0 AS stderr_bytes,
           NULL AS stderr_tail, i.done_message AS message, s.local_host AS host, s.local_pid AS pid,
-          NULL AS start_ticks, i.done_counters AS counters
+          NULL AS start_ticks, i.done_counters AS counters, s.local_by AS owner
         FROM items i JOIN stages s ON s.run_id = i.run_id AND s.name = i.done_stage WHERE i.done_stage IS NOT NULL
         """
 

@@ -151,6 +151,16 @@ struct StoreContractTests {
         #expect(page.map(\.key) == ["k1", "k2"] && page.map(\.result) == [Data("\"k1!\"".utf8), Data("\"k2!\"".utf8)])
         #expect(try await h.store.resultPage(run: earlier, stage: "work", afterTaskID: 0, limit: 2).map(\.key) == ["a", "b"])
         #expect(try await h.store.resultPage(run: id, stage: "work", afterTaskID: page[0].taskID, limit: 10).map(\.key) == ["k2"])
+        // Read with `sqlite3`, the views show these tasks and attempts as rows of their tables: every column,
+        // and the process that ran them.
+        let (views, ranBy) = try await DatabaseQueue(path: h.location).read { db in
+            let columns = { (name: String) in Set(try Row.fetchAll(db, sql: "PRAGMA table_info(\(name))").map { $0["name"] as String }) }
+            return ([try columns("tasks") == columns("done_tasks"), try columns("attempts") == columns("done_attempts")],
+                    try Row.fetchAll(db, sql: "SELECT owner, host, pid FROM done_attempts WHERE run_id = 'r1'")
+                        .map { "\($0["owner"] as String) \($0["host"] as String) \($0["pid"] as Int)" })
+        }
+        #expect(views == [true, true], "done_tasks and done_attempts have their tables' columns")
+        #expect(ranBy == ["me h 1", "me h 1"])
     }
 
     /// Local tasks (`keepsLocalTasks`): the items of a stage started local have no task row until their
