@@ -16,10 +16,12 @@ final class CompletionBatcher: Sendable {
     struct Recorded: Sendable {
         var count = 0
         var stageEnded = false
+        /// A recorded completion put its task back to pending (a retry, or a task given back): claimable.
+        var requeued = false
         var failure: String?
     }
 
-    private let pending = Mutex<(completions: [AttemptCompletion], processes: [ProcessStart])>(([], []))
+    private let pending = Mutex<(completions: [AttemptCompletion], processes: [ProcessStart], started: [EventRecord])>(([], [], []))
     private let work = Nudge()
     /// Nudged after every commit; the loop then takes `takeRecorded()`.
     let committed = Nudge()
@@ -27,6 +29,9 @@ final class CompletionBatcher: Sendable {
     let maxBatch: Int
 
     init(maxBatch: Int = 1024) { self.maxBatch = maxBatch }
+
+    /// How long recording an attempt's start may wait for its end, to write both in one commit.
+    static let startsWait: Duration = .milliseconds(10)
 
     func submit(_ completion: AttemptCompletion) {
         pending.withLock { $0.completions.append(completion) }
@@ -40,12 +45,20 @@ final class CompletionBatcher: Sendable {
         work.nudge()
     }
 
-    static func complete(_ batch: [AttemptCompletion], processes: [ProcessStart] = [], store: any StateStore, owner: LeaseOwner,
-                         time: any TimeSource, logger: Logger, retrying: Bool) async throws -> [CompletionResult] {
+    /// An attempt's start (`task.start`), recorded in the next commit (before the completions of that
+    /// moment, its own included): a task that takes microseconds is not a transaction for its start
+    /// and another for its end, and a long one has its start recorded at once all the same.
+    func started(_ event: EventRecord) {
+        pending.withLock { $0.started.append(event) }
+        work.nudge()
+    }
+
+    static func complete(_ batch: [AttemptCompletion], processes: [ProcessStart] = [], started: [EventRecord] = [], store: any StateStore,
+                         owner: LeaseOwner, time: any TimeSource, logger: Logger, retrying: Bool) async throws -> [CompletionResult] {
         var pause: Duration = .milliseconds(500)
         while true {
             do {
-                return try await store.completeAttempts(batch, processes: processes, owner: owner, now: time.now())
+                return try await store.completeAttempts(batch, processes: processes, started: started, owner: owner, now: time.now())
             } catch {
                 guard retrying, !Task.isCancelled else { throw error }
                 logger.warning("recording \(batch.count) task result(s) failed; trying again in \(DurationText.format(pause)): \(error)")
@@ -70,29 +83,42 @@ final class CompletionBatcher: Sendable {
              publish: @escaping @Sendable ([EventRecord]) -> Void, logger: Logger, retrying: Bool = false) async {
         while !Task.isCancelled {
             await work.wait()
+            // Only starts to record: their attempts may end at once (an in-process stage, a quick
+            // command), and then starts and ends are one commit. A start waits `startsWait` at most.
+            if pending.withLock({ $0.completions.isEmpty && !($0.started.isEmpty && $0.processes.isEmpty) }) {
+                await work.wait(upTo: Self.startsWait)
+            }
             while true {
-                let (batch, processes) = pending.withLock { p -> ([AttemptCompletion], [ProcessStart]) in
-                    var batch: [AttemptCompletion] = [], processes: [ProcessStart] = []
+                let (batch, processes, started) = pending.withLock { p -> ([AttemptCompletion], [ProcessStart], [EventRecord]) in
+                    var batch: [AttemptCompletion] = [], processes: [ProcessStart] = [], started: [EventRecord] = []
                     swap(&processes, &p.processes)
+                    swap(&started, &p.started)
                     if p.completions.count <= maxBatch {
                         swap(&batch, &p.completions) // all of them, without a copy
                     } else {
                         batch = Array(p.completions[..<maxBatch])
                         p.completions.removeFirst(maxBatch)
                     }
-                    return (batch, processes)
+                    return (batch, processes, started)
                 }
-                if batch.isEmpty && processes.isEmpty { break }
+                if batch.isEmpty && processes.isEmpty && started.isEmpty { break }
                 do {
-                    let results = try await Self.complete(batch, processes: processes, store: store, owner: owner, time: time,
-                                                          logger: logger, retrying: retrying)
-                    guard !batch.isEmpty else { continue }
-                    var stageEnded = false
-                    var events: [EventRecord] = []
+                    let results = try await Self.complete(batch, processes: processes, started: started, store: store, owner: owner,
+                                                          time: time, logger: logger, retrying: retrying)
+                    guard !batch.isEmpty else {
+                        publish(started)
+                        continue
+                    }
+                    var stageEnded = false, requeued = false
+                    var events = started
                     for index in batch.indices where index < results.count { // by index: each completion read in place, not copied
                         switch results[index] {
                         case .applied(let stage):
                             if !batch[index].events.isEmpty { events += batch[index].events }
+                            switch batch[index].next {
+                            case .retry, .release: requeued = true
+                            case .succeed, .fail, .cancel: break
+                            }
                             if let stage {
                                 stageEnded = true
                                 events.append(batch[index].stageEvent(stage))
@@ -108,6 +134,7 @@ final class CompletionBatcher: Sendable {
                     recorded.withLock { r in
                         r.count += batch.count
                         r.stageEnded = r.stageEnded || stageEnded
+                        r.requeued = r.requeued || requeued
                     }
                 } catch {
                     recorded.withLock { $0.failure = "\(error)" }

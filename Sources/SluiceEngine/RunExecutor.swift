@@ -157,6 +157,8 @@ struct RunExecutor: Sendable {
         var taskTimes = ClaimAhead()
         // Fan-out stages this process runs as local tasks (recorded when they end), and where their reads are.
         var local = Dictionary(uniqueKeysWithValues: localStages(of: run).map { ($0, LocalStage()) })
+        // Whether a producer's new items are task rows to claim (a fan-out stage that is not local).
+        let itemsMakeTasks = spec.stages.contains { $0.forEach != nil && local[$0.name] == nil }
         let batcher = CompletionBatcher()
         return try await withThrowingTaskGroup(of: Wake.self) { group in
             group.addTask { try await watch(engine: engine, lookForCancel: true) }
@@ -349,12 +351,14 @@ struct RunExecutor: Sendable {
                                           hint: "the run is unfinished; `sluice resume \(runID)` continues it once the store works")
                     }
                     unrecorded -= recorded.count
-                    // A retry puts a task back, a stage that ended lets others start.
-                    mayGiveWork()
+                    // A retry puts a task back (claimable); a stage that ended lets others start (planned
+                    // next). Anything else recorded gives no work: no claim, which is a write, after each batch.
+                    if recorded.requeued { mayGiveWork() }
                     if recorded.stageEnded { needsPlan = true }
                     group.addTask { await batcher.committed.wait(); return .recorded }
                 case .nudged:
-                    mayGiveWork()
+                    // New items: a local stage reads them; a fan-out stage of task rows has new tasks to claim.
+                    if itemsMakeTasks { mayGiveWork() } else { for name in local.keys { local[name]?.dry = false } }
                     group.addTask { await nudge.wait(); return .nudged }
                 case .cancelRequested:
                     cancelling = true
@@ -569,7 +573,7 @@ struct RunExecutor: Sendable {
                     return try await runCommand(CommandTask(run: run, stage: stage, claimed: claimed, files: files), stop: stop, sink: sink,
                                                 batcher: batcher)
                 case .swift:
-                    return try await runSwift(claimed, stage: stage, run: run, stop: stop, sink: sink)
+                    return try await runSwift(claimed, stage: stage, run: run, stop: stop, sink: sink, batcher: batcher)
                 }
             }
             if producer {
@@ -616,9 +620,9 @@ struct RunExecutor: Sendable {
         case .success(var invocation):
             if stage.forEach == nil {
                 // Fan-out tasks are many: their starts are in the attempt records and the progress events.
-                try await emit([log.make("task.start", stage: stage.name, task: task.id, attempt: claimed.attempt,
+                batcher.started(log.make("task.start", stage: stage.name, task: task.id, attempt: claimed.attempt,
                                          "attempt \(claimed.attempt): \(Self.display(invocation.arguments))",
-                                         attrs: ["argv": Self.display(invocation.arguments), "workdir": invocation.workingDirectory])])
+                                         attrs: ["argv": Self.display(invocation.arguments), "workdir": invocation.workingDirectory]))
             }
             // A producer's stdout lines are items, scheduled as they come: read while it runs.
             invocation.liveOutput = sink.producer
@@ -669,7 +673,8 @@ struct RunExecutor: Sendable {
     }
 
     /// Runs an in-process stage: cancellation (run cancelled, timeout) is Swift task cancellation.
-    private func runSwift(_ claimed: ClaimedTask, stage: StageSpec, run: RunRecord, stop: StopSignal, sink: OutputSink) async throws -> FinishedAttempt {
+    private func runSwift(_ claimed: ClaimedTask, stage: StageSpec, run: RunRecord, stop: StopSignal, sink: OutputSink,
+                          batcher: CompletionBatcher) async throws -> FinishedAttempt {
         let task = claimed.task
         let clock = ContinuousClock.now
         var attempt = attemptRecord(claimed: claimed, stage: stage, run: run)
@@ -680,8 +685,8 @@ struct RunExecutor: Sendable {
             return FinishedAttempt(attempt: attempt, event: "task.spawn_failed", attrs: [:], result: nil)
         }
         if stage.forEach == nil {
-            try await emit([log.make("task.start", stage: stage.name, task: task.id, attempt: claimed.attempt,
-                                     "attempt \(claimed.attempt): in-process Swift stage")])
+            batcher.started(log.make("task.start", stage: stage.name, task: task.id, attempt: claimed.attempt,
+                                     "attempt \(claimed.attempt): in-process Swift stage"))
         }
         let context = context(for: claimed, scope: StageScope(run: run, stage: stage, store: store, files: files), sink: sink)
         let timeout = stage.timeout

@@ -87,9 +87,10 @@ public protocol StateStore: Sendable {
     /// A stage whose last unfinished task ends here is rolled up in the same transaction, its
     /// `stageEvent` recorded with it. A completion whose task `owner` no longer holds is `.leaseLost`
     /// and changes nothing. `processes` records, first and in the same transaction, the processes that
-    /// attempts started, so they can be found again after a crash (see `recordProcess`).
-    func completeAttempts(_ completions: [AttemptCompletion], processes: [ProcessStart], owner: LeaseOwner,
-                          now: Date) async throws -> [CompletionResult]
+    /// attempts started, so they can be found again after a crash (see `recordProcess`); `started`, the
+    /// events of attempts that started (`task.start`), before the completions' own.
+    func completeAttempts(_ completions: [AttemptCompletion], processes: [ProcessStart], started: [EventRecord],
+                          owner: LeaseOwner, now: Date) async throws -> [CompletionResult]
 
     /// Records items a producer stage emitted (deduplicated by key) and, in the same transaction, creates
     /// a task per new item for every fan-out stage that is already taking that producer's items (for a
@@ -432,13 +433,13 @@ extension StateStore {
 
     /// Records the process that an attempt started, so it can be found again after a crash.
     public func recordProcess(task: TaskID, attempt: Int, pid: Int32, startTicks: Int64?) async throws {
-        _ = try await completeAttempts([], processes: [ProcessStart(task: task, attempt: attempt, pid: pid, startTicks: startTicks)],
+        _ = try await completeAttempts([], processes: [ProcessStart(task: task, attempt: attempt, pid: pid, startTicks: startTicks)], started: [],
                                        owner: .workerPool, now: Date())
     }
 
-    /// Ends attempts (see `completeAttempts(_:processes:owner:now:)`).
+    /// Ends attempts (see `completeAttempts(_:processes:started:owner:now:)`).
     public func completeAttempts(_ completions: [AttemptCompletion], owner: LeaseOwner, now: Date) async throws -> [CompletionResult] {
-        try await completeAttempts(completions, processes: [], owner: owner, now: now)
+        try await completeAttempts(completions, processes: [], started: [], owner: owner, now: now)
     }
 
     /// One completion (see `completeAttempts`).

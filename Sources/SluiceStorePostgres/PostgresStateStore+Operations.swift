@@ -502,9 +502,9 @@ extension PostgresStateStore {
                  revokedAt: try row.date("revoked_at"))
     }
 
-    public func completeAttempts(_ completions: [AttemptCompletion], processes: [ProcessStart], owner: LeaseOwner,
-                                 now: Date) async throws -> [CompletionResult] {
-        guard !completions.isEmpty || !processes.isEmpty else { return [] }
+    public func completeAttempts(_ completions: [AttemptCompletion], processes: [ProcessStart], started: [EventRecord],
+                                 owner: LeaseOwner, now: Date) async throws -> [CompletionResult] {
+        guard !completions.isEmpty || !processes.isEmpty || !started.isEmpty else { return [] }
         // Other workers are woken only when this may give them work: a stage ended (the next ones may
         // start, or the run may end) or a task went back to the queue. A plain success or failure does
         // not; the worker that recorded it claims for its own freed slots.
@@ -519,7 +519,7 @@ extension PostgresStateStore {
             if !completions.isEmpty { try await Self.lockStages(completions.map { ($0.attempt.runID, $0.attempt.stage) }, tx) }
             var results: [CompletionResult] = []
             var touched: [(RunID, StageName, Int)] = [] // stage, index of its last completion in this batch
-            var events: [EventRecord] = []
+            var events = started
             // Which of these tasks this owner still holds, at the attempt the completion is for: one look
             // for the whole batch, the rows locked.
             var held: [TaskID: Int] = [:]

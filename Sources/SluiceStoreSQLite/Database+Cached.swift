@@ -108,6 +108,14 @@ enum RawColumns {
         return String(decoding: UnsafeBufferPointer(start: bytes, count: Int(sqlite3_column_bytes(row, column))), as: UTF8.self)
     }
 
+    static func optionalText(_ row: OpaquePointer, _ column: Int32) -> String? {
+        sqlite3_column_type(row, column) == SQLITE_NULL ? nil : text(row, column)
+    }
+
+    static func date(_ row: OpaquePointer, _ column: Int32) -> Date? {
+        sqlite3_column_type(row, column) == SQLITE_NULL ? nil : Date(timeIntervalSince1970: sqlite3_column_double(row, column))
+    }
+
     static func blob(_ row: OpaquePointer, _ column: Int32) -> Data {
         guard let bytes = sqlite3_column_blob(row, column) else { return Data() }
         return Data(bytes: bytes, count: Int(sqlite3_column_bytes(row, column)))

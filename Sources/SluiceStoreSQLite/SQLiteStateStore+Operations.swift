@@ -242,9 +242,17 @@ extension SQLiteStateStore {
     // MARK: stages and tasks
 
     public func stages(of run: RunID) async throws -> [StageRecord] {
+        // Read at every planning step (a chain of 100 stages reads them 100 times): through the C API.
         try await read { db in
-            try db.rows(sql: "SELECT \(Self.stageColumns) FROM stages WHERE run_id = ? ORDER BY position", arguments: [run.rawValue])
-                .map(Self.stageRecord)
+            var stages: [StageRecord] = []
+            try db.cachedStatement(sql: "SELECT name, status, reason, started_at, finished_at FROM stages WHERE run_id = ? ORDER BY position")
+                .forEachRow(binding: { $0.add(run.rawValue) }) { row in
+                    stages.append(StageRecord(runID: run, name: RawColumns.text(row, 0),
+                                              status: StageStatus(rawValue: RawColumns.text(row, 1)) ?? .failed,
+                                              reason: RawColumns.optionalText(row, 2), startedAt: RawColumns.date(row, 3),
+                                              finishedAt: RawColumns.date(row, 4)))
+                }
+            return stages
         }
     }
 
@@ -503,11 +511,12 @@ extension SQLiteStateStore {
         }
     }
 
-    public func completeAttempts(_ completions: [AttemptCompletion], processes: [ProcessStart], owner: LeaseOwner,
-                                 now: Date) async throws -> [CompletionResult] {
-        guard !completions.isEmpty || !processes.isEmpty else { return [] }
+    public func completeAttempts(_ completions: [AttemptCompletion], processes: [ProcessStart], started: [EventRecord],
+                                 owner: LeaseOwner, now: Date) async throws -> [CompletionResult] {
+        guard !completions.isEmpty || !processes.isEmpty || !started.isEmpty else { return [] }
         return try await write { db in
             let t = now.timeIntervalSince1970
+            try Self.insert(started, db)
             if !processes.isEmpty {
                 let record = try db.cachedStatement(sql: "UPDATE attempts SET pid = ?, start_ticks = ? WHERE task_id = ? AND number = ?")
                 for p in processes { try record.execute(arguments: [Int64(p.pid), p.startTicks, p.task, p.attempt]) }

@@ -239,6 +239,12 @@ struct EngineTests {
         for name in ["run.start", "stage.start", "task.start", "task.success", "task.failure", "stage.failed", "run.partial_success"] {
             #expect(eventNames.contains(name), "missing \(name)")
         }
+        // Each stage's events in the order they happened (a start is recorded with the next commit).
+        for stage in ["hello", "fail"] {
+            let own = stored.filter { $0.stage == stage }.map(\.event)
+            #expect(own == ["stage.start", "task.start", stage == "hello" ? "task.success" : "task.failure",
+                            stage == "hello" ? "stage.success" : "stage.failed"], "\(stage): \(own)")
+        }
         let report = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: files.report))) as? [String: Any])
         #expect(report["outcome"] as? String == "partial_success")
         #expect(report["exit_code"] as? Int == 1)

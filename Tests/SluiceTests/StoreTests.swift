@@ -106,6 +106,31 @@ struct StoreContractTests {
         #expect(summary.p95TaskMs == 19, "the 19th of 20 durations")
     }
 
+    /// Starts of attempts (`task.start`) handed to `completeAttempts` are recorded in its transaction,
+    /// before the completions' own events; alone (no completion yet) they are recorded all the same.
+    @Test(arguments: StoreKind.allCases) func attemptStartsAreRecordedWithTheCompletionsBeforeTheirEvents(kind: StoreKind) async throws {
+        let h = try await StoreHarness(kind)
+        let id = RunID("r1")
+        _ = try await h.store.createRun(h.newRun("r1"), overlap: .skip, now: h.now, events: [])
+        try await h.store.applyStageTransitions(run: id, [.start("a", taskKeys: ["k1", "k2"])], now: h.now, events: [])
+        let claimed = try await h.store.claimTasks(run: id, owner: h.me, limit: 2, filter: .everything, now: h.now,
+                                                   leaseUntil: h.now.addingTimeInterval(30))
+        #expect(claimed.count == 2)
+        #expect(try await h.store.completeAttempts([], processes: [], started: [h.event("r1", "task.start k1")], owner: h.me, now: h.now)
+                == [], "starts alone: no completion to answer for")
+        let completions = claimed.map { c in
+            AttemptCompletion(attempt: AttemptRecord(taskID: c.task.id, runID: id, stage: "a", number: c.attempt, outcome: .success,
+                                                     startedAt: h.now, finishedAt: h.now),
+                              result: nil, next: .succeed, events: [h.event("r1", "task.success \(c.task.key)")],
+                              stageEvent: { _ in h.event("r1", "stage.success") })
+        }
+        let results = try await h.store.completeAttempts(completions, processes: [], started: [h.event("r1", "task.start k2")],
+                                                         owner: h.me, now: h.now)
+        #expect(results.count == 2)
+        #expect(try await h.store.events(run: id, afterID: 0, limit: 10).map(\.event)
+                == ["task.start k1", "task.start k2", "task.success k1", "task.success k2", "stage.success"])
+    }
+
     /// A claim that got all it asked for says whether more were claimable (SQLite knows; PostgreSQL says
     /// "maybe" then); one that left nothing behind must never say there is more.
     /// A find → work fan-out of Swift stages, `work` started local to `h.me` after `before` items were emitted.
