@@ -16,8 +16,10 @@ final class CompletionBatcher: Sendable {
     struct Recorded: Sendable {
         var count = 0
         var stageEnded = false
-        /// A recorded completion put its task back to pending (a retry, or a task given back): claimable.
-        var requeued = false
+        /// A recorded completion may let a claim take more: it put its task back to pending (a retry, a
+        /// task given back), or it ended a claimed task, which the store counted as running (a stage's
+        /// `concurrency` caps that count). Only local tasks' successes and failures give no such work.
+        var freedWork = false
         var failure: String?
     }
 
@@ -109,15 +111,17 @@ final class CompletionBatcher: Sendable {
                         publish(started)
                         continue
                     }
-                    var stageEnded = false, requeued = false
+                    var stageEnded = false, freedWork = false
                     var events = started
                     for index in batch.indices where index < results.count { // by index: each completion read in place, not copied
                         switch results[index] {
                         case .applied(let stage):
                             if !batch[index].events.isEmpty { events += batch[index].events }
-                            switch batch[index].next {
-                            case .retry, .release: requeued = true
-                            case .succeed, .fail, .cancel: break
+                            if batch[index].newTask == nil { freedWork = true } else {
+                                switch batch[index].next {
+                                case .retry, .release: freedWork = true
+                                case .succeed, .fail, .cancel: break
+                                }
                             }
                             if let stage {
                                 stageEnded = true
@@ -134,7 +138,7 @@ final class CompletionBatcher: Sendable {
                     recorded.withLock { r in
                         r.count += batch.count
                         r.stageEnded = r.stageEnded || stageEnded
-                        r.requeued = r.requeued || requeued
+                        r.freedWork = r.freedWork || freedWork
                     }
                 } catch {
                     recorded.withLock { $0.failure = "\(error)" }

@@ -351,9 +351,10 @@ struct RunExecutor: Sendable {
                                           hint: "the run is unfinished; `sluice resume \(runID)` continues it once the store works")
                     }
                     unrecorded -= recorded.count
-                    // A retry puts a task back (claimable); a stage that ended lets others start (planned
-                    // next). Anything else recorded gives no work: no claim, which is a write, after each batch.
-                    if recorded.requeued { mayGiveWork() }
+                    // A retry puts a task back, a claimed task that ended frees its stage's running count
+                    // (claim again); a stage that ended lets others start (planned next). Local tasks that
+                    // ended give no work: no claim (a write) after each of their batches.
+                    if recorded.freedWork { mayGiveWork() }
                     if recorded.stageEnded { needsPlan = true }
                     group.addTask { await batcher.committed.wait(); return .recorded }
                 case .nudged:

@@ -14,12 +14,14 @@ struct EngineFixture {
     let engine: Engine
     let time: any TimeSource
 
-    init(time: any TimeSource = SystemTimeSource()) throws {
+    init(time: any TimeSource = SystemTimeSource(), configure: (inout Engine.Configuration) -> Void = { _ in }) throws {
         dir = try TemporaryDirectory(prefix: "engine")
         let layout = StateLayout(directory: dir.file(".sluice"))
         let store = try SQLiteStateStore.open(path: layout.databasePath)
         self.time = time
-        engine = Engine(store: store, layout: layout, time: time)
+        var engine = Engine(store: store, layout: layout, time: time)
+        configure(&engine.configuration)
+        self.engine = engine
     }
 
     func spec(_ yaml: String) throws -> PipelineSpec {

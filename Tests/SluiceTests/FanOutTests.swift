@@ -88,6 +88,26 @@ struct FanOutTests {
         #expect(try await f.engine.store.items(run: run.id, stage: "find").map(\.key) == ["a", "b", "c"])
     }
 
+    /// A stage limited to one task at a time (the store counts its running tasks) takes its next task as
+    /// soon as the one before is recorded, not when the run process next looks for others' work (made
+    /// an hour here: a run that waited for it would never end within the time limit).
+    @Test(.timeLimit(.minutes(1))) func aLimitedFanOutTakesItsNextTaskOnceTheOneBeforeIsRecorded() async throws {
+        let f = try EngineFixture { $0.othersPoll = .seconds(3600) }
+        let (outcome, run) = try await f.run(#"""
+            name: limited
+            stages:
+              find:
+                run: [sh, -c, 'for i in 1 2 3 4 5 6; do echo "{\"key\": \"k$i\"}"; done']
+              use:
+                for_each: find
+                concurrency: 1
+                run: [sh, -c, 'echo "$1" >> used.txt', sh, "{{item.key}}"]
+            """#)
+        #expect(outcome == .success)
+        #expect(try String(contentsOfFile: f.dir.file("used.txt"), encoding: .utf8) == "k1\nk2\nk3\nk4\nk5\nk6\n")
+        #expect(try await f.engine.store.taskCounts(run: run.id)["use"]?.success == 6)
+    }
+
     @Test func countersAndRejectedRecordsAddUpExactly() async throws {
         let f = try EngineFixture()
         let (outcome, run) = try await f.run(#"""
