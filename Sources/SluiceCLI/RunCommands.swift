@@ -7,6 +7,7 @@ import SluiceDefinition
 import SluiceEngine
 import SluiceNotify
 import SluiceStore
+import Synchronization
 
 struct Validate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "validate", 
@@ -141,11 +142,15 @@ func execute(_ run: RunRecord, engine: Engine, resume: Bool, retryFailed: Bool =
                         message: "cancel requested by an interrupt signal")]) }
     }
     defer { interrupts.stop() }
+    let written = Mutex<RunReport?>(nil)
     let outcome = try await engine.execute(run, resume: resume, retryFailed: retryFailed,
                                            observer: { event in view.handle(event) },
-                                           progress: { progress in view.progress(progress) })
+                                           progress: { progress in view.progress(progress) },
+                                           reported: { report in written.withLock { $0 = report } })
     view.end()
-    let report = try await RunReport.build(store: engine.store, runID: run.id)
+    // The report this process wrote; built again only when another process finished the record.
+    let report: RunReport
+    if let written = written.withLock({ $0 }) { report = written } else { report = try await RunReport.build(store: engine.store, runID: run.id) }
     if json {
         FileHandle.standardOutput.write(try report.json())
         print()

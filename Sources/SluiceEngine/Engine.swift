@@ -165,13 +165,16 @@ public struct Engine: Sendable {
     /// - Parameters:
     ///   - observer: told every event as it is recorded.
     ///   - progress: told the progress of the active stages about once a second.
+    /// - Parameter reported: told the report (`report.json`) when this process finished the run's record
+    ///   (not when another process did).
     public func execute(_ run: RunRecord, resume: Bool = false, retryFailed: Bool = false,
                         observer: (@Sendable (EventRecord) -> Void)? = nil,
-                        progress: (@Sendable ([StageProgress]) -> Void)? = nil) async throws -> RunOutcome {
+                        progress: (@Sendable ([StageProgress]) -> Void)? = nil,
+                        reported: (@Sendable (RunReport) -> Void)? = nil) async throws -> RunOutcome {
         let executor = RunExecutor(engine: self, runID: run.id, files: RunFiles(directory: run.runDir),
                                    log: EventLog(runID: run.id, pipeline: run.pipeline, files: RunFiles(directory: run.runDir),
                                                  time: time, observer: observer),
-                                   progress: ProgressReporter(observer: progress))
+                                   progress: ProgressReporter(observer: progress), reported: reported)
         return try await executor.execute(resume: resume, retryFailed: retryFailed)
     }
 

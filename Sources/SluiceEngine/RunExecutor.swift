@@ -15,6 +15,8 @@ struct RunExecutor: Sendable {
     let files: RunFiles
     let log: EventLog
     let progress: ProgressReporter?
+    /// Told the report this process wrote when it finished the run.
+    var reported: (@Sendable (RunReport) -> Void)? = nil
 
     var store: any StateStore { engine.store }
     var time: any TimeSource { engine.time }
@@ -138,6 +140,7 @@ struct RunExecutor: Sendable {
         var report = try await RunReport.build(store: store, runID: runID)
         report.enginePeakRssBytes = Self.peakRSS()
         try report.write(to: files.report)
+        reported?(report)
         for writer in engine.reportWriters {
             do { try writer.write(report, runDirectory: files.directory) } catch {
                 engine.logger.warning("run \(runID): \(error)", metadata: ["sluice.run_id": "\(runID)"])
