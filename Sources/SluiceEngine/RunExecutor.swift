@@ -183,16 +183,21 @@ struct RunExecutor: Sendable {
             var ready: [ClaimedTask] = [] // claimed, waiting for a free slot
             var unrecorded = 0            // completions handed to the batcher, not yet committed
             var mayClaim = true           // false after a claim found nothing, until something changes
-            var changes = 0               // counts what may give work (mayClaim set), for claims in flight
+            var changes = 0               // counts what may give work, for claims and local reads in flight
             // Set when the loop found no task anywhere and planned once more before calling the run stuck:
             // another process (a worker) may have ended a stage since this loop last planned.
             var plannedForNoTask = false
-            /// Something happened that may give work: claim again (and tell a claim in flight).
-            func mayGiveWork() {
-                mayClaim = true
+            /// Something happened that may give local stages items to read: read again (and tell a read in
+            /// flight, which may have looked before it happened).
+            func mayGiveLocalWork() {
                 changes += 1
                 plannedForNoTask = false
                 for name in local.keys { local[name]?.dry = false }
+            }
+            /// Something happened that may give work: claim again too (and tell a claim in flight).
+            func mayGiveWork() {
+                mayClaim = true
+                mayGiveLocalWork()
             }
             var claiming = false          // a claim is in flight (a child task: the loop starts tasks meanwhile)
             var needsPlan = true
@@ -357,12 +362,12 @@ struct RunExecutor: Sendable {
                     // A retry puts a task back, a claimed task that ended frees its stage's running count
                     // (claim again); a stage that ended lets others start (planned next). Local tasks that
                     // ended give no work: no claim (a write) after each of their batches.
-                    if recorded.freedWork { mayGiveWork() }
+                    if recorded.freedWork { mayGiveWork() } else { plannedForNoTask = false }
                     if recorded.stageEnded { needsPlan = true }
                     group.addTask { await batcher.committed.wait(); return .recorded }
                 case .nudged:
                     // New items: a local stage reads them; a fan-out stage of task rows has new tasks to claim.
-                    if itemsMakeTasks { mayGiveWork() } else { for name in local.keys { local[name]?.dry = false } }
+                    if itemsMakeTasks { mayGiveWork() } else { mayGiveLocalWork() }
                     group.addTask { await nudge.wait(); return .nudged }
                 case .cancelRequested:
                     cancelling = true
