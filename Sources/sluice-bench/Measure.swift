@@ -34,7 +34,7 @@ enum Measure {
         case "w4-plain": check = plainChain(n)
         default: throw BenchError("unknown measurement \(args[0])")
         }
-        let seconds = (clock.now - start).seconds
+        let seconds = (clock.now - start).exactSeconds
         let result = Result(seconds: seconds, rssBytes: peakRSS(), check: check)
         let encoder = JSONEncoder()
         encoder.keyEncodingStrategy = .convertToSnakeCase
@@ -145,3 +145,10 @@ struct BenchError: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
+
+extension Duration {
+    /// In seconds, to the nanosecond (`Duration.seconds` of SluiceCore counts whole milliseconds: a
+    /// 1,000-item W1 takes ~35 ms, and a millisecond was a µs per task in W6's figure beyond a run's
+    /// fixed cost).
+    var exactSeconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+}
