@@ -97,9 +97,8 @@ enum Bench {
     // MARK: workloads
 
     static func w1(n: Int, _ o: Options, name: String = "W1", fixedSeconds: Double? = nil) throws -> Row {
-        let sluice = try repeatMeasure(["w1", String(n)], o)
-        let group = try repeatMeasure(["w1-taskgroup", String(n)], o)
-        let floor = try repeatMeasure(["store-floor", String(n)], o)
+        let measured = try repeatMeasures([["w1", String(n)], ["w1-taskgroup", String(n)], ["store-floor", String(n)]], o)
+        let (sluice, group, floor) = (measured[0], measured[1], measured[2])
         var note = String(format: "no-store task group: %.4f s (%.0fx)", group.figure.seconds, sluice.figure.seconds / max(group.figure.seconds, 1e-9))
         if let fixedSeconds {
             note += String(format: "; a run with no items: %.1f ms, beyond it %.1f µs per task",
@@ -111,8 +110,8 @@ enum Bench {
     }
 
     static func w4(n: Int, _ o: Options) throws -> Row {
-        let sluice = try repeatMeasure(["w4", String(n)], o)
-        let plain = try repeatMeasure(["w4-plain", String(n)], o)
+        let measured = try repeatMeasures([["w4", String(n)], ["w4-plain", String(n)]], o)
+        let (sluice, plain) = (measured[0], measured[1])
         return Row(workload: "W4", n: n, sluice: sluice.figure, perTaskMicroseconds: sluice.figure.seconds / Double(n) * 1e6,
                    baseline: "plain calls", baselineFigure: plain.figure,
                    ratio: sluice.figure.seconds / max(plain.figure.seconds, 1e-9), check: sluice.check,
@@ -133,19 +132,19 @@ enum Bench {
                 run: [sh, -c, 'echo out-$1; echo err-$1 >&2', sh, "{{item.key}}"]
             """
         try yaml.write(toFile: dir + "/w2.yml", atomically: true, encoding: .utf8)
-        let sluice = try repeatRun(o) {
+        let figures = try repeatRuns(o, [{
             try? FileManager.default.removeItem(atPath: dir + "/.sluice")
             return try spawn([sluiceExecutable(), "run", "w2.yml", "--no-tty"], in: dir)
-        }
-        // Check: every task's stdout and stderr were captured.
-        let logs = (try? FileManager.default.contentsOfDirectory(atPath: dir + "/.sluice/runs").first).map { dir + "/.sluice/runs/\($0)/logs/echo" }
-        let captured = logs.flatMap { try? FileManager.default.contentsOfDirectory(atPath: $0) }?.count ?? 0
-        guard captured == 2 * n else { throw BenchError("W2 captured \(captured) log files, expected \(2 * n)") }
-        let xargs = try repeatRun(o) {
+        }, {
             try? FileManager.default.removeItem(atPath: dir + "/out")
             try FileManager.default.createDirectory(atPath: dir + "/out", withIntermediateDirectories: true)
             return try spawn(["/bin/sh", "-c", "seq \(n) | xargs -P4 -I{} sh -c 'sh -c \"echo out-{}; echo err-{} >&2\" > out/{}.out 2> out/{}.err'"], in: dir)
-        }
+        }])
+        let (sluice, xargs) = (figures[0], figures[1])
+        // Check: every task's stdout and stderr were captured (the last run's).
+        let logs = (try? FileManager.default.contentsOfDirectory(atPath: dir + "/.sluice/runs").first).map { dir + "/.sluice/runs/\($0)/logs/echo" }
+        let captured = logs.flatMap { try? FileManager.default.contentsOfDirectory(atPath: $0) }?.count ?? 0
+        guard captured == 2 * n else { throw BenchError("W2 captured \(captured) log files, expected \(2 * n)") }
         return Row(workload: "W2", n: n, sluice: sluice, perTaskMicroseconds: sluice.seconds / Double(n) * 1e6,
                    baseline: "xargs -P4, a file per task", baselineFigure: xargs, ratio: sluice.seconds / xargs.seconds,
                    check: "\(n) tasks, \(captured) log files", note: nil)
@@ -158,8 +157,9 @@ enum Bench {
         let reps = max(o.repetitions, o.quick ? 3 : 10)
         var opts = o
         opts.repetitions = reps
-        let sluice = try repeatRun(opts) { try spawn([sluiceExecutable(), "run", "w5.yml", "--no-tty"], in: dir) }
-        let direct = try repeatRun(opts) { try spawn(["/bin/true"], in: dir) }
+        let figures = try repeatRuns(opts, [{ try spawn([sluiceExecutable(), "run", "w5.yml", "--no-tty"], in: dir) },
+                                            { try spawn(["/bin/true"], in: dir) }])
+        let (sluice, direct) = (figures[0], figures[1])
         return Row(workload: "W5", n: 1, sluice: sluice, perTaskMicroseconds: sluice.seconds * 1e6,
                    baseline: "running `true` directly", baselineFigure: direct, ratio: sluice.seconds / max(direct.seconds, 1e-9),
                    check: "exit 0", note: String(format: "%.1f ms beyond the command", (sluice.seconds - direct.seconds) * 1000))
@@ -210,31 +210,42 @@ enum Bench {
                        stdout: String(decoding: output, as: UTF8.self))
     }
 
-    static func repeatRun(_ o: Options, _ body: () throws -> Spawned) throws -> Figure {
-        var runs: [Spawned] = []
+    /// Each body `o.repetitions` times, taking turns (one of each, then again): a side and its baseline
+    /// see the same moments of a shared machine, whose speed drifts within a run of the benchmark.
+    static func repeatRuns(_ o: Options, _ bodies: [() throws -> Spawned]) throws -> [Figure] {
+        var runs = bodies.map { _ in [Spawned]() }
         for _ in 0..<o.repetitions {
-            let r = try body()
-            guard r.status == 0 else { throw BenchError("a measured command exited \(r.status)") }
-            runs.append(r)
+            for (i, body) in bodies.enumerated() {
+                let r = try body()
+                guard r.status == 0 else { throw BenchError("a measured command exited \(r.status)") }
+                runs[i].append(r)
+            }
         }
-        return figure(runs.map(\.seconds), rss: runs.map(\.rssBytes).max())
+        return runs.map { figure($0.map(\.seconds), rss: $0.map(\.rssBytes).max()) }
     }
 
     static func repeatMeasure(_ what: [String], _ o: Options) throws -> (figure: Figure, check: String) {
-        var seconds: [Double] = []
-        var rss: [Int64] = []
-        var check = ""
+        try repeatMeasures([what], o)[0]
+    }
+
+    /// Each measurement `o.repetitions` times, taking turns (see `repeatRuns`).
+    static func repeatMeasures(_ whats: [[String]], _ o: Options) throws -> [(figure: Figure, check: String)] {
+        var seconds = whats.map { _ in [Double]() }
+        var rss = whats.map { _ in [Int64]() }
+        var checks = whats.map { _ in "" }
         for _ in 0..<o.repetitions {
-            let r = try spawn([selfExecutable(), "--measure"] + what, in: FileManager.default.currentDirectoryPath)
-            guard r.status == 0, let line = r.stdout.split(separator: "\n").last,
-                  let result = try? decoder.decode(Measure.Result.self, from: Data(line.utf8)) else {
-                throw BenchError("measurement \(what.joined(separator: " ")) failed (exit \(r.status)): \(r.stdout.suffix(500))")
+            for (i, what) in whats.enumerated() {
+                let r = try spawn([selfExecutable(), "--measure"] + what, in: FileManager.default.currentDirectoryPath)
+                guard r.status == 0, let line = r.stdout.split(separator: "\n").last,
+                      let result = try? decoder.decode(Measure.Result.self, from: Data(line.utf8)) else {
+                    throw BenchError("measurement \(what.joined(separator: " ")) failed (exit \(r.status)): \(r.stdout.suffix(500))")
+                }
+                seconds[i].append(result.seconds)
+                rss[i].append(result.rssBytes)
+                checks[i] = result.check
             }
-            seconds.append(result.seconds)
-            rss.append(result.rssBytes)
-            check = result.check
         }
-        return (figure(seconds, rss: rss.max()), check)
+        return whats.indices.map { (figure(seconds[$0], rss: rss[$0].max()), checks[$0]) }
     }
 
     static let decoder: JSONDecoder = {
