@@ -485,7 +485,7 @@ struct RunExecutor: Sendable {
                 case .run:
                     started = true
                     // A fan-out stage's tasks come from its producer's items (for a local stage, as this process reads them).
-                    transitions.append(local.contains(name) ? .startLocal(name, owner: owner.id)
+                    transitions.append(local.contains(name) ? .startLocal(name, owner: owner)
                                        : .start(name, taskKeys: run.spec.stage(name)?.forEach == nil ? ["main"] : []))
                     events.append(log.make("stage.start", stage: name, "stage started"))
                 case .skip(let reason):

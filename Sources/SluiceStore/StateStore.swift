@@ -229,7 +229,7 @@ public enum StageTransition: Sendable, Hashable {
     case start(StageName, taskKeys: [String])
     /// Starts a fan-out stage whose first attempts `owner` runs itself, recording each task when it
     /// ends (a store that does not keep local tasks starts it as `.start`).
-    case startLocal(StageName, owner: String)
+    case startLocal(StageName, owner: LeaseOwner)
     case finish(StageName, StageStatus, reason: String)
 }
 

@@ -329,8 +329,11 @@ extension SQLiteStateStore {
                             ) AS numbered WHERE items.rowid = numbered.item
                             """, arguments: [try takeTaskIDs(older, db), run.rawValue, producer])
                     }
-                    try db.exec(sql: "UPDATE stages SET local_owner = ?, local_left = ? WHERE run_id = ? AND name = ?",
-                                arguments: [owner, emitted, run.rawValue, stage])
+                    // The process that runs its local tasks, kept after the stage ends (`done_attempts` shows it).
+                    try db.exec(sql: """
+                        UPDATE stages SET local_owner = ?, local_left = ?, local_by = ?, local_host = ?, local_pid = ?
+                        WHERE run_id = ? AND name = ?
+                        """, arguments: [owner.id, emitted, owner.id, owner.host, Int64(owner.pid), run.rawValue, stage])
                 } else {
                     let first = try takeTaskIDs(emitted, db)
                     // A fan-out stage takes every item its producer emitted so far; later ones arrive with emitItems.
@@ -610,10 +613,8 @@ extension SQLiteStateStore {
                 results.append(.applied(stage: nil))
             }
             for stage in local where stage.ended > 0 {
-                try db.exec(sql: """
-                    UPDATE stages SET local_left = local_left - ?, local_done = local_done + ?,
-                      local_by = ?, local_host = ?, local_pid = ? WHERE run_id = ? AND name = ?
-                    """, arguments: [stage.ended, stage.done, owner.id, owner.host, Int64(owner.pid), stage.run.rawValue, stage.stage])
+                try db.exec(sql: "UPDATE stages SET local_left = local_left - ?, local_done = local_done + ? WHERE run_id = ? AND name = ?",
+                            arguments: [stage.ended, stage.done, stage.run.rawValue, stage.stage])
             }
             // Each stage is rolled up once per batch, after all its completions: decided here, once.
             for (run, stageName, index) in touched {

@@ -141,7 +141,7 @@ struct StoreContractTests {
         _ = try await h.store.acquireRun(id, owner: h.me, until: h.now.addingTimeInterval(30), replacing: nil, now: h.now, events: [])
         try await h.store.applyStageTransitions(run: id, [.start("find", taskKeys: ["main"])], now: h.now, events: [])
         _ = try await h.store.emitItems(run: id, stage: "find", items: before.map { ItemRecord(key: $0, value: Data("\"\($0)\"".utf8)) }, now: h.now)
-        try await h.store.applyStageTransitions(run: id, [.startLocal("work", owner: h.me.id)], now: h.now, events: [])
+        try await h.store.applyStageTransitions(run: id, [.startLocal("work", owner: h.me)], now: h.now, events: [])
         return id
     }
 
@@ -827,7 +827,7 @@ struct SQLiteStoreTests {
 
         let store = try SQLiteStateStore.open(path: path)
         let me = LeaseOwner(id: "me", host: "h", pid: 1), now = Date()
-        try await store.applyStageTransitions(run: run, [.startLocal("work", owner: me.id)], now: now, events: [])
+        try await store.applyStageTransitions(run: run, [.startLocal("work", owner: me)], now: now, events: [])
         _ = try await store.emitItems(run: run, stage: "find", items: [ItemRecord(key: "k3", value: Data("\"k3\"".utf8))], now: now)
         let local = try await store.localTasks(run: run, stage: "work", owner: me, after: 0, limit: 10).map(\.task)
         #expect(local.map(\.key) == ["k1", "k2", "k3"])
