@@ -118,8 +118,25 @@ public final class SQLiteStateStore: StateStore {
         return "\(error)"
     }
 
-    /// Tables unchanged since the step that made them (`v9-artifact-versions`, `v10-sessions-outbox`):
+    /// Tables unchanged since the step that made them (`v1`, `v9-artifact-versions`, `v10-sessions-outbox`):
     /// that step and the final schema run the same text.
+    static let runsTable = """
+        CREATE TABLE runs (
+          id TEXT PRIMARY KEY, pipeline TEXT NOT NULL, spec TEXT NOT NULL, params TEXT NOT NULL,
+          trigger TEXT NOT NULL, status TEXT NOT NULL, created_at REAL NOT NULL, started_at REAL,
+          finished_at REAL, cancel_requested_at REAL, lease_owner TEXT, lease_host TEXT, lease_pid INTEGER,
+          lease_expires_at REAL, idempotency_key TEXT UNIQUE, run_dir TEXT NOT NULL);
+        CREATE INDEX runs_pipeline_status ON runs(pipeline, status);
+        """
+
+    static let eventsTable = """
+        CREATE TABLE events (
+          id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, pipeline TEXT NOT NULL,
+          stage TEXT, task_id INTEGER, attempt INTEGER, event TEXT NOT NULL, ts REAL NOT NULL,
+          msg TEXT NOT NULL, attrs TEXT);
+        CREATE INDEX events_run ON events(run_id, id);
+        """
+
     static let artifactVersionTables = """
         CREATE TABLE artifact_versions (
           pipeline TEXT NOT NULL, name TEXT NOT NULL, version INTEGER NOT NULL, sha256 TEXT NOT NULL,
@@ -153,12 +170,7 @@ public final class SQLiteStateStore: StateStore {
     /// script (columns in the order those steps add them: a store brought up to date and a new one are
     /// alike, which a test checks).
     static let schema = """
-        CREATE TABLE runs (
-          id TEXT PRIMARY KEY, pipeline TEXT NOT NULL, spec TEXT NOT NULL, params TEXT NOT NULL,
-          trigger TEXT NOT NULL, status TEXT NOT NULL, created_at REAL NOT NULL, started_at REAL,
-          finished_at REAL, cancel_requested_at REAL, lease_owner TEXT, lease_host TEXT, lease_pid INTEGER,
-          lease_expires_at REAL, idempotency_key TEXT UNIQUE, run_dir TEXT NOT NULL);
-        CREATE INDEX runs_pipeline_status ON runs(pipeline, status);
+        \(runsTable)
         CREATE TABLE stages (
           run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE, name TEXT NOT NULL,
           position INTEGER NOT NULL, status TEXT NOT NULL, reason TEXT, started_at REAL, finished_at REAL,
@@ -184,11 +196,7 @@ public final class SQLiteStateStore: StateStore {
           stdout_bytes INTEGER NOT NULL DEFAULT 0, stderr_bytes INTEGER NOT NULL DEFAULT 0,
           stderr_tail TEXT, message TEXT, host TEXT, pid INTEGER, start_ticks INTEGER, owner TEXT, counters TEXT,
           PRIMARY KEY (task_id, number));
-        CREATE TABLE events (
-          id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, pipeline TEXT NOT NULL,
-          stage TEXT, task_id INTEGER, attempt INTEGER, event TEXT NOT NULL, ts REAL NOT NULL,
-          msg TEXT NOT NULL, attrs TEXT);
-        CREATE INDEX events_run ON events(run_id, id);
+        \(eventsTable)
         CREATE TABLE items (
           run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE, stage TEXT NOT NULL, key TEXT NOT NULL,
           seq INTEGER NOT NULL, value BLOB NOT NULL, created_at REAL NOT NULL, task_id INTEGER,
@@ -231,12 +239,7 @@ public final class SQLiteStateStore: StateStore {
     static let schemaSteps: [(id: String, apply: @Sendable (Database) throws -> Void)] = [
         ("v1", { db in
             try db.execute(sql: """
-                CREATE TABLE runs (
-                  id TEXT PRIMARY KEY, pipeline TEXT NOT NULL, spec TEXT NOT NULL, params TEXT NOT NULL,
-                  trigger TEXT NOT NULL, status TEXT NOT NULL, created_at REAL NOT NULL, started_at REAL,
-                  finished_at REAL, cancel_requested_at REAL, lease_owner TEXT, lease_host TEXT, lease_pid INTEGER,
-                  lease_expires_at REAL, idempotency_key TEXT UNIQUE, run_dir TEXT NOT NULL);
-                CREATE INDEX runs_pipeline_status ON runs(pipeline, status);
+                \(SQLiteStateStore.runsTable)
                 CREATE TABLE stages (
                   run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE, name TEXT NOT NULL,
                   position INTEGER NOT NULL, status TEXT NOT NULL, reason TEXT, started_at REAL, finished_at REAL,
@@ -257,11 +260,7 @@ public final class SQLiteStateStore: StateStore {
                   stderr_tail TEXT, message TEXT, host TEXT, pid INTEGER, start_ticks INTEGER, owner TEXT,
                   PRIMARY KEY (task_id, number));
                 CREATE INDEX attempts_run ON attempts(run_id);
-                CREATE TABLE events (
-                  id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, pipeline TEXT NOT NULL,
-                  stage TEXT, task_id INTEGER, attempt INTEGER, event TEXT NOT NULL, ts REAL NOT NULL,
-                  msg TEXT NOT NULL, attrs TEXT);
-                CREATE INDEX events_run ON events(run_id, id);
+                \(SQLiteStateStore.eventsTable)
                 """)
         }),
         ("v2-task-results", { db in
