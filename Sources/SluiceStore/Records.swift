@@ -14,14 +14,13 @@ public struct RunID: Hashable, Sendable, Codable, CustomStringConvertible, Compa
         var seconds = time_t(date.timeIntervalSince1970.rounded(.down))
         var t = tm()
         gmtime_r(&seconds, &t)
-        func digits(_ value: Int32, _ width: Int) -> String {
-            let text = String(value)
+        func digits<N: BinaryInteger>(_ value: N, _ width: Int, radix: Int = 10) -> String {
+            let text = String(value, radix: radix)
             return String(repeating: "0", count: max(0, width - text.count)) + text
         }
-        let random = String(UInt32.random(in: 0..<0x100_0000), radix: 16)
         return RunID(digits(t.tm_year + 1900, 4) + digits(t.tm_mon + 1, 2) + digits(t.tm_mday, 2) + "-"
                      + digits(t.tm_hour, 2) + digits(t.tm_min, 2) + digits(t.tm_sec, 2) + "-"
-                     + String(repeating: "0", count: 6 - random.count) + random)
+                     + digits(UInt32.random(in: 0..<0x100_0000), 6, radix: 16))
     }
 }
 
