@@ -55,7 +55,7 @@ final class CompletionBatcher: Sendable {
         work.nudge()
     }
 
-    static func complete(_ batch: [AttemptCompletion], processes: [ProcessStart] = [], started: [EventRecord] = [], store: any StateStore,
+    static func complete(_ batch: [AttemptCompletion], processes: [ProcessStart], started: [EventRecord], store: any StateStore,
                          owner: LeaseOwner, time: any TimeSource, logger: Logger, retrying: Bool) async throws -> [CompletionResult] {
         var pause: Duration = .milliseconds(500)
         while true {
@@ -67,6 +67,15 @@ final class CompletionBatcher: Sendable {
                 try await Task.sleep(for: pause)
                 pause = min(pause * 2, .seconds(10))
             }
+        }
+    }
+
+    /// Whether recording `completion` may let a claim take more (`Recorded.freedWork`).
+    private static func freesWork(_ completion: AttemptCompletion) -> Bool {
+        guard completion.newTask != nil else { return true } // a claimed task: the store counted it running
+        switch completion.next {
+        case .retry, .release: return true
+        case .succeed, .fail, .cancel: return false
         }
     }
 
@@ -117,12 +126,7 @@ final class CompletionBatcher: Sendable {
                         switch results[index] {
                         case .applied(let stage):
                             if !batch[index].events.isEmpty { events += batch[index].events }
-                            if batch[index].newTask == nil { freedWork = true } else {
-                                switch batch[index].next {
-                                case .retry, .release: freedWork = true
-                                case .succeed, .fail, .cancel: break
-                                }
-                            }
+                            if !freedWork { freedWork = Self.freesWork(batch[index]) }
                             if let stage {
                                 stageEnded = true
                                 events.append(batch[index].stageEvent(stage))
