@@ -42,7 +42,7 @@ extension SQLiteStateStore {
     }
 
     public func run(_ id: RunID) async throws -> RunRecord? {
-        try await read { db in
+        try readNow { db in
             try db.row(sql: "SELECT \(Self.runColumns) FROM runs WHERE id = ?", arguments: [id.rawValue]).map(Self.runRecord)
         }
     }
@@ -139,7 +139,7 @@ extension SQLiteStateStore {
     }
 
     public func cancelRequested(_ id: RunID) async throws -> Bool {
-        try await read { db in
+        try readNow { db in
             try db.one(Bool.self, sql: "SELECT cancel_requested_at IS NOT NULL FROM runs WHERE id = ?", arguments: [id.rawValue]) ?? false
         }
     }
@@ -243,7 +243,7 @@ extension SQLiteStateStore {
 
     public func stages(of run: RunID) async throws -> [StageRecord] {
         // Read at every planning step (a chain of 100 stages reads them 100 times): through the C API.
-        try await read { db in
+        try readNow { db in
             var stages: [StageRecord] = []
             try db.cachedStatement(sql: "SELECT name, status, reason, started_at, finished_at FROM stages WHERE run_id = ? ORDER BY position")
                 .forEachRow(binding: { $0.add(run.rawValue) }) { row in
@@ -390,7 +390,7 @@ extension SQLiteStateStore {
     public var keepsLocalTasks: Bool { true }
 
     public func localTasks(run: RunID, stage: StageName, owner: LeaseOwner, after position: Int64, limit: Int) async throws -> [LocalTask] {
-        try await read { db in
+        try readNow { db in
             guard let producer = try db.one(String.self, sql: "SELECT producer FROM stages WHERE run_id = ? AND name = ? AND local_owner = ?",
                                             arguments: [run.rawValue, stage, owner.id]) else { return [] }
             var tasks: [LocalTask] = []
@@ -875,7 +875,7 @@ extension SQLiteStateStore {
     }
 
     public func nextRetryTime(run: RunID) async throws -> Date? {
-        try await read { db in
+        try readNow { db in
             try db.one(Double.self, sql: "SELECT MIN(not_before) FROM tasks WHERE run_id = ? AND status = 'pending' AND not_before IS NOT NULL",
                                 arguments: [run.rawValue]).map { Date(timeIntervalSince1970: $0) }
         }
@@ -907,7 +907,7 @@ extension SQLiteStateStore {
     }
 
     public func resultPage(run: RunID, stage: StageName, afterTaskID: TaskID, limit: Int) async throws -> [TaskResult] {
-        try await read { db in
+        try readNow { db in
             // An index whose entries end with the rowid (id) walks the successful tasks in order from the cursor;
             // the tasks written into their items (`done_tasks`) are items in rowid order from it. The page is
             // the first `limit` of the two, by id.
@@ -1100,7 +1100,7 @@ extension SQLiteStateStore {
     }
 
     public func token(hash: String) async throws -> APIToken? {
-        try await read { db in
+        try readNow { db in
             try db.row(sql: "SELECT * FROM api_tokens WHERE hash = ? AND revoked_at IS NULL", arguments: [hash]).map(Self.tokenRecord)
         }
     }

@@ -28,7 +28,7 @@ extension SQLiteStateStore {
     }
 
     public func task(_ id: TaskID) async throws -> TaskRecord? {
-        try await read { db in
+        try readNow { db in
             try db.row(sql: """
                 SELECT \(Self.taskColumns) FROM tasks WHERE id = ? UNION ALL SELECT \(Self.taskColumns) FROM done_tasks WHERE id = ?
                 """, arguments: [id, id]).map(Self.taskRecord)

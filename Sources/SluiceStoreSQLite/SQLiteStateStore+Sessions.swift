@@ -132,7 +132,7 @@ extension SQLiteStateStore {
     }
 
     public func session(ofRun run: RunID) async throws -> SessionRecord? {
-        try await read { db in
+        try readNow { db in
             try Self.sessions(sql: "SELECT * FROM sessions WHERE id = (SELECT session_id FROM session_members WHERE run_id = ?)",
                               [run.rawValue], db).first
         }
@@ -159,7 +159,7 @@ extension SQLiteStateStore {
     }
 
     public func nextSessionDeadline() async throws -> Date? {
-        try await read { db in
+        try readNow { db in
             try db.one(Double.self, sql: "SELECT MIN(deadline) FROM sessions WHERE status = 'open'").map { Date(timeIntervalSince1970: $0) }
         }
     }
@@ -225,7 +225,7 @@ extension SQLiteStateStore {
     }
 
     public func nextNotificationTime() async throws -> Date? {
-        try await read { db in
+        try readNow { db in
             try db.one(Double.self, sql: "SELECT MIN(next_attempt_at) FROM notifications WHERE status = 'pending'")
                 .map { Date(timeIntervalSince1970: $0) }
         }
