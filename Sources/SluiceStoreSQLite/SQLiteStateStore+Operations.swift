@@ -553,7 +553,7 @@ extension SQLiteStateStore {
                         local.append((run, stage, owned, 0, 0))
                         return local.count - 1
                     }()
-                    if writeDone == nil { writeDone = try db.makeStatement(sql: Self.writeDoneSQL) }
+                    if writeDone == nil { writeDone = try db.cachedStatement(sql: Self.writeDoneSQL) }
                     let written = local[at].owned ? try Self.recordLocal(completion, owner: owner, now: t, done: writeDone!, db) : .refused
                     guard written != .refused else {
                         results.append(.leaseLost)
@@ -635,7 +635,7 @@ extension SQLiteStateStore {
         }
     }
 
-    /// A local task's success into its item's row (`recordLocal`), prepared once per batch.
+    /// A local task's success into its item's row (`recordLocal`), looked up once per batch.
     static let writeDoneSQL = """
         UPDATE items SET done_stage = ?, done_result = ?, done_started = ?, done_finished = ?, done_cpu_ms = ?,
           done_peak_rss = ?, done_message = ?, done_counters = ?
