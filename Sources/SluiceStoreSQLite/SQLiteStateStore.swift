@@ -436,9 +436,9 @@ public final class SQLiteStateStore: StateStore {
     /// A read bounded by a page (a run, a run's stages, a page of tasks or results: at most a few
     /// thousand rows), done on the calling thread. Handing a read to a reader connection's queue and
     /// back is three thread switches, ~0.25 ms on the machines we measure, more than most such reads
-    /// take (10–100 µs), and a run makes dozens of them (~2.5 ms of a ~20 ms run with no items). A read
-    /// that grows with a run goes through `read`: here it would hold one of the few threads that all
-    /// tasks share.
+    /// take (10–100 µs), and a run makes dozens of them: done here, a run with no items takes 1.5–3 ms
+    /// less of its ~25. A read that grows with a run goes through `read`: here it would hold one of the
+    /// few threads that all tasks share.
     func readNow<T>(_ body: (Database) throws -> T) throws -> T {
         do {
             return try pool.read(body)
