@@ -420,11 +420,20 @@ extension SQLiteStateStore {
         }
     }
 
-    /// The rowid just before `producer`'s first item in `run` (nil when it has none), found through the
-    /// key index: where a read of its items in rowid order starts, instead of at other runs' items.
+    /// The rowid just before `producer`'s first item in `run` (nil when it has none): where a read of its
+    /// items in rowid order starts, instead of at other runs' items.
     static func beforeFirstItem(run: RunID, producer: StageName, _ db: Database) throws -> Int64? {
-        try db.one(Int64.self, sql: "SELECT min(rowid) FROM items WHERE run_id = ? AND stage = ?", arguments: [run.rawValue, producer])
-            .map { $0 - 1 }
+        try itemRange(run: run, producer: producer, db).map { $0.lowerBound - 1 }
+    }
+
+    /// The rowids of `producer`'s items in `run` lie in this range (nil when it has none; other runs'
+    /// items may lie in it too). Kept in its stage as the items are written (`v14-item-ranges`): the
+    /// (run, stage, key) index gives the smallest rowid only by reading all of the stage's entries.
+    static func itemRange(run: RunID, producer: StageName, _ db: Database) throws -> ClosedRange<Int64>? {
+        guard let row = try db.row(sql: "SELECT first_item, last_item FROM stages WHERE run_id = ? AND name = ?",
+                                   arguments: [run.rawValue, producer]),
+              let first = row[0] as Int64?, let last = row[1] as Int64?, first <= last else { return nil }
+        return first...last
     }
 
     public func claimTasks(run: RunID, _ request: ClaimRequest, now: Date) async throws -> Claim {
@@ -847,7 +856,11 @@ extension SQLiteStateStore {
                 }
             }
             guard fresh > 0 else { return 0 }
-            try db.exec(sql: "UPDATE stages SET emitted = emitted + ? WHERE run_id = ? AND name = ?", arguments: [fresh, run.rawValue, stage])
+            // The rowids this batch took bound the stage's items (`v14-item-ranges`).
+            try db.exec(sql: """
+                UPDATE stages SET emitted = emitted + ?, first_item = min(coalesce(first_item, ?), ?), last_item = max(coalesce(last_item, ?), ?)
+                WHERE run_id = ? AND name = ?
+                """, arguments: [fresh, firstID, firstID, id - 1, id - 1, run.rawValue, stage])
             if let local {
                 try db.exec(sql: "UPDATE stages SET local_left = local_left + ? WHERE run_id = ? AND name = ?",
                             arguments: [fresh, run.rawValue, local])
@@ -922,19 +935,18 @@ extension SQLiteStateStore {
             // By rowid from the cursor (the (run, stage, key) index would read all the run's items and sort them),
             // the columns read through SQLite's C API (a join reads every result of a fan-out this way).
             // The first page starts at the stage's first item, not at earlier runs' items.
-            var from = afterTaskID
-            if from == 0,
-               let producer = try db.one(String.self, sql: "SELECT producer FROM stages WHERE run_id = ? AND name = ?",
-                                         arguments: [run.rawValue, stage]) {
-                from = try Self.beforeFirstItem(run: run, producer: producer, db) ?? 0
-            }
+            guard let producer = try db.one(String.self, sql: "SELECT producer FROM stages WHERE run_id = ? AND name = ?",
+                                            arguments: [run.rawValue, stage]),
+                  let items = try Self.itemRange(run: run, producer: producer, db) else { return page }
+            let from = max(afterTaskID, items.lowerBound - 1)
             var done: [TaskResult] = []
             done.reserveCapacity(limit)
             try db.cachedStatement(sql: """
                 SELECT rowid, key, done_result FROM items NOT INDEXED
-                WHERE rowid > ? AND run_id = ? AND done_stage = ? AND done_result IS NOT NULL ORDER BY rowid LIMIT ?
+                WHERE rowid > ? AND rowid <= ? AND run_id = ? AND done_stage = ? AND done_result IS NOT NULL ORDER BY rowid LIMIT ?
                 """).forEachRow(binding: { b in
                     b.add(from)
+                    b.add(items.upperBound)
                     b.add(run.rawValue)
                     b.add(stage)
                     b.add(limit)
@@ -997,15 +1009,21 @@ extension SQLiteStateStore {
             flush()
             // Then the tasks written into their items (`done_attempts`: one successful attempt each), a stage at
             // a time, their columns read through SQLite's C API: there can be a million of them, and a GRDB
-            // row per item cost more than SQLite's work for it.
+            // row per item cost more than SQLite's work for it. The items are read in rowid order between
+            // the producer's first and last (the key index would find each row by a lookup of its own).
             let done = try db.cachedStatement(sql: """
                 SELECT (done_finished - done_started) * 1000, done_cpu_ms, done_peak_rss, done_counters
-                FROM items WHERE run_id = ? AND done_stage = ?
+                FROM items NOT INDEXED WHERE rowid >= ? AND rowid <= ? AND run_id = ? AND done_stage = ?
                 """)
             for (name, local) in localCounts where local.success > 0 {
+                guard let producer = try db.one(String.self, sql: "SELECT producer FROM stages WHERE run_id = ? AND name = ?",
+                                                arguments: [run.rawValue, name]),
+                      let items = try Self.itemRange(run: run, producer: producer, db) else { continue }
                 var summary = summaries[name] ?? StageSummary(), taken = durations[name] ?? []
                 taken.reserveCapacity(taken.count + local.success)
                 try done.forEachRow(binding: { b in
+                    b.add(items.lowerBound)
+                    b.add(items.upperBound)
                     b.add(run.rawValue)
                     b.add(name)
                 }) { row in

@@ -351,7 +351,23 @@ public final class SQLiteStateStore: StateStore {
             if !applied.contains("v12-local-tasks") { try localTasksStep(db) }
             if !applied.contains("v13-done-items") { try doneItemsStep(db) }
         }
+        m.registerMigration("v14-item-ranges", migrate: itemRangesStep)
         return m
+    }
+
+    /// The rowids of a producer's first and last items, in its stage (`v14-item-ranges`).
+    static func itemRangesStep(_ db: Database) throws {
+        // A stage's items are read in rowid order between the two (the join's result pages, the report's
+        // stage summaries) instead of through the (run, stage, key) index, which gave the first one only by
+        // reading all of the stage's entries, and each item's row only by a lookup of its own.
+        try db.execute(sql: """
+            ALTER TABLE stages ADD COLUMN first_item INTEGER;
+            ALTER TABLE stages ADD COLUMN last_item INTEGER;
+            UPDATE stages SET
+              first_item = (SELECT min(rowid) FROM items WHERE items.run_id = stages.run_id AND items.stage = stages.name),
+              last_item = (SELECT max(rowid) FROM items WHERE items.run_id = stages.run_id AND items.stage = stages.name)
+            WHERE emitted > 0;
+            """)
     }
 
     /// The migration `v12-local-tasks` of an earlier version.

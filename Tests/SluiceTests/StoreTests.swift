@@ -152,8 +152,8 @@ struct StoreContractTests {
                                  stageEvent: { s in h.event(task.runID.rawValue, "stage.\(s.status.rawValue)") }, newTask: task)
     }
 
-    /// A local stage's first read (and its join's first result page) starts at its own first item (found
-    /// through the key index), not at the table's first row: earlier runs' items come before it, and the
+    /// A local stage's first read (and its join's first result page) starts at its own first item (kept in
+    /// its producer's stage), not at the table's first row: earlier runs' items come before it, and the
     /// stage may have none yet.
     @Test func aLocalStageReadsItsOwnItemsInAStoreHoldingOtherRunsItems() async throws {
         let h = try await StoreHarness(.sqlite)
@@ -186,6 +186,39 @@ struct StoreContractTests {
         }
         #expect(views == [true, true], "done_tasks and done_attempts have their tables' columns")
         #expect(ranBy == ["me h 1", "me h 1"])
+    }
+
+    /// Two runs whose discoveries write their items in turns (duplicates too): the rowids of each run's
+    /// items interleave with the other's, and each run's result pages, stage summaries and local reads
+    /// still hold its own items only, every one of them.
+    @Test func runsWhoseItemsInterleaveReadTheirOwnResultsAndSummaries() async throws {
+        let h = try await StoreHarness(.sqlite)
+        let a = try await localFanOut(h, "ra", before: []), b = try await localFanOut(h, "rb", before: [])
+        let item = { (key: String) in ItemRecord(key: key, value: Data("\"\(key)\"".utf8)) }
+        for round in 0..<4 {
+            _ = try await h.store.emitItems(run: a, stage: "find", items: ["a\(round)", "a\(round)x", "a0"].map(item), now: h.now)
+            _ = try await h.store.emitItems(run: b, stage: "find", items: ["b\(round)"].map(item), now: h.now)
+        }
+        let ofA = try await h.store.localTasks(run: a, stage: "work", owner: h.me, after: 0, limit: 100)
+        let ofB = try await h.store.localTasks(run: b, stage: "work", owner: h.me, after: 0, limit: 100)
+        #expect(ofA.map(\.task.key) == ["a0", "a0x", "a1", "a1x", "a2", "a2x", "a3", "a3x"])
+        #expect(ofB.map(\.task.key) == ["b0", "b1", "b2", "b3"])
+        #expect(try #require(ofB.first).position < (try #require(ofA.last).position), "their rowids interleave")
+        let completions = (ofA + ofB).map { localCompletion(h, $0.task, .success, next: .succeed, result: Data("\"\($0.task.key)!\"".utf8)) }
+        _ = try await h.store.completeAttempts(completions, owner: h.me, now: h.now)
+        for (run, tasks) in [(a, ofA), (b, ofB)] {
+            var keys: [String] = [], after: TaskID = 0
+            while true {
+                let page = try await h.store.resultPage(run: run, stage: "work", afterTaskID: after, limit: 3)
+                guard let last = page.last else { break }
+                keys += page.map(\.key)
+                #expect(page.allSatisfy { $0.result == Data("\"\($0.key)!\"".utf8) })
+                after = last.taskID
+            }
+            #expect(keys == tasks.map(\.task.key), "\(run)'s results, in order, and no other run's")
+            let summary = try #require(try await h.store.stageSummaries(run: run)["work"])
+            #expect(summary.counts.success == tasks.count && summary.attempts == tasks.count && summary.meanTaskMs == 1000)
+        }
     }
 
     /// Local tasks (`keepsLocalTasks`): the items of a stage started local have no task row until their
@@ -842,6 +875,8 @@ struct SQLiteStoreTests {
         let written = try await store.tasks(of: run).filter { $0.stage == "work" }
         #expect(written.map(\.key) == ["k1", "k2", "k3"] && written.map(\.id) == local.map(\.id) && written.allSatisfy { $0.status == .success })
         #expect(try await store.results(run: run, stage: "work").count == 3)
+        #expect(try await store.resultPage(run: run, stage: "work", afterTaskID: 0, limit: 10).map(\.key) == ["k1", "k2", "k3"])
+        #expect(try await store.stageSummaries(run: run)["work"]?.attempts == 3)
         #expect(try await store.taskCounts(run: run)["work"] == TaskCounts(success: 3))
         let rows = try await DatabaseQueue(path: path).read { db in
             [try Int.fetchOne(db, sql: "SELECT count(*) FROM tasks WHERE stage = 'work'"),
@@ -899,7 +934,7 @@ struct SQLiteStoreTests {
             (try Int.fetchOne(db, sql: "SELECT count(*) FROM runs"), try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations"))
         }
         #expect(runs == 1)
-        #expect(migrations == ["schema-v13"])
+        #expect(migrations == ["schema-v13", "v14-item-ranges"])
         // And it opens again without applying anything (nor calling itself newer).
         _ = try SQLiteStateStore.open(path: old)
     }
