@@ -15,7 +15,9 @@ import Synchronization
 final class CompletionBatcher: Sendable {
     struct Recorded: Sendable {
         var count = 0
-        var stageEnded = false
+        /// The stages these completions ended.
+        var endedStages: [StageName] = []
+        var stageEnded: Bool { !endedStages.isEmpty }
         /// A recorded completion may let a claim take more: it put its task back to pending (a retry, a
         /// task given back), or it ended a claimed task, which the store counted as running (a stage's
         /// `concurrency` caps that count). Only local tasks' successes and failures give no such work.
@@ -120,7 +122,7 @@ final class CompletionBatcher: Sendable {
                         publish(started)
                         continue
                     }
-                    var stageEnded = false, freedWork = false
+                    var freedWork = false, endedStages: [StageName] = []
                     var events = started
                     for index in batch.indices where index < results.count { // by index: each completion read in place, not copied
                         switch results[index] {
@@ -128,7 +130,7 @@ final class CompletionBatcher: Sendable {
                             if !batch[index].events.isEmpty { events += batch[index].events }
                             if !freedWork { freedWork = Self.freesWork(batch[index]) }
                             if let stage {
-                                stageEnded = true
+                                endedStages.append(stage.name)
                                 events.append(batch[index].stageEvent(stage))
                             }
                         case .leaseLost:
@@ -141,7 +143,7 @@ final class CompletionBatcher: Sendable {
                     publish(events)
                     recorded.withLock { r in
                         r.count += batch.count
-                        r.stageEnded = r.stageEnded || stageEnded
+                        r.endedStages += endedStages
                         r.freedWork = r.freedWork || freedWork
                     }
                 } catch {

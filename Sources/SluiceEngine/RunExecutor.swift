@@ -35,6 +35,8 @@ struct RunExecutor: Sendable {
         case claimed(Claim, epoch: Int)
         /// Tasks of a local stage read while the loop went on (up to `asked`; see `LocalStage`).
         case localRead(StageName, [LocalTask], epoch: Int, asked: Int)
+        /// The summary of a fan-out stage that ended (empty when its read failed: the report reads it then).
+        case summarized([StageName: StageSummary])
     }
 
     /// Records events in the store, then mirrors them to the run's files.
@@ -100,22 +102,23 @@ struct RunExecutor: Sendable {
             log.published([event])
         }
 
-        let outcome = try await loop(run)
+        let (outcome, summaries) = try await loop(run)
         try await applyLifecycle(run, outcome: outcome)
-        if try await finish(outcome, as: owner) { return outcome }
+        if try await finish(outcome, as: owner, known: summaries) { return outcome }
         // Another process finished the record first (its lease lets it): report what it recorded.
         return try await store.run(runID).flatMap { RunOutcome($0.status) } ?? outcome
     }
 
     /// Records the run's outcome and writes its files, when this process is the one that may: true
     /// when it did (once per run, whoever gets there first).
-    func finish(_ outcome: RunOutcome, as finisher: LeaseOwner) async throws -> Bool {
+    /// `known`: summaries of stages read meanwhile, for the report.
+    func finish(_ outcome: RunOutcome, as finisher: LeaseOwner, known: [StageName: StageSummary] = [:]) async throws -> Bool {
         let finishEvent = log.make("run.\(outcome.rawValue)", "run ended: \(outcome.rawValue)", attrs: ["outcome": outcome.rawValue])
         guard try await store.finishRun(runID, outcome: outcome, owner: finisher, now: time.now(), events: [finishEvent]) else {
             return false
         }
         log.published([finishEvent])
-        try await writeRecords()
+        try await writeRecords(known: known)
         return true
     }
 
@@ -129,7 +132,7 @@ struct RunExecutor: Sendable {
     func leaseExpiry() -> Date { time.now().addingTimeInterval(engine.configuration.leaseDuration.seconds) }
 
     /// The event files rewritten from the store, and the audit report.
-    func writeRecords() async throws {
+    func writeRecords(known: [StageName: StageSummary] = [:]) async throws {
         var all: [EventRecord] = []
         while true {
             let page = try await store.events(run: runID, afterID: all.last?.id ?? 0, limit: 10_000)
@@ -137,7 +140,7 @@ struct RunExecutor: Sendable {
             if page.count < 10_000 { break }
         }
         log.rewrite(from: all)
-        var report = try await RunReport.build(store: store, runID: runID)
+        var report = try await RunReport.build(store: store, runID: runID, known: known)
         report.enginePeakRssBytes = Self.peakRSS()
         try report.write(to: files.report)
         reported?(report)
@@ -148,7 +151,8 @@ struct RunExecutor: Sendable {
         }
     }
 
-    private func loop(_ run: RunRecord) async throws -> RunOutcome {
+    /// The run's outcome, and the summaries of fan-out stages that ended meanwhile (read as they ended).
+    private func loop(_ run: RunRecord) async throws -> (RunOutcome, [StageName: StageSummary]) {
         let spec = run.spec
         let planner = Planner(spec: Self.renderConditions(of: run))
         let engine = self.engine
@@ -163,7 +167,7 @@ struct RunExecutor: Sendable {
         // Whether a producer's new items are task rows to claim (a fan-out stage that is not local).
         let itemsMakeTasks = spec.stages.contains { $0.forEach != nil && local[$0.name] == nil }
         let batcher = CompletionBatcher()
-        return try await withThrowingTaskGroup(of: Wake.self) { group in
+        return try await withThrowingTaskGroup(of: Wake.self) { group -> (RunOutcome, [StageName: StageSummary]) in
             group.addTask { try await watch(engine: engine, lookForCancel: true) }
             group.addTask { await nudge.wait(); return .nudged }
             let store = self.store, owner = self.owner, time = self.time
@@ -205,6 +209,24 @@ struct RunExecutor: Sendable {
             var lastReclaim = ContinuousClock.now
             var cancelling = try await store.cancelRequested(runID)
             defer { group.cancelAll() }
+            // A fan-out stage's summary for the report (its task durations, counters: a pass over all of its
+            // tasks) is read as soon as it ended, while the stages after it (a join) run.
+            var summarizing = 0, summaries: [StageName: StageSummary] = [:]
+            func summarize(_ ended: [StageName]) {
+                for name in ended where spec.stage(name)?.forEach != nil {
+                    summarizing += 1
+                    let runID = self.runID
+                    group.addTask { .summarized((try? await store.stageSummaries(run: runID, of: [name])) ?? [:]) }
+                }
+            }
+            /// Waits for the summaries being read, before the loop returns (which cancels its child tasks).
+            func summarized() async throws {
+                while summarizing > 0, let wake = try await group.next() {
+                    guard case .summarized(let summary) = wake else { continue }
+                    summarizing -= 1
+                    summaries.merge(summary) { _, new in new }
+                }
+            }
 
             while true {
                 if cancelling {
@@ -310,12 +332,13 @@ struct RunExecutor: Sendable {
                             let event = log.make("run.cancelling", "cancelled: stages that had not finished are recorded as cancelled")
                             try await store.cancelUnfinished(run: runID, now: time.now(), events: [event])
                             log.published([event])
-                            return .cancelled
+                            return (.cancelled, [:])
                         }
                     } else {
                         let stages = try await store.stages(of: runID)
                         if stages.allSatisfy(\.status.isTerminal) {
-                            return RunOutcome.decide(stages: stages.map(\.status), cancelled: false)
+                            try await summarized()
+                            return (RunOutcome.decide(stages: stages.map(\.status), cancelled: false), summaries)
                         }
                         if mayClaim || needsPlan { continue }
                         if counts.pending == 0 && counts.running == 0 {
@@ -364,6 +387,7 @@ struct RunExecutor: Sendable {
                     // ended give no work: no claim (a write) after each of their batches.
                     if recorded.freedWork { mayGiveWork() } else { plannedForNoTask = false }
                     if recorded.stageEnded { needsPlan = true }
+                    summarize(recorded.endedStages)
                     group.addTask { await batcher.committed.wait(); return .recorded }
                 case .nudged:
                     // New items: a local stage reads them; a fan-out stage of task rows has new tasks to claim.
@@ -392,6 +416,9 @@ struct RunExecutor: Sendable {
                     local[name] = source
                     let now = time.now()
                     ready += tasks.map { ClaimedTask(task: $0.task, attempt: 1, attemptInBudget: 1, startedAt: now, local: true) }
+                case .summarized(let summary):
+                    summarizing -= 1
+                    summaries.merge(summary) { _, new in new }
                 case .idleWake:
                     waiting = false
                     mayGiveWork()

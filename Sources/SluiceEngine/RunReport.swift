@@ -135,12 +135,20 @@ public struct RunReport: Codable, Sendable {
     /// Builds the report from the store: aggregates are computed there, and only the tasks listed
     /// (for a fan-out stage, those that did not succeed) are loaded.
     /// - Parameter allTasks: list a fan-out stage's successful tasks too.
-    public static func build(store: any StateStore, runID: RunID, allTasks: Bool = false) async throws -> RunReport {
+    /// - Parameter known: summaries of stages that ended, computed meanwhile (the rest are read here).
+    public static func build(store: any StateStore, runID: RunID, allTasks: Bool = false,
+                             known: [StageName: StageSummary] = [:]) async throws -> RunReport {
         guard let run = try await store.run(runID) else {
             throw EngineError(.runNotFound, "run \(runID) does not exist")
         }
         let stages = try await store.stages(of: runID)
-        let summaries = try await store.stageSummaries(run: runID)
+        var summaries = known
+        if known.isEmpty {
+            summaries = try await store.stageSummaries(run: runID)
+        } else {
+            let rest = Set(stages.map(\.name)).subtracting(known.keys)
+            if !rest.isEmpty { summaries.merge(try await store.stageSummaries(run: runID, of: rest)) { _, read in read } }
+        }
         // A fan-out stage's successful tasks are counted, not listed (unless `allTasks`).
         let fanOut = stages.map(\.name).filter { run.spec.stage($0)?.forEach != nil && !allTasks }
         let listed = Dictionary(grouping: try await store.tasks(of: runID, all: stages.map(\.name).filter { !fanOut.contains($0) },

@@ -971,7 +971,18 @@ extension SQLiteStateStore {
     }
 
     public func stageSummaries(run: RunID) async throws -> [StageName: StageSummary] {
-        try await read { db in
+        try await stageSummaries(run: run, only: nil)
+    }
+
+    public func stageSummaries(run: RunID, of stages: Set<StageName>) async throws -> [StageName: StageSummary] {
+        try await stageSummaries(run: run, only: stages)
+    }
+
+    /// The summaries of the stages in `only` (nil: all), each figure computed only for those.
+    func stageSummaries(run: RunID, only: Set<StageName>?) async throws -> [StageName: StageSummary] {
+        // The stages as a JSON array, for `json_each` (nil: every stage).
+        let stagesJSON = try only.map { try Self.json($0.sorted()) }
+        return try await read { db in
             var summaries: [StageName: StageSummary] = [:]
             for row in try db.rows(sql: "SELECT stage, status, count(*) AS n FROM tasks WHERE run_id = ? GROUP BY stage, status",
                                    arguments: [run.rawValue]) {
@@ -986,8 +997,9 @@ extension SQLiteStateStore {
             let cursor = try Row.fetchCursor(db.cachedStatement(sql: """
                 SELECT a.stage, a.number = t.attempts AND a.finished_at IS NOT NULL, (a.finished_at - a.started_at) * 1000,
                   a.stdout_bytes + a.stderr_bytes, a.cpu_ms, a.peak_rss, CASE WHEN a.outcome = 'success' THEN a.counters END
-                FROM tasks t CROSS JOIN attempts a ON a.task_id = t.id WHERE t.run_id = ?
-                """), arguments: [run.rawValue])
+                FROM tasks t CROSS JOIN attempts a ON a.task_id = t.id
+                WHERE t.run_id = ? AND (?2 IS NULL OR t.stage IN (SELECT value FROM json_each(?2)))
+                """), arguments: [run.rawValue, stagesJSON])
             var stage = "", summary = StageSummary()
             func flush() { if !stage.isEmpty { summaries[stage] = summary } }
             while let row = try cursor.next() {
@@ -1015,7 +1027,7 @@ extension SQLiteStateStore {
                 SELECT (done_finished - done_started) * 1000, done_cpu_ms, done_peak_rss, done_counters
                 FROM items NOT INDEXED WHERE rowid >= ? AND rowid <= ? AND run_id = ? AND done_stage = ?
                 """)
-            for (name, local) in localCounts where local.success > 0 {
+            for (name, local) in localCounts where local.success > 0 && only?.contains(name) != false {
                 guard let producer = try db.one(String.self, sql: "SELECT producer FROM stages WHERE run_id = ? AND name = ?",
                                                 arguments: [run.rawValue, name]),
                       let items = try Self.itemRange(run: run, producer: producer, db) else { continue }
@@ -1048,6 +1060,7 @@ extension SQLiteStateStore {
                 let index = max(0, Int((Double(taken.count) * 0.95).rounded(.up)) - 1)
                 summaries[name]?.p95TaskMs = Int64(taken[index].rounded())
             }
+            if let only { summaries = summaries.filter { only.contains($0.key) } }
             return summaries
         }
     }

@@ -104,6 +104,9 @@ struct StoreContractTests {
         #expect(summary.counts.success == 20)
         #expect(summary.meanTaskMs == 10.5)
         #expect(summary.p95TaskMs == 19, "the 19th of 20 durations")
+        // One stage's summary alone is the same (an ended fan-out stage's is read while the run goes on).
+        #expect(try await h.store.stageSummaries(run: id, of: ["a"]) == ["a": summary])
+        #expect(try await h.store.stageSummaries(run: id, of: ["b"])["a"] == nil)
     }
 
     /// Starts of attempts (`task.start`) handed to `completeAttempts` are recorded in its transaction,

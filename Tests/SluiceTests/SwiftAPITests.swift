@@ -100,7 +100,9 @@ struct SwiftAPITests {
     }
 
     /// A fan-out of in-process tasks (run as local tasks, their successes written into their items):
-    /// every task's counters and rejected records add up exactly in the report, with its task figures.
+    /// every task's counters and rejected records add up exactly in the report, with its task figures —
+    /// in the report the engine writes (the stage's summary read as soon as it ended, while the join ran)
+    /// as in one built from the store afterwards.
     @Test func countersOfALocalFanOutAddUpInTheReport() async throws {
         let f = try SwiftFixture()
         let numbers = Discover<Int>("numbers") { _, items in
@@ -112,14 +114,25 @@ struct SwiftAPITests {
             if x % 100 == 7 { context.reject("item \(x)", reason: "ends in 7") }
             return x
         }
-        let pipeline = try Pipeline("counted", root: f.dir.path) { numbers; work }
-        let (outcome, run) = try await f.run(pipeline)
-        #expect(outcome == .success)
-        let report = try await RunReport.build(store: f.store, runID: run.id)
-        let stage = try #require(report.stages.first { $0.name == "work" })
-        #expect(stage.counters == ["seen": 500, "value": 124_750])
-        #expect(stage.rejected == 5)
-        #expect(stage.metrics?.tasks == 500 && stage.metrics?.succeeded == 500 && stage.metrics?.meanTaskMs != nil)
+        let join = Stage("join", needs: work) { context -> Int in
+            var total = 0
+            for try await (_, value) in context.streamedResults(of: work) { total += value }
+            return total
+        }
+        let pipeline = try Pipeline("counted", root: f.dir.path) { numbers; work; join }
+        let engine = f.engine([pipeline])
+        guard case .started(let run) = try await engine.start(pipeline.spec) else { throw EngineError(.overlap, "not started") }
+        let written = Mutex<RunReport?>(nil)
+        #expect(try await engine.execute(run, reported: { report in written.withLock { $0 = report } }) == .success)
+        let built = try await RunReport.build(store: f.store, runID: run.id)
+        for report in [try #require(written.withLock { $0 }), built] {
+            let stage = try #require(report.stages.first { $0.name == "work" })
+            #expect(stage.counters == ["seen": 500, "value": 124_750])
+            #expect(stage.rejected == 5 && stage.rejectedRecords?.count == 5)
+            #expect(stage.metrics?.tasks == 500 && stage.metrics?.succeeded == 500 && stage.metrics?.meanTaskMs != nil)
+            #expect(stage.metrics?.p95TaskMs == built.stages.first { $0.name == "work" }?.metrics?.p95TaskMs)
+            #expect(report.stages.first { $0.name == "join" }?.status == "success")
+        }
         #expect(try await f.store.attempts(of: run.id).filter { $0.stage == "work" }.count == 500)
     }
 
