@@ -177,7 +177,7 @@ public final class SQLiteStateStore: StateStore {
           producer TEXT, tolerance TEXT, queue TEXT NOT NULL DEFAULT 'default', max_running INTEGER,
           local_owner TEXT, local_left INTEGER NOT NULL DEFAULT 0,
           local_done INTEGER NOT NULL DEFAULT 0, local_by TEXT, local_host TEXT, local_pid INTEGER,
-          emitted INTEGER NOT NULL DEFAULT 0,
+          emitted INTEGER NOT NULL DEFAULT 0, first_item INTEGER, last_item INTEGER,
           PRIMARY KEY (run_id, name));
         CREATE TABLE tasks (
           id INTEGER PRIMARY KEY, run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
@@ -357,6 +357,8 @@ public final class SQLiteStateStore: StateStore {
 
     /// The rowids of a producer's first and last items, in its stage (`v14-item-ranges`).
     static func itemRangesStep(_ db: Database) throws {
+        // A new store has them already (`schema`).
+        guard try !db.columns(in: "stages").contains(where: { $0.name == "first_item" }) else { return }
         // A stage's items are read in rowid order between the two (the join's result pages, the report's
         // stage summaries) instead of through the (run, stage, key) index, which gave the first one only by
         // reading all of the stage's entries, and each item's row only by a lookup of its own.
