@@ -127,8 +127,8 @@ public protocol StateStore: Sendable {
     /// Per-stage aggregates of tasks and attempts, computed in the store (a fan-out stage may have a
     /// million tasks: nothing is loaded per task).
     func stageSummaries(run: RunID) async throws -> [StageName: StageSummary]
-    /// The same for these stages only (an ended fan-out stage's summary is computed while the stages
-    /// after it run; by default, all of them and then these kept).
+    /// The same for these stages only: an ended fan-out stage's summary is read while the stages after
+    /// it run, and the report then reads the others'.
     func stageSummaries(run: RunID, of stages: Set<StageName>) async throws -> [StageName: StageSummary]
     /// Every task of the stages in `all`, and the tasks that did not succeed of those in `unsuccessful`,
     /// in id order, in one read: what a run's report lists (a read per stage made the report of a long
@@ -414,10 +414,6 @@ public final class AttemptCompletion: Sendable {
 }
 
 extension StateStore {
-    public func stageSummaries(run: RunID, of stages: Set<StageName>) async throws -> [StageName: StageSummary] {
-        try await stageSummaries(run: run).filter { stages.contains($0.key) }
-    }
-
     public func applyStageTransitions(run: RunID, _ transitions: [StageTransition], now: Date, events: [EventRecord],
                                       thenClaim claim: ClaimRequest) async throws -> Claim {
         try await applyStageTransitions(run: run, transitions, now: now, events: events)

@@ -743,14 +743,27 @@ extension PostgresStateStore {
     }
 
     public func stageSummaries(run: RunID) async throws -> [StageName: StageSummary] {
+        try await stageSummaries(run: run, only: nil)
+    }
+
+    public func stageSummaries(run: RunID, of stages: Set<StageName>) async throws -> [StageName: StageSummary] {
+        try await stageSummaries(run: run, only: stages.sorted())
+    }
+
+    /// The summaries of the stages in `only` (nil: all), each figure computed only for those.
+    func stageSummaries(run: RunID, only: [StageName]?) async throws -> [StageName: StageSummary] {
         try await transaction { tx in
             var summaries: [StageName: StageSummary] = [:]
-            for row in try await tx.rows("SELECT stage, status, count(*) AS n FROM tasks WHERE run_id = \(run.rawValue) GROUP BY stage, status") {
+            for row in try await tx.rows("""
+                SELECT stage, status, count(*) AS n FROM tasks
+                WHERE run_id = \(run.rawValue) AND (\(only)::text[] IS NULL OR stage = ANY(\(only))) GROUP BY stage, status
+                """) {
                 if let status = TaskStatus(rawValue: try row["status"]) { summaries[try row["stage"], default: StageSummary()].counts[status] = try row["n"] }
             }
             for row in try await tx.rows("""
                 SELECT stage, count(*) AS n, COALESCE(sum(stdout_bytes + stderr_bytes), 0)::bigint AS bytes,
-                  COALESCE(sum(cpu_ms), 0)::bigint AS cpu, max(peak_rss) AS rss FROM attempts WHERE run_id = \(run.rawValue) GROUP BY stage
+                  COALESCE(sum(cpu_ms), 0)::bigint AS cpu, max(peak_rss) AS rss FROM attempts
+                WHERE run_id = \(run.rawValue) AND (\(only)::text[] IS NULL OR stage = ANY(\(only))) GROUP BY stage
                 """) {
                 let stage: String = try row["stage"]
                 var summary = summaries[stage, default: StageSummary()]
@@ -779,6 +792,7 @@ extension PostgresStateStore {
             // Counters of successful attempts only: a retried attempt's counts would be counted twice.
             for row in try await tx.rows("""
                 SELECT stage, counters FROM attempts WHERE run_id = \(run.rawValue) AND outcome = 'success' AND counters IS NOT NULL
+                  AND (\(only)::text[] IS NULL OR stage = ANY(\(only)))
                 """) {
                 let stage: String = try row["stage"]
                 guard let text = try row["counters"] as String?,
