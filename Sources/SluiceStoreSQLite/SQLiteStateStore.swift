@@ -166,9 +166,9 @@ public final class SQLiteStateStore: StateStore {
         CREATE INDEX notifications_session ON notifications (session_id);
         """
 
-    /// The schema of a new store: what `schemaSteps`, `localTasksStep` and `doneItemsStep` make, in one
-    /// script (columns in the order those steps add them: a store brought up to date and a new one are
-    /// alike, which a test checks).
+    /// The schema of a new store: what `schemaSteps`, `localTasksStep`, `doneItemsStep` and
+    /// `itemRangesStep` make, in one script (columns in the order those steps add them: a store brought
+    /// up to date and a new one are alike, which a test checks).
     static let schema = """
         \(runsTable)
         CREATE TABLE stages (
@@ -339,7 +339,9 @@ public final class SQLiteStateStore: StateStore {
         // few milliseconds of every new state folder); a store an earlier version wrote applies the steps
         // it lacks, in the same transaction. Named anew, so that an earlier version opening a store
         // created by this one sees an unknown migration and says the store is newer. Closed: a new schema
-        // change is a migration of its own, registered after it (m.registerMigration("v14-…") { db in … }).
+        // change is a migration of its own, registered after it (`v14-item-ranges`); `schema` has its
+        // columns too, so that a new store is created at once, and the migration leaves a store that has
+        // them as it is.
         m.registerMigration("schema-v13", merging: mergedMigrations) { db, applied in
             if applied.isEmpty {
                 try db.execute(sql: schema)
