@@ -63,5 +63,7 @@ extension Duration {
         return s * 1000 + atto / 1_000_000_000_000_000
     }
 
-    public var seconds: Double { Double(milliseconds) / 1000 }
+    /// In seconds, to the nanosecond (not rounded to the millisecond as `milliseconds` is: a measured
+    /// task of a few microseconds is not zero).
+    public var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
 }

@@ -16,7 +16,7 @@ struct ClaimAhead {
     private var means: [Key: Double] = [:]
 
     mutating func add(_ took: Duration, for key: Key) {
-        let seconds = Double(took.components.seconds) + Double(took.components.attoseconds) * 1e-18
+        let seconds = took.seconds
         means[key] = means[key].map { ($0 + seconds) / 2 } ?? seconds
     }
 

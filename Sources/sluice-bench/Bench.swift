@@ -215,7 +215,7 @@ enum Bench {
         var status: Int32 = 0
         var usage = rusage()
         _ = wait4(pid, &status, 0, &usage)
-        let seconds = (ContinuousClock.now - start).exactSeconds
+        let seconds = (ContinuousClock.now - start).seconds
         let exit = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
         return Spawned(seconds: seconds, rssBytes: Int64(usage.ru_maxrss) * 1024, status: exit,
                        stdout: String(decoding: output, as: UTF8.self))

@@ -41,7 +41,7 @@ extension Bench {
                 guard status == 0 else { throw BenchError("W3: a worker exited \(status)") }
                 peak = max(peak, bytes)
             }
-            walls.append((ContinuousClock.now - start).exactSeconds)
+            walls.append((ContinuousClock.now - start).seconds)
             rss.append(peak)
             let show = try spawn([demo, "show", id, "--json"] + state, in: dir)
             let report = try JSONSerialization.jsonObject(with: Data(show.stdout.utf8)) as? [String: Any]

@@ -6,6 +6,7 @@ import SluiceStore
 import SluiceStoreSQLite
 import SluiceDefinition
 import Synchronization
+import SluiceCore
 
 /// One measurement, in this (child) process: prints `{"seconds": …, "rss_bytes": …, "check": "…"}`.
 enum Measure {
@@ -34,7 +35,7 @@ enum Measure {
         case "w4-plain": check = plainChain(n)
         default: throw BenchError("unknown measurement \(args[0])")
         }
-        let seconds = (clock.now - start).exactSeconds
+        let seconds = (clock.now - start).seconds
         let result = Result(seconds: seconds, rssBytes: peakRSS(), check: check)
         let encoder = JSONEncoder()
         encoder.keyEncodingStrategy = .convertToSnakeCase
@@ -145,10 +146,3 @@ struct BenchError: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
-
-extension Duration {
-    /// In seconds, to the nanosecond (`Duration.seconds` of SluiceCore counts whole milliseconds: a
-    /// 1,000-item W1 takes ~35 ms, and a millisecond was a µs per task in W6's figure beyond a run's
-    /// fixed cost).
-    var exactSeconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
-}

@@ -11,6 +11,14 @@ struct CoreTests {
         #expect(DurationText.parse(text)?.milliseconds == ms)
     }
 
+    /// `seconds` keeps what is below a millisecond (the benchmark times microsecond tasks with it);
+    /// `milliseconds` counts whole ones.
+    @Test func aDurationInSecondsKeepsItsMicroseconds() {
+        #expect(Duration.microseconds(1_500).seconds == 0.0015)
+        #expect(Duration.microseconds(1_500).milliseconds == 1)
+        #expect(Duration.milliseconds(2_500).seconds == 2.5)
+    }
+
     @Test(arguments: ["", "5 minutes", "m", "-3s", "5x", "1h30", "s5"])
     func badDurationsAreRejected(_ text: String) {
         #expect(DurationText.parse(text) == nil)
