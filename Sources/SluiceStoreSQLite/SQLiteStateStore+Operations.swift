@@ -391,25 +391,18 @@ extension SQLiteStateStore {
 
     public func localTasks(run: RunID, stage: StageName, owner: LeaseOwner, after position: Int64, limit: Int) async throws -> [LocalTask] {
         try readNow { db in
-            guard let producer = try db.one(String.self, sql: "SELECT producer FROM stages WHERE run_id = ? AND name = ? AND local_owner = ?",
-                                            arguments: [run.rawValue, stage, owner.id]) else { return [] }
+            guard let items = try Self.producerItems(run: run, consumer: stage, db), items.localOwner == owner.id,
+                  let rowids = items.rowids else { return [] }
             var tasks: [LocalTask] = []
             // A stage's items are in rowid order as they were emitted (see `v13-done-items`): the read goes on
-            // from the rowid it stopped at, through the table itself. The first read starts at the stage's
-            // first item, found through the key index: the rowids before it are other runs' items, millions
-            // in a long-lived store, which a scan from the table's start would walk at every read until
-            // the producer's first items are recorded.
-            var position = position
-            if position == 0 {
-                guard let before = try Self.beforeFirstItem(run: run, producer: producer, db) else { return [] }
-                position = before
-            }
+            // from the rowid it stopped at, through the table itself, between the producer's first and last
+            // items (the rowids outside are other runs' items, millions in a long-lived store).
             let rows = try Row.fetchCursor(db.cachedStatement(sql: """
                 SELECT i.rowid, i.task_id, i.key, i.value, i.created_at FROM items i NOT INDEXED
-                WHERE i.rowid > ? AND i.run_id = ? AND i.stage = ? AND i.task_id IS NOT NULL AND i.done_stage IS NULL
+                WHERE i.rowid > ? AND i.rowid <= ? AND i.run_id = ? AND i.stage = ? AND i.task_id IS NOT NULL AND i.done_stage IS NULL
                   AND NOT EXISTS (SELECT 1 FROM tasks WHERE id = i.task_id)
                 ORDER BY i.rowid LIMIT ?
-                """), arguments: [position, run.rawValue, producer, limit])
+                """), arguments: [max(position, rowids.lowerBound - 1), rowids.upperBound, run.rawValue, items.producer, limit])
             while let row = try rows.next() {
                 let task = TaskRecord(id: row[1], runID: run, stage: stage, key: row[2], status: .running, attempts: 1, lostAttempts: 0,
                                       notBefore: nil, leaseOwner: owner.id, leaseExpiresAt: nil,
@@ -420,20 +413,19 @@ extension SQLiteStateStore {
         }
     }
 
-    /// The rowid just before `producer`'s first item in `run` (nil when it has none): where a read of its
-    /// items in rowid order starts, instead of at other runs' items.
-    static func beforeFirstItem(run: RunID, producer: StageName, _ db: Database) throws -> Int64? {
-        try itemRange(run: run, producer: producer, db).map { $0.lowerBound - 1 }
-    }
-
-    /// The rowids of `producer`'s items in `run` lie in this range (nil when it has none; other runs'
-    /// items may lie in it too). Kept in its stage as the items are written (`v14-item-ranges`): the
-    /// (run, stage, key) index gives the smallest rowid only by reading all of the stage's entries.
-    static func itemRange(run: RunID, producer: StageName, _ db: Database) throws -> ClosedRange<Int64>? {
-        guard let row = try db.row(sql: "SELECT first_item, last_item FROM stages WHERE run_id = ? AND name = ?",
-                                   arguments: [run.rawValue, producer]),
-              let first = row[0] as Int64?, let last = row[1] as Int64?, first <= last else { return nil }
-        return first...last
+    /// The producer of fan-out stage `consumer` in `run`, the process the consumer runs local to (if it
+    /// does), and the rowids its producer's items lie between (nil while it has none; other runs' items
+    /// may lie between them too). Kept in the producer's stage as its items are written
+    /// (`v14-item-ranges`): the (run, stage, key) index gives the smallest rowid only by reading all of
+    /// the stage's entries.
+    static func producerItems(run: RunID, consumer: StageName, _ db: Database)
+        throws -> (producer: StageName, localOwner: String?, rowids: ClosedRange<Int64>?)? {
+        guard let row = try db.row(sql: """
+            SELECT s.producer, s.local_owner, p.first_item, p.last_item
+            FROM stages s JOIN stages p ON p.run_id = s.run_id AND p.name = s.producer WHERE s.run_id = ? AND s.name = ?
+            """, arguments: [run.rawValue, consumer]) else { return nil }
+        guard let first = row[2] as Int64?, let last = row[3] as Int64?, first <= last else { return (row[0], row[1], nil) }
+        return (row[0], row[1], first...last)
     }
 
     public func claimTasks(run: RunID, _ request: ClaimRequest, now: Date) async throws -> Claim {
@@ -935,9 +927,7 @@ extension SQLiteStateStore {
             // By rowid from the cursor (the (run, stage, key) index would read all the run's items and sort them),
             // the columns read through SQLite's C API (a join reads every result of a fan-out this way).
             // The first page starts at the stage's first item, not at earlier runs' items.
-            guard let producer = try db.one(String.self, sql: "SELECT producer FROM stages WHERE run_id = ? AND name = ?",
-                                            arguments: [run.rawValue, stage]),
-                  let items = try Self.itemRange(run: run, producer: producer, db) else { return page }
+            guard let items = try Self.producerItems(run: run, consumer: stage, db)?.rowids else { return page }
             let from = max(afterTaskID, items.lowerBound - 1)
             var done: [TaskResult] = []
             done.reserveCapacity(limit)
@@ -1028,9 +1018,7 @@ extension SQLiteStateStore {
                 FROM items NOT INDEXED WHERE rowid >= ? AND rowid <= ? AND run_id = ? AND done_stage = ?
                 """)
             for (name, local) in localCounts where local.success > 0 && only?.contains(name) != false {
-                guard let producer = try db.one(String.self, sql: "SELECT producer FROM stages WHERE run_id = ? AND name = ?",
-                                                arguments: [run.rawValue, name]),
-                      let items = try Self.itemRange(run: run, producer: producer, db) else { continue }
+                guard let items = try Self.producerItems(run: run, consumer: name, db)?.rowids else { continue }
                 var summary = summaries[name] ?? StageSummary(), taken = durations[name] ?? []
                 taken.reserveCapacity(taken.count + local.success)
                 try done.forEachRow(binding: { b in
