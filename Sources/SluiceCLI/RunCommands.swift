@@ -150,7 +150,11 @@ func execute(_ run: RunRecord, engine: Engine, resume: Bool, retryFailed: Bool =
     view.end()
     // The report this process wrote; built again only when another process finished the record.
     let report: RunReport
-    if let written = written.withLock({ $0 }) { report = written } else { report = try await RunReport.build(store: engine.store, runID: run.id) }
+    if let written = written.withLock({ $0 }) {
+        report = written
+    } else {
+        report = try await RunReport.build(store: engine.store, runID: run.id)
+    }
     if json {
         FileHandle.standardOutput.write(try report.json())
         print()

@@ -219,12 +219,14 @@ struct RunExecutor: Sendable {
                     group.addTask { .summarized((try? await store.stageSummaries(run: runID, of: [name])) ?? [:]) }
                 }
             }
+            func summarized(_ summary: [StageName: StageSummary]) {
+                summarizing -= 1
+                summaries.merge(summary) { _, new in new }
+            }
             /// Waits for the summaries being read, before the loop returns (which cancels its child tasks).
-            func summarized() async throws {
+            func awaitSummaries() async throws {
                 while summarizing > 0, let wake = try await group.next() {
-                    guard case .summarized(let summary) = wake else { continue }
-                    summarizing -= 1
-                    summaries.merge(summary) { _, new in new }
+                    if case .summarized(let summary) = wake { summarized(summary) }
                 }
             }
 
@@ -337,7 +339,7 @@ struct RunExecutor: Sendable {
                     } else {
                         let stages = try await store.stages(of: runID)
                         if stages.allSatisfy(\.status.isTerminal) {
-                            try await summarized()
+                            try await awaitSummaries()
                             return (RunOutcome.decide(stages: stages.map(\.status), cancelled: false), summaries)
                         }
                         if mayClaim || needsPlan { continue }
@@ -417,8 +419,7 @@ struct RunExecutor: Sendable {
                     let now = time.now()
                     ready += tasks.map { ClaimedTask(task: $0.task, attempt: 1, attemptInBudget: 1, startedAt: now, local: true) }
                 case .summarized(let summary):
-                    summarizing -= 1
-                    summaries.merge(summary) { _, new in new }
+                    summarized(summary)
                 case .idleWake:
                     waiting = false
                     mayGiveWork()
