@@ -221,17 +221,23 @@ enum Bench {
                        stdout: String(decoding: output, as: UTF8.self))
     }
 
-    /// Each body `o.repetitions` times, taking turns (one of each, then again): a side and its baseline
+    /// Each body `repetitions` times, taking turns (one of each, then again): a side and its baseline
     /// see the same moments of a shared machine, whose speed drifts within a run of the benchmark.
-    static func repeatRuns(_ o: Options, _ bodies: [() throws -> Spawned]) throws -> [Figure] {
-        var runs = bodies.map { _ in [Spawned]() }
-        for _ in 0..<o.repetitions {
-            for (i, body) in bodies.enumerated() {
-                let r = try body()
-                guard r.status == 0 else { throw BenchError("a measured command exited \(r.status)") }
-                runs[i].append(r)
-            }
+    static func inTurns<T>(_ repetitions: Int, _ bodies: [() throws -> T]) throws -> [[T]] {
+        var results = bodies.map { _ in [T]() }
+        for _ in 0..<repetitions {
+            for (i, body) in bodies.enumerated() { results[i].append(try body()) }
         }
+        return results
+    }
+
+    /// Commands, each `o.repetitions` times in turns; each must exit 0.
+    static func repeatRuns(_ o: Options, _ bodies: [() throws -> Spawned]) throws -> [Figure] {
+        let runs = try inTurns(o.repetitions, bodies.map { body in {
+            let r = try body()
+            guard r.status == 0 else { throw BenchError("a measured command exited \(r.status)") }
+            return r
+        } })
         return runs.map { figure($0.map(\.seconds), rss: $0.map(\.rssBytes).max()) }
     }
 
@@ -239,24 +245,17 @@ enum Bench {
         try repeatMeasures([what], o)[0]
     }
 
-    /// Each measurement `o.repetitions` times, taking turns (see `repeatRuns`).
+    /// Measurements (`--measure WHAT N`, each in a process of its own), each `o.repetitions` times in turns.
     static func repeatMeasures(_ whats: [[String]], _ o: Options) throws -> [(figure: Figure, check: String)] {
-        var seconds = whats.map { _ in [Double]() }
-        var rss = whats.map { _ in [Int64]() }
-        var checks = whats.map { _ in "" }
-        for _ in 0..<o.repetitions {
-            for (i, what) in whats.enumerated() {
-                let r = try spawn([selfExecutable(), "--measure"] + what, in: FileManager.default.currentDirectoryPath)
-                guard r.status == 0, let line = r.stdout.split(separator: "\n").last,
-                      let result = try? decoder.decode(Measure.Result.self, from: Data(line.utf8)) else {
-                    throw BenchError("measurement \(what.joined(separator: " ")) failed (exit \(r.status)): \(r.stdout.suffix(500))")
-                }
-                seconds[i].append(result.seconds)
-                rss[i].append(result.rssBytes)
-                checks[i] = result.check
+        let results = try inTurns(o.repetitions, whats.map { what in {
+            let r = try spawn([selfExecutable(), "--measure"] + what, in: FileManager.default.currentDirectoryPath)
+            guard r.status == 0, let line = r.stdout.split(separator: "\n").last,
+                  let result = try? decoder.decode(Measure.Result.self, from: Data(line.utf8)) else {
+                throw BenchError("measurement \(what.joined(separator: " ")) failed (exit \(r.status)): \(r.stdout.suffix(500))")
             }
-        }
-        return whats.indices.map { (figure(seconds[$0], rss: rss[$0].max()), checks[$0]) }
+            return result
+        } })
+        return results.map { (figure($0.map(\.seconds), rss: $0.map(\.rssBytes).max()), $0.last?.check ?? "") }
     }
 
     static let decoder: JSONDecoder = {
