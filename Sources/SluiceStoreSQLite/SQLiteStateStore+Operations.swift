@@ -903,9 +903,19 @@ extension SQLiteStateStore {
             var results: [String: Data] = [:]
             for row in try db.rows(sql: """
                 SELECT key, result FROM tasks WHERE run_id = ? AND stage = ? AND status = 'success' AND result IS NOT NULL
-                UNION ALL SELECT key, result FROM done_tasks WHERE run_id = ? AND stage = ? AND result IS NOT NULL
-                """, arguments: [run.rawValue, stage, run.rawValue, stage]) {
-                results[row["key"]] = row["result"]
+                """, arguments: [run.rawValue, stage]) {
+                results[row[0]] = row[1]
+            }
+            // The tasks written into their items (`done_tasks`) are a fan-out stage's, between its producer's
+            // first and last items: read there, not through all the run's items (a stage after a fan-out of
+            // 100,000 items has none of them, and the key index would have read them all to say so).
+            guard try Self.localCounts(run: run, stage: stage, db).contains(where: { $0.1.success > 0 }),
+                  let items = try Self.producerItems(run: run, consumer: stage, db)?.rowids else { return results }
+            for row in try db.rows(sql: """
+                SELECT key, done_result FROM items NOT INDEXED
+                WHERE rowid >= ? AND rowid <= ? AND run_id = ? AND done_stage = ? AND done_result IS NOT NULL
+                """, arguments: [items.lowerBound, items.upperBound, run.rawValue, stage]) {
+                results[row[0]] = row[1]
             }
             return results
         }

@@ -219,6 +219,9 @@ struct StoreContractTests {
                 after = last.taskID
             }
             #expect(keys == tasks.map(\.task.key), "\(run)'s results, in order, and no other run's")
+            let all = try await h.store.results(run: run, stage: "work")
+            #expect(all == Dictionary(uniqueKeysWithValues: tasks.map { ($0.task.key, Data("\"\($0.task.key)!\"".utf8)) }), "all of \(run)'s results at once")
+            #expect(try await h.store.results(run: run, stage: "find").isEmpty, "the producer's task has not ended: no result, and none of its items'")
             let summary = try #require(try await h.store.stageSummaries(run: run)["work"])
             #expect(summary.counts.success == tasks.count && summary.attempts == tasks.count && summary.meanTaskMs == 1000)
         }
