@@ -66,10 +66,12 @@ enum Bench {
             case "W6":
                 var sizes = options.quick ? [200, 2_000] : [1_000, 10_000, 100_000]
                 if options.million && !options.quick { sizes.append(1_000_000) }
-                // A run's fixed cost (opening the store, planning, writing its report: W1 with no items),
-                // to tell it from the cost per task in each row.
-                let fixed = try repeatMeasure(["w1", "0"], shortRuns(options, n: 0)).figure.seconds
-                for n in sizes { rows.append(try w1(n: n, options, name: "W6", fixedSeconds: fixed)) }
+                // A run's fixed cost (opening a new store, planning, writing its report: W1 with no items;
+                // with one item, the first use of the items' path too), to tell it from the cost per task
+                // in each row; and the floor's with no rows, since the floor's total ÷ N is not flat either.
+                let empty = try repeatMeasures([["w1", "0"], ["w1", "1"], ["store-floor", "0"]], shortRuns(options, n: 0))
+                let fixed = FixedCost(none: empty[0].figure.seconds, one: empty[1].figure.seconds, floor: empty[2].figure.seconds)
+                for n in sizes { rows.append(try w1(n: n, options, name: "W6", fixed: fixed)) }
             case "W3":
                 if let admin = postgresURL(options) {
                     rows.append(try await w3(n: options.quick ? 300 : 20_000, admin: admin, options))
@@ -105,15 +107,25 @@ enum Bench {
         return short
     }
 
-    static func w1(n: Int, _ o: Options, name: String = "W1", fixedSeconds: Double? = nil) throws -> Row {
+    /// Wall seconds of a run with no items and with one, and of the store floor with no rows.
+    struct FixedCost {
+        var none: Double
+        var one: Double
+        var floor: Double
+    }
+
+    static func w1(n: Int, _ o: Options, name: String = "W1", fixed: FixedCost? = nil) throws -> Row {
         let runs = shortRuns(o, n: n)
         let measured = try repeatMeasures([["w1", String(n)], ["w1-taskgroup", String(n)], ["store-floor", String(n)]], runs)
         let (sluice, group, floor) = (measured[0], measured[1], measured[2])
         var note = String(format: "no-store task group: %.4f s (%.0fx)", group.figure.seconds, sluice.figure.seconds / max(group.figure.seconds, 1e-9))
         if runs.repetitions != o.repetitions { note = "medians of \(runs.repetitions); " + note }
-        if let fixedSeconds {
-            note += String(format: "; a run with no items: %.1f ms, beyond it %.1f µs per task",
-                           fixedSeconds * 1000, (sluice.figure.seconds - fixedSeconds) / Double(n) * 1e6)
+        if let fixed {
+            let t = sluice.figure.seconds, f = floor.figure.seconds
+            note += String(format: "; beyond a run with no items (%.1f ms): %.1f µs per task, with one (%.1f ms): %.1f µs",
+                           fixed.none * 1000, (t - fixed.none) / Double(n) * 1e6, fixed.one * 1000, (t - fixed.one) / Double(max(n - 1, 1)) * 1e6)
+            note += String(format: "; the floor: %.1f µs per row, beyond its empty file (%.1f ms) %.1f µs",
+                           f / Double(n) * 1e6, fixed.floor * 1000, (f - fixed.floor) / Double(n) * 1e6)
         }
         return Row(workload: name, n: n, sluice: sluice.figure, perTaskMicroseconds: sluice.figure.seconds / Double(n) * 1e6,
                    baseline: "store floor", baselineFigure: floor.figure, ratio: sluice.figure.seconds / floor.figure.seconds,
