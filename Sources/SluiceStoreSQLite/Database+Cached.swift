@@ -123,11 +123,11 @@ enum RawColumns {
 }
 
 extension Statement {
-    /// This statement reset, with every parameter bound by `bind`.
+    /// This statement reset, with every parameter bound by `bind` (all of them, checked: nothing is left
+    /// from the last call, so the bindings need no clearing first).
     private func rebound(_ bind: (inout RawBindings) -> Void) -> OpaquePointer {
         let handle = sqliteStatement
         sqlite3_reset(handle)
-        sqlite3_clear_bindings(handle)
         var bindings = RawBindings(handle)
         bind(&bindings)
         precondition(bindings.count == sqlite3_bind_parameter_count(handle), "\(bindings.count) values bound for \(sql)")

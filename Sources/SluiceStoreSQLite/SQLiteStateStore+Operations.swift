@@ -810,6 +810,12 @@ extension SQLiteStateStore {
 
     // MARK: items
 
+    /// The columns an item is recorded with, and one item's values.
+    static let itemColumns = "(rowid, run_id, stage, key, seq, value, created_at, task_id)"
+    static let itemValues = "(?, ?, ?, ?, ?, ?, ?, ?)"
+    /// Items recorded by one statement (`emitItems`).
+    static let itemRows = 32
+
     public func emitItems(run: RunID, stage: StageName, items: [ItemRecord], now: Date) async throws -> Int {
         guard !items.isEmpty else { return 0 }
         return try await write { db in
@@ -824,22 +830,20 @@ extension SQLiteStateStore {
             // Every item takes its rowid from the task ids (one per item, used or not), so that the item of a
             // local stage is the id of the task it stands for (`task_id`; see `v13-done-items`).
             let firstID = try Self.takeTaskIDs(items.count, db)
-            var id = firstID, seq = first
-            let insertItem = try db.cachedStatement(sql: """
-                INSERT INTO items (rowid, run_id, stage, key, seq, value, created_at, task_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING
-                """)
-            var fresh = 0
-            for item in items {
-                try insertItem.execute { b in
-                    b.add(id)
-                    b.add(run.rawValue)
-                    b.add(stage)
-                    b.add(item.key)
-                    b.add(seq + 1)
-                    b.add(item.value)
-                    b.add(t)
-                    b.add(local == nil ? nil : id)
-                }
+            var id = firstID, seq = first, fresh = 0
+            func bind(_ item: ItemRecord, id: Int64, seq: Int, _ b: inout RawBindings) {
+                b.add(id)
+                b.add(run.rawValue)
+                b.add(stage)
+                b.add(item.key)
+                b.add(seq)
+                b.add(item.value)
+                b.add(t)
+                b.add(local == nil ? nil : id)
+            }
+            let insertItem = try db.cachedStatement(sql: "INSERT INTO items \(Self.itemColumns) VALUES \(Self.itemValues) ON CONFLICT DO NOTHING")
+            func insertOne(_ item: ItemRecord) throws {
+                try insertItem.execute { b in bind(item, id: id, seq: seq + 1, &b) }
                 id += 1
                 // Numbered without gaps: a duplicate takes no number.
                 if db.changesCount == 1 {
@@ -847,6 +851,34 @@ extension SQLiteStateStore {
                     fresh += 1
                 }
             }
+            // Rows of `itemRows` items in one statement: SQLite opens the table and its key index once for
+            // them, not once per item (a fifth less of the writer's time per item). Numbered as if none were
+            // a duplicate: when all were new (or none), so they are; when only some were, the rows are taken
+            // back (the rowids are this batch's own) and recorded one at a time as above.
+            let insertRows = try db.cachedStatement(sql: """
+                INSERT INTO items \(Self.itemColumns) VALUES \(Array(repeating: Self.itemValues, count: Self.itemRows).joined(separator: ", "))
+                ON CONFLICT DO NOTHING
+                """)
+            var next = items.startIndex
+            while items.endIndex - next >= Self.itemRows {
+                let rows = items[next..<next + Self.itemRows]
+                next += Self.itemRows
+                try insertRows.execute { b in
+                    for (offset, item) in zip(Int64(0)..., rows) { bind(item, id: id + offset, seq: seq + 1 + Int(offset), &b) }
+                }
+                switch db.changesCount {
+                case Self.itemRows:
+                    id += Int64(Self.itemRows)
+                    seq += Self.itemRows
+                    fresh += Self.itemRows
+                case 0:
+                    id += Int64(Self.itemRows)
+                default:
+                    try db.exec(sql: "DELETE FROM items WHERE rowid >= ? AND rowid < ?", arguments: [id, id + Int64(Self.itemRows)])
+                    for item in rows { try insertOne(item) }
+                }
+            }
+            for item in items[next...] { try insertOne(item) }
             guard fresh > 0 else { return 0 }
             // The rowids this batch took bound the stage's items (`v14-item-ranges`).
             try db.exec(sql: """

@@ -227,6 +227,37 @@ struct StoreContractTests {
         }
     }
 
+    /// Batches of items whose keys are all new, all recorded before, or partly recorded before (and one
+    /// twice within the batch): each key is recorded once, in the order it came, and a fan-out stage
+    /// taking them gets one task per key under an id of its own — a stage started as any other, and one
+    /// started local. (SQLite records `itemRows` items per statement and takes a statement's rows back
+    /// when only some of them were new: these batches go through each of its paths.)
+    @Test(arguments: StoreKind.allCases) func batchesOfItemsPartlyRecordedBeforeRecordEachKeyOnce(kind: StoreKind) async throws {
+        let h = try await StoreHarness(kind)
+        let item = { (n: Int) in ItemRecord(key: "k\(n)", value: Data("\(n)".utf8)) }
+        let stages = [StageSpec(name: "find", command: .swift), StageSpec(name: "work", command: .swift, forEach: "find")]
+        let shared = RunID("r1")
+        _ = try await h.store.createRun(h.newRun("r1", stages: stages), overlap: .allow, now: h.now, events: [])
+        _ = try await h.store.acquireRun(shared, owner: h.me, until: h.now.addingTimeInterval(30), replacing: nil, now: h.now, events: [])
+        try await h.store.applyStageTransitions(run: shared, [.start("find", taskKeys: ["main"]), .start("work", taskKeys: [])], now: h.now, events: [])
+        let local = try await localFanOut(h, "r2", before: [])
+        // k36–k39 recorded before, k45 twice, then k50–k66 new: the first 32 of the batch; then 8 more.
+        let mixed = (36..<50).map(item) + [item(45)] + (50..<75).map(item)
+        for run in [shared, local] {
+            #expect(try await h.store.emitItems(run: run, stage: "find", items: (0..<40).map(item), now: h.now) == 40)
+            #expect(try await h.store.emitItems(run: run, stage: "find", items: (0..<32).map(item), now: h.now) == 0, "all recorded before")
+            #expect(try await h.store.emitItems(run: run, stage: "find", items: mixed, now: h.now) == 35)
+            let expected = (0..<75).map { "k\($0)" }
+            #expect(try await h.store.items(run: run, stage: "find").map(\.key) == expected)
+            let tasks = run == local && h.store.keepsLocalTasks
+                ? try await h.store.localTasks(run: run, stage: "work", owner: h.me, after: 0, limit: 100).map(\.task)
+                : try await h.store.tasks(of: run).filter { $0.stage == "work" }
+            #expect(tasks.map(\.key).sorted() == expected.sorted(), "\(run): one task per key")
+            #expect(Set(tasks.map(\.id)).count == 75 && !tasks.contains { $0.id == 0 }, "\(run): ids of their own")
+            #expect(try await h.store.taskCounts(run: run)["work"]?.pending == 75)
+        }
+    }
+
     /// Local tasks (`keepsLocalTasks`): the items of a stage started local have no task row until their
     /// task ends, and count as pending meanwhile; a completion writes the task and its attempt under the
     /// id reserved for the item; once the stage's process no longer holds the run, the items left become
