@@ -143,12 +143,8 @@ public struct RunReport: Codable, Sendable {
         }
         let stages = try await store.stages(of: runID)
         var summaries = known
-        if known.isEmpty {
-            summaries = try await store.stageSummaries(run: runID)
-        } else {
-            let rest = Set(stages.map(\.name)).subtracting(known.keys)
-            if !rest.isEmpty { summaries.merge(try await store.stageSummaries(run: runID, of: rest)) { _, read in read } }
-        }
+        let rest = Set(stages.map(\.name)).subtracting(known.keys)
+        if !rest.isEmpty { summaries.merge(try await store.stageSummaries(run: runID, of: rest)) { _, read in read } }
         // A fan-out stage's successful tasks are counted, not listed (unless `allTasks`).
         let fanOut = stages.map(\.name).filter { run.spec.stage($0)?.forEach != nil && !allTasks }
         let listed = Dictionary(grouping: try await store.tasks(of: runID, all: stages.map(\.name).filter { !fanOut.contains($0) },

@@ -930,26 +930,15 @@ extension SQLiteStateStore {
         }
     }
 
+    /// Every page of `resultPage`: that is where a stage's results are read, whether written as task rows
+    /// or into their items (a stage after a fan-out of 100,000 items reads none of them to find its one).
     public func results(run: RunID, stage: StageName) async throws -> [String: Data] {
-        try await read { db in
-            var results: [String: Data] = [:]
-            for row in try db.rows(sql: """
-                SELECT key, result FROM tasks WHERE run_id = ? AND stage = ? AND status = 'success' AND result IS NOT NULL
-                """, arguments: [run.rawValue, stage]) {
-                results[row[0]] = row[1]
-            }
-            // The tasks written into their items (`done_tasks`) are a fan-out stage's, between its producer's
-            // first and last items: read there, not through all the run's items (a stage after a fan-out of
-            // 100,000 items has none of them, and the key index would have read them all to say so).
-            guard try Self.localCounts(run: run, stage: stage, db).contains(where: { $0.1.success > 0 }),
-                  let items = try Self.producerItems(run: run, consumer: stage, db)?.rowids else { return results }
-            for row in try db.rows(sql: """
-                SELECT key, done_result FROM items NOT INDEXED
-                WHERE rowid >= ? AND rowid <= ? AND run_id = ? AND done_stage = ? AND done_result IS NOT NULL
-                """, arguments: [items.lowerBound, items.upperBound, run.rawValue, stage]) {
-                results[row[0]] = row[1]
-            }
-            return results
+        var results: [String: Data] = [:], after: TaskID = 0
+        while true {
+            let page = try await resultPage(run: run, stage: stage, afterTaskID: after, limit: 5_000)
+            for result in page { results[result.key] = result.result }
+            guard page.count == 5_000, let last = page.last else { return results }
+            after = last.taskID
         }
     }
 
@@ -1010,7 +999,8 @@ extension SQLiteStateStore {
         try await stageSummaries(run: run, only: stages)
     }
 
-    /// The summaries of the stages in `only` (nil: all), each figure computed only for those.
+    /// The summaries of the stages in `only` (nil: all): the pass over their attempts and done items only
+    /// for those (the task counts, from indexes, for all, then left out).
     func stageSummaries(run: RunID, only: Set<StageName>?) async throws -> [StageName: StageSummary] {
         // The stages as a JSON array, for `json_each` (nil: every stage).
         let stagesJSON = try only.map { try Self.json($0.sorted()) }
