@@ -810,11 +810,15 @@ extension SQLiteStateStore {
 
     // MARK: items
 
-    /// The columns an item is recorded with, and one item's values.
-    static let itemColumns = "(rowid, run_id, stage, key, seq, value, created_at, task_id)"
-    static let itemValues = "(?, ?, ?, ?, ?, ?, ?, ?)"
-    /// Items recorded by one statement (`emitItems`).
+    /// Items recorded by one statement (`emitItems`), and the statements that record one and `itemRows`.
     static let itemRows = 32
+    static let insertItemSQL = "INSERT INTO items \(itemColumns) VALUES \(itemValues) ON CONFLICT DO NOTHING"
+    static let insertItemsSQL = """
+        INSERT INTO items \(itemColumns) VALUES \(Array(repeating: itemValues, count: itemRows).joined(separator: ", "))
+        ON CONFLICT DO NOTHING
+        """
+    private static let itemColumns = "(rowid, run_id, stage, key, seq, value, created_at, task_id)"
+    private static let itemValues = "(?, ?, ?, ?, ?, ?, ?, ?)"
 
     public func emitItems(run: RunID, stage: StageName, items: [ItemRecord], now: Date) async throws -> Int {
         guard !items.isEmpty else { return 0 }
@@ -841,7 +845,7 @@ extension SQLiteStateStore {
                 b.add(t)
                 b.add(local == nil ? nil : id)
             }
-            let insertItem = try db.cachedStatement(sql: "INSERT INTO items \(Self.itemColumns) VALUES \(Self.itemValues) ON CONFLICT DO NOTHING")
+            let insertItem = try db.cachedStatement(sql: Self.insertItemSQL)
             func insertOne(_ item: ItemRecord) throws {
                 try insertItem.execute { b in bind(item, id: id, seq: seq + 1, &b) }
                 id += 1
@@ -855,10 +859,7 @@ extension SQLiteStateStore {
             // them, not once per item (a fifth less of the writer's time per item). Numbered as if none were
             // a duplicate: when all were new (or none), so they are; when only some were, the rows are taken
             // back (the rowids are this batch's own) and recorded one at a time as above.
-            let insertRows = try db.cachedStatement(sql: """
-                INSERT INTO items \(Self.itemColumns) VALUES \(Array(repeating: Self.itemValues, count: Self.itemRows).joined(separator: ", "))
-                ON CONFLICT DO NOTHING
-                """)
+            let insertRows = try db.cachedStatement(sql: Self.insertItemsSQL)
             var next = items.startIndex
             while items.endIndex - next >= Self.itemRows {
                 let rows = items[next..<next + Self.itemRows]
