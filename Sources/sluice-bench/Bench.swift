@@ -26,6 +26,8 @@ enum Bench {
         var n: Int
         var sluice: Figure
         var perTaskMicroseconds: Double
+        /// W6: per task beyond a run with one item, (T(N) − T(1)) / (N − 1), in turns with it.
+        var perTaskBeyondFixedMicroseconds: Double? = nil
         var baseline: String
         var baselineFigure: Figure
         var ratio: Double
@@ -66,12 +68,7 @@ enum Bench {
             case "W6":
                 var sizes = options.quick ? [200, 2_000] : [1_000, 10_000, 100_000]
                 if options.million && !options.quick { sizes.append(1_000_000) }
-                // A run's fixed cost (opening a new store, planning, writing its report: W1 with no items;
-                // with one item, the first use of the items' path too), to tell it from the cost per task
-                // in each row; and the floor's with no rows, since the floor's total ÷ N is not flat either.
-                let empty = try repeatMeasures([["w1", "0"], ["w1", "1"], ["store-floor", "0"]], shortRuns(options, n: 0))
-                let fixed = FixedCost(none: empty[0].figure.seconds, one: empty[1].figure.seconds, floor: empty[2].figure.seconds)
-                for n in sizes { rows.append(try w1(n: n, options, name: "W6", fixed: fixed)) }
+                for n in sizes { rows.append(try w1(n: n, options, name: "W6", scale: true)) }
             case "W3":
                 if let admin = postgresURL(options) {
                     rows.append(try await w3(n: options.quick ? 300 : 20_000, admin: admin, options))
@@ -107,27 +104,34 @@ enum Bench {
         return short
     }
 
-    /// Wall seconds of a run with no items and with one, and of the store floor with no rows.
-    struct FixedCost {
-        var none: Double
-        var one: Double
-        var floor: Double
-    }
-
-    static func w1(n: Int, _ o: Options, name: String = "W1", fixed: FixedCost? = nil) throws -> Row {
+    /// W1 at `n` items; for W6 (`scale`), a run with one item and the floor with no rows take turns with
+    /// it too, so that each row also gives the cost per task beyond a run's fixed cost — opening a new
+    /// store, planning three stages, the first use of the items' path, writing the report: what a run of
+    /// 1,000 items divides by 1,000 and one of 1,000,000 by a million — measured at the same moments as
+    /// the row's own runs (this machine's speed drifts by a tenth within minutes, and at 1,000 items the
+    /// difference is a fifth of either run). The floor's total ÷ N is not flat either: its empty file.
+    static func w1(n: Int, _ o: Options, name: String = "W1", scale: Bool = false) throws -> Row {
         let runs = shortRuns(o, n: n)
-        let measured = try repeatMeasures([["w1", String(n)], ["w1-taskgroup", String(n)], ["store-floor", String(n)]], runs)
-        let (sluice, group, floor) = (measured[0], measured[1], measured[2])
+        var whats = [["w1", String(n)], ["w1-taskgroup", String(n)], ["store-floor", String(n)]]
+        if scale { whats += [["w1", "1"], ["store-floor", "0"]] }
+        let raw = try measureInTurns(whats, runs)
+        let (sluice, group, floor) = (summary(raw[0]), summary(raw[1]), summary(raw[2]))
         var note = String(format: "no-store task group: %.4f s (%.0fx)", group.figure.seconds, sluice.figure.seconds / max(group.figure.seconds, 1e-9))
         if runs.repetitions != o.repetitions { note = "medians of \(runs.repetitions); " + note }
-        if let fixed {
-            let t = sluice.figure.seconds, f = floor.figure.seconds
-            note += String(format: "; beyond a run with no items (%.1f ms): %.1f µs per task, with one (%.1f ms): %.1f µs",
-                           fixed.none * 1000, (t - fixed.none) / Double(n) * 1e6, fixed.one * 1000, (t - fixed.one) / Double(max(n - 1, 1)) * 1e6)
+        var beyond: Double?
+        if scale {
+            // Medians of each repetition's own difference: the two runs of a pair ran a moment apart.
+            func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
+            let one = raw[3].map(\.seconds), empty = raw[4].map(\.seconds)
+            let perTask = median(zip(raw[0], one).map { ($0.seconds - $1) / Double(max(n - 1, 1)) * 1e6 })
+            let floorPerRow = median(zip(raw[2], empty).map { ($0.seconds - $1) / Double(n) * 1e6 })
+            beyond = perTask
+            note += String(format: "; beyond a run with one item (%.1f ms): %.1f µs per task", median(one) * 1000, perTask)
             note += String(format: "; the floor: %.1f µs per row, beyond its empty file (%.1f ms) %.1f µs",
-                           f / Double(n) * 1e6, fixed.floor * 1000, (f - fixed.floor) / Double(n) * 1e6)
+                           floor.figure.seconds / Double(n) * 1e6, median(empty) * 1000, floorPerRow)
         }
         return Row(workload: name, n: n, sluice: sluice.figure, perTaskMicroseconds: sluice.figure.seconds / Double(n) * 1e6,
+                   perTaskBeyondFixedMicroseconds: beyond,
                    baseline: "store floor", baselineFigure: floor.figure, ratio: sluice.figure.seconds / floor.figure.seconds,
                    check: sluice.check, note: note)
     }
@@ -259,7 +263,12 @@ enum Bench {
 
     /// Measurements (`--measure WHAT N`, each in a process of its own), each `o.repetitions` times in turns.
     static func repeatMeasures(_ whats: [[String]], _ o: Options) throws -> [(figure: Figure, check: String)] {
-        let results = try inTurns(o.repetitions, whats.map { what in {
+        try measureInTurns(whats, o).map(summary)
+    }
+
+    /// Each measurement's results, repetition by repetition (the i-th of each ran in the same turn).
+    static func measureInTurns(_ whats: [[String]], _ o: Options) throws -> [[Measure.Result]] {
+        try inTurns(o.repetitions, whats.map { what in {
             let r = try spawn([selfExecutable(), "--measure"] + what, in: FileManager.default.currentDirectoryPath)
             guard r.status == 0, let line = r.stdout.split(separator: "\n").last,
                   let result = try? decoder.decode(Measure.Result.self, from: Data(line.utf8)) else {
@@ -267,7 +276,10 @@ enum Bench {
             }
             return result
         } })
-        return results.map { (figure($0.map(\.seconds), rss: $0.map(\.rssBytes).max()), $0.last?.check ?? "") }
+    }
+
+    static func summary(_ results: [Measure.Result]) -> (figure: Figure, check: String) {
+        (figure(results.map(\.seconds), rss: results.map(\.rssBytes).max()), results.last?.check ?? "")
     }
 
     static let decoder: JSONDecoder = {

@@ -392,5 +392,8 @@ struct BenchmarkSmokeTests {
         }
         let w1 = try #require(rows.first { $0["workload"] as? String == "W1" })
         #expect((w1["check"] as? String)?.contains("sum 249500 = n(n-1), 500 tasks recorded") == true)
+        // W6 gives, beside each N's total, its cost per task beyond a run with one item (measured in turns).
+        let w6 = rows.filter { $0["workload"] as? String == "W6" }
+        #expect(w6.count == 2 && w6.allSatisfy { $0["per_task_beyond_fixed_microseconds"] is Double }, "\(w6)")
     }
 }
