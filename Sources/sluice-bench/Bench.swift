@@ -121,7 +121,6 @@ enum Bench {
         var beyond: Double?
         if scale {
             // Medians of each repetition's own difference: the two runs of a pair ran a moment apart.
-            func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
             let one = raw[3].map(\.seconds), empty = raw[4].map(\.seconds)
             let perTask = median(zip(raw[0], one).map { ($0.seconds - $1) / Double(max(n - 1, 1)) * 1e6 })
             let floorPerRow = median(zip(raw[2], empty).map { ($0.seconds - $1) / Double(n) * 1e6 })
@@ -289,9 +288,11 @@ enum Bench {
     }()
 
     static func figure(_ seconds: [Double], rss: Int64?) -> Figure {
-        let sorted = seconds.sorted()
-        return Figure(seconds: sorted[sorted.count / 2], spread: (sorted.last ?? 0) - (sorted.first ?? 0), rssBytes: rss)
+        Figure(seconds: median(seconds), spread: (seconds.max() ?? 0) - (seconds.min() ?? 0), rssBytes: rss)
     }
+
+    /// The middle value (of an even count, the upper of the two middle ones).
+    static func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
 
     static func selfExecutable() -> String {
         URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL.path
