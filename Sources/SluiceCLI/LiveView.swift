@@ -171,8 +171,13 @@ final class LiveView: Sendable {
         var text = "run \(report.runId) \(outcome.rawValue) in \(Terminal.duration(report.durationMs))"
         let counts = report.totals.stages.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
         text += " (\(counts))\n"
+        if let counters = Terminal.counters(report.totals.counters, rejected: report.totals.rejected) {
+            text += "  counters: \(counters)\n"
+        }
         for stage in report.stages where stage.status == "failed" {
             if let attempt = stage.tasks.last?.attempts.last {
+                // A fan-out stage says how many items failed; its last failed attempt follows.
+                if let reason = stage.reason { text += "  \(stage.name): \(reason)\n" }
                 text += "  \(stage.name): \(attempt.message ?? attempt.outcome)\n"
                 for line in (attempt.stderrTail ?? []).suffix(5) { text += "    | \(line)\n" }
             }

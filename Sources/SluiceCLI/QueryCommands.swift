@@ -52,6 +52,8 @@ struct Show: AsyncParsableCommand {
     var allTasks = false
     @OptionGroup var state: StateOptions
 
+    static let shownRejections = 5
+
     func run() async throws {
         try await guarded {
             let engine = try await state.engine()
@@ -104,6 +106,25 @@ struct Show: AsyncParsableCommand {
                              last?.exitCode.map(String.init) ?? (last?.signal.map { "sig \($0)" } ?? "-"), note])
             }
             print(Terminal.table(["STAGE", "STATUS", "DURATION", "ATTEMPTS", "EXIT", "NOTE"], rows))
+            // Business counters and rejected records, per stage and for the run (all records: --json).
+            var counted = report.stages.compactMap { stage in Terminal.counters(stage.counters, rejected: stage.rejected).map { (stage.name, $0) } }
+            if counted.count > 1, let total = Terminal.counters(report.totals.counters, rejected: report.totals.rejected) {
+                counted.append(("run", total))
+            }
+            if !counted.isEmpty {
+                print("\ncounters")
+                let width = counted.map(\.0.count).max() ?? 0
+                for (name, text) in counted { print("  \(name.padding(toLength: width, withPad: " ", startingAt: 0))  \(text)") }
+            }
+            let rejections = report.stages.filter { !($0.rejectedRecords ?? []).isEmpty }
+            if !rejections.isEmpty {
+                print("\nrejected records (the first \(Self.shownRejections) of each stage; more: `sluice show \(report.runId) --json`)")
+                for stage in rejections {
+                    for record in (stage.rejectedRecords ?? []).prefix(Self.shownRejections) {
+                        print("  \(stage.name): \(record.count > 150 ? String(record.prefix(149)) + "…" : record)")
+                    }
+                }
+            }
             for stage in report.stages where stage.status == "failed" {
                 guard let tail = stage.tasks.last?.attempts.last?.stderrTail, !tail.isEmpty else { continue }
                 print("\n\(stage.name): last lines of stderr")

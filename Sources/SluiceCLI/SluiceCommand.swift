@@ -156,6 +156,13 @@ enum Terminal {
         return f.string(from: date)
     }
 
+    /// Business counters and rejected records in one line: `docs 10 · rows 250 · 3 rejected`.
+    static func counters(_ counters: [String: Int]?, rejected: Int?) -> String? {
+        var parts = (counters ?? [:]).sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }
+        if let rejected, rejected > 0 { parts.append("\(rejected) rejected") }
+        return parts.isEmpty ? nil : parts.joined(separator: " · ")
+    }
+
     /// A plain text table, columns padded to their widest cell.
     static func table(_ header: [String], _ rows: [[String]]) -> String {
         let all = [header] + rows

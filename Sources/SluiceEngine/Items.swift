@@ -16,6 +16,8 @@ public enum Items {
         if isPlainInteger(data) { return ItemRecord(key: String(decoding: data, as: UTF8.self), value: data) }
         let value = try JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed])
         let canonical = try JSONSerialization.data(withJSONObject: value, options: [.sortedKeys, .fragmentsAllowed, .withoutEscapingSlashes])
+        // An integer written with spaces around it (`::item:: 42`) is keyed as the plain one is.
+        if isPlainInteger(canonical) { return ItemRecord(key: String(decoding: canonical, as: UTF8.self), value: canonical) }
         if let object = value as? [String: Any] {
             for field in ["key", "id"] {
                 if let s = object[field] as? String, !s.isEmpty { return ItemRecord(key: s, value: canonical) }
@@ -140,8 +142,8 @@ enum OutputProtocol {
             if line.hasPrefix("::reject::") {
                 let rest = line.dropFirst(10).trimmingCharacters(in: .whitespaces)
                 if let object = try? JSONSerialization.jsonObject(with: Data(rest.utf8)) as? [String: Any] {
-                    let record = object["record"].map { "\($0)" } ?? ""
-                    return .reject(record, object["reason"].map { "\($0)" } ?? "")
+                    // A record that is not a string (a row as an object) is kept as its JSON.
+                    return .reject(object["record"].map(Items.ItemValues.text) ?? "", object["reason"].map(Items.ItemValues.text) ?? "")
                 }
                 return .reject(rest, "")
             }

@@ -73,6 +73,10 @@ public struct RunReport: Codable, Sendable {
         public var bytesWritten: Int64
         public var peakRssBytes: Int64?
         public var cpuMs: Int64
+        /// The stages' business counters, summed over the run.
+        public var counters: [String: Int]? = nil
+        /// The stages' rejected records, counted over the run.
+        public var rejected: Int? = nil
     }
 
     public var pipeline: String
@@ -185,6 +189,9 @@ public struct RunReport: Codable, Sendable {
         }
         let outcome = RunOutcome(run.status)
         let all = summaries.values
+        var counters: [String: Int] = [:]
+        for summary in all { counters.merge(summary.counters, uniquingKeysWith: +) }
+        let rejected = all.reduce(0) { $0 + $1.rejected }
         var actions: [Action] = [], notices: [Action] = []
         if run.spec.stages.contains(where: { !$0.outputs.isEmpty }) || !run.spec.lifecycle.isEmpty {
             var after: Int64 = 0
@@ -209,7 +216,8 @@ public struct RunReport: Codable, Sendable {
             totals: Totals(stages: counts, attempts: all.reduce(0) { $0 + $1.attempts },
                            bytesWritten: all.reduce(0) { $0 + $1.bytesWritten },
                            peakRssBytes: all.compactMap(\.peakRSSBytes).max(),
-                           cpuMs: all.reduce(0) { $0 + $1.cpuMs }),
+                           cpuMs: all.reduce(0) { $0 + $1.cpuMs },
+                           counters: counters.isEmpty ? nil : counters, rejected: rejected == 0 ? nil : rejected),
             enginePeakRssBytes: nil, artifacts: actions.isEmpty ? nil : actions, notices: notices.isEmpty ? nil : notices)
     }
 

@@ -103,6 +103,31 @@ struct CLITests {
         }
     }
 
+    /// Business counters and rejected records as people read them: per stage and for the run in
+    /// `sluice show`, the run's totals when `sluice run` ends.
+    @Test func countersAndRejectedRecordsAreShownPerStageAndForTheRun() throws {
+        try #"""
+            name: counted
+            stages:
+              find: { run: [sh, -c, 'for i in 1 2 3; do echo "::item:: $i"; done'] }
+              work: { for_each: find, run: [sh, -c, 'echo "::count:: rows 10"; test "$1" != 2 || echo "::reject:: {\"record\": \"row $1\", \"reason\": \"negative\"}"', sh, "{{item}}"] }
+              audit: { needs: [work], run: [sh, -c, 'echo "::count:: audited 3"; echo "::reject:: {\"record\": {\"id\": 9}, \"reason\": \"bad id\"}"'] }
+            """#.write(toFile: cli.dir.file("counted.yml"), atomically: true, encoding: .utf8)
+        let run = try cli.run(["run", "counted.yml", "--no-tty"])
+        #expect(run.status == 0, "\(run.output)")
+        #expect(run.output.contains("counters: audited 3 · rows 30 · 2 rejected"), "\(run.output)")
+        let id = try #require(cli.runID(run))
+        let show = try cli.run(["show", id]).stdout
+        #expect(show.contains("\ncounters\n"), "\(show)")
+        #expect(show.contains("  work   rows 30 · 1 rejected\n"), "\(show)")
+        #expect(show.contains("  audit  audited 3 · 1 rejected\n"), "\(show)")
+        #expect(show.contains("  run    audited 3 · rows 30 · 2 rejected\n"), "\(show)")
+        #expect(show.contains("  work: row 2: negative\n"), "\(show)")
+        #expect(show.contains(#"  audit: {"id":9}: bad id"#), "\(show)")
+        // `::item:: 2` is keyed 2, as `2` in $SLUICE_ITEMS would be.
+        #expect(try cli.run(["show", id, "--json", "--all-tasks"]).stdout.contains(#""key" : "2""#))
+    }
+
     @Test func initValidateRunShowAndExitCodes() throws {
         let initResult = try cli.run(["init"], stateDir: false)
         #expect(initResult.status == 0)

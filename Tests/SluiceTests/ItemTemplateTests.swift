@@ -65,5 +65,10 @@ struct ItemRecordTests {
         let slice = Data("[4096]".utf8).dropFirst().dropLast()
         #expect(Items.plainInteger(slice) == 4096)
         #expect(try Items.record(json: Data("1.50".utf8)).value == Data("1.5".utf8), "other numbers take the full path")
+        // `::item:: 42` hands over " 42": the same item, the same key, as `42` in $SLUICE_ITEMS.
+        for text in [" 42", "42 ", "\t42\n"] {
+            let record = try Items.record(json: Data(text.utf8))
+            #expect(record.key == "42" && record.value == Data("42".utf8), "\(text.debugDescription) is keyed as 42: \(record.key)")
+        }
     }
 }
