@@ -279,6 +279,22 @@ public enum StageRollup {
         return .failed
     }
 
+    /// Why a stage ended with `status`, for its record and its `stage.*` event; `nil` when its task's
+    /// attempt says it (a stage of one task).
+    public static func reason(_ status: StageStatus, of counts: TaskCounts, producer: Producer, producerName: String?,
+                              tolerance: FailureTolerance = .count(0)) -> String? {
+        switch status {
+        case .upstreamFailed where producer == .stopped:
+            return "for_each stage '\(producerName ?? "")' did not succeed: its items are incomplete"
+        case .partialSuccess:
+            return "\(counts.failed) of \(counts.total) items failed (tolerated)"
+        case .failed where producer != .none:
+            return "\(counts.failed) of \(counts.total) items failed: more than max_failed_items (\(tolerance)) allows"
+        default:
+            return nil
+        }
+    }
+
     public static func status(of tasks: [TaskStatus]) -> StageStatus? {
         status(of: TaskCounts(tasks))
     }

@@ -126,10 +126,11 @@ final class CompletionBatcher: Sendable {
                     var events = started
                     for index in batch.indices where index < results.count { // by index: each completion read in place, not copied
                         switch results[index] {
-                        case .applied(let stage):
+                        case .applied(let stage, let consumers):
                             if !batch[index].events.isEmpty { events += batch[index].events }
                             if !freedWork { freedWork = Self.freesWork(batch[index]) }
-                            if let stage {
+                            // The store recorded these stages' `stage.*` events; these are for the live view.
+                            for stage in (stage.map { [$0] } ?? []) + consumers {
                                 endedStages.append(stage.name)
                                 events.append(batch[index].stageEvent(stage))
                             }

@@ -373,7 +373,7 @@ public struct Worker: Sendable {
                                                 message: "the worker could not run or record it: \(error)", host: host)
                     let log = executor.log
                     batcher.submit(AttemptCompletion(attempt: attempt, result: nil, next: .release, events: [], stageEvent: { s in
-                        log.make("stage.\(s.status.rawValue)", stage: s.name, "stage ended: \(s.status.rawValue)")
+                        log.make("stage.\(s.status.rawValue)", stage: s.name, "stage ended: \(s.status.rawValue)\(s.reason.map { " (\($0))" } ?? "")")
                     }))
                 }
                 return .taskEnded(id)

@@ -455,8 +455,9 @@ extension StateStore {
 }
 
 public enum CompletionResult: Sendable, Hashable {
-    /// Applied; `stage` is set when the stage ended in this transaction.
-    case applied(stage: StageRecord?)
+    /// Applied; `stage` is set when the stage ended in this transaction, and `consumers` are the fan-out
+    /// stages that ended with it (they take its items, and it emits no more).
+    case applied(stage: StageRecord?, consumers: [StageRecord] = [])
     /// Another owner holds the task now; this result was not recorded.
     case leaseLost
 }

@@ -510,7 +510,7 @@ extension PostgresStateStore {
         // not; the worker that recorded it claims for its own freed slots.
         let requeues = completions.contains { if case .release = $0.next { true } else { false } }
         let mayGiveWork: ([CompletionResult]) -> Bool = { results in
-            requeues || results.contains { if case .applied(_?) = $0 { true } else { false } }
+            requeues || results.contains { if case .applied(_?, _) = $0 { true } else { false } }
         }
         return try await transaction(notifyWhen: mayGiveWork) { tx in
             let t = now.timeIntervalSince1970
@@ -568,9 +568,9 @@ extension PostgresStateStore {
                     stage.reason = reason
                 }
                 try await Self.insert([completion.stageEvent(stage)], tx)
-                _ = try await Self.rollUpConsumers(of: stage, pipeline: completion.events.first?.pipeline ?? completion.stageEvent(stage).pipeline,
-                                                   now: now, tx)
-                results[index] = .applied(stage: stage)
+                let consumers = try await Self.rollUpConsumers(of: stage, pipeline: completion.events.first?.pipeline ?? completion.stageEvent(stage).pipeline,
+                                                               now: now, tx)
+                results[index] = .applied(stage: stage, consumers: consumers)
             }
             return results
         }
@@ -611,8 +611,7 @@ extension PostgresStateStore {
         let tolerance = (try row["tolerance"] as String?).flatMap { try? JSONDecoder().decode(FailureTolerance.self, from: Data($0.utf8)) } ?? .count(0)
         let counts = try await taskCounts(run: run, stage: stage, tx)
         guard let stageStatus = StageRollup.status(of: counts, producer: producer, tolerance: tolerance) else { return nil }
-        let reason = stageStatus == .upstreamFailed ? "for_each stage '\(producerName ?? "")' did not succeed: its items are incomplete"
-            : (stageStatus == .partialSuccess ? "\(counts.failed) of \(counts.total) items failed (tolerated)" : nil)
+        let reason = StageRollup.reason(stageStatus, of: counts, producer: producer, producerName: producerName, tolerance: tolerance)
         return try await tx.rows("""
             UPDATE stages SET status = \(stageStatus.rawValue), finished_at = \(t), reason = \(reason)
             WHERE run_id = \(run.rawValue) AND name = \(stage) AND status = 'running' RETURNING *

@@ -628,9 +628,9 @@ extension SQLiteStateStore {
                     stage.reason = reason
                 }
                 try Self.insert([completion.stageEvent(stage)], db)
-                _ = try Self.rollUpConsumers(of: stage, pipeline: completion.events.first?.pipeline ?? completion.stageEvent(stage).pipeline,
-                                             now: now, db)
-                results[index] = .applied(stage: stage)
+                let consumers = try Self.rollUpConsumers(of: stage, pipeline: completion.events.first?.pipeline ?? completion.stageEvent(stage).pipeline,
+                                                         now: now, db)
+                results[index] = .applied(stage: stage, consumers: consumers)
             }
             return results
         }
@@ -750,8 +750,7 @@ extension SQLiteStateStore {
         // An ended stage is local no more (it has no item left without a task: `local_left` is 0).
         try db.exec(sql: "UPDATE stages SET status = ?, finished_at = ?, reason = ?, local_owner = NULL WHERE run_id = ? AND name = ? AND status = 'running'",
                        arguments: [stageStatus.rawValue, t,
-                                   stageStatus == .upstreamFailed ? "for_each stage '\(producerName ?? "")' did not succeed: its items are incomplete"
-                                       : (stageStatus == .partialSuccess ? "\(counts.failed) of \(counts.total) items failed (tolerated)" : nil),
+                                   StageRollup.reason(stageStatus, of: counts, producer: producer, producerName: producerName, tolerance: tolerance),
                                    run.rawValue, stage])
         guard db.changesCount == 1 else { return nil }
         return try db.row(sql: "SELECT \(Self.stageColumns) FROM stages WHERE run_id = ? AND name = ?",

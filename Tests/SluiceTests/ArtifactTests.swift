@@ -519,7 +519,7 @@ struct ArtifactStoreTests {
                                                                           stageEvent: { s in h.event("r1", "stage.\(s.status.rawValue)") },
                                                                           rolledBack: "rolled back to sales.db v1")],
                                                        owner: me, now: now)
-        guard case .applied(let stage?) = results.first else { Issue.record("the stage must roll up"); return }
+        guard case .applied(let stage?, _) = results.first else { Issue.record("the stage must roll up"); return }
         #expect(stage.status == .rolledBack)
         let recorded = try await store.stages(of: id).first { $0.name == "a" }
         #expect(recorded?.status == .rolledBack)

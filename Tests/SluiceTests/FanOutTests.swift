@@ -118,6 +118,9 @@ struct FanOutTests {
                 for_each: find
                 concurrency: 4
                 run: [sh, -c, 'echo "::count:: rows 3"; echo "::count:: files"; if [ "$1" = 7 ]; then echo "::reject:: {\"record\": \"row $1\", \"reason\": \"bad\"}"; fi', sh, "{{item.key}}"]
+              audit:
+                needs: [work]
+                run: [sh, -c, 'echo "::count:: rows 5"; echo "::count:: audited 2"; echo "::reject:: {\"record\": {\"id\": 9, \"amt\": -1}, \"reason\": \"bad id\"}"']
             """#)
         #expect(outcome == .success)
         let report = try await RunReport.build(store: f.engine.store, runID: run.id)
@@ -125,6 +128,12 @@ struct FanOutTests {
         #expect(work.counters == ["rows": 150, "files": 50])
         #expect(work.rejected == 1)
         #expect(work.rejectedRecords == ["row 7: bad"])
+        // A record that is a row (an object) keeps its JSON, not Swift's description of a dictionary.
+        let audit = try #require(report.stages.first { $0.name == "audit" })
+        #expect(audit.rejectedRecords == [#"{"amt":-1,"id":9}: bad id"#])
+        // Summed for the run too.
+        #expect(report.totals.counters == ["rows": 155, "files": 50, "audited": 2])
+        #expect(report.totals.rejected == 2)
         #expect(work.metrics?.tasks == 50)
         #expect(work.metrics?.successRate == 1)
         #expect(work.progress?.expected == 50)
@@ -146,6 +155,30 @@ struct FanOutTests {
         let (beyond, run2) = try await f.run(yaml.replacingOccurrences(of: "TOLERANCE", with: "1"))
         #expect(beyond == .partialSuccess)
         #expect(try await f.stageStatuses(run2) == ["find": .success, "work": .failed, "join": .upstreamFailed])
+        // Each says why, in its record and its event.
+        let reasons = Dictionary(uniqueKeysWithValues: try await f.engine.store.stages(of: run1.id).map { ($0.name, $0.reason) })
+        #expect(reasons["work"] == "2 of 20 items failed (tolerated)")
+        let failed = try #require(try await f.engine.store.stages(of: run2.id).first { $0.name == "work" })
+        #expect(failed.reason == "2 of 20 items failed: more than max_failed_items (1) allows")
+        #expect(try await f.events(run2).contains { $0.event == "stage.failed" && $0.message.contains("more than max_failed_items (1)") })
+    }
+
+    /// A fan-out stage whose last item ended before its (streaming) producer ends with it, in the
+    /// producer's commit: the live view hears of both.
+    @Test func aFanOutThatEndsWithItsProducerIsPublishedLive() async throws {
+        let f = try EngineFixture()
+        guard case .started(let run) = try await f.engine.start(try f.spec(#"""
+            name: ends-together
+            stages:
+              find: { run: [sh, -c, 'echo "{\"key\": 1}"; echo "{\"key\": 2}"; sleep 1'] }
+              work: { for_each: find, run: ["true"] }
+            """#)) else { throw EngineError(.overlap, "not started") }
+        let seen = Mutex<[String]>([])
+        let outcome = try await f.engine.execute(run, observer: { event in seen.withLock { $0.append("\(event.stage ?? "-") \(event.event)") } })
+        #expect(outcome == .success)
+        let events = seen.withLock { $0 }
+        #expect(events.contains("find stage.success"), "\(events)")
+        #expect(events.contains("work stage.success"), "\(events)")
     }
 
     @Test func aFailedProducerStopsItsFanOut() async throws {

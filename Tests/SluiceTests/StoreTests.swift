@@ -348,7 +348,7 @@ struct StoreContractTests {
         #expect(try await store.completeAttempts([localCompletion(h, tasks[0], .success, next: .succeed)], owner: h.me, now: h.now)
                 == [.applied(stage: nil)])
         let last = try await store.completeAttempts([localCompletion(h, tasks[1], .success, next: .succeed)], owner: h.me, now: h.now)
-        guard case .applied(let stage?) = last.first else { Issue.record("the stage must end with its last task: \(last)"); return }
+        guard case .applied(let stage?, _) = last.first else { Issue.record("the stage must end with its last task: \(last)"); return }
         #expect(stage.status == .success)
 
         let other = try await localFanOut(h, "r2", before: ["k1", "k2", "k3"])
@@ -548,7 +548,7 @@ struct StoreContractTests {
         attempt.exitCode = 0
         let result = try await store.completeAttempt(attempt, result: nil, next: .succeed, owner: me, now: now, events: [],
                                                      stageEvent: { s in h.event("r1", "stage.\(s.status.rawValue)") })
-        guard case .applied(let stage?) = result else { Issue.record("the stage must roll up"); return }
+        guard case .applied(let stage?, _) = result else { Issue.record("the stage must roll up"); return }
         #expect(stage.status == .success)
         #expect(try await store.events(run: id, afterID: 0, limit: 10).map(\.event) == ["stage.success"])
         #expect(try await store.attempts(of: id).map(\.outcome) == [.failed, .success])
@@ -839,7 +839,7 @@ func raceCompletions(_ h: StoreHarness, stores: [any StateStore], rounds: Int) a
             }
             return try await group.reduce(into: []) { $0.append($1) }
         }
-        let rolledUp = results.filter { if case .applied(let stage?) = $0 { stage.status == .success } else { false } }
+        let rolledUp = results.filter { if case .applied(let stage?, _) = $0 { stage.status == .success } else { false } }
         #expect(rolledUp.count == 1, "round \(round): \(rolledUp.count) completions ended the stage")
         #expect(results.allSatisfy { $0 != .leaseLost })
         #expect(try await h.store.stages(of: id).map(\.status) == [.success])
