@@ -336,7 +336,9 @@ struct SpecReader {
             if let s = string(shellNode, "\(what).shell") {
                 if s.contains("{{") {
                     error("\(what).shell may not hold {{placeholders}}: values are never spliced into a shell script", shellNode,
-                          hint: "read params from the environment instead, e.g. \"$SLUICE_PARAM_INPUT\" for {{params.input}}")
+                          hint: s.contains("{{item")
+                            ? "read the item from the environment instead: \"$SLUICE_ITEM\" (its JSON) or \"$SLUICE_ITEM_KEY\"; or use `run: [sh, -c, '…\"$1\"…', sh, \"{{item.field}}\"]`"
+                            : "read params from the environment instead, e.g. \"$SLUICE_PARAM_INPUT\" for {{params.input}}")
                 }
                 command = .shell(s)
             }
@@ -389,6 +391,9 @@ struct SpecReader {
                 error("\(what).max_failed_items applies only to a stage with for_each", v)
             } else if case .scalar(let sc) = v, let t = FailureTolerance(sc.string) {
                 tolerance = t
+            } else if case .scalar(let sc) = v, sc.string.hasSuffix("%"), Double(sc.string.dropLast().trimmingCharacters(in: .whitespaces)) != nil {
+                error("\(what).max_failed_items is \(sc.string): a percentage must be between 0% and 100%", v,
+                      hint: "write a percentage from 0% to 100% (100% never fails the stage for its items), or a count such as 10")
             } else {
                 error("\(what).max_failed_items must be a count (e.g. 10) or a percentage (e.g. 5%), got \(Self.kind(v))", v)
             }

@@ -88,7 +88,9 @@ struct CommandTask: Sendable {
         case .signalled(let sig):
             outcome = .failed; message = "killed by signal \(sig) (\(Self.signalName(sig)))"
         case .timedOut:
-            outcome = .timedOut; message = "timed out after \(DurationText.format(stage.timeout ?? .zero)); stopped (SIGTERM, then SIGKILL after \(DurationText.format(stage.grace)))"
+            // How it stopped: it ended on SIGTERM (or exited on it), or it was still there after the grace period.
+            let how = report.signal == SIGKILL ? "SIGTERM, then SIGKILL after \(DurationText.format(stage.grace))" : "SIGTERM"
+            outcome = .timedOut; message = "timed out after \(DurationText.format(stage.timeout ?? .zero)); stopped (\(how))"
         case .hung:
             outcome = .hung; message = "no output for \(DurationText.format(stage.hangAfter ?? .zero)): hung; stopped"
         case .completed(let line):

@@ -88,8 +88,7 @@ struct RunExecutor: Sendable {
             log.published([event])
             var lostEvents: [EventRecord] = []
             for attempt in lost {
-                lostEvents.append(log.make("task.lost", stage: attempt.stage, task: attempt.taskID, attempt: attempt.number,
-                                           "attempt \(attempt.number) was lost: the process running it ended before recording a result"))
+                lostEvents.append(await lostEvent(attempt, in: run, "the process running it ended before recording a result"))
                 if attempt.host == owner.host, let pid = attempt.pid, ProcFS.isAlive(pid, startTicks: attempt.processStartTicks) {
                     await Supervisor.terminateGroup(pid, grace: run.spec.stage(attempt.stage)?.grace ?? .seconds(10))
                 }
@@ -473,10 +472,19 @@ struct RunExecutor: Sendable {
                 await Supervisor.terminateGroup(pid, grace: run.spec.stage(attempt.stage)?.grace ?? .seconds(10))
             }
         }
-        try await emit(lost.map { attempt in
-            log.make("task.lost", stage: attempt.stage, task: attempt.taskID, attempt: attempt.number,
-                     "attempt \(attempt.number) was lost: the lease of the process running it (on \(attempt.host ?? "an unknown host")) expired before it recorded a result")
-        })
+        var events: [EventRecord] = []
+        for attempt in lost {
+            events.append(await lostEvent(attempt, in: run, "the lease of the process running it (on \(attempt.host ?? "an unknown host")) expired before it recorded a result"))
+        }
+        try await emit(events)
+    }
+
+    /// `task.lost` for a lost attempt; of a fan-out stage, it names the item (as failures do).
+    func lostEvent(_ attempt: AttemptRecord, in run: RunRecord, _ why: String) async -> EventRecord {
+        let key = run.spec.stage(attempt.stage)?.forEach == nil ? nil : try? await store.task(attempt.taskID)?.key
+        return log.make("task.lost", stage: attempt.stage, task: attempt.taskID, attempt: attempt.number,
+                        "attempt \(attempt.number)\(key.map { " of item \($0)" } ?? "") was lost: \(why)",
+                        attrs: key.map { ["item": $0] } ?? [:])
     }
 
     /// The spec with `{{...}}` in file conditions replaced by this run's values, so decisions and

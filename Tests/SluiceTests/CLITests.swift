@@ -259,6 +259,24 @@ struct CLITests {
         #expect(try cli.run(["resume", id]).stdout.contains("nothing to resume"))
     }
 
+    /// An item whose attempt was lost to a killed `sluice run` is named in its `task.lost` event.
+    @Test func aLostItemIsNamedWhenTheRunIsResumed() async throws {
+        try #"""
+            name: lost-item
+            stages:
+              find: { run: [sh, -c, 'echo "{\"key\": \"alpha\"}"'] }
+              work: { for_each: find, run: [sh, -c, 'test -f resumed && exit 0; touch started; sleep 30', sh, "{{item.key}}"] }
+            """#.write(toFile: cli.dir.file("lost.yml"), atomically: true, encoding: .utf8)
+        let process = try cli.start(["run", "lost.yml", "--no-tty"])
+        try await cli.wait { FileManager.default.fileExists(atPath: cli.dir.file("started")) }
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        _ = FileManager.default.createFile(atPath: cli.dir.file("resumed"), contents: nil)
+        let resumed = try cli.run(["resume", "latest", "--no-tty"])
+        #expect(resumed.status == 0, "\(resumed.output)")
+        #expect(resumed.output.contains("work task.lost: attempt 1 of item alpha was lost"), "\(resumed.output)")
+    }
+
     @Test func cancellingARunWhoseProcessDiedCompletesItsRecord() async throws {
         let orphan = try await startAndKillCrashRun()
         let cancel = try cli.run(["cancel", "latest"])

@@ -150,8 +150,25 @@ struct EngineTests {
         let attempts = try await f.engine.store.attempts(of: run.id)
         #expect(attempts.filter { $0.stage == "slow" }.map(\.outcome) == [.timedOut, .timedOut])
         #expect(attempts.filter { $0.stage == "silent" }.map(\.outcome) == [.hung])
+        // `sleep` ends on SIGTERM: no SIGKILL was needed, and the message does not claim one.
+        #expect(attempts.filter { $0.stage == "slow" }.allSatisfy { $0.message == "timed out after 300ms; stopped (SIGTERM)" },
+                "\(attempts.map { $0.message ?? "" })")
         let names = Set(try await f.events(run).map(\.event))
         #expect(names.isSuperset(of: ["task.timeout", "task.hang", "task.retry"]))
+    }
+
+    /// A command that ignores SIGTERM is killed after its grace period, and its timeout says so.
+    @Test func aTimeoutThatNeededSIGKILLSaysSo() async throws {
+        let f = try EngineFixture()
+        let (outcome, run) = try await f.run("""
+            name: stubborn
+            stages:
+              stubborn: { run: [sh, -c, "trap '' TERM; sleep 20 & wait; sleep 20"], timeout: 200ms, grace: 300ms }
+            """)
+        #expect(outcome == .failed)
+        let attempt = try #require(try await f.engine.store.attempts(of: run.id).first)
+        #expect(attempt.outcome == .timedOut)
+        #expect(attempt.message == "timed out after 200ms; stopped (SIGTERM, then SIGKILL after 300ms)", "\(attempt.message ?? "")")
     }
 
     @Test func concurrencyIsBounded() async throws {
