@@ -103,8 +103,11 @@ final class ExitWatch: Sendable {
     }
     private let shared = Shared()
     let available: Bool
+    /// The process's own pidfd (Subprocess's, open while the watch runs), or -1.
+    let pidfd: Int32
 
     init(pidfd: Int32, wake: Nudge) {
+        self.pidfd = pidfd
         let fd = pidfd >= 0 ? fcntl(pidfd, F_DUPFD_CLOEXEC, 0) : -1
         available = fd >= 0
         guard fd >= 0 else { return }

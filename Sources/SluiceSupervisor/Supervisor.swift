@@ -476,6 +476,10 @@ public struct Supervisor: Sendable {
                 if group { lastGroupSample = now }
             }
             if mainGone {
+                // Its peak memory as the kernel counted it: a command shorter than the sampling interval,
+                // or one that grew after the last sample, was reported below its peak. It is not reaped
+                // yet (Subprocess reaps it once the watch is over).
+                state.exited(pid: pid, pidfd: exit?.pidfd ?? -1)
                 // Leftover members of the group (daemons, background jobs) are stopped with the task: here
                 // when they hold its output open (the readers would wait for them forever), otherwise once
                 // the main process is reaped (`run`). Looking for them here, next to the unreaped main

@@ -1,3 +1,4 @@
+import CProcessUsage
 import Foundation
 import Synchronization
 #if canImport(Glibc)
@@ -85,7 +86,14 @@ final class WatchState: Sendable {
         }
     }
 
-    func report(wallMs: Int64, stdoutBytes: Int64, stderrBytes: Int64, pid: Int32) -> ProcessReport {
+    /// The exited (not yet reaped) main process's peak resident memory, from the kernel's accounting.
+    func exited(pid: Int32, pidfd: Int32) {
+        let kilobytes = sluice_exited_child_maxrss_kb(pidfd, pid)
+        guard kilobytes > 0 else { return }
+        values.withLock { $0.peakRSS = max($0.peakRSS, Int64(kilobytes) * 1024) }
+    }
+
+        func report(wallMs: Int64, stdoutBytes: Int64, stderrBytes: Int64, pid: Int32) -> ProcessReport {
         values.withLock {
             ProcessReport(ending: .exited(0), exitCode: nil, signal: nil, wallMs: wallMs, cpuMs: $0.cpuMs,
                           peakRSSBytes: $0.peakRSS > 0 ? $0.peakRSS : nil, stdoutBytes: stdoutBytes,

@@ -218,6 +218,14 @@ struct SupervisorTests {
         let report = await Supervisor().run(invocation(["sh", "-c", "sleep 0.4"], live: live), stop: StopSignal())
         #expect((report.peakRSSBytes ?? 0) > 100_000)
     }
+
+    /// A command that fills 64 MiB and exits long before the first 200 ms sample: its peak comes from
+    /// the kernel's accounting at its exit (it was reported as a few hundred kilobytes before).
+    @Test(arguments: modes) func peakMemoryOfAShortCommandIsItsTruePeak(live: Bool) async throws {
+        let report = await Supervisor().run(invocation(["python3", "-c", "b = b'x' * (64 << 20)"], live: live), stop: StopSignal())
+        #expect(report.ending == .exited(0))
+        #expect((report.peakRSSBytes ?? 0) >= 64 << 20, "\(report.peakRSSBytes ?? 0) bytes")
+    }
 }
 
 @Suite("Supervisor: line splitting")
