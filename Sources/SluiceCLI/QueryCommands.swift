@@ -100,10 +100,18 @@ struct Show: AsyncParsableCommand {
                 let attempts = stage.tasks.flatMap(\.attempts)
                 let last = attempts.last
                 var note = stage.waiting ?? stage.reason ?? last?.message ?? ""
+                // A fan-out stage lists only the tasks that did not succeed: its attempts are counted as
+                // items, in its progress (done/expected, failed, running, rate, ETA).
+                let fanOut = run.spec.stage(stage.name)?.forEach != nil
+                if fanOut, let p = stage.progress {
+                    let counts = stage.status == "running" || stage.status == "pending" ? "items \(p.summary)"
+                        : "\(p.expected) items: \(p.done) done, \(p.failed) failed"
+                    note = counts + ((stage.waiting ?? stage.reason).map { "; \($0)" } ?? "")
+                }
                 if note.count > 110 { note = String(note.prefix(109)) + "…" }
                 rows.append([stage.name, stage.status, Terminal.duration(stage.durationMs),
-                             attempts.isEmpty ? "-" : String(attempts.count),
-                             last?.exitCode.map(String.init) ?? (last?.signal.map { "sig \($0)" } ?? "-"), note])
+                             fanOut || attempts.isEmpty ? "-" : String(attempts.count),
+                             fanOut ? "-" : last?.exitCode.map(String.init) ?? (last?.signal.map { "sig \($0)" } ?? "-"), note])
             }
             print(Terminal.table(["STAGE", "STATUS", "DURATION", "ATTEMPTS", "EXIT", "NOTE"], rows))
             // Business counters and rejected records, per stage and for the run (all records: --json).

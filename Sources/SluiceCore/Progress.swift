@@ -33,6 +33,16 @@ public struct StageProgress: Sendable, Codable, Hashable {
     }
 }
 
+extension StageProgress {
+    /// One line: `184/400 (46%), 2 failed, 4 running, 37.8/s, ETA 6s` (`+` and `≥` while items still arrive).
+    public var summary: String {
+        var text = "\(done + failed)/\(expected)\(growing ? "+" : "") (\(percent.formatted())%), \(failed) failed, \(running) running"
+        if ratePerSecond > 0 { text += ", \(ratePerSecond.formatted())/s" }
+        if let eta = etaSeconds { text += ", ETA \(growing ? "≥ " : "")\(DurationText.format(.seconds(eta)))" }
+        return text
+    }
+}
+
 /// A smoothed rate of finished tasks (exponentially weighted, so a pause or a burst moves it gradually).
 public struct RateEstimator: Sendable {
     private var last: (finished: Int, at: Date)?

@@ -58,17 +58,10 @@ final class ProgressReporter: Sendable {
             var events: [EventRecord] = []
             for p in progress where fanOut.contains(p.stage) && lastWritten[p.stage] != p {
                 lastWritten[p.stage] = p
-                events.append(log.make("progress", stage: p.stage, Self.describe(p), attrs: Self.attributes(p)))
+                events.append(log.make("progress", stage: p.stage, p.summary, attrs: Self.attributes(p)))
             }
             if !events.isEmpty, (try? await store.appendEvents(events)) != nil { log.published(events) }
         }
-    }
-
-    static func describe(_ p: StageProgress) -> String {
-        var text = "\(p.done + p.failed)/\(p.expected)\(p.growing ? "+" : "") (\(p.percent.formatted())%), \(p.failed) failed, \(p.running) running"
-        if p.ratePerSecond > 0 { text += ", \(p.ratePerSecond.formatted())/s" }
-        if let eta = p.etaSeconds { text += ", ETA \(p.growing ? "≥ " : "")\(DurationText.format(.seconds(eta)))" }
-        return text
     }
 
     static func attributes(_ p: StageProgress) -> [String: String] {

@@ -118,6 +118,7 @@ struct CLITests {
         #expect(run.output.contains("counters: audited 3 · rows 30 · 2 rejected"), "\(run.output)")
         let id = try #require(cli.runID(run))
         let show = try cli.run(["show", id]).stdout
+        #expect(show.contains("3 items: 3 done, 0 failed"), "a fan-out stage's row counts its items: \(show)")
         #expect(show.contains("\ncounters\n"), "\(show)")
         #expect(show.contains("  work   rows 30 · 1 rejected\n"), "\(show)")
         #expect(show.contains("  audit  audited 3 · 1 rejected\n"), "\(show)")
