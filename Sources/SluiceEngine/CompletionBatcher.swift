@@ -129,10 +129,14 @@ final class CompletionBatcher: Sendable {
                         case .applied(let stage, let consumers):
                             if !batch[index].events.isEmpty { events += batch[index].events }
                             if !freedWork { freedWork = Self.freesWork(batch[index]) }
-                            // The store recorded these stages' `stage.*` events; these are for the live view.
-                            for stage in (stage.map { [$0] } ?? []) + consumers {
+                            if let stage {
                                 endedStages.append(stage.name)
                                 events.append(batch[index].stageEvent(stage))
+                                // The fan-out stages that ended with it: the store recorded their events too.
+                                for consumer in consumers {
+                                    endedStages.append(consumer.name)
+                                    events.append(batch[index].stageEvent(consumer))
+                                }
                             }
                         case .leaseLost:
                             let attempt = batch[index].attempt
