@@ -182,7 +182,7 @@ final class LiveView: Sendable {
                 for line in (attempt.stderrTail ?? []).suffix(5) { text += "    | \(line)\n" }
             }
         }
-        let tool = URL(fileURLWithPath: CommandLine.arguments.first ?? "sluice").lastPathComponent
+        let tool = Terminal.tool
         text += "  details: \(tool) show \(report.runId)   logs: \(tool) logs \(report.runId)\n"
         write(text)
     }

@@ -90,7 +90,7 @@ struct Show: AsyncParsableCommand {
                 print(engine.isInterrupted(run) ? "          waiting for workers: none is working on it (start `sluice worker`)"
                                                 : "executing by workers")
             } else if engine.isInterrupted(run) {
-                print("          interrupted: the process that ran it is gone; `sluice resume \(run.id)` finishes it")
+                print("          interrupted: the process that ran it is gone; `\(Terminal.tool) resume \(run.id)` finishes it")
             } else if let owner = run.leaseOwner, !run.status.isTerminal {
                 print("executing pid \(owner.pid) on \(owner.host)")
             }
@@ -126,7 +126,7 @@ struct Show: AsyncParsableCommand {
             }
             let rejections = report.stages.filter { !($0.rejectedRecords ?? []).isEmpty }
             if !rejections.isEmpty {
-                print("\nrejected records (the first \(Self.shownRejections) of each stage; more: `sluice show \(report.runId) --json`)")
+                print("\nrejected records (the first \(Self.shownRejections) of each stage; more: `\(Terminal.tool) show \(report.runId) --json`)")
                 for stage in rejections {
                     for record in (stage.rejectedRecords ?? []).prefix(Self.shownRejections) {
                         print("  \(stage.name): \(record.count > 150 ? String(record.prefix(149)) + "…" : record)")

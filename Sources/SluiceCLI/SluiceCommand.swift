@@ -13,7 +13,7 @@ import SluiceStoreSQLite
 /// The `sluice` command tree. A library, so users' own executables can embed it.
 public struct SluiceCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
-        commandName: "sluice",
+        commandName: Terminal.tool,
         abstract: "Run data pipelines: every run recorded, failures retried, progress visible.",
         discussion: """
             State lives in .sluice/ in the current folder (override with --state-dir or SLUICE_HOME); with
@@ -155,6 +155,13 @@ enum Terminal {
         f.dateFormat = "yyyy-MM-dd HH:mm:ss"
         return f.string(from: date)
     }
+
+    /// The executable's name, as people typed it: `sluice`, or a user's own executable embedding the
+    /// CLI (`my-pipelines`), for the commands that messages suggest.
+    static let tool: String = {
+        let name = URL(fileURLWithPath: CommandLine.arguments.first ?? "sluice").lastPathComponent
+        return name.isEmpty ? "sluice" : name
+    }()
 
     /// Business counters and rejected records in one line: `docs 10 · rows 250 · 3 rejected`.
     static func counters(_ counters: [String: Int]?, rejected: Int?) -> String? {

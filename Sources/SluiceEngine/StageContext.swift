@@ -76,7 +76,16 @@ public struct StageContext: Sendable {
     /// The encoded results of an upstream stage's successful tasks, by task key, from the store
     /// (so they are there after a resume in another process too).
     public func encodedResults(of stage: StageName) async throws -> [String: Data] {
-        try await store.results(run: runID, stage: stage)
+        try requireUpstream(stage)
+        return try await store.results(run: runID, stage: stage)
+    }
+
+    /// A stage's results are complete only once it ended, which this stage's `needs` (directly or through
+    /// other stages) guarantee: reading those of any other stage would give whatever is recorded so far.
+    func requireUpstream(_ stage: StageName) throws(EngineError) {
+        guard !scope.upstream.contains(stage) else { return }
+        throw EngineError(.invalidInput, "stage '\(self.stage)' reads the results of '\(stage)', which is not upstream of it: they may be incomplete or not there yet",
+                          hint: "add '\(stage)' to the needs of '\(self.stage)'")
     }
 
     /// Emits an item (its JSON) for the fan-out stages that take this stage's items. It is recorded within
@@ -101,7 +110,9 @@ public struct StageContext: Sendable {
     /// The encoded results of an upstream stage's successful tasks in task order, read from the store a
     /// page at a time (a join over a million items never holds them all).
     public func encodedResultPages(of stage: StageName, pageSize: Int = 5_000) -> EncodedResults {
-        EncodedResults(store: store, run: runID, stage: stage, pageSize: max(1, pageSize))
+        var refusal: EngineError?
+        do { try requireUpstream(stage) } catch { refusal = error }
+        return EncodedResults(store: store, run: runID, stage: stage, pageSize: max(1, pageSize), refusal: refusal)
     }
 
     /// Adds `value` to a business counter of this task (e.g. `count("policies", 120)`). Recorded with
@@ -184,6 +195,8 @@ public struct EncodedResults: AsyncSequence, Sendable {
     let run: RunID
     let stage: StageName
     let pageSize: Int
+    /// Why these results may not be read (thrown by the first `next()`).
+    var refusal: EngineError? = nil
 
     public struct AsyncIterator: AsyncIteratorProtocol {
         let source: EncodedResults
@@ -193,6 +206,7 @@ public struct EncodedResults: AsyncSequence, Sendable {
         var finished = false
 
         public mutating func next() async throws -> TaskResult? {
+            if let refusal = source.refusal { throw refusal }
             if index == page.count {
                 guard !finished else { return nil }
                 page = try await source.store.resultPage(run: source.run, stage: source.stage, afterTaskID: after, limit: source.pageSize)
@@ -220,9 +234,17 @@ final class StageScope: Sendable {
     let runDirectory: URL
     let store: any StateStore
     let files: RunFiles
+    /// The stages this one depends on, directly or through others: those whose results it may read.
+    let upstream: Set<StageName>
 
     /// The folders are worked out here, once per stage (no `stat` of the folder per task).
     init(run record: RunRecord, stage: StageSpec, store: any StateStore, files: RunFiles) {
+        var upstream: Set<StageName> = []
+        var next = stage.dependencies
+        while let name = next.popLast() {
+            if upstream.insert(name).inserted { next += record.spec.stage(name)?.dependencies ?? [] }
+        }
+        self.upstream = upstream
         runID = record.id
         pipeline = record.pipeline
         self.stage = stage.name

@@ -45,7 +45,8 @@ public protocol StateStore: Sendable {
     /// without using their retry budget — or fail, once a task has lost `maxLostAttempts` attempts.
     /// Those are the attempts of tasks leased to `heldBy` (an owner the caller proved gone, e.g. after a
     /// takeover) and of tasks whose lease expired before `now` (a worker that died or lost its network).
-    /// Stages that end because of it are rolled up in the same transaction. Returns the attempts (their
+    /// Stages that end because of it are rolled up in the same transaction. `events` are recorded with
+    /// them — after a takeover (`heldBy` set) even when no attempt was lost. Returns the attempts (their
     /// processes may need stopping).
     func abandonRunningAttempts(_ id: RunID, heldBy: String?, maxLostAttempts: Int, now: Date,
                                 events: [EventRecord]) async throws -> [AttemptRecord]

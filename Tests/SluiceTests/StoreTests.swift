@@ -688,6 +688,18 @@ struct StoreContractTests {
         #expect(try await store.claimTasks(run: id, owner: me, limit: 10, filter: .everything, now: now, leaseUntil: later).isEmpty)
     }
 
+    /// A takeover is recorded even when no attempt was running (an in-process fan-out loses nothing);
+    /// a look for expired leases that found none records nothing.
+    @Test(arguments: StoreKind.allCases) func aTakeoverIsRecordedEvenWithNothingLost(kind: StoreKind) async throws {
+        let h = try await StoreHarness(kind)
+        let store = h.store, now = h.now
+        let id = RunID("r1")
+        _ = try await store.createRun(h.newRun("r1", owner: h.me), overlap: .allow, now: now, events: [])
+        #expect(try await store.abandonRunningAttempts(id, heldBy: nil, maxLostAttempts: 3, now: now, events: [h.event("r1", "run.reclaim")]).isEmpty)
+        #expect(try await store.abandonRunningAttempts(id, heldBy: h.other.id, maxLostAttempts: 3, now: now, events: [h.event("r1", "run.abandoned")]).isEmpty)
+        #expect(try await store.events(run: id, afterID: 0, limit: 100).map(\.event) == ["run.abandoned"])
+    }
+
     @Test(arguments: StoreKind.allCases) func expiredLeasesAreReclaimedAndALateResultIsRefused(kind: StoreKind) async throws {
         let h = try await StoreHarness(kind)
         let store = h.store, now = h.now, me = h.me, other = h.other

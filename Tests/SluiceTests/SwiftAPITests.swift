@@ -284,6 +284,42 @@ struct SwiftAPITests {
         #expect { try Pipeline("regex") { Command("c", ["true"]).doneWhen("([") } } throws: { error in
             "\(error)".contains("done_when '([' is not a valid regular expression")
         }
+        // The limits YAML checks hold for Swift too: `concurrency: 0` would wait forever.
+        let numbers = Discover<Int>("numbers") { _ in [1, 2] }
+        #expect { try Pipeline("zero") { numbers; ForEach("w", over: numbers, concurrency: 0) { _, x in x } } } throws: { error in
+            "\(error)".contains("stage 'w': concurrency must be at least 1, got 0")
+        }
+        #expect { try Pipeline("over") { numbers; ForEach("w", over: numbers, maxFailedItems: .percent(150)) { _, x in x } } } throws: { error in
+            "\(error)".contains("stage 'w': max_failed_items is 150%: a percentage must be between 0% and 100%")
+        }
+        #expect { try Pipeline("negative") { numbers; ForEach("w", over: numbers, maxFailedItems: .count(-1)) { _, x in x } } } throws: { error in
+            "\(error)".contains("stage 'w': max_failed_items must be a count of at least 0, got -1")
+        }
+    }
+
+    /// A stage reads the results of stages upstream of it only: any other may not have ended (or started).
+    @Test func resultsOfAStageNotUpstreamAreRefused() async throws {
+        let f = try SwiftFixture()
+        let numbers = Discover<Int>("numbers") { _ in [1, 2, 3] }
+        let double = ForEach("double", over: numbers) { _, x in x * 2 }
+        let sum = Stage("sum", needs: double) { context -> Int in
+            var total = 0
+            for try await (_, value) in context.streamedResults(of: double) { total += value }
+            return total
+        }
+        let stray = Stage("stray") { context -> Int in try await context.results(of: double).count }
+        let strayStream = Stage("stray-stream") { context -> Int in
+            var n = 0
+            for try await _ in context.streamedResults(of: double) { n += 1 }
+            return n
+        }
+        let pipeline = try Pipeline("upstream", root: f.dir.path) { numbers; double; sum; stray; strayStream }
+        let (outcome, run) = try await f.run(pipeline)
+        #expect(outcome == .partialSuccess, "some stages succeeded, two failed")
+        let statuses = Dictionary(uniqueKeysWithValues: try await f.store.stages(of: run.id).map { ($0.name, $0.status) })
+        #expect(statuses == ["numbers": .success, "double": .success, "sum": .success, "stray": .failed, "stray-stream": .failed])
+        let messages = try await f.store.attempts(of: run.id).filter { $0.stage.hasPrefix("stray") }.compactMap(\.message)
+        #expect(messages.count == 2 && messages.allSatisfy { $0.contains("reads the results of 'double', which is not upstream of it") }, "\(messages)")
     }
 
     @Test func theSamePipelineInYAMLAndSwiftGivesEquivalentRecords() async throws {
