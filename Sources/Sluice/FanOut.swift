@@ -46,7 +46,7 @@ public struct Discover<Item: Codable & Sendable>: PipelineComponent, StageRefere
             try await body(context, ItemEmitter(context: context))
             return nil
         }
-        definition = StageDefinition(spec: StageSpec(name: name, needs: specNeeds(needs), command: .swift), body: run)
+        definition = StageDefinition(spec: StageSpec(name: name, needs: specNeeds(needs), command: .swift), body: run, discovers: true)
     }
 
     /// Returns its items at once.
@@ -55,7 +55,7 @@ public struct Discover<Item: Codable & Sendable>: PipelineComponent, StageRefere
             try ItemEmitter<Item>(context: context).emit(contentsOf: try await items(context))
             return nil
         }
-        definition = StageDefinition(spec: StageSpec(name: name, needs: specNeeds(needs), command: .swift), body: run)
+        definition = StageDefinition(spec: StageSpec(name: name, needs: specNeeds(needs), command: .swift), body: run, discovers: true)
     }
 }
 

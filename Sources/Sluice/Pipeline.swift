@@ -63,7 +63,12 @@ public struct Pipeline: Sendable {
                                 concurrency: concurrency, params: params, env: environment,
                                 root: URL(fileURLWithPath: root).standardizedFileURL.path, sourceFile: nil,
                                 stages: components.map(\.definition.spec), lifecycle: lifecycle)
-        let problems = SpecValidation.problems(in: spec)
+        var problems = SpecValidation.problems(in: spec)
+        let consumed = Set(spec.stages.compactMap(\.forEach))
+        for component in components where component.definition.discovers && !consumed.contains(component.definition.spec.name) {
+            let stage = component.definition.spec.name
+            problems.append("stage '\(stage)' is a Discover, but no ForEach takes its items: add ForEach(\"…\", over: \(stage)), or make it a Stage")
+        }
         guard problems.isEmpty else { throw PipelineDefinitionError(pipeline: name, problems: problems) }
         self.spec = spec
         var bodies: [StageName: StageBody] = [:]

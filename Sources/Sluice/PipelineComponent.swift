@@ -17,10 +17,13 @@ public protocol StageReference: Sendable {
 public struct StageDefinition: Sendable {
     public var spec: StageSpec
     public var body: StageBody?
+    /// A `Discover`: its items are for a `ForEach`, which the pipeline must have.
+    public var discovers: Bool
 
-    public init(spec: StageSpec, body: StageBody?) {
+    public init(spec: StageSpec, body: StageBody?, discovers: Bool = false) {
         self.spec = spec
         self.body = body
+        self.discovers = discovers
     }
 }
 

@@ -295,6 +295,10 @@ struct SwiftAPITests {
         #expect { try Pipeline("negative") { numbers; ForEach("w", over: numbers, maxFailedItems: .count(-1)) { _, x in x } } } throws: { error in
             "\(error)".contains("stage 'w': max_failed_items must be a count of at least 0, got -1")
         }
+        // A discovery nobody takes items from failed only when it emitted its first item, at run time.
+        #expect { try Pipeline("orphan") { numbers } } throws: { error in
+            "\(error)".contains("stage 'numbers' is a Discover, but no ForEach takes its items")
+        }
     }
 
     /// A stage reads the results of stages upstream of it only: any other may not have ended (or started).
