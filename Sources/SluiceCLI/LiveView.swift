@@ -178,8 +178,13 @@ final class LiveView: Sendable {
             if let attempt = stage.tasks.last?.attempts.last {
                 // A fan-out stage says how many items failed; its last failed attempt follows.
                 if let reason = stage.reason { text += "  \(stage.name): \(reason)\n" }
-                text += "  \(stage.name): \(attempt.message ?? attempt.outcome)\n"
-                for line in (attempt.stderrTail ?? []).suffix(5) { text += "    | \(line)\n" }
+                let message = attempt.message ?? attempt.outcome
+                text += "  \(stage.name): \(message)\n"
+                // A Swift stage's error is its message and its log's last line: said once.
+                let tail = (attempt.stderrTail ?? []).suffix(5)
+                if !(tail.count == 1 && message.hasSuffix(tail[tail.startIndex])) {
+                    for line in tail { text += "    | \(line)\n" }
+                }
             }
         }
         let tool = Terminal.tool
