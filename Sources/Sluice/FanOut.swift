@@ -49,6 +49,20 @@ public struct Discover<Item: Codable & Sendable>: PipelineComponent, StageRefere
         definition = StageDefinition(spec: StageSpec(name: name, needs: specNeeds(needs), command: .swift), body: run, discovers: true)
     }
 
+    /// Yields its items as an async sequence (streaming): each is recorded as it comes, and its task can
+    /// start while the sequence goes on; the stage ends when the sequence does.
+    ///
+    ///     let events = Discover<Event>("tail", sequence: { context in feed.events(since: context.param("since")) })
+    public init<Items: AsyncSequence>(_ name: StageName, needs: any StageReference...,
+                                      sequence: @escaping @Sendable (StageContext) async throws -> Items) where Items.Element == Item {
+        let run: StageBody = { context in
+            let emitter = ItemEmitter<Item>(context: context)
+            for try await item in try await sequence(context) { try await emitter.send(item) }
+            return nil
+        }
+        definition = StageDefinition(spec: StageSpec(name: name, needs: specNeeds(needs), command: .swift), body: run, discovers: true)
+    }
+
     /// Returns its items at once.
     public init(_ name: StageName, needs: any StageReference..., items: @escaping @Sendable (StageContext) async throws -> [Item]) {
         let run: StageBody = { context in

@@ -301,6 +301,41 @@ struct SwiftAPITests {
         }
     }
 
+    /// A discovery that yields an async sequence streams: an item's task runs while the sequence goes on,
+    /// and an item yielded twice is recorded once.
+    @Test func aDiscoveryFromAnAsyncSequenceStreams() async throws {
+        let f = try SwiftFixture()
+        final class Flags: Sendable { let firstDone = Mutex(false), overlapped = Mutex(false) }
+        let flags = Flags()
+        let numbers = Discover<Int>("numbers", sequence: { _ in
+            AsyncStream<Int> { continuation in
+                Task { [flags] in
+                    continuation.yield(1)
+                    // The rest comes once item 1's task has ended (at most 20 s: without streaming it never would).
+                    for _ in 0..<2000 where !flags.firstDone.withLock({ $0 }) { try? await Task.sleep(for: .milliseconds(10)) }
+                    flags.overlapped.withLock { $0 = flags.firstDone.withLock { $0 } }
+                    for x in [2, 2, 3] { continuation.yield(x) }
+                    continuation.finish()
+                }
+            }
+        })
+        let tens = ForEach("tens", over: numbers) { _, x -> Int in
+            if x == 1 { flags.firstDone.withLock { $0 = true } }
+            return x * 10
+        }
+        let sum = Stage("sum", needs: tens) { context -> Int in
+            var total = 0
+            for try await (_, value) in context.streamedResults(of: tens) { total += value }
+            return total
+        }
+        let pipeline = try Pipeline("stream", root: f.dir.path) { numbers; tens; sum }
+        let (outcome, run) = try await f.run(pipeline)
+        #expect(outcome == .success)
+        #expect(flags.overlapped.withLock { $0 }, "item 1 was processed while the sequence was still going")
+        let recorded = try await f.store.results(run: run.id, stage: "sum")["main"]
+        #expect(recorded.map { String(decoding: $0, as: UTF8.self) } == "60", "10 + 20 + 30: the second 2 is the same item")
+    }
+
     /// A stage reads the results of stages upstream of it only: any other may not have ended (or started).
     @Test func resultsOfAStageNotUpstreamAreRefused() async throws {
         let f = try SwiftFixture()
