@@ -54,7 +54,8 @@ public struct Discover<Item: Codable & Sendable>: PipelineComponent, StageRefere
     ///
     ///     let events = Discover<Event>("tail", sequence: { context in feed.events(since: context.param("since")) })
     public init<Items: AsyncSequence>(_ name: StageName, needs: any StageReference...,
-                                      sequence: @escaping @Sendable (StageContext) async throws -> Items) where Items.Element == Item {
+                                      sequence: @escaping @Sendable (StageContext) async throws -> Items)
+    where Items.Element == Item, Items: SendableMetatype, Items.AsyncIterator: SendableMetatype {
         let run: StageBody = { context in
             let emitter = ItemEmitter<Item>(context: context)
             for try await item in try await sequence(context) { try await emitter.send(item) }
