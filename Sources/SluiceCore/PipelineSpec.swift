@@ -311,15 +311,28 @@ public enum FailureTolerance: Sendable, Codable, Hashable, CustomStringConvertib
         }
     }
 
-    /// `10` or `2.5%`.
+    /// `10` or `2.5%` (whether it is in range is `problem`'s answer).
     public init?(_ text: String) {
         let t = text.trimmingCharacters(in: .whitespaces)
         if t.hasSuffix("%") {
-            guard let p = Double(t.dropLast()), p >= 0, p <= 100 else { return nil }
+            guard let p = Double(t.dropLast().trimmingCharacters(in: .whitespaces)) else { return nil }
             self = .percent(p)
         } else {
-            guard let n = Int(t), n >= 0 else { return nil }
+            guard let n = Int(t) else { return nil }
             self = .count(n)
         }
     }
+
+    /// What is out of range (`is 150%: a percentage must be between 0% and 100%`), or nil: the rule
+    /// YAML files and Swift pipelines are both checked against.
+    public var problem: String? {
+        switch self {
+        case .count(let n) where n < 0: "is \(n): a count must be at least 0"
+        case .percent(let p) where !(p >= 0 && p <= 100): "is \(description): a percentage must be between 0% and 100%"
+        default: nil
+        }
+    }
+
+    /// What to write instead, for a message about `problem`.
+    public static let hint = "write a count such as 10, or a percentage from 0% to 100% (100% never fails the stage for its items)"
 }

@@ -82,14 +82,7 @@ public enum SpecValidation {
             }
             if stage.retry.attempts < 1 { problems.append("\(what): retries.attempts must be at least 1") }
             if let c = stage.concurrency, c < 1 { problems.append("\(what): concurrency must be at least 1, got \(c)") }
-            switch stage.maxFailedItems {
-            case .count(let n) where n < 0:
-                problems.append("\(what): max_failed_items must be a count of at least 0, got \(n)")
-            case .percent(let p) where !(p >= 0 && p <= 100):
-                problems.append("\(what): max_failed_items is \(p.formatted())%: a percentage must be between 0% and 100%")
-            default:
-                break
-            }
+            if let problem = stage.maxFailedItems.problem { problems.append("\(what): max_failed_items \(problem)") }
             if let t = stage.timeout, t <= .zero { problems.append("\(what): timeout must be longer than zero") }
             if let w = stage.workdir, w.hasPrefix("/") || w.split(separator: "/").contains("..") {
                 problems.append("\(what): workdir '\(w)' must be a relative path inside the pipeline's folder")

@@ -390,10 +390,11 @@ struct SpecReader {
             if forEach == nil {
                 error("\(what).max_failed_items applies only to a stage with for_each", v)
             } else if case .scalar(let sc) = v, let t = FailureTolerance(sc.string) {
-                tolerance = t
-            } else if case .scalar(let sc) = v, sc.string.hasSuffix("%"), Double(sc.string.dropLast().trimmingCharacters(in: .whitespaces)) != nil {
-                error("\(what).max_failed_items is \(sc.string): a percentage must be between 0% and 100%", v,
-                      hint: "write a percentage from 0% to 100% (100% never fails the stage for its items), or a count such as 10")
+                if let problem = t.problem {
+                    error("\(what).max_failed_items \(problem)", v, hint: FailureTolerance.hint)
+                } else {
+                    tolerance = t
+                }
             } else {
                 error("\(what).max_failed_items must be a count (e.g. 10) or a percentage (e.g. 5%), got \(Self.kind(v))", v)
             }

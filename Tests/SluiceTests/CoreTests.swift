@@ -144,6 +144,15 @@ struct CoreTests {
         #expect(DAG.topologicalOrder(ok) == ["t", "d", "m"])
     }
 
+    /// A tolerance's syntax is read by its parser; its range is one rule for YAML and Swift.
+    @Test func failureToleranceTextAndRange() {
+        #expect(FailureTolerance("10") == .count(10) && FailureTolerance(" 2.5 %") == .percent(2.5))
+        #expect(FailureTolerance("ten") == nil && FailureTolerance("%") == nil)
+        #expect(FailureTolerance("150%")?.problem == "is 150%: a percentage must be between 0% and 100%")
+        #expect(FailureTolerance("-1")?.problem == "is -1: a count must be at least 0")
+        #expect(FailureTolerance("100%")?.problem == nil && FailureTolerance("0")?.problem == nil)
+    }
+
     @Test func templatesSubstituteInsideOneArgument() {
         let values = ["params.in": "my dir; rm -rf /", "run.id": "r1"]
         #expect(Template.render("--input={{params.in}}", values: values) == "--input=my dir; rm -rf /")

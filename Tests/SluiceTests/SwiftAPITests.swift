@@ -293,7 +293,7 @@ struct SwiftAPITests {
             "\(error)".contains("stage 'w': max_failed_items is 150%: a percentage must be between 0% and 100%")
         }
         #expect { try Pipeline("negative") { numbers; ForEach("w", over: numbers, maxFailedItems: .count(-1)) { _, x in x } } } throws: { error in
-            "\(error)".contains("stage 'w': max_failed_items must be a count of at least 0, got -1")
+            "\(error)".contains("stage 'w': max_failed_items is -1: a count must be at least 0")
         }
         // A discovery nobody takes items from failed only when it emitted its first item, at run time.
         #expect { try Pipeline("orphan") { numbers } } throws: { error in
