@@ -26,6 +26,17 @@ public enum DAG {
         return nil
     }
 
+    /// Every stage `stage` depends on, directly or through others (`needs` and producers): those that
+    /// have ended before it starts.
+    public static func upstream(of stage: StageName, in spec: PipelineSpec) -> Set<StageName> {
+        var upstream: Set<StageName> = []
+        var next = spec.stage(stage)?.dependencies ?? []
+        while let name = next.popLast() {
+            if upstream.insert(name).inserted { next += spec.stage(name)?.dependencies ?? [] }
+        }
+        return upstream
+    }
+
     /// Stages ordered so each comes after everything it needs (file order among equals).
     public static func topologicalOrder(_ stages: [StageSpec]) -> [StageName] {
         var done: Set<StageName> = []

@@ -76,15 +76,15 @@ public struct StageContext: Sendable {
     /// The encoded results of an upstream stage's successful tasks, by task key, from the store
     /// (so they are there after a resume in another process too).
     public func encodedResults(of stage: StageName) async throws -> [String: Data] {
-        try requireUpstream(stage)
+        if let refusal = notUpstream(stage) { throw refusal }
         return try await store.results(run: runID, stage: stage)
     }
 
     /// A stage's results are complete only once it ended, which this stage's `needs` (directly or through
     /// other stages) guarantee: reading those of any other stage would give whatever is recorded so far.
-    func requireUpstream(_ stage: StageName) throws(EngineError) {
-        guard !scope.upstream.contains(stage) else { return }
-        throw EngineError(.invalidInput, "stage '\(self.stage)' reads the results of '\(stage)', which is not upstream of it: they may be incomplete or not there yet",
+    func notUpstream(_ stage: StageName) -> EngineError? {
+        scope.upstream.contains(stage) ? nil
+            : EngineError(.invalidInput, "stage '\(self.stage)' reads the results of '\(stage)', which is not upstream of it: they may be incomplete or not there yet",
                           hint: "add '\(stage)' to the needs of '\(self.stage)'")
     }
 
@@ -110,9 +110,7 @@ public struct StageContext: Sendable {
     /// The encoded results of an upstream stage's successful tasks in task order, read from the store a
     /// page at a time (a join over a million items never holds them all).
     public func encodedResultPages(of stage: StageName, pageSize: Int = 5_000) -> EncodedResults {
-        var refusal: EngineError?
-        do { try requireUpstream(stage) } catch { refusal = error }
-        return EncodedResults(store: store, run: runID, stage: stage, pageSize: max(1, pageSize), refusal: refusal)
+        EncodedResults(store: store, run: runID, stage: stage, pageSize: max(1, pageSize), refusal: notUpstream(stage))
     }
 
     /// Adds `value` to a business counter of this task (e.g. `count("policies", 120)`). Recorded with
@@ -239,12 +237,7 @@ final class StageScope: Sendable {
 
     /// The folders are worked out here, once per stage (no `stat` of the folder per task).
     init(run record: RunRecord, stage: StageSpec, store: any StateStore, files: RunFiles) {
-        var upstream: Set<StageName> = []
-        var next = stage.dependencies
-        while let name = next.popLast() {
-            if upstream.insert(name).inserted { next += record.spec.stage(name)?.dependencies ?? [] }
-        }
-        self.upstream = upstream
+        upstream = DAG.upstream(of: stage.name, in: record.spec)
         runID = record.id
         pipeline = record.pipeline
         self.stage = stage.name

@@ -142,6 +142,14 @@ struct CoreTests {
                   StageSpec(name: "d", needs: ["t"], command: .argv(["x"]))]
         #expect(DAG.findCycle(ok) == nil)
         #expect(DAG.topologicalOrder(ok) == ["t", "d", "m"])
+        // Upstream: through needs and a fan-out's producer, transitively; not the stages beside it.
+        let fan = PipelineSpec(name: "p", root: "/tmp", stages: ok + [
+            StageSpec(name: "find", needs: ["d"], command: .swift),
+            StageSpec(name: "work", command: .swift, forEach: "find"),
+            StageSpec(name: "join", needs: ["work"], command: .swift)])
+        #expect(DAG.upstream(of: "join", in: fan) == ["work", "find", "d", "t"])
+        #expect(DAG.upstream(of: "m", in: fan) == ["t", "d"])
+        #expect(DAG.upstream(of: "t", in: fan).isEmpty)
     }
 
     /// A tolerance's syntax is read by its parser; its range is one rule for YAML and Swift.
