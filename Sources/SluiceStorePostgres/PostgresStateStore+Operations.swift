@@ -176,19 +176,15 @@ extension PostgresStateStore {
                 """
             let stages: [String] = try await tx.rows(PostgresQuery(unsafeSQL: "SELECT DISTINCT t.stage " + lostWhere.sql, binds: lostWhere.binds))
                 .map { try $0["stage"] }
+            var lost: [AttemptRecord] = []
+            if !stages.isEmpty {
+                try await Self.lockStages(stages.map { (id, $0) }, tx)
+                // Read again under the stage locks: a completion may have ended some of them meanwhile.
+                lost = try await tx.rows(PostgresQuery(unsafeSQL: "SELECT a.* " + lostWhere.sql + " ORDER BY a.task_id", binds: lostWhere.binds))
+                    .map(Self.attemptRecord).filter { stages.contains($0.stage) }
+            }
             // A takeover is recorded even when nothing was running; a look for expired leases that found none is not.
-            guard !stages.isEmpty else {
-                if heldBy != nil { try await Self.insert(events, tx) }
-                return []
-            }
-            try await Self.lockStages(stages.map { (id, $0) }, tx)
-            // Read again under the stage locks: a completion may have ended some of them meanwhile.
-            let lost = try await tx.rows(PostgresQuery(unsafeSQL: "SELECT a.* " + lostWhere.sql + " ORDER BY a.task_id", binds: lostWhere.binds))
-                .map(Self.attemptRecord).filter { stages.contains($0.stage) }
-            guard !lost.isEmpty else {
-                if heldBy != nil { try await Self.insert(events, tx) }
-                return []
-            }
+            guard !lost.isEmpty || heldBy != nil else { return [] }
             for attempt in lost {
                 try await tx.exec("""
                     UPDATE attempts SET outcome = 'lost', finished_at = \(t),

@@ -177,12 +177,9 @@ extension SQLiteStateStore {
                 WHERE t.run_id = ? AND a.outcome = 'running' AND t.status = 'running'
                   AND (t.lease_owner = ? OR t.lease_expires_at < ? OR t.lease_owner IS NULL)
                 """, arguments: [id.rawValue, heldBy, t]).map(Self.attemptRecord)
-            guard !lost.isEmpty else {
-                // A takeover is recorded even when nothing was running (an in-process fan-out holds its
-                // items in memory: nothing of it is lost); a look for expired leases that found none is not.
-                if heldBy != nil { try Self.insert(events, db) }
-                return []
-            }
+            // A takeover is recorded even when nothing was running (an in-process fan-out holds its items in
+            // memory: nothing of it is lost); a look for expired leases that found none is not.
+            guard !lost.isEmpty || heldBy != nil else { return [] }
             for attempt in lost {
                 try db.exec(sql: """
                     UPDATE attempts SET outcome = 'lost', finished_at = ?,
