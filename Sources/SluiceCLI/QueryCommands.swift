@@ -87,7 +87,7 @@ struct Show: AsyncParsableCommand {
             }
             print("started   \(Terminal.time(report.startedAt))   duration \(Terminal.duration(report.durationMs))")
             if run.leaseOwner == .workerPool && !run.status.isTerminal {
-                print(engine.isInterrupted(run) ? "          waiting for workers: none is working on it (start `sluice worker`)"
+                print(engine.isInterrupted(run) ? "          waiting for workers: none is working on it (start `\(Terminal.tool) worker`)"
                                                 : "executing by workers")
             } else if engine.isInterrupted(run) {
                 print("          interrupted: the process that ran it is gone; `\(Terminal.tool) resume \(run.id)` finishes it")
@@ -108,7 +108,7 @@ struct Show: AsyncParsableCommand {
                         : "\(p.expected) items: \(p.done) done, \(p.failed) failed"
                     note = counts + ((stage.waiting ?? stage.reason).map { "; \($0)" } ?? "")
                 }
-                if note.count > 110 { note = String(note.prefix(109)) + "…" }
+                note = Terminal.clip(note, to: 110)
                 rows.append([stage.name, stage.status, Terminal.duration(stage.durationMs),
                              fanOut || attempts.isEmpty ? "-" : String(attempts.count),
                              fanOut ? "-" : last?.exitCode.map(String.init) ?? (last?.signal.map { "sig \($0)" } ?? "-"), note])
@@ -129,7 +129,7 @@ struct Show: AsyncParsableCommand {
                 print("\nrejected records (the first \(Self.shownRejections) of each stage; more: `\(Terminal.tool) show \(report.runId) --json`)")
                 for stage in rejections {
                     for record in (stage.rejectedRecords ?? []).prefix(Self.shownRejections) {
-                        print("  \(stage.name): \(record.count > 150 ? String(record.prefix(149)) + "…" : record)")
+                        print("  \(stage.name): \(Terminal.clip(record, to: 150))")
                     }
                 }
             }

@@ -163,6 +163,11 @@ enum Terminal {
         return name.isEmpty ? "sluice" : name
     }()
 
+    /// `text`, cut to `limit` characters with an ellipsis when longer (a table cell, a listed record).
+    static func clip(_ text: String, to limit: Int) -> String {
+        text.count > limit ? String(text.prefix(limit - 1)) + "…" : text
+    }
+
     /// Business counters and rejected records in one line: `docs 10 · rows 250 · 3 rejected`.
     static func counters(_ counters: [String: Int]?, rejected: Int?) -> String? {
         var parts = (counters ?? [:]).sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }

@@ -93,7 +93,7 @@ final class WatchState: Sendable {
         values.withLock { $0.peakRSS = max($0.peakRSS, Int64(kilobytes) * 1024) }
     }
 
-        func report(wallMs: Int64, stdoutBytes: Int64, stderrBytes: Int64, pid: Int32) -> ProcessReport {
+    func report(wallMs: Int64, stdoutBytes: Int64, stderrBytes: Int64, pid: Int32) -> ProcessReport {
         values.withLock {
             ProcessReport(ending: .exited(0), exitCode: nil, signal: nil, wallMs: wallMs, cpuMs: $0.cpuMs,
                           peakRSSBytes: $0.peakRSS > 0 ? $0.peakRSS : nil, stdoutBytes: stdoutBytes,
